@@ -1,0 +1,39 @@
+# The README and CI call these targets; nothing else needs to be installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP) node_modules/.installed
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	# the machine's older pip cannot resolve azure-ai-ml with opencensus-ext-azure
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## the main job on the local defaults: raw samples into a local lake, ingested, summarised
+run: $(STAMP)
+	$(PY) -m shared run
+
+## every test (starts Azurite on free ports by itself)
+test: setup
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## normalisation throughput and memory against bare pyarrow (prints numbers; not a test)
+bench: $(STAMP)
+	$(PY) bench/bench_normalise.py
+
+clean:
+	rm -rf .lake .pytest_cache .ruff_cache bench/data

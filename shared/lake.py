@@ -1,0 +1,357 @@
+"""The data lake: one interface over a local folder and over Blob Storage / ADLS Gen2.
+
+A lake path is ``<top>/<rest>`` (``raw/weather/zip=98101/2026.csv``). In the local lake it is
+a file below the lake's root folder; in Blob Storage the first segment is the container and
+the rest the blob name, so ``raw``, ``curated`` and ``quarantine`` are containers.
+
+Reads are streams read in chunks (never a whole large file in memory); writes are atomic:
+nothing is visible until the writer closes cleanly (local: write a temporary file, then
+rename; blob: stage blocks, commit the block list once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.settings import Settings
+
+#: Azurite's well-known development account (what ``UseDevelopmentStorage=true`` means)
+AZURITE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+)
+
+
+class LakeError(Exception):
+    """Base of the lake's errors."""
+
+
+class NotFoundError(LakeError):
+    """The path does not exist."""
+
+
+class TransientLakeError(LakeError):
+    """The storage service failed in a way worth retrying (throttling, 5xx, network)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    path: str
+    etag: str
+    size: int
+
+
+def check_path(path: str) -> str:
+    """Return ``path`` if it is a clean relative lake path, else raise ``ValueError``."""
+    if not isinstance(path, str) or not path:
+        raise ValueError("the path is empty")
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{path!r} is not a lake path: use '/'-separated segments with no empty, '.' or '..' segment")
+    if len(parts) < 2:
+        raise ValueError(f"{path!r} names a top-level folder, not a file")
+    return path
+
+
+class Lake(ABC):
+    """What the ingestion code needs of a lake."""
+
+    @abstractmethod
+    def stat(self, path: str) -> ObjectInfo:
+        """Size and ETag of ``path``; raises :class:`NotFoundError`."""
+
+    @abstractmethod
+    def open(self, path: str) -> contextlib.AbstractContextManager[tuple[BinaryIO, ObjectInfo]]:
+        """A binary stream of ``path`` (read it in chunks) and the version it reads."""
+
+    @abstractmethod
+    def writer(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A binary sink; ``path`` appears, whole, only when the block exits without error."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove ``path`` if it exists."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Paths below ``prefix`` (a folder path such as ``raw/weather``), sorted."""
+
+    @abstractmethod
+    def describe(self, path: str) -> str:
+        """Where ``path`` lives, for humans (a file path or a URL)."""
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.stat(path)
+        except NotFoundError:
+            return False
+        return True
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.open(path) as (stream, _):
+            return stream.read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with self.writer(path) as sink:
+            sink.write(data)
+
+    def upload(self, path: str, source: BinaryIO, chunk_bytes: int = 4 * 1024 * 1024) -> None:
+        """Copy a local binary stream into ``path``, chunk by chunk."""
+        with self.writer(path) as sink:
+            while chunk := source.read(chunk_bytes):
+                sink.write(chunk)
+
+
+class LocalLake(Lake):
+    """A lake in a folder on this machine (the command line's default)."""
+
+    _TMP = ".tmp-"
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+
+    def _file(self, path: str) -> Path:
+        return self.root / check_path(path)
+
+    def stat(self, path: str) -> ObjectInfo:
+        try:
+            st = self._file(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(path) from None
+        if not os.path.isfile(self._file(path)):
+            raise NotFoundError(path)
+        # size + mtime is what a web server's ETag is made of: cheap, and it changes whenever
+        # the file is replaced, which is all an ETag promises
+        return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}"', st.st_size)
+
+    @contextlib.contextmanager
+    def open(self, path: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:
+        info = self.stat(path)
+        with open(self._file(path), "rb") as f:
+            yield f, info
+
+    @contextlib.contextmanager
+    def writer(self, path: str) -> Iterator[BinaryIO]:
+        target = self._file(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{self._TMP}{uuid.uuid4().hex}-{target.name}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, path: str) -> None:
+        self._file(path).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix.strip("/")
+        if not base.is_dir():
+            return iter(())
+        found = (
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(self._TMP)
+        )
+        return iter(sorted(found))
+
+    def describe(self, path: str) -> str:
+        return str(self._file(path))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (a blob download)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        while not self._buf:
+            try:
+                self._buf = memoryview(_translate(next, self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+class _BlockWriter(io.RawIOBase):
+    """Stages ``chunk_bytes`` blocks as they fill; the caller commits the block list."""
+
+    def __init__(self, blob, chunk_bytes: int) -> None:  # type: ignore[no-untyped-def]
+        self._blob = blob
+        self._chunk = chunk_bytes
+        self._buf = bytearray()
+        self.block_ids: list[str] = []
+        self._prefix = uuid.uuid4().hex[:16]
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def]
+        self._buf += b
+        while len(self._buf) >= self._chunk:
+            self._stage(bytes(self._buf[: self._chunk]))
+            del self._buf[: self._chunk]
+        return len(b)
+
+    def _stage(self, data: bytes) -> None:
+        # block ids must all have the same length within a blob
+        block_id = f"{self._prefix}{len(self.block_ids):08d}"
+        _translate(self._blob.stage_block, block_id, data)
+        self.block_ids.append(block_id)
+
+    def finish(self) -> None:
+        if self._buf:
+            self._stage(bytes(self._buf))
+            self._buf.clear()
+        from azure.storage.blob import BlobBlock
+
+        _translate(self._blob.commit_block_list, [BlobBlock(block_id=b) for b in self.block_ids])
+
+
+def _translate(call, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Run an SDK call, turning its errors into the lake's own."""
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    try:
+        return call(*args, **kwargs)
+    except ResourceNotFoundError as e:
+        raise NotFoundError(str(e).splitlines()[0]) from e
+    except (ServiceRequestError, ServiceResponseError) as e:
+        raise TransientLakeError(f"storage unreachable: {e}") from e
+    except HttpResponseError as e:
+        if e.status_code in (408, 429) or (e.status_code or 0) >= 500:
+            raise TransientLakeError(f"storage answered {e.status_code}: {e.reason}") from e
+        raise
+
+
+class BlobLake(Lake):
+    """A lake in Blob Storage or ADLS Gen2 (Azurite locally)."""
+
+    def __init__(self, service: BlobServiceClient, chunk_bytes: int = 4 * 1024 * 1024) -> None:
+        self.service = service
+        self.chunk_bytes = chunk_bytes
+        self._containers_seen: set[str] = set()
+
+    @classmethod
+    def from_connection_string(cls, conn: str, chunk_bytes: int = 4 * 1024 * 1024) -> BlobLake:
+        from azure.storage.blob import BlobServiceClient
+
+        if conn.strip().lower().rstrip(";") == "usedevelopmentstorage=true":
+            conn = AZURITE_CONNECTION_STRING
+        return cls(BlobServiceClient.from_connection_string(conn), chunk_bytes)
+
+    def _blob(self, path: str):  # type: ignore[no-untyped-def]
+        container, _, name = check_path(path).partition("/")
+        return self.service.get_blob_client(container, name)
+
+    def stat(self, path: str) -> ObjectInfo:
+        props = _translate(self._blob(path).get_blob_properties)
+        return ObjectInfo(path, props.etag, props.size)
+
+    @contextlib.contextmanager
+    def open(self, path: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:
+        # the downloader pins the ETag of its first response for every later range, so a
+        # blob replaced mid-read fails the read instead of mixing two versions
+        downloader = _translate(self._blob(path).download_blob, max_concurrency=1)
+        info = ObjectInfo(path, downloader.properties.etag, downloader.properties.size)
+        raw = _ChunkReader(iter(downloader.chunks()))
+        with io.BufferedReader(raw, buffer_size=self.chunk_bytes) as stream:
+            yield stream, info  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def writer(self, path: str) -> Iterator[BinaryIO]:
+        blob = self._blob(path)
+        self._ensure_container(blob.container_name)
+        sink = _BlockWriter(blob, self.chunk_bytes)
+        yield sink  # type: ignore[misc]
+        sink.finish()
+
+    def _ensure_container(self, container: str) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        if container in self._containers_seen:
+            return
+        with contextlib.suppress(ResourceExistsError):
+            _translate(self.service.create_container, container)
+        self._containers_seen.add(container)
+
+    def delete(self, path: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            _translate(self._blob(path).delete_blob)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        container, _, rest = prefix.strip("/").partition("/")
+        client = self.service.get_container_client(container)
+        starts = f"{rest}/" if rest else None
+        try:
+            names = sorted(b.name for b in _translate(lambda: list(client.list_blobs(starts))))
+        except NotFoundError:
+            names = []
+        return iter(f"{container}/{n}" for n in names)
+
+    def describe(self, path: str) -> str:
+        return self._blob(path).url
+
+
+def make_lake(settings: Settings) -> Lake:
+    """The lake the settings name."""
+    if settings.lake_backend == "local":
+        return LocalLake(settings.lake_root)
+    if settings.lake_storage:
+        return BlobLake.from_connection_string(settings.lake_storage, settings.lake_chunk_bytes)
+    if settings.lake_storage_service_uri:
+        from azure.identity import DefaultAzureCredential
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient(settings.lake_storage_service_uri, credential=DefaultAzureCredential())
+        return BlobLake(service, settings.lake_chunk_bytes)
+    raise ValueError(
+        "FORECASTOPS_LAKE_BACKEND=blob needs LAKE_STORAGE (a connection string) "
+        "or LAKE_STORAGE__serviceUri (an account URL used with the app's identity)"
+    )
+
+
+class HashingReader(io.RawIOBase):
+    """Passes a stream through, counting its bytes and their sha256 as they are read."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = self._inner.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self.sha256.update(memoryview(b)[:n])
+            self.bytes += n
+        return n or 0

@@ -1,0 +1,534 @@
+"""Raw text columns to the standard dataset, vectorised over record batches.
+
+The checks are derived from the dataset's pydantic model (:func:`shared.datasets.spec`): a
+test holds this engine's verdict equal to ``Model.model_validate`` row by row, while the
+work here runs as pyarrow compute kernels so that millions of rows go through in seconds and
+in constant memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shared.datasets import ColumnSpec, DatasetSpec, EqualWhen, LessEqual, Weekday, spec
+from shared.formats import CONVERSIONS, Mapping, Source, canonical_unit, normalise_header, standard_unit
+from shared.readers import BadRecord, DataError, RawBatch
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("column", pa.string()),
+        ("rule", pa.string()),
+        ("raw_value", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+_ARROW_TYPES = {"string": pa.string(), "date": pa.date32(), "float": pa.float64(), "int": pa.int64()}
+_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+#: "2026-01-27" + "T06:30:00Z" / " 10:00" / ""
+_DATE_AND_TIME = (
+    r"^(?P<d>[^ T]+)(?P<t>(?:[T ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?)$"
+)
+
+
+def output_schema(ds: DatasetSpec) -> pa.Schema:
+    return pa.schema([(c.name, _ARROW_TYPES[c.type]) for c in ds.columns])
+
+
+@dataclass
+class Context:
+    """What a conversion knows of the file beyond its rows."""
+
+    fields: dict[str, str]
+    document: Any = None
+
+
+@dataclass
+class Violation:
+    column: str
+    rule: str
+    mask: pa.Array
+    raw: pa.Array
+    message: str
+
+
+@dataclass
+class Converted:
+    good: pa.Table
+    rejects: pa.Table
+    rows_read: int
+    rejected_rows: int
+    per_rule: dict[str, int] = field(default_factory=dict)
+    #: the line of each row of ``good``
+    kept_lines: pa.Array | None = None
+
+
+def _broadcast(value: Any, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(None if value is None else str(value), pa.string()), n)
+
+
+class Converter:
+    """Converts raw batches of one file with one mapping into standard rows and rejects."""
+
+    def __init__(self, mapping: Mapping, ctx: Context) -> None:
+        self.mapping = mapping
+        self.ds = spec(mapping.dataset)
+        self.ctx = ctx
+        self.schema = output_schema(self.ds)
+        self._nulls = pa.array(mapping.null_values, pa.string())
+        self._units = {name: self._unit(name, src) for name, src in mapping.columns.items()}
+        missing = [f for f in mapping.path_fields if f not in ctx.fields]
+        if missing:
+            raise DataError(
+                "missing_path_field",
+                f"format {mapping.id} takes {', '.join(missing)} from the path "
+                f"({', '.join(f'{m}=...' for m in missing)}), and this path has no such segment",
+                fields=missing,
+            )
+
+    def _unit(self, name: str, src: Source) -> tuple[float, float] | None:
+        unit = src.unit
+        if src.unit_path:
+            found = self.ctx.document
+            for part in src.unit_path.split("."):
+                found = found.get(part) if isinstance(found, dict) else None
+            if not isinstance(found, str):
+                if src.optional:
+                    return None
+                raise DataError("format_mismatch", f"no unit at {src.unit_path!r} for {name}")
+            unit = found
+        if unit is None:
+            return None
+        try:
+            dim, canon = canonical_unit(unit)
+        except ValueError as e:
+            raise DataError("unknown_unit", f"{name}: {e}") from e
+        want = standard_unit(name)
+        if want is None or dim != want[0]:
+            raise DataError("unknown_unit", f"{name}: {unit!r} is not a {want[0] if want else 'unit'}")
+        return CONVERSIONS[canon]
+
+    # raw text -----------------------------------------------------------------------------
+    def _raw(self, src: Source, batch: RawBatch) -> pa.Array:
+        n = batch.num_rows
+        if src.column is not None:
+            col = batch.columns.get(normalise_header(src.column))
+            return col if col is not None else _broadcast(None, n)
+        if src.field is not None:
+            return _broadcast(self.ctx.fields.get(src.field), n)
+        if src.path is not None:
+            found = self.ctx.document
+            for part in src.path.split("."):
+                found = found.get(part) if isinstance(found, dict) else None
+            return _broadcast(found, n)
+        return _broadcast(src.const, n)
+
+    def convert(self, batch: RawBatch) -> Converted:
+        n = batch.num_rows
+        values: dict[str, pa.Array] = {}
+        raws: dict[str, pa.Array] = {}
+        violations: list[Violation] = []
+        for col in self.ds.columns:
+            if col.name == "source":
+                values[col.name] = _broadcast(self.mapping.id, n)
+                continue
+            src = self.mapping.columns[col.name]
+            raw = self._raw(src, batch)
+            raws[col.name] = raw
+            value, found = self._column(col, src, raw, batch)
+            values[col.name] = value
+            violations += found
+        violations += self._rules(values, raws)
+        bad = [v.mask for v in violations]
+        any_bad = _any(bad, n)
+        good = pa.Table.from_arrays([values[c.name] for c in self.ds.columns], schema=self.schema)
+        kept_lines = batch.lines
+        if bad:
+            keep = pc.invert(any_bad)
+            good, kept_lines = good.filter(keep), batch.lines.filter(keep)
+        rejects, per_rule = _rejects(violations, batch.lines)
+        extra, extra_rules = _bad_records(batch.bad)
+        for rule, count in extra_rules.items():
+            per_rule[rule] = per_rule.get(rule, 0) + count
+        if extra.num_rows:
+            rejects = pa.concat_tables([rejects, extra]).sort_by([("line", "ascending")])
+        rejected = (pc.sum(any_bad.cast(pa.int64())).as_py() or 0) if bad else 0
+        return Converted(good, rejects, n + len(batch.bad), rejected + len(batch.bad), per_rule, kept_lines)
+
+    # one column -----------------------------------------------------------------------------
+    def _column(self, col: ColumnSpec, src: Source, raw: pa.Array, batch: RawBatch) -> tuple[pa.Array, list[Violation]]:
+        text = pc.utf8_trim_whitespace(raw)
+        isnull = pc.or_kleene(pc.is_null(text), pc.is_in(text, value_set=self._nulls))
+        text = pc.if_else(isnull, pa.scalar(None, pa.string()), text)
+        out: list[Violation] = []
+        if col.type == "string":
+            value = self._string(src, text)
+        elif col.type == "date":
+            value, failed = _parse_dates(text, src.date_formats)
+            if failed is not None:
+                out.append(Violation(col.name, "invalid_date", failed, raw, _date_msg(src)))
+            if src.week == "monday":
+                days = value.cast(pa.int32())
+                value = pc.subtract(days, pc.day_of_week(value).cast(pa.int32())).cast(pa.date32())
+        else:
+            value, failed = _parse_numbers(text)
+            if failed is not None:
+                out.append(Violation(col.name, "invalid_number", failed, raw, "not a number"))
+            if src.multiply_by:
+                factor_raw = batch.columns.get(normalise_header(src.multiply_by), _broadcast(None, len(raw)))
+                factor_text = pc.utf8_trim_whitespace(factor_raw)
+                factor, f_failed = _parse_numbers(factor_text)
+                if f_failed is not None:
+                    out.append(
+                        Violation(
+                            col.name, "invalid_number", f_failed, factor_raw, f"{src.multiply_by} is not a number"
+                        )
+                    )
+                value = pc.multiply(value, factor)
+            conv = self._units.get(col.name)
+            if conv is not None and conv != (1.0, 0.0):
+                value = pc.add(pc.multiply(value, conv[0]), conv[1])
+            if col.decimals is not None:
+                # + 0.0 turns the -0.0 that rounding can leave into 0.0
+                value = pc.add(pc.round(value, col.decimals), 0.0)
+            if col.type == "int":
+                integral = pc.equal(pc.floor(value), value)
+                not_int = pc.invert(pc.fill_null(integral, True))
+                if pc.any(not_int).as_py():
+                    out.append(Violation(col.name, "not_integer", not_int, raw, "not a whole number"))
+                    value = pc.if_else(not_int, pa.scalar(None, pa.float64()), value)
+                value = value.cast(pa.int64())
+        out += _constraints(col, value, raw)
+        return value, out
+
+    def _string(self, src: Source, text: pa.Array) -> pa.Array:
+        if src.case == "lower":
+            text = pc.utf8_lower(text)
+        elif src.case == "upper":
+            text = pc.utf8_upper(text)
+        if src.values:
+            keys = pa.array(list(src.values), pa.string())
+            idx = pc.index_in(text, value_set=keys)
+            mapped = pc.take(pa.array(list(src.values.values()), pa.string()), idx)
+            text = pc.coalesce(mapped, text)
+        if src.pad:
+            text = pc.utf8_lpad(text, src.pad, "0")
+        return text
+
+    def _rules(self, values: dict[str, pa.Array], raws: dict[str, pa.Array]) -> list[Violation]:
+        out = []
+        for rule in self.ds.rules:
+            if isinstance(rule, LessEqual):
+                broken = pc.fill_null(pc.greater(values[rule.low], values[rule.high]), False)
+                msg, column = f"{rule.low} is above {rule.high}", rule.low
+            elif isinstance(rule, EqualWhen):
+                applies = pc.fill_null(pc.equal(values[rule.when_field], rule.when_value), False)
+                differs = pc.fill_null(pc.not_equal(values[rule.left], values[rule.right]), False)
+                broken = pc.and_(applies, differs)
+                msg = f"{rule.left} must equal {rule.right} when {rule.when_field} is {rule.when_value}"
+                column = rule.left
+            elif isinstance(rule, Weekday):
+                broken = pc.fill_null(pc.not_equal(pc.day_of_week(values[rule.field]), rule.weekday - 1), False)
+                msg, column = f"{rule.field} is not an ISO weekday {rule.weekday}", rule.field
+            else:  # pragma: no cover - a new rule type needs its vectorised form here
+                raise TypeError(f"no vectorised form for {rule!r}")
+            if pc.any(broken).as_py():
+                out.append(
+                    Violation(column, rule.name, broken, raws.get(column, values[column]).cast(pa.string()), msg)
+                )
+        return out
+
+
+def _any(masks: list[pa.Array], n: int) -> pa.Array:
+    if not masks:
+        return pa.repeat(pa.scalar(False), n)
+    acc = masks[0]
+    for m in masks[1:]:
+        acc = pc.or_(acc, m)
+    return acc
+
+
+def _date_msg(src: Source) -> str:
+    return f"not a date in the format {' or '.join(src.date_formats)}"
+
+
+def _parse_numbers(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """Text to float64; the mask of non-null text that is not a number (None when clean)."""
+    try:
+        value = pc.cast(text, pa.float64())
+        finite = pc.is_finite(value)
+        if pc.all(pc.fill_null(finite, True)).as_py():
+            return value, None
+    except pa.ArrowInvalid:
+        pass
+    # slow path, only for batches with bad values: find them, null them, keep the rest
+    ok = pc.fill_null(pc.match_substring_regex(text, _NUMBER), True)
+    value = pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.float64())
+    return value, pc.invert(ok)
+
+
+def _parse_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array | None]:
+    """Text to date32 with the first format that fits (a trailing time is allowed)."""
+    value = None
+    for fmt in formats:
+        ts = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+        value = ts if value is None else pc.coalesce(value, ts)
+    assert value is not None
+    failed = pc.and_(pc.is_valid(text), pc.is_null(value))
+    if pc.any(failed).as_py():
+        # a date followed by a time of day ("2026-01-27T06:30:00", "01/31/2012 10:00"):
+        # parse the date part, and accept the rest only if it is a time
+        parts = pc.extract_regex(pc.if_else(failed, text, pa.scalar(None, pa.string())), _DATE_AND_TIME)
+        date_part = pc.struct_field(parts, "d")
+        for fmt in formats:
+            value = pc.coalesce(value, pc.strptime(date_part, format=fmt, unit="s", error_is_null=True))
+        failed = pc.and_(pc.is_valid(text), pc.is_null(value))
+        if not pc.any(failed).as_py():
+            failed = None
+    else:
+        failed = None
+    return pc.cast(value, pa.date32(), safe=False), failed
+
+
+def _constraints(col: ColumnSpec, value: pa.Array, raw: pa.Array) -> list[Violation]:
+    out = []
+    if not col.nullable:
+        missing = pc.is_null(value)
+        # a value that failed to parse is already reported; only report what was empty
+        missing = pc.and_(
+            missing, pc.or_kleene(pc.is_null(raw), pc.is_in(pc.utf8_trim_whitespace(raw), value_set=pa.array([""])))
+        )
+        missing = pc.fill_null(missing, True)
+        if pc.any(missing).as_py():
+            out.append(Violation(col.name, "missing_value", missing, raw, f"{col.name} is required"))
+    checks: list[tuple[str, Callable[[], pa.Array], str]] = []
+    if col.ge is not None:
+        checks.append(("below_minimum", lambda: pc.less(value, col.ge), f"below the minimum {col.ge:g}"))
+    if col.le is not None:
+        checks.append(("above_maximum", lambda: pc.greater(value, col.le), f"above the maximum {col.le:g}"))
+    if col.pattern is not None:
+        checks.append(
+            (
+                "pattern_mismatch",
+                lambda: pc.invert(pc.match_substring_regex(value, col.pattern)),
+                f"does not match {col.pattern}",
+            )
+        )
+    if col.min_length is not None:
+        checks.append(
+            ("too_short", lambda: pc.less(pc.utf8_length(value), col.min_length), f"shorter than {col.min_length}")
+        )
+    if col.choices is not None:
+        allowed = pa.array(col.choices, pa.string())
+        checks.append(
+            (
+                "invalid_choice",
+                lambda: pc.invert(pc.is_in(value, value_set=allowed)),
+                f"not one of {', '.join(col.choices)}",
+            )
+        )
+    for rule, make, msg in checks:
+        broken = pc.fill_null(make(), False)
+        if pc.any(broken).as_py():
+            out.append(Violation(col.name, rule, broken, raw, msg))
+    return out
+
+
+def _rejects(violations: list[Violation], lines: pa.Array) -> tuple[pa.Table, dict[str, int]]:
+    parts = []
+    per_rule: dict[str, int] = {}
+    for v in violations:
+        idx = pc.indices_nonzero(v.mask)
+        per_rule[v.rule] = per_rule.get(v.rule, 0) + len(idx)
+        k = len(idx)
+        parts.append(
+            pa.table(
+                [
+                    pc.take(lines, idx),
+                    pa.repeat(pa.scalar(v.column), k),
+                    pa.repeat(pa.scalar(v.rule), k),
+                    pc.take(v.raw.cast(pa.string()), idx),
+                    pa.repeat(pa.scalar(v.message), k),
+                ],
+                schema=REJECT_SCHEMA,
+            )
+        )
+    if not parts:
+        return REJECT_SCHEMA.empty_table(), per_rule
+    table = pa.concat_tables(parts)
+    return table.sort_by([("line", "ascending")]), per_rule
+
+
+def _bad_records(bad: list[BadRecord]) -> tuple[pa.Table, dict[str, int]]:
+    per_rule: dict[str, int] = {}
+    for b in bad:
+        per_rule[b.rule] = per_rule.get(b.rule, 0) + 1
+    table = pa.table(
+        [
+            pa.array([b.line for b in bad], pa.int64()),
+            pa.array(["(row)"] * len(bad)),
+            pa.array([b.rule for b in bad]),
+            pa.array([b.text for b in bad]),
+            pa.array([b.message for b in bad]),
+        ],
+        schema=REJECT_SCHEMA,
+    )
+    return table, per_rule
+
+
+# keys ---------------------------------------------------------------------------------------
+_MULT = np.uint64(0x100000001B3)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _powers(n: int) -> np.ndarray:
+    p = np.full(max(n, 1), _MULT, dtype=np.uint64)
+    p[0] = 1
+    return np.cumprod(p, dtype=np.uint64)
+
+
+def _hash_strings(arr: pa.Array) -> np.ndarray:
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    lengths = np.diff(offsets)
+    start, end = int(offsets[0]), int(offsets[-1])
+    h = lengths.astype(np.uint64) * _GOLDEN
+    if end > start:
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[start:end].astype(np.uint64)
+        rel = offsets[:-1] - start
+        pos = np.arange(end - start) - np.repeat(rel, lengths)
+        contrib = data * _powers(int(lengths.max()))[pos]
+        nz = lengths > 0
+        h[nz] ^= np.add.reduceat(contrib, rel[nz])
+    return h
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def key_hashes(table: pa.Table, key: tuple[str, ...]) -> np.ndarray:
+    """A 64-bit hash of each row's key (collisions are resolved exactly by the caller)."""
+    h = np.zeros(table.num_rows, np.uint64)
+    for name in key:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_string(col.type):
+            part = _hash_strings(col)
+        else:
+            if pa.types.is_date32(col.type):
+                col = col.cast(pa.int32())
+            part = col.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.uint64)
+        h = _mix(h * _MULT ^ part)
+    return h
+
+
+class KeyCounter:
+    """Counts key hashes over a whole file in bounded memory.
+
+    Up to ``budget`` hashes stay in memory; beyond that they are spilled to temporary files
+    partitioned by their top bits, so that finding the repeated ones needs one partition in
+    memory at a time, however large the file.
+    """
+
+    PARTITIONS = 16
+
+    def __init__(self, budget: int = 4_000_000) -> None:
+        self.budget = budget
+        self._held: list[np.ndarray] = []
+        self._count = 0
+        self._dir: str | None = None
+
+    def add(self, hashes: np.ndarray) -> None:
+        self._held.append(hashes)
+        self._count += len(hashes)
+        if self._count >= self.budget:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="forecastops-keys-")
+        allh = np.concatenate(self._held) if self._held else np.zeros(0, np.uint64)
+        part = (allh >> np.uint64(60)).astype(np.int64)
+        for p in range(self.PARTITIONS):
+            with open(os.path.join(self._dir, f"{p}.u64"), "ab") as f:
+                allh[part == p].tofile(f)
+        self._held, self._count = [], 0
+
+    def repeated(self) -> np.ndarray:
+        """Hashes seen more than once."""
+        if self._dir is None:
+            allh = np.concatenate(self._held) if self._held else np.zeros(0, np.uint64)
+            return _repeated(allh)
+        self._spill()
+        found = [_repeated(np.fromfile(os.path.join(self._dir, f"{p}.u64"), np.uint64)) for p in range(self.PARTITIONS)]
+        return np.concatenate(found)
+
+    def close(self) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _repeated(h: np.ndarray) -> np.ndarray:
+    if len(h) < 2:
+        return np.zeros(0, np.uint64)
+    values, counts = np.unique(h, return_counts=True)
+    return values[counts > 1]
+
+
+class FirstWins:
+    """Second pass over a file whose keys repeat: keeps each key's first row, flags the rest."""
+
+    def __init__(self, repeated: np.ndarray, key: tuple[str, ...]) -> None:
+        self.repeated = np.sort(repeated)
+        self.key = key
+        self.seen: set[tuple[Any, ...]] = set()
+
+    def duplicates(self, table: pa.Table) -> np.ndarray:
+        mask = np.zeros(table.num_rows, bool)
+        if not len(self.repeated) or not table.num_rows:
+            return mask
+        h = key_hashes(table, self.key)
+        cand = np.flatnonzero(np.isin(h, self.repeated))
+        if not len(cand):
+            return mask
+        sub = table.select(list(self.key)).take(pa.array(cand))
+        for i, key in zip(cand, zip(*(sub.column(k).to_pylist() for k in self.key), strict=True), strict=True):
+            if key in self.seen:
+                mask[i] = True
+            else:
+                self.seen.add(key)
+        return mask
+
+
+def duplicate_rejects(table: pa.Table, mask: np.ndarray, lines: pa.Array, key: tuple[str, ...]) -> pa.Table:
+    idx = pa.array(np.flatnonzero(mask))
+    k = len(idx)
+    keys = table.select(list(key)).take(idx)
+    text = pc.binary_join_element_wise(*[keys.column(c).cast(pa.string()) for c in key], "|")
+    return pa.table(
+        [
+            pc.take(lines, idx),
+            pa.repeat(pa.scalar("|".join(key)), k),
+            pa.repeat(pa.scalar("duplicate_key"), k),
+            text,
+            pa.repeat(pa.scalar("the same key appears on an earlier line of this file; the first wins"), k),
+        ],
+        schema=REJECT_SCHEMA,
+    )

@@ -1,0 +1,50 @@
+"""The app's settings: one typed object, read from the environment once per worker.
+
+Names are the app-setting names listed in ``local.settings.sample.json``. Tests build
+``Settings(...)`` explicitly instead of touching the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, populate_by_name=True)
+
+    #: ``local``: a folder on this machine; ``blob``: Blob Storage / ADLS Gen2 (Azurite locally)
+    lake_backend: Literal["local", "blob"] = Field("local", validation_alias=AliasChoices("FORECASTOPS_LAKE_BACKEND"))
+    #: the local lake's folder (``lake_backend=local``)
+    lake_root: Path = Field(Path(".lake"), validation_alias=AliasChoices("FORECASTOPS_LAKE_ROOT"))
+    #: connection string of the lake's storage account; the blob triggers use the same
+    #: app setting (``connection="LAKE_STORAGE"``). ``UseDevelopmentStorage=true`` is Azurite.
+    lake_storage: str | None = Field(None, validation_alias=AliasChoices("LAKE_STORAGE"))
+    #: identity-based alternative to a connection string (``DefaultAzureCredential``)
+    lake_storage_service_uri: str | None = Field(
+        None, validation_alias=AliasChoices("LAKE_STORAGE__serviceUri", "LAKE_STORAGE__blobServiceUri")
+    )
+    #: the blob triggers' source: ``EventGrid`` in Azure (Flex Consumption, ADLS Gen2),
+    #: ``LogsAndContainerScan`` with Azurite and ``func start``
+    blob_trigger_source: Literal["EventGrid", "LogsAndContainerScan"] = Field(
+        "LogsAndContainerScan", validation_alias=AliasChoices("FORECASTOPS_BLOB_TRIGGER_SOURCE")
+    )
+    #: bytes per block read from or staged to the lake
+    lake_chunk_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, validation_alias=AliasChoices("FORECASTOPS_LAKE_CHUNK_BYTES")
+    )
+    #: Application Insights; telemetry is off when empty
+    applicationinsights_connection_string: str | None = Field(
+        None, validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    )
+    log_level: str = Field("INFO", validation_alias=AliasChoices("FORECASTOPS_LOG_LEVEL"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The worker's settings, read from the environment on first use."""
+    return Settings()

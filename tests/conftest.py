@@ -1,0 +1,57 @@
+"""Fixtures shared by every test: a clean environment, lakes (local folder and Azurite)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.lake import BlobLake, Lake, LocalLake
+from shared.settings import get_settings
+from tests.azurite import AzuriteInstance, start_azurite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No app setting leaks in from the machine (as pydantic-settings' own tests do)."""
+    for name in list(os.environ):
+        if name.startswith(("FORECASTOPS_", "LAKE_STORAGE", "APPLICATIONINSIGHTS_", "AzureWebJobs")):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteInstance]:
+    with start_azurite() as instance:
+        yield instance
+
+
+@pytest.fixture
+def local_lake(tmp_path: Path) -> LocalLake:
+    return LocalLake(tmp_path / "lake")
+
+
+@pytest.fixture
+def blob_lake(azurite: AzuriteInstance) -> Iterator[BlobLake]:
+    lake = BlobLake.from_connection_string(azurite.connection_string, chunk_bytes=256 * 1024)
+    yield lake
+    for container in lake.service.list_containers():
+        lake.service.delete_container(container.name)
+
+
+@pytest.fixture(params=["local", "blob"])
+def lake(request: pytest.FixtureRequest) -> Lake:
+    """Each test that takes ``lake`` runs against the local folder and against Azurite."""
+    return request.getfixturevalue(f"{request.param}_lake")
+
+
+@pytest.fixture
+def invocation_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,177 @@
+"""What tests use to drive the product the way its users do: raw files into a lake, the
+function app's indexed functions with the objects the Python worker would build, and a
+re-implementation of the worker's load-time binding checks."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import inspect
+import io
+import json
+import typing
+from types import SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+from azure.functions import meta as func_meta
+from azurefunctions.extensions.base import Datum
+from azurefunctions.extensions.base import meta as ext_meta
+
+from shared.lake import Lake
+
+# raw layouts used across the tests (the vendor formats the mappings describe) ------------------
+US_OBS_HEADER = "Zip,Obs Date,High (F),Low (F),Rain (in),Snow (in)"
+DELIVERIES_HEADER = "store,sku,delivery_date,qty,returned_qty"
+ERP_HEADER = "Store Nbr,Item Nbr,Week Ending,Cases Shipped,Units Per Case,Units Returned"
+STORE_MASTER_HEADER = "StoreID,Zip,Region,Format,Population,Households,Median HH Income,Median Age"
+
+
+def put(lake: Lake, path: str, content: str | bytes, *, gz: bool = False) -> str:
+    data = content.encode() if isinstance(content, str) else content
+    lake.write_bytes(path, gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def read_csv(lake: Lake, path: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(lake.read_bytes(path).decode())))
+
+
+def read_json(lake: Lake, path: str) -> dict[str, Any]:
+    return json.loads(lake.read_bytes(path))
+
+
+def lines(*rows: str) -> str:
+    return "\n".join(rows) + "\n"
+
+
+# the function app --------------------------------------------------------------------------
+def indexed_functions() -> dict[str, Any]:
+    """The app's functions by name, as the worker indexes them."""
+    import function_app
+
+    function_app.app.functions_bindings = {}  # get_functions() may be called once per app object
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def http_request(method: str, route: str, body: Any = None, params: dict[str, str] | None = None) -> func.HttpRequest:
+    raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
+    return func.HttpRequest(
+        method=method,
+        url=f"http://localhost:7071/api/{route}",
+        headers={"Content-Type": "application/json"},
+        params=params or {},
+        route_params={},
+        body=raw,
+    )
+
+
+def context(invocation_id: str) -> Any:
+    return SimpleNamespace(invocation_id=invocation_id, function_name="test", function_directory=".")
+
+
+def sdk_blob_client(connection_setting: str, container: str, blob_name: str) -> Any:
+    """The BlobClient the worker builds for an SDK-type blob binding (via the extension's
+    own converter, from the model binding data the host sends)."""
+    from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
+
+    content = json.dumps({"Connection": connection_setting, "ContainerName": container, "BlobName": blob_name})
+    mbd = SimpleNamespace(version="1.0", source="AzureStorageBlobs", content_type="application/json", content=content)
+    return BlobClientConverter.decode(
+        Datum(value=mbd, type="model_binding_data"), trigger_metadata={}, pytype=BlobClient
+    )
+
+
+# the worker's load-time checks --------------------------------------------------------------
+# Re-implemented from azure_functions_worker/functions.py (Registry.add_indexed_function,
+# validate_function_params, get_function_return_type): the worker package on PyPI is a 2020
+# release without indexing, and its successor needs Python 3.13.
+_REGISTRY = func_meta.get_binding_registry()
+_DEFERRED = ext_meta.get_binding_registry()
+_OUT, _INOUT = 1, 2
+
+
+class _Generic:
+    @staticmethod
+    def check_input_type_annotation(pytype: type) -> bool:
+        return issubclass(pytype, (str, bytes))
+
+    @staticmethod
+    def check_output_type_annotation(pytype: type) -> bool:
+        return issubclass(pytype, (str, bytes, bytearray))
+
+
+def _converter(binding_type: str, deferred: bool = False) -> Any:
+    conv = _DEFERRED.get(binding_type) if deferred else _REGISTRY.get(binding_type)
+    return conv or _Generic
+
+
+def _implicit_output(binding_type: str) -> bool:
+    conv = _REGISTRY.get(binding_type)
+    if conv is None:
+        return binding_type != "durableClient"
+    return getattr(conv, "has_implicit_output", lambda: False)()
+
+
+def _is_out(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and origin.__name__ == "Out"
+
+
+def binding_problems(fn: Any) -> list[str]:
+    """What the Python worker would refuse when loading ``fn``; empty when it loads."""
+    name = fn.get_function_name()
+    user = fn.get_user_function()
+    errors = []
+    params = dict(inspect.signature(user).parameters)
+    hints = typing.get_type_hints(user)
+    bound: dict[str, Any] = {}
+    explicit_return, return_type = False, None
+    for b in fn.get_bindings():
+        if b.direction == _INOUT:
+            errors.append(f"{name}: binding {b.name!r}: 'inout' is not supported")
+        if b.name == "$return":
+            if b.direction != _OUT:
+                errors.append(f"{name}: '$return' must be an output binding")
+            explicit_return, return_type = True, b.type
+        else:
+            bound[b.name] = b
+            if _implicit_output(b.type) and not explicit_return:
+                return_type = b.type
+    if "context" in params and "context" not in bound:
+        params.pop("context")
+        ctx = hints.get("context")
+        if ctx is not None and not (isinstance(ctx, type) and ctx.__name__ == "Context"):
+            errors.append(f"{name}: 'context' must be annotated azure.functions.Context")
+    if set(params) - set(bound):
+        errors.append(f"{name}: parameters without a binding: {sorted(set(params) - set(bound))}")
+    if set(bound) - set(params):
+        errors.append(f"{name}: bindings without a parameter: {sorted(set(bound) - set(params))}")
+    for pname in sorted(set(params) & set(bound)):
+        b, annotation = bound[pname], hints.get(pname)
+        if annotation is None:
+            continue
+        deferred = bool(_DEFERRED.check_supported_type(annotation))
+        is_out = _is_out(annotation)
+        pytype = typing.get_args(annotation)[0] if is_out else annotation
+        if not isinstance(pytype, type) and typing.get_origin(pytype) is None:
+            errors.append(f"{name}: {pname}: {annotation!r} is not a type")
+            continue
+        if (b.direction == _OUT) != is_out:
+            errors.append(f"{name}: {pname}: direction and func.Out[...] annotation disagree")
+            continue
+        btype = "generic" if pytype in (str, bytes) and not _implicit_output(b.type) else b.type
+        conv = _converter(btype, deferred)
+        try:
+            ok = conv.check_output_type_annotation(pytype) if is_out else conv.check_input_type_annotation(pytype)
+        except TypeError:
+            ok = False
+        if not ok:
+            errors.append(f"{name}: {pname}: binding {b.type!r} does not accept {annotation!r}")
+    if explicit_return and "return" in hints:
+        ret = hints["return"]
+        if _is_out(ret) or not isinstance(ret, type):
+            errors.append(f"{name}: return annotation {ret!r} is not a type")
+        elif not _converter(return_type).check_output_type_annotation(ret):
+            errors.append(f"{name}: return annotation {ret.__name__} does not fit {return_type!r}")
+    return errors
