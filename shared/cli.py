@@ -11,18 +11,19 @@ The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local fol
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sys
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from shared.datasets import SOURCES
 from shared.formats import load_mappings
 from shared.ingest import ingest
-from shared.lake import Lake, LocalLake, make_lake
+from shared.lake import Lake, LocalLake, NotFoundError, make_lake
 from shared.settings import get_settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "raw"
@@ -33,14 +34,36 @@ def _lake(args: argparse.Namespace) -> Lake:
 
 
 def upload_tree(lake: Lake, folder: Path) -> list[str]:
-    """Copy every file below ``folder`` to ``raw/<same relative path>`` in the lake."""
+    """Copy every file below ``folder`` to ``raw/<same relative path>`` in the lake.
+
+    A file whose copy in the lake already has the same bytes is left alone, so that its ETag,
+    and so its ingested outputs, stay current.
+    """
     paths = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md"):
         path = "raw/" + file.relative_to(folder).as_posix()
-        with open(file, "rb") as f:
-            lake.upload(path, f)
+        if not _same_bytes(lake, path, file):
+            with open(file, "rb") as f:
+                lake.upload(path, f)
         paths.append(path)
     return paths
+
+
+def _same_bytes(lake: Lake, path: str, file: Path) -> bool:
+    try:
+        if lake.stat(path).size != file.stat().st_size:
+            return False
+    except NotFoundError:
+        return False
+    with lake.open(path) as (stream, _), open(file, "rb") as local:
+        return _sha256(stream) == _sha256(local)
+
+
+def _sha256(stream: BinaryIO) -> str:
+    h = hashlib.sha256()
+    while chunk := stream.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def raw_paths(lake: Lake) -> list[str]:

@@ -136,31 +136,36 @@ class Mapping(BaseModel):
     def _fits_dataset(self) -> Mapping:
         ds = spec(self.dataset)
         names = set(ds.column_names)
+        problems = []
         unknown = sorted(set(self.columns) - names)
         if unknown:
-            raise ValueError(f"columns not in {self.dataset}: {', '.join(unknown)}")
+            problems.append(f"columns not in {self.dataset}: {', '.join(unknown)}")
         missing = sorted(names - set(self.columns) - {"source"})
         if missing:
-            raise ValueError(f"no source for {self.dataset} column(s): {', '.join(missing)}")
+            problems.append(f"no source for {self.dataset} column(s): {', '.join(missing)}")
         for name, src in self.columns.items():
-            col = ds.column(name)
-            if (src.unit or src.unit_path) and standard_unit(name) is None:
-                raise ValueError(f"{name} has no unit, so it takes no 'unit'")
-            if src.unit and canonical_unit(src.unit)[0] != standard_unit(name)[0]:  # type: ignore[index]
-                raise ValueError(f"{name}: unit {src.unit!r} is not a {standard_unit(name)[0]}")  # type: ignore[index]
+            if name not in names:
+                continue
+            col, unit = ds.column(name), standard_unit(name)
+            if (src.unit or src.unit_path) and unit is None:
+                problems.append(f"{name} has no unit, so it takes no 'unit'")
+            elif src.unit and canonical_unit(src.unit)[0] != unit[0]:  # type: ignore[index]
+                problems.append(f"{name}: unit {src.unit!r} is not a {unit[0]}")  # type: ignore[index]
             if src.week and col.type != "date":
-                raise ValueError(f"{name}: 'week' applies to dates only")
+                problems.append(f"{name}: 'week' applies to dates only")
             if src.path is not None and self.reader != "json":
-                raise ValueError(f"{name}: 'path' (a document-level JSON path) needs reader = 'json'")
+                problems.append(f"{name}: 'path' (a document-level JSON path) needs reader = 'json'")
         if self.aggregate:
             key = set(ds.key)
             free = sorted(names - key - set(self.aggregate) - {"source"})
             if free:
-                raise ValueError(f"aggregating to the key: say how to fold {', '.join(free)}")
+                problems.append(f"aggregating to the key: say how to fold {', '.join(free)}")
             if key & set(self.aggregate):
-                raise ValueError("key columns cannot be aggregated")
+                problems.append("key columns cannot be aggregated")
         if self.reader == "json" and not self.records:
-            raise ValueError("reader = 'json' needs 'records' (the dotted path of the records)")
+            problems.append("reader = 'json' needs 'records' (the dotted path of the records)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

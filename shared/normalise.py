@@ -283,6 +283,7 @@ def _parse_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array
         ts = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
         value = ts if value is None else pc.coalesce(value, ts)
     assert value is not None
+    parsed_text = text
     failed = pc.and_(pc.is_valid(text), pc.is_null(value))
     if pc.any(failed).as_py():
         # a date followed by a time of day ("2026-01-27T06:30:00", "01/31/2012 10:00"):
@@ -291,12 +292,34 @@ def _parse_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array
         date_part = pc.struct_field(parts, "d")
         for fmt in formats:
             value = pc.coalesce(value, pc.strptime(date_part, format=fmt, unit="s", error_is_null=True))
-        failed = pc.and_(pc.is_valid(text), pc.is_null(value))
-        if not pc.any(failed).as_py():
-            failed = None
-    else:
-        failed = None
-    return pc.cast(value, pa.date32(), safe=False), failed
+        parsed_text = pc.coalesce(date_part, text)
+    value = _reject_rolled_over(value, parsed_text, formats)
+    failed = pc.and_(pc.is_valid(text), pc.is_null(value))
+    return pc.cast(value, pa.date32(), safe=False), (failed if pc.any(failed).as_py() else None)
+
+
+_LEADING_ZEROS = r"(^|[^0-9])0+([0-9])"
+
+
+def _reject_rolled_over(value: pa.Array, text: pa.Array, formats: list[str]) -> pa.Array:
+    """Null the dates strptime rolled over ("2026-02-30" -> March 2nd).
+
+    Arrow's strptime does not check the day against the month; a rolled-over date lands on
+    day 1 to 3 of the next month, so only those rows are checked, by formatting the parsed
+    date back and comparing it with the text (leading zeros aside).
+    """
+    suspect = pc.fill_null(pc.less_equal(pc.day(value), 3), False)
+    if not pc.any(suspect).as_py():
+        return value
+    idx = pc.indices_nonzero(suspect)
+    ts, raw = pc.take(value, idx), pc.replace_substring_regex(pc.take(text, idx), _LEADING_ZEROS, r"\1\2")
+    same = pa.repeat(pa.scalar(False), len(idx))
+    for fmt in formats:
+        back = pc.replace_substring_regex(pc.strftime(ts, format=fmt), _LEADING_ZEROS, r"\1\2")
+        same = pc.or_(same, pc.fill_null(pc.equal(back, raw), False))
+    bad = np.zeros(len(value), bool)
+    bad[idx.to_numpy()[~same.to_numpy(zero_copy_only=False)]] = True
+    return pc.if_else(pa.array(bad), pa.scalar(None, value.type), value)
 
 
 def _constraints(col: ColumnSpec, value: pa.Array, raw: pa.Array) -> list[Violation]:

@@ -1,0 +1,59 @@
+"""The command line and the README's main job."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from shared.cli import SAMPLES, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_main_job_ingests_every_sample_and_accounts_for_every_row(tmp_path):
+    out = io.StringIO()
+    assert main(["--lake", str(tmp_path), "run"], out=out) == 0
+    text = out.getvalue()
+    raw_files = [p for p in SAMPLES.rglob("*") if p.is_file()]
+    m = re.search(r"(\d+) file\(s\): (\d+) rows read, (\d+) written, (\d+) rejected; (\d+) file\(s\) quarantined", text)
+    assert m, text
+    files, read, written, rejected, quarantined = map(int, m.groups())
+    assert files == len(raw_files) and read == written + rejected and read > 1000
+    assert quarantined == 0 and rejected == 0  # the samples are clean
+    for dataset in ("weather_daily", "shipments_weekly", "store_demographics"):
+        assert list((tmp_path / "curated" / dataset / "v1").rglob("*.csv")), dataset
+    again = io.StringIO()
+    main(["--lake", str(tmp_path), "run"], out=again)
+    assert again.getvalue().count("ingested (unchanged)") == len(raw_files)
+
+
+def test_ingest_reports_a_quarantined_file_by_its_reason(tmp_path):
+    (tmp_path / "raw" / "weather").mkdir(parents=True)
+    (tmp_path / "raw" / "weather" / "x.csv").write_text("nothing,we,know\n1,2,3\n")
+    out = io.StringIO()
+    assert main(["--lake", str(tmp_path), "ingest"], out=out) == 0
+    assert "quarantined: no_matching_format" in out.getvalue()
+    assert "1 file(s) quarantined" in out.getvalue()
+
+
+def test_formats_lists_every_mapping():
+    out = io.StringIO()
+    main(["formats"], out=out)
+    assert "weather_openmeteo_json" in out.getvalue() and "demographics_store_master_jsonl" in out.getvalue()
+
+
+def test_a_bad_path_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    assert main(["--lake", str(tmp_path), "ingest", "curated/x.csv"], out=io.StringIO()) == 2
+    assert "error: 'curated/x.csv' is not a raw file" in capsys.readouterr().err
+
+
+def test_the_readme_commands_are_the_makefile_targets_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make run " in readme and "make test " in readme
+    assert re.search(r"^run: ", makefile, re.M) and "-m shared run" in makefile
+    assert re.search(r"^test: setup", makefile, re.M) and "-m pytest" in makefile
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    for target in ("lint", "bench", "setup"):
+        assert re.search(rf"^{target}:", makefile, re.M), target

@@ -1,0 +1,93 @@
+"""The mapping files: they load, they say what is wrong with them, and files find theirs."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.formats import (
+    MAPPINGS_DIR,
+    MappingFileError,
+    load_mapping,
+    load_mappings,
+    normalise_header,
+    path_fields,
+    rank,
+)
+
+
+def test_every_shipped_mapping_loads_and_is_named_after_its_id():
+    mappings = load_mappings()
+    assert sorted(mappings) == sorted(p.stem for p in MAPPINGS_DIR.glob("*.toml"))
+    assert {m.dataset for m in mappings.values()} == {"weather_daily", "shipments_weekly", "store_demographics"}
+    assert len(mappings) >= 7
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('id = "x"\ndataset = "weather_daily"\n', "description"),
+        ('id = "x"\ndataset = "sales"\ndescription = ""\nreader = "csv"\n[columns]\n', "unknown dataset 'sales'"),
+        (
+            'id = "x"\ndataset = "store_demographics"\ndescription = ""\nreader = "csv"\n[columns]\nstore_id = { column = "a" }\n',
+            "no source for store_demographics column(s): households",
+        ),
+        (
+            'id = "x"\ndataset = "store_demographics"\ndescription = ""\nreader = "csv"\n[columns]\n'
+            'store_id = { column = "a", const = "b" }\n',
+            "exactly one of column, path, field, const",
+        ),
+        (
+            'id = "x"\ndataset = "weather_daily"\ndescription = ""\nreader = "csv"\n[columns]\ntmax_c = { column = "a", unit = "furlong" }\n',
+            "unknown unit 'furlong'",
+        ),
+        (
+            'id = "x"\ndataset = "weather_daily"\ndescription = ""\nreader = "csv"\n[columns]\nprecip_mm = { column = "a", unit = "degF" }\n',
+            "is not a length",
+        ),
+        ("id = ", "not valid TOML"),
+    ],
+    ids=[
+        "missing-keys",
+        "unknown-dataset",
+        "missing-columns",
+        "two-sources",
+        "unknown-unit",
+        "wrong-dimension",
+        "toml",
+    ],
+)
+def test_a_broken_mapping_file_names_itself_and_the_problem(tmp_path, body, words):
+    file = tmp_path / "x.toml"
+    file.write_text(body)
+    with pytest.raises(MappingFileError) as e:
+        load_mapping(file)
+    assert str(file) in str(e.value) and words in str(e.value)
+
+
+def test_aggregating_mappings_must_fold_every_non_key_column(tmp_path):
+    text = (MAPPINGS_DIR / "shipments_daily_deliveries_csv.toml").read_text().replace('units_returned = "sum"', "")
+    (tmp_path / "shipments_daily_deliveries_csv.toml").write_text(text)
+    with pytest.raises(MappingFileError, match="say how to fold units_returned"):
+        load_mappings(tmp_path)
+
+
+def test_a_file_named_differently_from_its_id_is_refused(tmp_path):
+    (tmp_path / "other.toml").write_bytes((MAPPINGS_DIR / "weather_us_obs_csv.toml").read_bytes())
+    with pytest.raises(MappingFileError, match="named after its id"):
+        load_mappings(tmp_path)
+
+
+def test_path_fields_are_the_hive_style_segments():
+    assert path_fields("raw/weather/ghcn/zip=75001/format=weather_ghcn_cdo_metric/x.csv") == {
+        "zip": "75001",
+        "format": "weather_ghcn_cdo_metric",
+    }
+    assert path_fields("raw/weather/zip=98101.csv") == {"zip": "98101"}
+    assert path_fields("raw/weather/a/b.csv") == {}
+
+
+def test_headers_match_case_and_whitespace_insensitively():
+    assert normalise_header("  High   (F) ") == normalise_header("high (f)")
+    us = load_mappings()["weather_us_obs_csv"]
+    (best,) = rank([us], {normalise_header(h) for h in ["ZIP", "obs  date", "HIGH (F)", "low (f)", "Rain (IN)"]})
+    assert best.missing == []

@@ -1,0 +1,72 @@
+"""The lake's contract, the same for the local folder and for Blob Storage (Azurite)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.lake import LocalLake, NotFoundError, check_path, make_lake
+from shared.settings import Settings
+
+
+def test_write_read_stat_list_delete(lake):
+    lake.write_bytes("raw/weather/a/x.csv", b"hello")
+    lake.write_bytes("raw/weather/b.csv", b"world!")
+    assert lake.read_bytes("raw/weather/a/x.csv") == b"hello"
+    info = lake.stat("raw/weather/b.csv")
+    assert info.size == 6 and info.etag
+    assert list(lake.list("raw/weather")) == ["raw/weather/a/x.csv", "raw/weather/b.csv"]
+    assert list(lake.list("curated")) == []
+    lake.delete("raw/weather/b.csv")
+    lake.delete("raw/weather/b.csv")  # deleting what is gone is fine
+    assert not lake.exists("raw/weather/b.csv")
+    with pytest.raises(NotFoundError):
+        lake.stat("raw/weather/b.csv")
+    with pytest.raises(NotFoundError):
+        lake.read_bytes("raw/nothing/here.csv")
+
+
+def test_a_new_version_gets_a_new_etag(lake):
+    lake.write_bytes("raw/x/y.csv", b"1")
+    first = lake.stat("raw/x/y.csv").etag
+    lake.write_bytes("raw/x/y.csv", b"22")
+    assert lake.stat("raw/x/y.csv").etag != first
+
+
+def test_nothing_is_visible_until_the_writer_closes_and_a_failed_write_leaves_nothing(lake):
+    with lake.writer("curated/d/v1/x.csv") as sink:
+        for _ in range(10):
+            sink.write(b"x" * 100_000)  # several staged blocks on Azurite (256 KiB chunks)
+        assert not lake.exists("curated/d/v1/x.csv")
+    assert lake.stat("curated/d/v1/x.csv").size == 1_000_000
+    with pytest.raises(RuntimeError), lake.writer("curated/d/v1/y.csv") as sink:
+        sink.write(b"partial")
+        raise RuntimeError("crash")
+    assert not lake.exists("curated/d/v1/y.csv")
+    assert list(lake.list("curated")) == ["curated/d/v1/x.csv"]
+
+
+def test_reads_stream_in_chunks(lake):
+    data = bytes(range(256)) * 8000  # ~2 MB: several chunks on either lake
+    lake.write_bytes("raw/x/big.bin", data)
+    with lake.open("raw/x/big.bin") as (stream, info):
+        parts = []
+        while chunk := stream.read(100_000):
+            parts.append(chunk)
+    assert b"".join(parts) == data and info.size == len(data) and len(parts) > 10
+
+
+@pytest.mark.parametrize("bad", ["", "/raw/x.csv", "raw/../x.csv", "raw//x.csv", "raw\\x.csv", "raw"])
+def test_paths_that_could_escape_or_mean_nothing_are_refused(bad):
+    with pytest.raises(ValueError):
+        check_path(bad)
+
+
+def test_the_settings_choose_the_lake(tmp_path, azurite):
+    assert isinstance(make_lake(Settings(lake_backend="local", lake_root=tmp_path)), LocalLake)
+    blob = make_lake(Settings(lake_backend="blob", lake_storage=azurite.connection_string))
+    assert blob.describe("raw/x.csv").endswith("/raw/x.csv")
+    with pytest.raises(ValueError, match="LAKE_STORAGE"):
+        make_lake(Settings(lake_backend="blob"))
+    assert "127.0.0.1:10000" in make_lake(
+        Settings(lake_backend="blob", lake_storage="UseDevelopmentStorage=true")
+    ).describe("raw/x")
