@@ -48,6 +48,7 @@ Targets (the verdict; the exit status is 0 when all are met, 1 otherwise):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -234,7 +235,7 @@ def gzip_input(target: int) -> Input:
     DATA.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     todo: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
-    written = [0]
+    done = {"in": 0, "out": 0}  # bytes compressed so far, and what they compressed to
     failed: list[BaseException] = []
 
     def compress() -> None:
@@ -244,7 +245,8 @@ def gzip_input(target: int) -> Input:
                 while (text := todo.get()) is not None:
                     out = z.compress(text)
                     f.write(out)
-                    written[0] += len(out)
+                    done["in"] += len(text)
+                    done["out"] += len(out)
                 f.write(z.flush())
         except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
             failed.append(e)
@@ -256,17 +258,23 @@ def gzip_input(target: int) -> Input:
     rows, size = 0, len(HEADER)
     todo.put(HEADER)
     t0 = time.perf_counter()
-    # enough dates for ~8 B compressed bytes: generous; the loop stops at the target
-    for n, text in _chunks(_dates(int(target / 3e5) + 400)):
-        if written[0] >= target or failed:
+
+    def expected() -> float:
+        """The compressed size once the queued text is compressed too, at the ratio so far."""
+        ratio = done["in"] / done["out"] if done["out"] else 4.0
+        return done["out"] + (size - done["in"]) / ratio
+
+    # dates for up to one row per compressed byte: more than enough
+    for n, text in _chunks(_dates(target // ZIP_COUNT + 2)):
+        if expected() >= target or failed:
             break
         todo.put(text)
         rows += n
         size += len(text)
         if rows % (20 * CHUNK_ROWS) == 0:
-            done = written[0] / target
             print(
-                f"  {rows:,} rows, {written[0] / MB:,.0f} MB compressed ({done:.0%}), {time.perf_counter() - t0:.0f}s",
+                f"  {rows:,} rows, {done['out'] / MB:,.0f} MB compressed ({done['out'] / target:.0%}), "
+                f"{time.perf_counter() - t0:.0f}s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -279,6 +287,12 @@ def gzip_input(target: int) -> Input:
 
 # -- the measured runs (child processes) ----------------------------------------------------------
 def _peak_rss_mib() -> float:
+    """This process's peak RSS. ``VmHWM`` first: ``ru_maxrss`` of a process started by (v)fork +
+    exec also counts the parent's peak from before the exec (the generator's, here)."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

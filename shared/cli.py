@@ -25,6 +25,7 @@ from shared.formats import load_mappings
 from shared.ingest import ingest
 from shared.lake import Lake, LocalLake, NotFoundError, make_lake
 from shared.settings import get_settings
+from shared.telemetry import Throttle
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "raw"
 
@@ -77,7 +78,13 @@ def ingest_all(lake: Lake, paths: Sequence[str], out: TextIO, force: bool = Fals
     width = max((len(p) for p in paths), default=10)
     print(f"{'raw file':<{width}}  {'format':<32} {'read':>8} {'written':>8} {'rejected':>8}  status", file=out)
     for i, path in enumerate(paths, 1):
-        m = ingest(lake, path, invocation_id=f"cli-{run_id}-{i}", force=force)
+        progress = Throttle(
+            lambda rows, nbytes, path=path: print(
+                f"  ... {path}: {rows:,} rows, {nbytes / 1e6:,.1f} MB read", file=out, flush=True
+            ),
+            5.0,
+        )
+        m = ingest(lake, path, invocation_id=f"cli-{run_id}-{i}", force=force, progress=progress)
         results.append(m)
         rows = m.get("rows") or {}
         fmt = (m.get("format") or {}).get("id", "-")

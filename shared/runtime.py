@@ -39,10 +39,16 @@ def ingest_blob(path: str, invocation_id: str, target: Lake | None = None) -> di
     transient storage errors raise, so that it does.
     """
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
-        manifest = ingest(target or lake(), path, invocation_id=invocation_id)
+        manifest = ingest(target or lake(), path, invocation_id=invocation_id, progress=_progress_log(path))
         telemetry.record_ingest(manifest)
         _log_result(manifest)
         return manifest
+
+
+def _progress_log(path: str) -> telemetry.Throttle:
+    return telemetry.Throttle(
+        lambda rows, nbytes: log.info("ingesting %s: %d rows, %.1f MB read so far", path, rows, nbytes / 1e6), 30.0
+    )
 
 
 def _log_result(manifest: dict[str, Any]) -> None:
@@ -104,7 +110,9 @@ def reingest_request(
         return bad_request(problems)
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
         try:
-            manifest = ingest(target or lake(), path, invocation_id=invocation_id, force=force)
+            manifest = ingest(
+                target or lake(), path, invocation_id=invocation_id, force=force, progress=_progress_log(path)
+            )
         except NotFoundError:
             return 404, {"error": "not_found", "message": f"no raw file at {path}"}
         except TransientLakeError as e:

@@ -8,9 +8,11 @@ Insights, as custom dimensions.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,9 +78,41 @@ def configure(settings: Settings) -> None:
         stats.stats.view_manager.register_view(
             view.View(f"forecastops/{name}", METRICS[name], ["dataset", "format"], m, aggregation.SumAggregation())
         )
-    exporter = metrics_exporter.new_metrics_exporter(connection_string=conn)
-    stats.stats.view_manager.register_exporter(exporter)
-    _configured.update(measures=measures, recorder=stats.stats.stats_recorder, handler=handler)
+    # the Functions host reports CPU and memory itself: only this app's own metrics here
+    exporter = metrics_exporter.new_metrics_exporter(connection_string=conn, enable_standard_metrics=False)
+    _configured.update(measures=measures, recorder=stats.stats.stats_recorder, handler=handler, exporter=exporter)
+
+
+def shutdown() -> None:
+    """Flush and detach the exporters (tests, and a worker that reconfigures)."""
+    root = logging.getLogger("shared")
+    handler = _configured.get("handler")
+    if handler is not None:
+        handler.flush(timeout=5)
+        root.removeHandler(handler)
+        handler.close()
+    if "filter" in _configured:
+        root.removeFilter(_configured["filter"])
+    exporter = _configured.get("exporter")
+    if exporter is not None:
+        exporter.shutdown()  # exports what was recorded, then stops its thread
+        atexit.unregister(exporter.shutdown)  # or it exports once more at exit
+    _configured.clear()
+
+
+class Throttle:
+    """Calls ``report(rows, bytes)`` at most every ``seconds``: progress on long work."""
+
+    def __init__(self, report: Any, seconds: float = 10.0) -> None:
+        self.report = report
+        self.seconds = seconds
+        self._next = time.monotonic() + seconds
+
+    def __call__(self, rows: int, nbytes: int) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.seconds
+            self.report(rows, nbytes)
 
 
 def record_ingest(manifest: dict[str, Any]) -> None:

@@ -1,0 +1,98 @@
+"""Telemetry: silent without a connection string; with one, logs and metrics reach the
+ingestion endpoint it names (here a stub on loopback) with the invocation id and subject."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shared import telemetry
+from shared.settings import Settings
+
+
+@pytest.fixture
+def ingestion_stub(monkeypatch):
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            received.extend(json.loads(body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"itemsReceived": 1, "itemsAccepted": 1, "errors": []}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # the SDK's own usage telemetry ("statsbeat") would go to Microsoft: off, and pointed here
+    monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    monkeypatch.setenv(
+        "APPLICATION_INSIGHTS_STATS_CONNECTION_STRING",
+        f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:{server.server_port}/",
+    )
+    yield (
+        f"InstrumentationKey=11111111-1111-1111-1111-111111111111;IngestionEndpoint=http://127.0.0.1:{server.server_port}/",
+        received,
+    )
+    telemetry.shutdown()
+    server.shutdown()
+    server.server_close()
+
+
+def test_without_a_connection_string_nothing_is_exported():
+    telemetry.configure(Settings())
+    try:
+        assert [h for h in logging.getLogger("shared").handlers if type(h).__name__ == "AzureLogHandler"] == []
+        telemetry.record_ingest({"rows": {"read": 1}})  # a no-op, not an error
+    finally:
+        telemetry.shutdown()
+
+
+def test_logs_carry_the_invocation_id_and_subject_to_application_insights(ingestion_stub, caplog):
+    conn, received = ingestion_stub
+    telemetry.configure(Settings(applicationinsights_connection_string=conn))
+    log = logging.getLogger("shared.ingest")
+    with telemetry.log_context(invocation_id="inv-42", subject="raw/weather/x.csv"):
+        log.warning("ingest %s: quarantined", "raw/weather/x.csv")
+    telemetry.record_ingest(
+        {
+            "dataset": "weather_daily",
+            "format": {"id": "weather_us_obs_csv"},
+            "rows": {"read": 10, "written": 8, "rejected": 2},
+            "raw": {"bytes": 100},
+            "duration_s": 0.5,
+        }
+    )
+    telemetry.shutdown()
+    logs = [e for e in received if e["data"]["baseType"] == "MessageData"]
+    assert [e["data"]["baseData"]["message"] for e in logs] == ["ingest raw/weather/x.csv: quarantined"]
+    props = logs[0]["data"]["baseData"]["properties"]
+    assert props["invocation_id"] == "inv-42" and props["subject"] == "raw/weather/x.csv"
+    metrics = {
+        m["data"]["baseData"]["metrics"][0]["name"]: m["data"]["baseData"]["metrics"][0]["value"]
+        for m in received
+        if m["data"]["baseType"] == "MetricData"
+    }
+    assert metrics.get("forecastops/rows_read") == 10 and metrics.get("forecastops/rows_rejected") == 2
+
+
+def test_throttle_reports_at_most_once_per_interval(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(telemetry.time, "monotonic", lambda: now[0])
+    seen = []
+    t = telemetry.Throttle(lambda rows, nbytes: seen.append(rows), seconds=10)
+    for step in range(35):
+        now[0] = step
+        t(step, 0)
+    assert seen == [10, 20, 30]
