@@ -6,7 +6,8 @@ import azure.functions as func
 import ingest_demographics
 import ingest_shipments
 import ingest_weather
+import trigger_aml
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (ingest_weather.bp, ingest_shipments.bp, ingest_demographics.bp):
+for blueprint in (ingest_weather.bp, ingest_shipments.bp, ingest_demographics.bp, trigger_aml.bp):
     app.register_functions(blueprint)

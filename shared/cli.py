@@ -3,6 +3,9 @@
     python -m shared run                 the main job: samples/raw -> lake raw/ -> ingest all
     python -m shared ingest PATH...      ingest raw files already in the lake
     python -m shared formats             list the raw formats (mapping files)
+    python -m shared pipelines           list the pipeline catalog
+    python -m shared submit NAME [--param k=v] [--key K] [--wait]
+    python -m shared status RUN_ID [--wait] / cancel RUN_ID
 
 The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local folder,
 ``.lake``, by default), or ``--lake DIR`` for a local folder.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -139,6 +143,96 @@ def cmd_formats(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _backend(args: argparse.Namespace) -> Any:
+    settings = get_settings()
+    if settings.aml_backend == "local":
+        from shared.aml_local import LocalBackend
+
+        if args.lake:
+            settings = settings.model_copy(update={"lake_root": args.lake, "lake_backend": "local"})
+        return LocalBackend(_lake(args), settings)
+    from shared.aml_azure import AzureMLBackend
+
+    return AzureMLBackend.from_settings(settings)
+
+
+def _print_answer(answer: tuple[int, dict[str, Any], dict[str, str]], out: TextIO) -> int:
+    status, body, _ = answer
+    print(json.dumps(body, indent=2), file=out)
+    return 0 if status < 400 else 1
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{what} {item!r}: expected NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def _typed(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def cmd_pipelines(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.catalog import load_catalog
+    from shared.runs import list_pipelines
+
+    return _print_answer(list_pipelines(load_catalog()), out)
+
+
+def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.catalog import load_catalog
+    from shared.runs import submit
+
+    body: dict[str, Any] = {
+        "parameters": {k: _typed(v) for k, v in _pairs(args.param, "--param").items()},
+        "inputs": _pairs(args.input, "--input"),
+    }
+    if args.key:
+        body["idempotency_key"] = args.key
+    if args.experiment:
+        body["experiment"] = args.experiment
+    backend = _backend(args)
+    answer = submit(backend, load_catalog(), args.pipeline, json.dumps(body).encode(), "")
+    code = _print_answer(answer, out)
+    if code or not args.wait:
+        return code
+    return _wait(backend, answer[1]["run_id"], out)
+
+
+def _wait(backend: Any, run_id: str, out: TextIO) -> int:
+    last = None
+    while True:
+        status = backend.get(run_id)
+        line = f"{status.aml_status}: " + ", ".join(f"{s.name} {s.aml_status}" for s in status.steps)
+        if line != last:
+            print(f"  {run_id}: {line}", file=out, flush=True)
+            last = line
+        if status.terminal:
+            return 0 if status.aml_status == "Completed" else 1
+        time.sleep(1.0)
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.runs import get
+
+    if args.wait:
+        return _wait(_backend(args), args.run_id, out)
+    return _print_answer(get(_backend(args), args.run_id), out)
+
+
+def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
+    from shared.runs import cancel
+
+    return _print_answer(cancel(_backend(args), args.run_id), out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m shared", description=__doc__.split("\n\n")[0])
     p.add_argument("--lake", type=Path, help="a local lake folder (default: the settings' lake)")
@@ -154,6 +248,22 @@ def parser() -> argparse.ArgumentParser:
     ing.set_defaults(func=cmd_ingest)
     fmt = sub.add_parser("formats", help="list the raw formats")
     fmt.set_defaults(func=cmd_formats)
+    sub.add_parser("pipelines", help="list the pipeline catalog").set_defaults(func=cmd_pipelines)
+    sb = sub.add_parser("submit", help="start a run of a catalog pipeline")
+    sb.add_argument("pipeline")
+    sb.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (JSON or text)")
+    sb.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="an input path")
+    sb.add_argument("--key", help="idempotency key: the same key re-attaches to the same run")
+    sb.add_argument("--experiment", help="AML experiment (default: the catalog's)")
+    sb.add_argument("--wait", action="store_true", help="follow the run to its end, printing each change")
+    sb.set_defaults(func=cmd_submit)
+    st = sub.add_parser("status", help="a run's status, steps, error and metrics")
+    st.add_argument("run_id")
+    st.add_argument("--wait", action="store_true", help="follow the run to its end")
+    st.set_defaults(func=cmd_status)
+    cn = sub.add_parser("cancel", help="ask a run to stop")
+    cn.add_argument("run_id")
+    cn.set_defaults(func=cmd_cancel)
     return p
 
 

@@ -82,6 +82,13 @@ class Lake(ABC):
         """A binary sink; ``path`` appears, whole, only when the block exits without error."""
 
     @abstractmethod
+    def create(self, path: str, data: bytes) -> bool:
+        """Write ``path`` only if it does not exist yet, atomically; False if it existed.
+
+        Of two callers racing to create the same path, exactly one gets True.
+        """
+
+    @abstractmethod
     def delete(self, path: str) -> None:
         """Remove ``path`` if it exists."""
 
@@ -152,6 +159,20 @@ class LocalLake(Lake):
             with open(tmp, "wb") as f:
                 yield f
             os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def create(self, path: str, data: bytes) -> bool:
+        target = self._file(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{self._TMP}{uuid.uuid4().hex}-{target.name}")
+        try:
+            tmp.write_bytes(data)
+            # link() fails if the target exists: create-if-absent, and never half-written
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -301,6 +322,18 @@ class BlobLake(Lake):
         with contextlib.suppress(ResourceExistsError):
             _translate(self.service.create_container, container)
         self._containers_seen.add(container)
+
+    def create(self, path: str, data: bytes) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
+        blob = self._blob(path)
+        self._ensure_container(blob.container_name)
+        try:
+            # one PUT with If-None-Match: * -- atomic create-if-absent on the service
+            _translate(blob.upload_blob, data, overwrite=False)
+        except ResourceExistsError:
+            return False
+        return True
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(NotFoundError):

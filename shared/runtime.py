@@ -11,6 +11,8 @@ from functools import lru_cache
 from typing import Any
 
 from shared import telemetry
+from shared.aml import Backend
+from shared.catalog import Pipeline
 from shared.datasets import SOURCES
 from shared.ingest import ingest, outputs_for
 from shared.lake import Lake, NotFoundError, TransientLakeError, make_lake
@@ -25,6 +27,27 @@ def lake() -> Lake:
     settings = get_settings()
     telemetry.configure(settings)
     return make_lake(settings)
+
+
+@lru_cache(maxsize=1)
+def aml_backend() -> Backend:
+    """The worker's AML backend, built on first use (``azure-ai-ml`` is imported only here,
+    so that the ingestion functions' cold start does not pay for it)."""
+    settings = get_settings()
+    telemetry.configure(settings)
+    if settings.aml_backend == "local":
+        from shared.aml_local import LocalBackend
+
+        return LocalBackend(lake(), settings)
+    from shared.aml_azure import AzureMLBackend
+
+    return AzureMLBackend.from_settings(settings)
+
+
+def catalog() -> dict[str, Pipeline]:
+    from shared.catalog import load_catalog
+
+    return load_catalog()
 
 
 def blob_trigger_source(settings: Settings | None = None) -> str:

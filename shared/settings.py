@@ -43,6 +43,29 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias=AliasChoices("FORECASTOPS_LOG_LEVEL"))
 
+    #: which backend runs AML pipelines: ``local`` (this machine) or ``azureml`` (the service)
+    aml_backend: Literal["local", "azureml"] = Field("local", validation_alias=AliasChoices("FORECASTOPS_AML_BACKEND"))
+    #: the AML workspace (``azureml`` backend), reached with DefaultAzureCredential
+    aml_subscription_id: str | None = Field(None, validation_alias=AliasChoices("AML_SUBSCRIPTION_ID"))
+    aml_resource_group: str | None = Field(None, validation_alias=AliasChoices("AML_RESOURCE_GROUP"))
+    aml_workspace: str | None = Field(None, validation_alias=AliasChoices("AML_WORKSPACE"))
+    #: the local backend's working folder for step outputs (a lake folder when the lake is local)
+    local_runs_root: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_LOCAL_RUNS_ROOT"))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as the environment variables that would produce them (for a child
+    process that must see the same lake and backends)."""
+    env = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is not None:
+            if isinstance(value, Path):
+                value = value.absolute()
+            alias = field.validation_alias.choices[0]  # type: ignore[union-attr]
+            env[alias] = str(value)
+    return env
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -10,6 +10,7 @@ import inspect
 import io
 import json
 import typing
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,8 @@ from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.base import meta as ext_meta
 
 from shared.lake import Lake
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 # raw layouts used across the tests (the vendor formats the mappings describe) ------------------
 US_OBS_HEADER = "Zip,Obs Date,High (F),Low (F),Rain (in),Snow (in)"

@@ -38,7 +38,8 @@ def fresh_runtime():
 
 def test_the_app_indexes_a_blob_trigger_and_an_http_route_per_source():
     fns = indexed_functions()
-    assert sorted(fns) == sorted(f"ingest_{s}_{kind}" for s in SOURCES for kind in ("blob", "http"))
+    ingest = sorted(f"ingest_{s}_{kind}" for s in SOURCES for kind in ("blob", "http"))
+    assert sorted(n for n in fns if n.startswith("ingest_")) == ingest
     for source in SOURCES:
         (trigger,) = json.loads(fns[f"ingest_{source}_blob"].get_function_json())["bindings"]
         assert trigger == {
@@ -52,6 +53,20 @@ def test_the_app_indexes_a_blob_trigger_and_an_http_route_per_source():
         http = json.loads(fns[f"ingest_{source}_http"].get_function_json())["bindings"]
         assert http[0]["route"] == f"ingest/{source}" and http[0]["authLevel"] == "FUNCTION"
         assert http[0]["methods"] == ["POST"] and http[1] == {"direction": "OUT", "type": "http", "name": "$return"}
+
+
+def test_the_app_indexes_the_pipeline_run_routes():
+    fns = indexed_functions()
+    routes = {}
+    for name in ("pipelines_list", "pipeline_runs_submit", "pipeline_runs_get", "pipeline_runs_cancel"):
+        trigger = json.loads(fns[name].get_function_json())["bindings"][0]
+        routes[name] = (trigger["route"], trigger["methods"], trigger["authLevel"])
+    assert routes == {
+        "pipelines_list": ("pipelines", ["GET"], "FUNCTION"),
+        "pipeline_runs_submit": ("pipelines/{pipeline}/runs", ["POST"], "FUNCTION"),
+        "pipeline_runs_get": ("pipelines/runs/{run_id}", ["GET"], "FUNCTION"),
+        "pipeline_runs_cancel": ("pipelines/runs/{run_id}/cancel", ["POST"], "FUNCTION"),
+    }
 
 
 def test_every_binding_matches_its_handler_parameters():

@@ -1,0 +1,109 @@
+"""The pipeline catalog and the validation of run requests (ours and ADF's activity body)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.catalog import CatalogError, load_catalog, validate_request
+from tests.drivers import ROOT_DIR
+
+
+@pytest.fixture
+def smoke():
+    return load_catalog()["smoke"]
+
+
+def test_the_catalog_loads_and_every_file_it_names_exists():
+    catalog = load_catalog()
+    assert "smoke" in catalog
+    for p in catalog.values():
+        if p.definition.job:
+            assert (ROOT_DIR / p.definition.job).is_file()
+
+
+def test_catalog_parameters_are_the_pipeline_yaml_inputs():
+    import yaml
+
+    for p in load_catalog().values():
+        if p.definition.kind == "pipeline_job":
+            job = yaml.safe_load((ROOT_DIR / p.definition.job).read_text())
+            assert set(p.parameters) | set(p.inputs) <= set(job["inputs"]), p.name
+
+
+def test_a_broken_catalog_lists_every_problem(tmp_path):
+    (tmp_path / "pipelines").mkdir()
+    bad = tmp_path / "pipelines" / "catalog.toml"
+    bad.write_text(
+        '[pipelines.a]\ndescription = "x"\nexperiment = "e"\ndefinition = { kind = "component" }\n'
+        '[pipelines.b]\ndescription = "y"\nexperiment = "e"\ndefinition = { kind = "pipeline_job", job = "nope.yml" }\n'
+        '[pipelines.b.parameters.p]\ntype = "complex"\n'
+    )
+    with pytest.raises(CatalogError) as e:
+        load_catalog(bad)
+    text = str(e.value)
+    assert "kind = 'component' needs 'component'" in text and "b.parameters.p.type" in text
+
+
+def test_defaults_fill_in_and_the_same_key_names_the_same_job(smoke):
+    req, problems = validate_request(
+        smoke, {"parameters": {"seconds": 1}, "idempotency_key": "run-1", "tags": {"who": "adf"}}
+    )
+    assert problems == []
+    assert req.parameters == {"seconds": 1, "fail_step": "none", "region": "all"}
+    assert req.tags == {"product": "forecastops", "purpose": "smoke", "who": "adf"}
+    assert req.experiment == "forecastops-smoke"
+    again, _ = validate_request(smoke, {"idempotency_key": "run-1"})
+    other, _ = validate_request(smoke, {"idempotency_key": "run-2"})
+    assert req.job_name() == again.job_name() != other.job_name()
+    assert req.job_name().startswith("smoke-run-1-")
+    fresh = [validate_request(smoke, {})[0].job_name() for _ in range(2)]
+    assert fresh[0] != fresh[1]
+
+
+def test_every_problem_of_a_request_is_listed(smoke):
+    req, problems = validate_request(
+        smoke,
+        {
+            "parameters": {"seconds": "fast", "fail_step": "deploy", "colour": "red"},
+            "inputs": {"data": "x"},
+            "experiment": "has spaces",
+            "idempotency_key": "a/b",
+            "tags": ["x"],
+            "surprise": 1,
+        },
+    )
+    assert req is None
+    assert sorted(p["field"] for p in problems) == sorted(
+        [
+            "surprise",
+            "parameters.colour",
+            "parameters.seconds",
+            "parameters.fail_step",
+            "inputs.data",
+            "experiment",
+            "idempotency_key",
+            "tags",
+        ]
+    )
+    assert all(p["message"] for p in problems)
+
+
+def test_the_adf_machine_learning_execute_pipeline_body_is_accepted_unchanged(smoke):
+    body = {
+        "experimentName": "weekly-batch",
+        "mlPipelineParameters": {"seconds": "0.5", "fail_step": "none", "region": "west"},
+        "dataPathAssignments": {},
+        "continueOnStepFailure": True,
+    }
+    req, problems = validate_request(smoke, body)
+    assert problems == []
+    assert req.parameters == {
+        "seconds": 0.5,
+        "fail_step": "none",
+        "region": "west",
+    }  # text coerced to the declared types
+    assert req.experiment == "weekly-batch" and req.continue_on_step_failure is True
+    _, problems = validate_request(
+        smoke, {"experimentName": "x", "mlPipelineParameters": {"seconds": "soon"}, "dataPathAssignments": {"d": {}}}
+    )
+    assert [p["field"] for p in problems] == ["mlPipelineParameters.seconds", "dataPathAssignments.d"]
