@@ -554,7 +554,6 @@ class FakeAML:
                 "v1LegacyMode": False,
                 "enableDataIsolation": False,
                 "storageHnsEnabled": False,
-                "notebookInfo": {"resourceId": "x", "fqdn": f"ml-ws-{self.location}.notebooks.azure.net"},
             },
             "systemData": self._system_data(),
         }
@@ -761,29 +760,35 @@ class FakeAML:
         job = self.jobs.get(name)
         if job is not None:
             job["body"]["properties"]["status"] = status
-            if propagate and name in self.children:
-                for child in self.children[name]:
-                    child_status = status
-                    if status in ("Running", "Preparing", "Queued", "Starting", "Finalizing"):
-                        # first unfinished child runs, others wait
-                        child_status = child["status"] if child["status"] in TERMINAL_STATUSES else "NotStarted"
-                    if child["status"] != child_status:
-                        child["status"] = child_status
-                        if child_status not in ("NotStarted",) and child["startTimeUtc"] is None:
-                            child["startTimeUtc"] = _now()
-                        if child_status in TERMINAL_STATUSES:
-                            child["endTimeUtc"] = _now()
-                if status == "Running":
-                    for child in self.children[name]:
-                        if child["status"] not in TERMINAL_STATUSES:
-                            child["status"] = "Running"
-                            child["startTimeUtc"] = child["startTimeUtc"] or _now()
-                            break
+            if propagate:
+                self._propagate_to_children(name, status)
         elif name in self.runs:
             self.runs[name]["status"] = status
         mlflow_status = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}.get(status, "RUNNING")
         if name in self.mlflow_runs:
             self.mlflow_runs[name]["status"] = mlflow_status
+
+    def _propagate_to_children(self, parent: str, status: str) -> None:
+        """Parent Running: first unfinished step Running, the rest NotStarted. Parent terminal: unfinished steps
+        take the parent's status. Other parent statuses (Queued, Preparing, ...) leave the steps alone."""
+        pending = [c for c in self.children.get(parent, []) if c["status"] not in TERMINAL_STATUSES]
+        if status == "Running":
+            for i, child in enumerate(pending):
+                child["status"] = "Running" if i == 0 else "NotStarted"
+                if i == 0:
+                    child["startTimeUtc"] = child["startTimeUtc"] or _now()
+        elif status in TERMINAL_STATUSES:
+            for child in pending:
+                child["status"] = status
+                child["startTimeUtc"] = child["startTimeUtc"] or _now()
+                child["endTimeUtc"] = _now()
+        for child in self.children.get(parent, []):
+            if child["runId"] in self.mlflow_runs:
+                self.mlflow_runs[child["runId"]]["status"] = {
+                    "Completed": "FINISHED",
+                    "Failed": "FAILED",
+                    "Canceled": "KILLED",
+                }.get(child["status"], "RUNNING")
 
     def _advance(self, name: str) -> None:
         steps = self.scripts.get(name)

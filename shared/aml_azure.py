@@ -1,0 +1,312 @@
+"""The ``azureml`` backend: the real service through azure-ai-ml's ``MLClient``.
+
+Imported lazily (``shared.runtime.aml_backend``): azure-ai-ml costs about a second of import
+that the ingestion functions must not pay at cold start.
+
+The run id is the AML job name, derived from the request's idempotency key, so a second
+submit with the same key finds the first job (GET before PUT; a PUT that loses a race to an
+identical one re-attaches). Transient answers (429 with Retry-After, 5xx, timeouts) are
+retried by the client's retry policy with backoff, bounded so that an HTTP caller still gets
+an answer in seconds; what remains becomes a 503 to retry later. Other AML errors become
+answers a data engineer can act on (403: the app's identity has no rights on the workspace;
+a missing component: its name).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from azure.ai.ml import Input, MLClient, load_job
+from azure.ai.ml.entities import Job, PipelineJob
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from shared.aml import (
+    Backend,
+    BackendError,
+    RunError,
+    RunNotFound,
+    RunStatus,
+    StepStatus,
+    TransientBackendError,
+    normalise,
+)
+from shared.catalog import ROOT, Pipeline, RunRequest
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: bounded retries: ADF's Azure Function activity gives up after 230 s
+CLIENT_KWARGS: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 1.0,
+    "retry_backoff_max": 8,
+    "connection_timeout": 10,
+    "read_timeout": 30,
+}
+TAG_PIPELINE = "forecastops.pipeline"
+TAG_KEY = "forecastops.idempotency_key"
+
+
+class AzureMLBackend(Backend):
+    name = "azureml"
+
+    def __init__(self, client: MLClient, credential: Any, transport: Any = None) -> None:
+        self.client = client
+        self.workspace = client.workspace_name
+        # kept to talk to AML's MLflow endpoint with the same identity and transport
+        self._credential = credential
+        self._transport = transport
+        self._mlflow: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AzureMLBackend:
+        missing = [
+            n
+            for n, v in (
+                ("AML_SUBSCRIPTION_ID", settings.aml_subscription_id),
+                ("AML_RESOURCE_GROUP", settings.aml_resource_group),
+                ("AML_WORKSPACE", settings.aml_workspace),
+            )
+            if not v
+        ]
+        if missing:
+            raise BackendError(f"FORECASTOPS_AML_BACKEND=azureml needs {', '.join(missing)}", status=500, code="config")
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+        client = MLClient(
+            credential,
+            settings.aml_subscription_id,
+            settings.aml_resource_group,
+            settings.aml_workspace,
+            **CLIENT_KWARGS,
+        )
+        return cls(client, credential)
+
+    # errors ---------------------------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ResourceNotFoundError, ResourceExistsError):
+            raise
+        except (ServiceRequestError, ServiceResponseError) as e:
+            raise TransientBackendError(f"{what}: Azure ML did not answer ({e})") from e
+        except ClientAuthenticationError as e:
+            raise BackendError(f"{what}: the app could not authenticate to Azure ML: {_first_line(e)}") from e
+        except HttpResponseError as e:
+            status = e.status_code or 0
+            if status == 429 or status >= 500 or status == 408:
+                retry = _retry_after(e)
+                raise TransientBackendError(f"{what}: Azure ML answered {status} ({_first_line(e)})", retry) from e
+            if status in (401, 403):
+                raise BackendError(
+                    f"{what}: the app's identity has no rights on workspace {self.workspace} "
+                    f"(Azure ML answered {status}: {_first_line(e)}); grant it AzureML Data Scientist",
+                    code="forbidden",
+                ) from e
+            raise BackendError(f"{what}: Azure ML answered {status}: {_first_line(e)}") from e
+
+    # the interface ----------------------------------------------------------------------------------
+    def submit(self, pipeline: Pipeline, request: RunRequest, run_id: str) -> tuple[RunStatus, bool]:
+        try:
+            return self._status(self._call("get job", self.client.jobs.get, run_id)), False
+        except ResourceNotFoundError:
+            pass
+        try:
+            job = self._submit(pipeline, request, run_id)
+        except ResourceExistsError:
+            # an identical request won the race to create this job: re-attach to it
+            return self._status(self._call("get job", self.client.jobs.get, run_id)), False
+        except ResourceNotFoundError as e:
+            raise BackendError(
+                f"submit {pipeline.name}: an asset it needs is not registered in workspace {self.workspace}: "
+                f"{_first_line(e)}",
+                code="missing_asset",
+            ) from e
+        except HttpResponseError as e:
+            if e.status_code == 409 or "already exists" in str(e).lower():
+                return self._status(self._call("get job", self.client.jobs.get, run_id)), False
+            raise
+        return self._status(job, pipeline=pipeline.name), True
+
+    def _submit(self, pipeline: Pipeline, request: RunRequest, run_id: str) -> Job:
+        d = pipeline.definition
+        tags = {**request.tags, TAG_PIPELINE: pipeline.name}
+        if request.idempotency_key:
+            tags[TAG_KEY] = request.idempotency_key
+        inputs: dict[str, Any] = dict(request.parameters)
+        for name, path in request.inputs.items():
+            inputs[name] = Input(type=pipeline.inputs[name].type, path=path)
+        if d.kind == "batch_endpoint":
+            job = self._call(
+                "invoke batch endpoint",
+                self.client.batch_endpoints.invoke,
+                d.endpoint,
+                deployment_name=d.deployment,
+                inputs={k: v for k, v in inputs.items() if isinstance(v, Input)},
+                params_override=[{k: v} for k, v in inputs.items() if not isinstance(v, Input)],
+                experiment_name=request.experiment,
+                job_name=run_id,
+            )
+            return job
+        if d.kind == "pipeline_job":
+            job = load_job(ROOT / d.job)  # type: ignore[operator]
+            for name, value in inputs.items():
+                # attribute, not item, assignment: an item replaces the input's wrapper object
+                # and create_or_update then fails to serialise it
+                setattr(job.inputs, name, value)
+        else:
+            component = self._call("get component", self.client.components.get, *_name_version(d.component))
+            job = PipelineJob(component=component, inputs=inputs)
+        job.name = run_id
+        job.experiment_name = request.experiment
+        job.tags = {**(job.tags or {}), **tags}
+        if pipeline.compute:
+            job.settings.default_compute = pipeline.compute
+        if request.continue_on_step_failure:
+            job.settings.continue_on_step_failure = True
+        return self._call("create job", self.client.jobs.create_or_update, job)
+
+    def get(self, run_id: str) -> RunStatus:
+        try:
+            job = self._call("get job", self.client.jobs.get, run_id)
+        except ResourceNotFoundError:
+            raise RunNotFound(run_id) from None
+        return self._status(job, with_steps=True)
+
+    def cancel(self, run_id: str) -> RunStatus:
+        try:
+            # polling=False: ask and answer at once; the status shows CancelRequested, then Canceled
+            self._call("cancel job", self.client.jobs.begin_cancel, run_id, polling=False)
+        except ResourceNotFoundError:
+            raise RunNotFound(run_id) from None
+        return self.get(run_id)
+
+    # reading a job ------------------------------------------------------------------------------------
+    def _status(self, job: Job, pipeline: str | None = None, with_steps: bool = False) -> RunStatus:
+        aml_status = _text(job.status)
+        steps: list[StepStatus] = []
+        error: RunError | None = None
+        metrics: dict[str, dict[str, float]] = {}
+        if with_steps:
+            for child in self._call("list steps", lambda: list(self.client.jobs.list(parent_job_name=job.name))):
+                step_name = child.display_name or (child.properties or {}).get("azureml.nodeid") or child.name
+                child_status = _text(child.status)
+                message = self._step_error(child.name) if child_status == "Failed" else None
+                steps.append(
+                    StepStatus(
+                        name=step_name,
+                        aml_status=child_status,
+                        status=normalise(child_status),
+                        started_at=_time(child, "StartTimeUtc"),
+                        ended_at=_time(child, "EndTimeUtc"),
+                        error=message,
+                    )
+                )
+                if child_status == "Failed" and error is None:
+                    error = RunError(step=step_name, message=message or "the step failed", code="step_failed")
+                if child_status == "Completed":
+                    found = self.run_metrics(child.name)
+                    if found:
+                        metrics[step_name] = found
+        if aml_status == "Failed" and error is None:
+            error = RunError(step=None, message="the run failed before any step ran", code="run_failed")
+        tags = dict(job.tags or {})
+        created = getattr(job, "creation_context", None)
+        return RunStatus.of(
+            job.name,
+            aml_status,
+            pipeline=pipeline or tags.get(TAG_PIPELINE),
+            backend=self.name,
+            experiment=job.experiment_name,
+            created_at=_iso(created.created_at) if created is not None else None,
+            started_at=_time(job, "StartTimeUtc"),
+            ended_at=_time(job, "EndTimeUtc"),
+            steps=steps,
+            error=error,
+            portal_url=job.studio_url,
+            metrics=metrics,
+            tags=tags,
+        )
+
+    def _step_error(self, run_id: str) -> str | None:
+        """A failed step's own message, from Run History (the Job objects carry none)."""
+        try:
+            details = self.client.jobs._runs_operations.get_run_details(run_id)  # noqa: SLF001 (no public route)
+            return re.sub(r"\s+", " ", details.error.error.message)[:2000]
+        except Exception as e:  # a missing message must not hide the failure itself
+            log.warning("error of step %s: not readable (%s)", run_id, e)
+            return None
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """A run's metrics from AML's MLflow tracking (the MLflow run id is the job or step
+        run name), with the client's identity and transport."""
+        from azure.core.rest import HttpRequest
+
+        try:
+            client, base = self._mlflow_client()
+            response = client.send_request(HttpRequest("GET", f"{base}/runs/get", params={"run_id": run_id}))
+        except (ServiceRequestError, ServiceResponseError, HttpResponseError) as e:
+            log.warning("metrics of %s: MLflow did not answer (%s)", run_id, e)
+            return {}
+        if response.status_code != 200:
+            log.warning("metrics of %s: MLflow answered %s", run_id, response.status_code)
+            return {}
+        data = response.json().get("run", {}).get("data", {})
+        return {m["key"]: float(m["value"]) for m in data.get("metrics", [])}
+
+    def _mlflow_client(self) -> tuple[Any, str]:
+        if self._mlflow is None:
+            from azure.core import PipelineClient
+            from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+
+            ws = self._call("get workspace", self.client.workspaces.get, self.workspace)
+            base = ws.mlflow_tracking_uri.replace("azureml://", "https://", 1) + "/api/2.0/mlflow"
+            policies = [
+                RetryPolicy(retry_total=CLIENT_KWARGS["retry_total"], retry_backoff_factor=1.0, retry_backoff_max=8),
+                BearerTokenCredentialPolicy(self._credential, "https://ml.azure.com/.default"),
+            ]
+            kwargs = {"transport": self._transport} if self._transport is not None else {}
+            self._mlflow = (PipelineClient(base_url=base, policies=policies, **kwargs), base)
+        return self._mlflow
+
+
+def _text(status: Any) -> str:
+    """AML's status as a string (a fresh job's status is a JobStatus enum)."""
+    if status is None:
+        return "Unknown"
+    return str(getattr(status, "value", status))
+
+
+def _name_version(ref: str | None) -> tuple[str, str]:
+    _, name, version = (ref or "").split(":")
+    return name, version
+
+
+def _first_line(e: Exception) -> str:
+    message = getattr(e, "message", None) or str(e)
+    return message.strip().splitlines()[0] if message.strip() else type(e).__name__
+
+
+def _retry_after(e: HttpResponseError) -> int:
+    value = e.response.headers.get("Retry-After") if e.response is not None else None
+    return int(value) if value and value.isdigit() else 30
+
+
+def _time(job: Any, key: str) -> str | None:
+    services = getattr(job, "_services", None) or {}
+    props = getattr(job, "properties", None) or {}
+    return props.get(key) or (services.get(key) if isinstance(services, dict) else None)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None and hasattr(value, "isoformat") else value

@@ -1,0 +1,175 @@
+"""The azureml backend with the real azure-ai-ml MLClient, answered by an in-process fake
+of AML's REST API (tests/aml_fake.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from azure.ai.ml import MLClient
+
+from shared import runs
+from shared.aml import RunNotFound
+from shared.aml_azure import AzureMLBackend
+from shared.catalog import load_catalog
+from tests.aml_fake import FakeAML, FakeCredential
+from tests.drivers import ROOT_DIR
+
+SUB = "00000000-0000-0000-0000-000000000001"
+WS = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
+STEPS = ["prepare", "train", "evaluate"]
+
+
+@pytest.fixture(autouse=True)
+def restore_cloud_env():
+    """MLClient sets AZUREML_CURRENT_CLOUD process-wide."""
+    before = os.environ.get("AZUREML_CURRENT_CLOUD")
+    yield
+    if before is None:
+        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+    else:
+        os.environ["AZUREML_CURRENT_CLOUD"] = before
+
+
+@pytest.fixture
+def fake():
+    fake = FakeAML()
+    fake.register_component("forecastops_smoke_step", "1", ROOT_DIR / "pipelines/smoke/components/step.yml")
+    return fake
+
+
+@pytest.fixture
+def backend(fake):
+    credential, transport = FakeCredential(), fake.transport()
+    client = MLClient(
+        credential,
+        SUB,
+        "rg",
+        "ws",
+        transport=transport,
+        retry_total=2,
+        retry_backoff_factor=0.01,
+        retry_backoff_max=0.05,
+    )
+    return AzureMLBackend(client, credential, transport)
+
+
+def submit(backend, body, pipeline="smoke"):
+    return runs.submit(backend, load_catalog(), pipeline, json.dumps(body).encode(), "https://app.example")
+
+
+def test_submit_puts_the_pipeline_job_aml_expects(fake, backend):
+    status, body, headers = submit(
+        backend,
+        {"parameters": {"seconds": 2, "region": "west"}, "idempotency_key": "adf-run-1", "tags": {"week": "2026-W48"}},
+    )
+    assert status == 202 and body["backend"] == "azureml" and body["status"] == "queued"
+    run_id = body["run_id"]
+    assert headers["Location"] == f"https://app.example/api/pipelines/runs/{run_id}"
+    assert body["portal_url"].startswith(f"https://ml.azure.com/runs/{run_id}?wsid=")
+    (put,) = fake.requests_to("PUT", r"/jobs/")
+    assert put.path == f"{WS}/jobs/{run_id}"
+    props = put.json["properties"]
+    assert props["jobType"] == "Pipeline" and props["experimentName"] == "forecastops-smoke"
+    assert props["tags"] == {
+        "product": "forecastops",
+        "purpose": "smoke",
+        "week": "2026-W48",
+        "forecastops.pipeline": "smoke",
+        "forecastops.idempotency_key": "adf-run-1",
+    }
+    assert props["inputs"]["region"] == {"jobInputType": "literal", "value": "west"}
+    assert props["inputs"]["seconds"]["value"] in ("2", 2)
+    assert props["settings"]["default_compute"] == f"{WS}/computes/cpu-cluster"
+    assert {n: j["componentId"] for n, j in props["jobs"].items()} == {
+        s: f"{WS}/components/forecastops_smoke_step/versions/1" for s in STEPS
+    }
+    assert fake.unhandled == []
+
+
+def test_the_same_key_reattaches_without_a_second_put(fake, backend):
+    first = submit(backend, {"idempotency_key": "adf-run-2"})
+    again = submit(backend, {"idempotency_key": "adf-run-2"})
+    assert first[0] == 202 and again[0] == 200 and again[1]["run_id"] == first[1]["run_id"]
+    assert len(fake.requests_to("PUT", r"/jobs/")) == 1
+
+
+def test_losing_a_race_to_an_identical_request_reattaches(fake, backend):
+    first = submit(backend, {"idempotency_key": "adf-race"})
+    run_id = first[1]["run_id"]
+    # the second request's GET comes before the first PUT lands, and its PUT then conflicts
+    fake.inject("GET", rf"/jobs/{run_id}$", [404])
+    fake.inject("PUT", rf"/jobs/{run_id}$", [409])
+    status, body, _ = submit(backend, {"idempotency_key": "adf-race"})
+    assert status == 200 and body["run_id"] == run_id and body["created"] is False
+
+
+def test_status_follows_the_run_with_steps_and_metrics(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k3"})
+    run_id = body["run_id"]
+    seen = []
+    for aml_status in ("Queued", "Running", "Completed"):
+        fake.set_status(run_id, aml_status)
+        seen.append(runs.get(backend, run_id)[1]["aml_status"])
+    assert seen == ["Queued", "Running", "Completed"]
+    fake.set_metrics(fake.child_run(run_id, "evaluate")["runId"], {"mape": 0.31, "rmse_all": 4.2})
+    _, final, _ = runs.get(backend, run_id)
+    assert final["terminal"] is True and final["status"] == "completed"
+    assert [(s["name"], s["aml_status"]) for s in final["steps"]] == [(s, "Completed") for s in STEPS]
+    assert final["metrics"] == {"evaluate": {"mape": 0.31, "rmse_all": 4.2}}
+
+
+def test_a_failed_run_names_the_failed_step_and_amls_message(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k4"})
+    run_id = body["run_id"]
+    fake.fail(run_id, step="train", message="MAPE 0.61 is above the gate")
+    _, final, _ = runs.get(backend, run_id)
+    assert final["status"] == "failed" and final["terminal"] is True
+    assert final["error"]["step"] == "train" and "MAPE 0.61 is above the gate" in final["error"]["message"]
+    assert [s["aml_status"] for s in final["steps"]] == ["Completed", "Failed", "Canceled"]
+
+
+def test_cancel_asks_without_polling_and_answers_202(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k5"})
+    run_id = body["run_id"]
+    status, answer, _ = runs.cancel(backend, run_id)
+    assert status == 202 and answer["aml_status"] == "CancelRequested" and answer["terminal"] is False
+    assert len(fake.requests_to("POST", rf"/jobs/{run_id}/cancel$")) == 1
+    assert runs.cancel(backend, run_id)[0] == 202
+
+
+def test_throttling_is_retried_then_answers(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k6"})
+    run_id = body["run_id"]
+    fake.inject("GET", rf"/jobs/{run_id}$", [429], headers={"Retry-After": "0"})
+    assert runs.get(backend, run_id)[0] == 200
+    assert len(fake.requests_to("GET", rf"/jobs/{run_id}$")) >= 2
+
+
+def test_unavailable_after_retries_is_503_with_retry_after(fake, backend):
+    fake.inject("*", r"/jobs/", [503], forever=True)
+    status, body, headers = submit(backend, {"idempotency_key": "k7"})
+    assert status == 503 and body["error"] == "aml_unavailable" and "Retry-After" in headers
+    assert len(fake.requests_to("GET", r"/jobs/")) == 3  # one try and two retries
+
+
+def test_no_rights_on_the_workspace_is_a_clear_502(fake, backend):
+    fake.inject("*", r"/jobs/", [403], forever=True)
+    status, body, _ = submit(backend, {"idempotency_key": "k8"})
+    assert status == 502 and body["error"] == "forbidden"
+    assert "no rights on workspace ws" in body["message"]
+
+
+def test_an_unknown_run_is_404(backend):
+    assert runs.get(backend, "no-such-job")[0] == 404
+    with pytest.raises(RunNotFound):
+        backend.cancel("no-such-job")
+
+
+def test_settings_without_a_workspace_say_which_are_missing():
+    from shared.aml import BackendError
+    from shared.settings import Settings
+
+    with pytest.raises(BackendError, match="AML_RESOURCE_GROUP, AML_WORKSPACE"):
+        AzureMLBackend.from_settings(Settings(aml_backend="azureml", aml_subscription_id="x"))
