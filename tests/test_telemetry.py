@@ -59,7 +59,7 @@ def test_without_a_connection_string_nothing_is_exported():
         telemetry.shutdown()
 
 
-def test_logs_carry_the_invocation_id_and_subject_to_application_insights(ingestion_stub, caplog):
+def test_logs_carry_the_invocation_id_and_subject_to_application_insights(ingestion_stub):
     conn, received = ingestion_stub
     telemetry.configure(Settings(applicationinsights_connection_string=conn))
     log = logging.getLogger("shared.ingest")
