@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -57,3 +58,39 @@ def test_the_readme_commands_are_the_makefile_targets_ci_runs():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     for target in ("lint", "bench", "setup"):
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_the_readme_command_line_examples_run(tmp_path):
+    import shlex
+
+    lines = re.findall(r"^\.venv/bin/python -m shared (.+?)(?:\s+#.*)?$", (ROOT / "README.md").read_text(), re.M)
+    assert len(lines) >= 8
+    run_id = None
+    for line in lines:
+        line = re.sub(r"\s*\[[^\]]*\]", "", line)  # optional parts
+        args = shlex.split(line)
+        if "--lake" in args:
+            args[args.index("--lake") + 1] = str(tmp_path / "other")
+        else:
+            args = ["--lake", str(tmp_path / "lake"), *args]
+        if "<run_id>" in args:
+            assert run_id, "the README shows status/cancel before a submit"
+            args = [run_id if a == "<run_id>" else a for a in args]
+        if args[2:3] == ["run"]:
+            continue  # the main job has its own test
+        out = io.StringIO()
+        code = main(args, out=out)
+        assert code == 0, (line, out.getvalue())
+        if args[2] == "submit":
+            run_id = re.search(r'"run_id": "([^"]+)"', out.getvalue()).group(1)
+            assert "Completed: prepare Completed, train Completed, evaluate Completed" in out.getvalue()
+
+
+def test_the_readme_submit_body_is_a_valid_request():
+    from shared.catalog import load_catalog, validate_request
+
+    body = re.search(r"^(\{\"parameters\".+?\})\n```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
+    request, problems = validate_request(
+        load_catalog()["smoke"], json.loads(body.replace("@{pipeline().RunId}", "adf-1")) | {"inputs": {}}
+    )
+    assert problems == [] and request.parameters["region"] == "west"
