@@ -14,6 +14,7 @@ The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local fol
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -203,28 +204,52 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     code = _print_answer(answer, out)
     if code or not args.wait:
         return code
-    return _wait(backend, answer[1]["run_id"], out)
+    return _wait(backend, [answer[1]["run_id"]], out)
 
 
-def _wait(backend: Any, run_id: str, out: TextIO) -> int:
-    last = None
-    while True:
-        status = backend.get(run_id)
-        line = f"{status.aml_status}: " + ", ".join(f"{s.name} {s.aml_status}" for s in status.steps)
-        if line != last:
-            print(f"  {run_id}: {line}", file=out, flush=True)
-            last = line
-        if status.terminal:
-            return 0 if status.aml_status == "Completed" else 1
-        time.sleep(1.0)
+def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 * 3600) -> int:
+    """Follow runs with the durable watch's policy (backoff, stuck limit, gates, timeout)."""
+    from shared import runs, watch
+
+    def get_status(run_id: str) -> dict[str, Any]:
+        status, body, _ = runs.get(backend, run_id)
+        if status != 200:
+            raise RuntimeError(body.get("message", body))
+        return body
+
+    options = watch.WatchOptions(timeout_s=timeout_s, polling=watch.Polling(first_s=1.0, factor=1.5, max_s=15.0))
+    state = watch.start(
+        [watch.RunState(index=i, run_id=r) for i, r in enumerate(run_ids)], options, dt.datetime.now(dt.UTC)
+    )
+    last: dict[int, str] = {}
+
+    def show(state: watch.WatchState) -> None:
+        for r in state.runs:
+            line = f"{r.aml_status}" + (f" ({r.outcome})" if r.outcome else "")
+            if last.get(r.index) != line:
+                print(f"  {r.run_id}: {line}", file=out, flush=True)
+                last[r.index] = line
+
+    final = watch.watch_here(get_status, lambda run_id: runs.cancel(backend, run_id), state, on_change=show)
+    for r in final.runs:
+        for g in r.gate_failures:
+            print(f"  {r.run_id}: gate {g['gate']} failed: {g['metric']} = {g['value']} (limit {g['limit']})", file=out)
+        if r.error and r.outcome != "completed":
+            print(f"  {r.run_id}: {r.error.get('step') or ''} {r.error.get('message')}", file=out)
+    print(f"watch: {final.outcome}", file=out)
+    return 0 if final.outcome == "succeeded" else 1
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from shared.runs import get
 
     if args.wait:
-        return _wait(_backend(args), args.run_id, out)
+        return _wait(_backend(args), [args.run_id], out)
     return _print_answer(get(_backend(args), args.run_id), out)
+
+
+def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
+    return _wait(_backend(args), args.run_ids, out, args.timeout)
 
 
 def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
@@ -261,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("run_id")
     st.add_argument("--wait", action="store_true", help="follow the run to its end")
     st.set_defaults(func=cmd_status)
+    wt = sub.add_parser("watch", help="follow runs to their end with the durable watch's policy and gates")
+    wt.add_argument("run_ids", nargs="+")
+    wt.add_argument("--timeout", type=float, default=12 * 3600, help="seconds before the runs are canceled")
+    wt.set_defaults(func=cmd_watch)
     cn = sub.add_parser("cancel", help="ask a run to stop")
     cn.add_argument("run_id")
     cn.set_defaults(func=cmd_cancel)

@@ -83,7 +83,7 @@ def test_the_readme_command_line_examples_run(tmp_path):
         assert code == 0, (line, out.getvalue())
         if args[2] == "submit":
             run_id = re.search(r'"run_id": "([^"]+)"', out.getvalue()).group(1)
-            assert "Completed: prepare Completed, train Completed, evaluate Completed" in out.getvalue()
+            assert "watch: succeeded" in out.getvalue()
 
 
 def test_the_readme_submit_body_is_a_valid_request():
