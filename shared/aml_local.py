@@ -307,6 +307,9 @@ class Runner:
             "FORECASTOPS_STEP": step.name,
             "FORECASTOPS_METRICS_FILE": str(metrics_file),
             "MLFLOW_TRACKING_URI": (self.work / "mlruns").as_uri(),
+            # MLflow 3 keeps its file store in maintenance mode and refuses it unless allowed;
+            # a database store would need SQLAlchemy, which the light install leaves out
+            "MLFLOW_ALLOW_FILE_STORE": "true",
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
         self._set_step(i, "Running", started_at=_now())

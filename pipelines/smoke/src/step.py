@@ -10,13 +10,12 @@ from pathlib import Path
 
 
 def log_metric(name: str, value: float) -> None:
-    """To MLflow when it is there (AML), and to the local runner's metrics file."""
-    try:
+    """To AML's MLflow tracking on AML compute, and to the local runner's metrics file."""
+    # a rehearsal step stays light: MLflow (a second of import) only where AML reads it
+    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith("azureml:"):
         import mlflow
 
         mlflow.log_metric(name, value)
-    except ImportError:
-        pass
     path = os.environ.get("FORECASTOPS_METRICS_FILE")
     if path:
         with open(path, "a") as f:

@@ -1,0 +1,429 @@
+"""The durable watch through the Durable SDK's real replay engine (tests/durable_host.py plays
+the host), its HTTP routes through the SDK's real client against a loopback stub, and the
+whole flow end to end as ADF's Web activity sees it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from urllib.parse import urlsplit
+
+import azure.functions as func
+import pytest
+
+import poll_aml_durable
+from shared import runtime, watch
+from shared.aml import normalise
+from tests.durable_host import (
+    DurableHost,
+    DurableRpcStub,
+    EventType,
+    History,
+    call_http_function,
+    find_function,
+    replay,
+)
+
+T0 = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
+ORCH = find_function(poll_aml_durable.bp, "watch_pipeline_runs")
+
+
+class ScriptedAML:
+    """Activities answering from per-run status scripts (the last status sticks)."""
+
+    def __init__(self, scripts=None, default=("Running", "Completed"), metrics=None, errors=None):
+        self.scripts = {k: list(v) for k, v in (scripts or {}).items()}
+        self.default = list(default)
+        self.metrics = metrics or {}
+        self.errors = errors or {}
+        self.canceled: list[str] = []
+        self.submitted: list[dict] = []
+        self.status_calls = 0
+
+    def submit(self, request):
+        self.submitted.append(request)
+        run_id = f"run-{request['idempotency_key']}"
+        return {
+            "run_id": run_id,
+            "pipeline": request["pipeline"],
+            "status": "queued",
+            "portal_url": f"https://ml/{run_id}",
+        }
+
+    def status(self, run_id):
+        self.status_calls += 1
+        if run_id in self.errors:
+            raise RuntimeError(json.dumps({"run_id": run_id, "message": self.errors[run_id]}))
+        seq = self.scripts.setdefault(run_id, list(self.default))
+        aml_status = seq.pop(0) if len(seq) > 1 else seq[0]
+        if run_id in self.canceled:
+            aml_status = "Canceled"
+        error = {"step": "train", "message": "MAPE exploded", "code": "step_failed"} if aml_status == "Failed" else None
+        metrics = self.metrics.get(run_id, {}) if aml_status == "Completed" else {}
+        return {
+            "run_id": run_id,
+            "aml_status": aml_status,
+            "status": normalise(aml_status),
+            "terminal": aml_status in watch.TERMINAL,
+            "error": error,
+            "metrics": metrics,
+            "portal_url": f"https://ml/{run_id}",
+        }
+
+    def cancel(self, run_id):
+        self.canceled.append(run_id)
+        return {"run_id": run_id, "aml_status": "CancelRequested"}
+
+    def activities(self):
+        return {
+            poll_aml_durable.SUBMIT: self.submit,
+            poll_aml_durable.STATUS: self.status,
+            poll_aml_durable.CANCEL: self.cancel,
+        }
+
+
+def watch_input(run_ids=None, batch=None, **options):
+    if batch is not None:
+        runs = [watch.RunState(index=i, pipeline="smoke", parameters={"region": f"r{i}"}) for i in range(batch)]
+    else:
+        runs = [watch.RunState(index=i, run_id=r) for i, r in enumerate(run_ids)]
+    return {"state": watch.start(runs, watch.WatchOptions(**options), T0).model_dump(mode="json")}
+
+
+def host_for(aml, **kw):
+    return DurableHost(ORCH, aml.activities(), start_time=T0, **kw)
+
+
+def timers(state):
+    return [e["FireAt"] for e in state.events if e["EventType"] == EventType.TIMER_CREATED]
+
+
+def test_a_run_that_completes_after_several_polls_with_backoff_timers():
+    aml = ScriptedAML({"r1": ["Queued", "Running", "Running", "Running", "Completed"]})
+    host = host_for(aml)
+    iid = host.start(watch_input(["r1"], polling={"first_s": 30, "factor": 2, "max_s": 100}))
+    state = host.status(iid)
+    assert state.runtime_status == "Completed", state.error
+    assert state.output["outcome"] == "succeeded" and state.output["polls"] == 5
+    fired = [dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in timers(state)]
+    gaps = [(b - a).total_seconds() for a, b in zip([T0, *fired], fired, strict=False)]
+    assert gaps == [30, 60, 100, 100]
+    assert state.custom_status["counts"] == {"completed": 1}
+
+
+def test_a_run_that_fails_ends_the_watch_failed_with_its_step():
+    aml = ScriptedAML({"r1": ["Running", "Failed"]})
+    host = host_for(aml)
+    state = host.status(host.start(watch_input(["r1"])))
+    out = state.output
+    assert out["outcome"] == "failed" and out["failed"][0]["failed_step"] == "train"
+    assert out["failed"][0]["error"]["message"] == "MAPE exploded" and out["failed"][0]["portal_url"] == "https://ml/r1"
+
+
+def test_a_batch_of_28_in_which_one_fails():
+    aml = ScriptedAML(default=("Queued", "Running", "Completed"))
+    host = host_for(aml)
+    iid = host.start(watch_input(batch=28))
+    assert len(aml.submitted) == 28 and aml.submitted[13]["idempotency_key"] == f"{iid}-13"
+    state = host.status(iid)
+    assert state.runtime_status == "Completed" and state.output["outcome"] == "succeeded"
+    # every run's status was read in one fan-out per poll: 28 runs x 3 polls
+    assert aml.status_calls == 28 * 3
+    aml2 = ScriptedAML(default=("Queued", "Running", "Completed"))
+    aml2.scripts = {f"run-x-{i}": ["Queued", "Running", "Completed"] for i in range(28)}
+    aml2.scripts["run-x-13"] = ["Queued", "Failed"]
+    host2 = host_for(aml2)
+    iid2 = host2.start(watch_input([f"run-x-{i}" for i in range(28)]))
+    out = host2.status(iid2).output
+    assert out["outcome"] == "failed" and out["runs_completed"] == 27
+    assert [r["run_id"] for r in out["failed"]] == ["run-x-13"]
+
+
+def test_timeout_schedules_cancel_activities_for_the_unfinished_runs():
+    aml = ScriptedAML({"r1": ["Running"], "r2": ["Completed"]})
+    host = host_for(aml)
+    state = host.status(host.start(watch_input(["r1", "r2"], timeout_s=600, polling={"first_s": 120, "factor": 1})))
+    assert state.output["outcome"] == "timed_out"
+    assert aml.canceled == ["r1"]
+    assert [r["outcome"] for r in state.output["runs"]] == ["timed_out", "completed"]
+
+
+def test_no_cancel_on_timeout_when_asked_not_to():
+    aml = ScriptedAML({"r1": ["Running"]})
+    host = host_for(aml)
+    state = host.status(host.start(watch_input(["r1"], timeout_s=300, cancel_on_timeout=False)))
+    assert state.output["outcome"] == "timed_out" and aml.canceled == []
+
+
+def test_not_responding_that_recovers_is_waited_out():
+    aml = ScriptedAML({"r1": ["Running", "NotResponding", "NotResponding", "Running", "Completed"]})
+    host = host_for(aml)
+    state = host.status(host.start(watch_input(["r1"], stuck_limit_s=3600)))
+    assert state.output["outcome"] == "succeeded"
+    aml = ScriptedAML({"r1": ["NotResponding"]})
+    host = host_for(aml)
+    state = host.status(host.start(watch_input(["r1"], stuck_limit_s=100, polling={"first_s": 60, "factor": 1})))
+    assert state.output["failed"][0]["outcome"] == "stuck"
+
+
+def test_continue_as_new_every_n_polls_carries_the_state():
+    aml = ScriptedAML({"r1": ["Running"] * 9 + ["Completed"]})
+    host = host_for(aml)
+    state = host.status(
+        host.start(watch_input(["r1"], polls_per_generation=3, polling={"first_s": 10, "factor": 2, "max_s": 1000}))
+    )
+    assert state.runtime_status == "Completed"
+    assert state.generations == 4 and state.output["generation"] == 3 and state.output["polls"] == 10
+    # the backoff went on across generations: the third one waited 640 s then the capped 1000 s,
+    # not first_s again
+    third = [
+        dt.datetime.fromisoformat(e["FireAt"].replace("Z", "+00:00"))
+        for e in state.past_histories[2]
+        if e["EventType"] == EventType.TIMER_CREATED
+    ]
+    assert [(b - a).total_seconds() for a, b in zip(third, third[1:], strict=False)] == [1000, 1000]
+    assert max(state.history_lengths) < 60  # bounded per generation
+
+
+def test_an_activity_failure_is_a_structured_failure_of_its_run():
+    aml = ScriptedAML({"r2": ["Completed"]}, errors={"r1": "AML answered 503 four times"})
+    host = host_for(aml)
+    state = host.status(host.start(watch_input(["r1", "r2"])))
+    out = state.output
+    assert state.runtime_status == "Completed" and out["outcome"] == "failed"
+    (failed,) = out["failed"]
+    assert failed["run_id"] == "r1" and failed["error"]["code"] == "status_unavailable"
+    assert "AML answered 503 four times" in failed["error"]["message"]
+    assert [r["outcome"] for r in out["runs"]] == ["failed", "completed"]
+
+
+def test_a_cancel_event_cancels_the_runs_and_ends_the_watch():
+    aml = ScriptedAML({"r1": ["Running"]})
+    host = host_for(aml)
+    iid = host.start(watch_input(["r1"]), run=False)
+    host.advance(iid)
+    assert host.status(iid).runtime_status == "Running"
+    host.raise_event(iid, "cancel", {"requested": True}, run=True)
+    state = host.status(iid)
+    assert state.output["outcome"] == "canceled" and aml.canceled == ["r1"]
+
+
+def test_replaying_the_same_history_yields_the_same_actions():
+    aml = ScriptedAML({"r1": ["Running", "Running", "Completed"]})
+    host = host_for(aml)
+    iid = host.start(watch_input(["r1"]), run=False)
+    host.advance(iid, max_steps=2)
+    events = host.status(iid).events
+    payload = {
+        "history": events,
+        "input": json.dumps(watch_input(["r1"])),
+        "instanceId": iid,
+        "isReplaying": False,
+        "parentInstanceId": None,
+        "upperSchemaVersion": 2,
+    }
+    first, second = replay(ORCH, payload), replay(ORCH, payload)
+    assert first.actions == second.actions and first.custom_status == second.custom_status
+    assert [a["type"] for a in first.actions if a["type"] != "CallActivityWithRetry"][:1] == ["CreateTimer"]
+
+
+def test_the_first_episode_schedules_one_status_poll_per_run():
+    history = History(watch_input(["a", "b", "c"]), instance_id="i1", start_time=T0)
+    result = replay(ORCH, history)
+    calls = [a for a in result.actions if a["type"] == "CallActivityWithRetry"]
+    assert [c["functionName"] for c in calls] == [poll_aml_durable.STATUS] * 3
+    assert [c["inputValue"] for c in calls] == ["a", "b", "c"]
+    assert calls[0]["retryOptions"]["maxNumberOfAttempts"] == 4
+
+
+def test_history_and_activity_counts_for_a_six_hour_batch_of_28_with_default_polling(capsys):
+    """The figures for a 28-run batch that takes 6 hours with the default polling: polls from
+    the policy itself (virtual clock), history per poll measured through the replay engine on
+    the first hour (one generation), then both combined."""
+    n_runs, defaults = 28, watch.WatchOptions()
+    finished_at = T0 + dt.timedelta(hours=6)
+    clock = [T0]
+
+    def sleep(s):
+        clock[0] += dt.timedelta(seconds=s)
+
+    policy = watch.watch_here(
+        lambda r: {"aml_status": "Completed" if clock[0] >= finished_at else "Running", "status": "x"},
+        lambda r: None,
+        watch.start([watch.RunState(index=i, run_id=f"r{i}") for i in range(n_runs)], defaults, T0),
+        sleep=sleep,
+        now=lambda: clock[0],
+    )
+    polls = policy.polls
+    assert policy.outcome == "succeeded" and 70 <= polls <= 80
+
+    one_hour = T0 + dt.timedelta(hours=1)
+    aml = ScriptedAML()
+    host = host_for(aml, max_steps=5_000)
+
+    def status(run_id):
+        aml_status = "Completed" if host.clock >= one_hour else "Running"
+        return {
+            "run_id": run_id,
+            "aml_status": aml_status,
+            "status": normalise(aml_status),
+            "error": None,
+            "metrics": {},
+        }
+
+    host.activities[poll_aml_durable.STATUS] = status
+    state = host.status(host.start(watch_input([f"r{i}" for i in range(n_runs)])))
+    hour_polls = state.output["polls"]
+    assert state.generations == 1 and hour_polls < defaults.polls_per_generation
+    assert state.activity_executions == n_runs * hour_polls
+    per_poll = (state.history_lengths[-1] - 2) / hour_polls
+    # per poll: 28 x (TaskScheduled + TaskCompleted) + TimerCreated + TimerFired, plus this
+    # harness's OrchestratorStarted/Completed pair per delivered event (the real host batches them)
+    assert per_poll == pytest.approx(2 * n_runs + 2 + 2 * (n_runs + 1), abs=2)
+    generations = -(-polls // defaults.polls_per_generation)
+    history_max = 2 + per_poll * defaults.polls_per_generation
+    with capsys.disabled():
+        print(
+            f"\n{n_runs} runs x 6 h, default polling (30 s x1.5 up to 300 s): {polls} polls, "
+            f"{n_runs * polls} status activity executions, {generations} generations (continue_as_new every "
+            f"{defaults.polls_per_generation} polls), at most {history_max:.0f} history events per generation "
+            f"({per_poll:.0f} per poll here; {2 * n_runs + 2} + the host's episode markers in Azure)"
+        )
+
+
+# the HTTP routes, through the SDK's durable client and a loopback stub -------------------------------
+@pytest.fixture
+def local_api(monkeypatch, tmp_path):
+    monkeypatch.setenv("FORECASTOPS_LAKE_ROOT", str(tmp_path / "lake"))
+    runtime.lake.cache_clear()
+    runtime.aml_backend.cache_clear()
+    yield
+    runtime.lake.cache_clear()
+    runtime.aml_backend.cache_clear()
+
+
+def request(method, path, body=None):
+    raw = b"" if body is None else json.dumps(body).encode()
+    route = {}
+    parts = path.strip("/").split("/")
+    if len(parts) >= 4:
+        route["instance_id"] = parts[3]
+    return func.HttpRequest(method=method, url=f"http://localhost:7071{path}", body=raw, route_params=route, headers={})
+
+
+def call(stub, name, req):
+    resp = call_http_function(name, req, stub.client_binding_json(), app=poll_aml_durable.bp)
+    return resp.status_code, json.loads(resp.get_body()), dict(resp.headers)
+
+
+def test_starter_answers_202_with_location_and_the_same_key_reattaches(local_api):
+    aml = ScriptedAML({"r1": ["Running"]})
+    host = host_for(aml)
+    with DurableRpcStub(host, on_start="advance") as stub:
+        status, body, headers = call(
+            stub,
+            "pipeline_runs_watch_start",
+            request("POST", "/api/orchestrations/pipeline-runs", {"run_id": "r1", "idempotency_key": "adf-1"}),
+        )
+        assert status == 202 and body["attached"] is False
+        assert headers["Location"] == f"http://localhost:7071/api/orchestrations/pipeline-runs/{body['instance_id']}"
+        assert headers["Retry-After"] == "30" and body["management"]["statusQueryGetUri"]
+        again = call(
+            stub,
+            "pipeline_runs_watch_start",
+            request("POST", "/api/orchestrations/pipeline-runs", {"run_id": "r1", "idempotency_key": "adf-1"}),
+        )
+        assert again[0] == 202 and again[1]["attached"] is True and again[1]["instance_id"] == body["instance_id"]
+        assert len(host.instances) == 1
+        bad = call(
+            stub,
+            "pipeline_runs_watch_start",
+            request("POST", "/api/orchestrations/pipeline-runs", {"pipeline": "smoke", "run_id": "x"}),
+        )
+        assert bad[0] == 400 and bad[1]["problems"]
+        got = call(
+            stub,
+            "pipeline_runs_watch_status",
+            request("GET", f"/api/orchestrations/pipeline-runs/{body['instance_id']}"),
+        )
+        assert (
+            got[0] == 202 and got[1]["runtime_status"] == "Running" and got[1]["progress"]["counts"] == {"running": 1}
+        )
+        assert got[2]["Location"].endswith(body["instance_id"]) and int(got[2]["Retry-After"]) >= 5
+        assert (
+            call(stub, "pipeline_runs_watch_status", request("GET", "/api/orchestrations/pipeline-runs/nope"))[0] == 404
+        )
+
+
+def test_delete_cancels_the_watch_and_its_runs(local_api):
+    aml = ScriptedAML({"r1": ["Running"]})
+    host = host_for(aml)
+    with DurableRpcStub(host, on_start="advance", on_event="run") as stub:
+        _, body, _ = call(
+            stub, "pipeline_runs_watch_start", request("POST", "/api/orchestrations/pipeline-runs", {"run_id": "r1"})
+        )
+        iid = body["instance_id"]
+        assert (
+            call(stub, "pipeline_runs_watch_status", request("DELETE", f"/api/orchestrations/pipeline-runs/{iid}"))[0]
+            == 202
+        )
+        status, final, _ = call(
+            stub, "pipeline_runs_watch_status", request("GET", f"/api/orchestrations/pipeline-runs/{iid}")
+        )
+        assert status == 409 and final["error"] == "canceled" and aml.canceled == ["r1"]
+
+
+def adf_web_activity(stub, host, body, max_calls=200):
+    """What ADF's Web activity does: POST, then follow Location while 202, honouring
+    Retry-After (virtual time here: the host's clock advances to the next timer)."""
+    status, answer, headers = call(
+        stub, "pipeline_runs_watch_start", request("POST", "/api/orchestrations/pipeline-runs", body)
+    )
+    calls = 1
+    while status == 202 and calls < max_calls:
+        assert int(headers["Retry-After"]) >= 1
+        time.sleep(0.05)  # real runs (local backend) progress in real time
+        iid = urlsplit(headers["Location"]).path.rsplit("/", 1)[1]
+        if host.status(iid).runtime_status in ("Pending", "Running"):
+            host.advance(iid)
+        status, answer, headers = call(
+            stub, "pipeline_runs_watch_status", request("GET", urlsplit(headers["Location"]).path)
+        )
+        calls += 1
+    return status, answer
+
+
+@pytest.mark.parametrize(("fail_step", "expected"), [("none", 200), ("train", 502)])
+def test_end_to_end_a_fanned_out_batch_on_the_local_backend_as_adf_sees_it(local_api, fail_step, expected):
+    host = DurableHost(
+        ORCH,
+        {
+            poll_aml_durable.SUBMIT: poll_aml_durable.aml_submit_run,
+            poll_aml_durable.STATUS: poll_aml_durable.aml_run_status,
+            poll_aml_durable.CANCEL: poll_aml_durable.aml_cancel_run,
+        },
+        start_time=T0,
+    )
+    runs = [
+        {"parameters": {"seconds": 0.05, "region": f"r{i}", "fail_step": fail_step if i == 1 else "none"}}
+        for i in range(3)
+    ]
+    with DurableRpcStub(host, on_start="advance") as stub:
+        status, answer = adf_web_activity(
+            stub,
+            host,
+            {
+                "pipeline": "smoke",
+                "runs": runs,
+                "polling": {"first_s": 1, "factor": 1, "max_s": 1},
+                "idempotency_key": f"adf-e2e-{fail_step}",
+            },
+        )
+    assert status == expected, answer
+    if expected == 200:
+        assert answer["outcome"] == "succeeded" and answer["runs_completed"] == 3
+        assert all(r["metrics"]["train"] == {"train_seconds": 0.05} for r in answer["runs"])
+    else:
+        assert answer["error"] == "failed" and [r["failed_step"] for r in answer["failed"]] == ["train"]
+        assert "run " in answer["message"] and "at step train" in answer["message"]
