@@ -351,8 +351,14 @@ def _run(
             kind = sniff_kind(prefix)
             batches, mapping, detected_by, document = _open_batches(src, prefix, kind, out, fields, mappings)
             conv = Converter(mapping, Context(fields, document))
+            # a key column the mapping fills with one value per file (a constant, a path field)
+            # cannot tell rows apart: leave it out of the hash
+            hash_key = (
+                tuple(k for k in ds.key if mapping.columns[k].const is None and mapping.columns[k].field is None)
+                or ds.key
+            )
             counter = KeyCounter() if (dedupe is None and not mapping.aggregate) else None
-            first_wins = FirstWins(dedupe, ds.key) if dedupe is not None else None
+            first_wins = FirstWins(dedupe, hash_key) if dedupe is not None else None
             stats = {"read": 0, "written": 0, "rejected": 0, "output": 0, "rejected_by_rule": {}}
             partials: list[pa.Table] = []
             with lake.writer(out.curated) as sink, _lazy_writer(lake, out.rejected) as write_rejects:
@@ -371,7 +377,7 @@ def _run(
                             _merge(stats["rejected_by_rule"], {"duplicate_key": int(dup.sum())})
                             good = good.filter(pa.array(~dup))
                     if counter is not None and good.num_rows:
-                        counter.add(key_hashes(good, ds.key))
+                        counter.add(key_hashes(good, hash_key))
                     stats["read"] += res.rows_read
                     stats["rejected"] += rejected
                     stats["written"] += good.num_rows

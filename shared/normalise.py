@@ -137,6 +137,9 @@ class Converter:
         values: dict[str, pa.Array] = {}
         raws: dict[str, pa.Array] = {}
         violations: list[Violation] = []
+        # columns often read the same raw column (date and issued_on both from "Obs Date"):
+        # clean and parse each raw column once per batch
+        self._cache: dict[tuple[Any, ...], Any] = {}
         for col in self.ds.columns:
             if col.name == "source":
                 values[col.name] = _broadcast(self.mapping.id, n)
@@ -162,18 +165,30 @@ class Converter:
         if extra.num_rows:
             rejects = pa.concat_tables([rejects, extra]).sort_by([("line", "ascending")])
         rejected = (pc.sum(any_bad.cast(pa.int64())).as_py() or 0) if bad else 0
+        self._cache = {}
         return Converted(good, rejects, n + len(batch.bad), rejected + len(batch.bad), per_rule, kept_lines)
 
     # one column -----------------------------------------------------------------------------
-    def _column(self, col: ColumnSpec, src: Source, raw: pa.Array, batch: RawBatch) -> tuple[pa.Array, list[Violation]]:
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _clean(self, raw: pa.Array) -> pa.Array:
+        """Trimmed text, null where empty or a declared null value."""
         text = pc.utf8_trim_whitespace(raw)
         isnull = pc.or_kleene(pc.is_null(text), pc.is_in(text, value_set=self._nulls))
-        text = pc.if_else(isnull, pa.scalar(None, pa.string()), text)
+        return pc.if_else(isnull, pa.scalar(None, pa.string()), text)
+
+    def _column(self, col: ColumnSpec, src: Source, raw: pa.Array, batch: RawBatch) -> tuple[pa.Array, list[Violation]]:
+        text = self._cached(("clean", id(raw)), lambda: self._clean(raw))
         out: list[Violation] = []
         if col.type == "string":
             value = self._string(src, text)
         elif col.type == "date":
-            value, failed = _parse_dates(text, src.date_formats)
+            value, failed = self._cached(
+                ("date", id(raw), tuple(src.date_formats)), lambda: _parse_dates(text, src.date_formats)
+            )
             if failed is not None:
                 out.append(Violation(col.name, "invalid_date", failed, raw, _date_msg(src)))
             if src.week == "monday":
@@ -277,7 +292,20 @@ def _parse_numbers(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
 
 
 def _parse_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array | None]:
-    """Text to date32 with the first format that fits (a trailing time is allowed)."""
+    """Text to date32 with the first format that fits (a trailing time is allowed).
+
+    A batch holds few distinct dates (a day's weather for thousands of zips): the distinct
+    texts are parsed, and the result spread back by index.
+    """
+    enc = pc.dictionary_encode(text)
+    value, failed = _parse_distinct_dates(enc.dictionary, formats)
+    value = pc.take(value, enc.indices)
+    if failed is not None:
+        failed = pc.fill_null(pc.take(failed, enc.indices), False)
+    return value, failed
+
+
+def _parse_distinct_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array | None]:
     value = None
     for fmt in formats:
         ts = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
@@ -469,7 +497,8 @@ class KeyCounter:
     memory at a time, however large the file.
     """
 
-    PARTITIONS = 16
+    PARTITIONS = 256
+    _SHIFT = np.uint64(56)
 
     def __init__(self, budget: int = 4_000_000) -> None:
         self.budget = budget
@@ -487,11 +516,15 @@ class KeyCounter:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="forecastops-keys-")
         allh = np.concatenate(self._held) if self._held else np.zeros(0, np.uint64)
-        part = (allh >> np.uint64(60)).astype(np.int64)
-        for p in range(self.PARTITIONS):
-            with open(os.path.join(self._dir, f"{p}.u64"), "ab") as f:
-                allh[part == p].tofile(f)
         self._held, self._count = [], 0
+        allh.sort()
+        # sorted, each partition (top byte) is one slice
+        bounds = np.searchsorted(allh >> self._SHIFT, np.arange(self.PARTITIONS + 1, dtype=np.uint64))
+        for p in range(self.PARTITIONS):
+            lo, hi = int(bounds[p]), int(bounds[p + 1])
+            if hi > lo:
+                with open(os.path.join(self._dir, f"{p}.u64"), "ab") as f:
+                    allh[lo:hi].tofile(f)
 
     def repeated(self) -> np.ndarray:
         """Hashes seen more than once."""
@@ -499,8 +532,12 @@ class KeyCounter:
             allh = np.concatenate(self._held) if self._held else np.zeros(0, np.uint64)
             return _repeated(allh)
         self._spill()
-        found = [_repeated(np.fromfile(os.path.join(self._dir, f"{p}.u64"), np.uint64)) for p in range(self.PARTITIONS)]
-        return np.concatenate(found)
+        found = []
+        for p in range(self.PARTITIONS):
+            path = os.path.join(self._dir, f"{p}.u64")
+            if os.path.exists(path):
+                found.append(_repeated(np.fromfile(path, np.uint64)))
+        return np.concatenate(found) if found else np.zeros(0, np.uint64)
 
     def close(self) -> None:
         if self._dir:
@@ -509,10 +546,12 @@ class KeyCounter:
 
 
 def _repeated(h: np.ndarray) -> np.ndarray:
+    """Values that occur more than once (sorts ``h`` in place: no copies of a large array)."""
     if len(h) < 2:
         return np.zeros(0, np.uint64)
-    values, counts = np.unique(h, return_counts=True)
-    return values[counts > 1]
+    h.sort()
+    same = h[1:] == h[:-1]
+    return np.unique(h[1:][same])
 
 
 class FirstWins:
