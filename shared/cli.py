@@ -1,6 +1,6 @@
 """The command line: the same services as the function app, without a Functions host.
 
-    python -m shared run                 the main job: samples/raw -> lake raw/ -> ingest all
+    python -m shared run                 the main job: generated raw data -> ingest -> forecast -> report
     python -m shared ingest PATH...      ingest raw files already in the lake
     python -m shared formats             list the raw formats (mapping files)
     python -m shared pipelines           list the pipeline catalog
@@ -77,11 +77,15 @@ def raw_paths(lake: Lake) -> list[str]:
 
 
 def ingest_all(lake: Lake, paths: Sequence[str], out: TextIO, force: bool = False) -> list[dict[str, Any]]:
-    """Ingest ``paths`` one by one, printing a line per file as it finishes."""
+    """Ingest ``paths`` one by one: a line per file for a few files; for many, a progress line
+    every few seconds and a line per file that had a problem."""
     run_id = uuid.uuid4().hex[:12]
     results = []
+    each = len(paths) <= 60
     width = max((len(p) for p in paths), default=10)
-    print(f"{'raw file':<{width}}  {'format':<32} {'read':>8} {'written':>8} {'rejected':>8}  status", file=out)
+    if each:
+        print(f"{'raw file':<{width}}  {'format':<32} {'read':>8} {'written':>8} {'rejected':>8}  status", file=out)
+    t0 = last = time.monotonic()
     for i, path in enumerate(paths, 1):
         progress = Throttle(
             lambda rows, nbytes, path=path: print(
@@ -96,37 +100,61 @@ def ingest_all(lake: Lake, paths: Sequence[str], out: TextIO, force: bool = Fals
         status = m["status"] + (" (unchanged)" if m.get("unchanged") else "")
         if m["status"] == "quarantined":
             status += f": {m['error']['reason']}"
-        print(
-            f"{path:<{width}}  {fmt:<32} {rows.get('read', '-'):>8} {rows.get('written', '-'):>8} "
-            f"{rows.get('rejected', '-'):>8}  {status}",
-            file=out,
-            flush=True,
-        )
+        if each or m["status"] == "quarantined" or rows.get("rejected"):
+            print(
+                f"{path:<{width}}  {fmt:<32} {rows.get('read', '-'):>8} {rows.get('written', '-'):>8} "
+                f"{rows.get('rejected', '-'):>8}  {status}",
+                file=out,
+                flush=True,
+            )
+        elif time.monotonic() - last > 5 or i == len(paths):
+            last = time.monotonic()
+            print(f"  ingested {i:,} of {len(paths):,} files ({time.monotonic() - t0:.0f} s)", file=out, flush=True)
     return results
 
 
 def summarise(results: list[dict[str, Any]], out: TextIO) -> None:
-    total = {"read": 0, "written": 0, "rejected": 0}
+    """Totals per dataset and overall: every row read is written or rejected."""
+    per: dict[str, dict[str, int]] = {}
     for m in results:
-        for k in total:
-            total[k] += (m.get("rows") or {}).get(k, 0)
-    quarantined = sum(m["status"] == "quarantined" for m in results)
+        d = per.setdefault(m["dataset"], {"files": 0, "read": 0, "written": 0, "rejected": 0, "quarantined": 0})
+        d["files"] += 1
+        d["quarantined"] += m["status"] == "quarantined"
+        for k in ("read", "written", "rejected"):
+            d[k] += (m.get("rows") or {}).get(k, 0)
+    if len(per) > 1:
+        for name, d in sorted(per.items()):
+            print(
+                f"  {name:<20} {d['files']:>6} files {d['read']:>10,} read {d['written']:>10,} written "
+                f"{d['rejected']:>8,} rejected {d['quarantined']:>4} quarantined",
+                file=out,
+            )
+    total = {k: sum(d[k] for d in per.values()) for k in ("read", "written", "rejected", "quarantined")}
+    unchanged = sum(bool(m.get("unchanged")) for m in results)
+    if unchanged:
+        print(f"{unchanged} file(s) unchanged since their last ingest: outputs left as they were", file=out)
     print(
         f"{len(results)} file(s): {total['read']} rows read, {total['written']} written, "
-        f"{total['rejected']} rejected; {quarantined} file(s) quarantined",
+        f"{total['rejected']} rejected; {total['quarantined']} file(s) quarantined",
         file=out,
     )
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    lake = _lake(args)
-    t0 = time.perf_counter()
-    uploaded = upload_tree(lake, Path(args.samples))
-    print(f"copied {len(uploaded)} raw file(s) from {args.samples} into {lake.describe('raw/x')[:-2]}", file=out)
-    results = ingest_all(lake, raw_paths(lake), out, force=args.force)
-    summarise(results, out)
-    print(f"done in {time.perf_counter() - t0:.1f}s; outputs under {lake.describe('curated/x')[:-2]}", file=out)
-    return 0
+    from shared import mainjob
+
+    size = mainjob.Size(
+        regions=args.regions, stores_per_region=args.stores_per_region, skus=args.skus, weeks=args.weeks, seed=args.seed
+    )
+    return mainjob.run(
+        _lake(args),
+        _backend(args),
+        out,
+        samples=args.samples,
+        size=size,
+        with_pipeline=not args.no_pipeline,
+        force=args.force,
+    )
 
 
 def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
@@ -263,8 +291,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", type=Path, help="a local lake folder (default: the settings' lake)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the services do")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="the main job: copy raw samples into the lake and ingest them all")
-    run.add_argument("--samples", type=Path, default=SAMPLES, help="folder of raw files (default: samples/raw)")
+    run = sub.add_parser(
+        "run", help="the main job: raw data into the lake, ingest, forecast pipeline, watch, summary and report"
+    )
+    run.add_argument(
+        "--samples", type=Path, help=f"use this folder of raw files instead of generating (e.g. {SAMPLES})"
+    )
+    run.add_argument("--regions", type=int, default=14)
+    run.add_argument("--stores-per-region", type=int, default=6)
+    run.add_argument("--skus", type=int, default=10)
+    run.add_argument("--weeks", type=int, default=104)
+    run.add_argument("--seed", type=int, default=7)
+    run.add_argument("--no-pipeline", action="store_true", help="stop after ingesting")
     run.add_argument("--force", action="store_true", help="re-ingest files whose outputs are current")
     run.set_defaults(func=cmd_run)
     ing = sub.add_parser("ingest", help="ingest raw files already in the lake (all of raw/ by default)")

@@ -242,6 +242,17 @@ def _build_world(rng: np.random.Generator, regions: list[Region], stores_per_reg
             missing = tuple(bool(x) for x in rng.random(4) < 0.08)
             sid = f"S{len(stores) + 1:04d}"
             stores.append(Store(len(stores), sid, reg, z, large, fmt, group, missing))  # type: ignore[arg-type]
+    # a region of two stores or more has both formats: if its draw gave one, the last store
+    # takes the other (no extra draws, so the rest of the world is unchanged)
+    for reg in regions:
+        mine = [s for s in stores if s.region.index == reg.index]
+        if len(mine) >= 2 and len({s.large for s in mine}) == 1:
+            last = mine[-1]
+            flipped = not last.large
+            fmt = last.format_raw.replace("Large", "Small").replace("LARGE", "SMALL").replace("large", "small")
+            if flipped:
+                fmt = last.format_raw.replace("Small", "Large").replace("SMALL", "LARGE").replace("small", "large")
+            stores[last.index] = Store(**{**last.__dict__, "large": flipped, "format_raw": fmt})
     # exactly one zip is published in metric units: the last W2 zip
     w2 = [z for z in zips if z.source == "W2"]
     if w2:
@@ -389,18 +400,20 @@ def _simulate_demand(
     fast = rng.random(K) < 0.45
     if K >= 2:  # at least one fast and one slow mover
         fast[0], fast[-1] = True, False
-    base = np.where(fast, rng.lognormal(np.log(60), 0.6, K), rng.lognormal(np.log(1.2), 0.5, K))
-    upc = np.where(fast, rng.choice([12, 24], size=K), rng.choice([6, 12], size=K, p=[0.7, 0.3]))
+    # units per large-store week: fast movers ~80, slow movers ~15 (a small store sells
+    # ~45% of that); case packs hold a few days of a store's sales
+    base = np.where(fast, rng.lognormal(np.log(80), 0.45, K), rng.lognormal(np.log(15), 0.3, K))
+    upc = np.where(fast, rng.choice([6, 12], size=K), rng.choice([2, 4], size=K, p=[0.5, 0.5]))
     kind = rng.choice(3, size=K, p=[0.3, 0.2, 0.5])  # 0 warm-weather, 1 cold-weather, 2 neutral
     beta_t = np.where(kind == 0, rng.uniform(0.15, 0.3, K), np.where(kind == 1, -rng.uniform(0.1, 0.22, K), 0.0))
-    amp = np.where(kind == 2, rng.uniform(0.0, 0.25, K), rng.uniform(0.0, 0.08, K))
+    amp = np.where(kind == 2, rng.uniform(0.1, 0.4, K), rng.uniform(0.0, 0.08, K))  # seasonal log-amplitude
     peak = rng.uniform(0, 365, K)
-    trend = rng.normal(0, 0.05, K)  # log-change per year
+    trend = rng.normal(0, 0.15, K)  # log-change per year (items grow or decline)
     ret_p = np.where(fast, rng.uniform(0.005, 0.02, K), rng.uniform(0.01, 0.05, K))
-    disp = np.where(fast, 10.0, 2.5)  # negative-binomial shape
+    disp = np.where(fast, 30.0, 15.0)  # negative-binomial shape (gamma CV 0.18 / 0.26 on top of Poisson)
 
     pop = np.array([s.zip.population for s in stores], dtype=float)
-    scale = np.where([s.large for s in stores], 1.0, 0.4) * (pop / 32000.0) ** 0.15
+    scale = np.where([s.large for s in stores], 1.0, 0.45) * (pop / 32000.0) ** 0.15
     scale *= rng.lognormal(0, 0.2, S)
     reg_idx = np.array([s.region.index for s in stores])
     reg_sku = rng.normal(0, 0.12, (reg_idx.max() + 1, K))[reg_idx]  # region x sku taste
@@ -532,6 +545,7 @@ def _write_weather(
             err_common = rng.normal(0, 1.0 + 0.25 * lead)
             fx = tmax_c[i, sl] + err_common + rng.normal(0, 0.4, FORECAST_DAYS)
             fn = tmin_c[i, sl] + err_common + rng.normal(0, 0.4, FORECAST_DAYS)
+            fx = np.minimum(fx, 56.0)  # never above the world record (the lake rejects > 60 C)
             fn = np.minimum(fn, fx - 0.2)
             # precipitation: the truth with multiplicative error; with a probability growing
             # with lead time the day is replaced by a climatological draw (wet or dry)

@@ -12,9 +12,9 @@ from shared.cli import SAMPLES, main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_main_job_ingests_every_sample_and_accounts_for_every_row(tmp_path):
+def test_the_main_job_on_samples_ingests_every_file_and_accounts_for_every_row(tmp_path):
     out = io.StringIO()
-    assert main(["--lake", str(tmp_path), "run"], out=out) == 0
+    assert main(["--lake", str(tmp_path), "run", "--samples", str(SAMPLES), "--no-pipeline"], out=out) == 0
     text = out.getvalue()
     raw_files = [p for p in SAMPLES.rglob("*") if p.is_file()]
     m = re.search(r"(\d+) file\(s\): (\d+) rows read, (\d+) written, (\d+) rejected; (\d+) file\(s\) quarantined", text)
@@ -25,8 +25,8 @@ def test_the_main_job_ingests_every_sample_and_accounts_for_every_row(tmp_path):
     for dataset in ("weather_daily", "shipments_weekly", "store_demographics"):
         assert list((tmp_path / "curated" / dataset / "v1").rglob("*.csv")), dataset
     again = io.StringIO()
-    main(["--lake", str(tmp_path), "run"], out=again)
-    assert again.getvalue().count("ingested (unchanged)") == len(raw_files)
+    main(["--lake", str(tmp_path), "run", "--samples", str(SAMPLES), "--no-pipeline"], out=again)
+    assert f"{len(raw_files)} file(s) unchanged since their last ingest" in again.getvalue()
 
 
 def test_ingest_reports_a_quarantined_file_by_its_reason(tmp_path):
@@ -94,3 +94,45 @@ def test_the_readme_submit_body_is_a_valid_request():
         load_catalog()["smoke"], json.loads(body.replace("@{pipeline().RunId}", "adf-1")) | {"inputs": {}}
     )
     assert problems == [] and request.parameters["region"] == "west"
+
+
+def test_the_whole_weekly_batch_end_to_end_at_a_small_size(tmp_path):
+    """Generated raw data -> ingest -> forecast pipeline (local backend) -> watch -> summary and report."""
+    from html.parser import HTMLParser
+
+    out = io.StringIO()
+    args = [
+        "--lake",
+        str(tmp_path),
+        "run",
+        "--regions",
+        "2",
+        "--stores-per-region",
+        "2",
+        "--skus",
+        "4",
+        "--weeks",
+        "40",
+    ]
+    assert main(args, out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+        assert step in text
+    m = re.search(r"(\d+) of (\d+) models healthy .*?; (\d+) of (\d+) beat the historical-average baseline", text)
+    assert m, text
+    healthy, models, beat, _ = map(int, m.groups())
+    assert models == 8 and beat >= models // 2
+    assert re.search(r"^\w+\.(large|small)\.(fast|slow) +0\.\d{3} ", text, re.M)
+    report = Path(re.search(r"^report: (.+)$", text, re.M).group(1))
+    page = report.read_text()
+
+    class Count(HTMLParser):
+        tags: dict[str, int] = {}
+
+        def handle_starttag(self, tag, attrs):
+            self.tags[tag] = self.tags.get(tag, 0) + 1
+
+    counter = Count()
+    counter.feed(page)
+    assert counter.tags.get("svg", 0) >= 3 and counter.tags.get("tr", 0) == models + 1
+    assert "<script" not in page  # opens anywhere, without Python or JavaScript
