@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
@@ -34,7 +33,7 @@ import pyarrow.csv as pacsv
 from shared import __version__
 from shared.datasets import SCHEMA_VERSION, SOURCES, spec
 from shared.formats import Mapping, load_mappings, normalise_header, path_fields, rank
-from shared.lake import HashingReader, Lake, NotFoundError, TransientLakeError, check_path
+from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError, TransientLakeError, check_path
 from shared.normalise import (
     REJECT_SCHEMA,
     Context,
@@ -119,27 +118,11 @@ def _dump(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
 
 
-class _HashingWriter(io.RawIOBase):
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:  # type: ignore[no-untyped-def]
-        self.sha256.update(b)
-        self.bytes += len(b)
-        self.inner.write(bytes(b))
-        return len(b)
-
-
 class _CsvOut:
     """A CSV written through a lake writer, header unquoted, values quoted where needed."""
 
     def __init__(self, sink: Any, schema: pa.Schema) -> None:
-        self.hashing = _HashingWriter(sink)
+        self.hashing = HashingWriter(sink)
         self.hashing.write((",".join(schema.names) + "\n").encode())
         self.writer = pacsv.CSVWriter(
             self.hashing, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed")

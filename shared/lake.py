@@ -388,3 +388,21 @@ class HashingReader(io.RawIOBase):
             self.sha256.update(memoryview(b)[:n])
             self.bytes += n
         return n or 0
+
+
+class HashingWriter(io.RawIOBase):
+    """Passes writes through, counting their bytes and their sha256."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[no-untyped-def]
+        self.sha256.update(b)
+        self.bytes += len(b)
+        self._inner.write(bytes(b))
+        return len(b)

@@ -500,7 +500,7 @@ class KeyCounter:
     PARTITIONS = 256
     _SHIFT = np.uint64(56)
 
-    def __init__(self, budget: int = 4_000_000) -> None:
+    def __init__(self, budget: int = 1_000_000) -> None:
         self.budget = budget
         self._held: list[np.ndarray] = []
         self._count = 0
@@ -518,8 +518,9 @@ class KeyCounter:
         allh = np.concatenate(self._held) if self._held else np.zeros(0, np.uint64)
         self._held, self._count = [], 0
         allh.sort()
-        # sorted, each partition (top byte) is one slice
-        bounds = np.searchsorted(allh >> self._SHIFT, np.arange(self.PARTITIONS + 1, dtype=np.uint64))
+        # sorted, each partition (the top byte) is one slice; no temporary array of the size of allh
+        starts = np.arange(self.PARTITIONS, dtype=np.uint64) << self._SHIFT
+        bounds = np.append(np.searchsorted(allh, starts), len(allh))
         for p in range(self.PARTITIONS):
             lo, hi = int(bounds[p]), int(bounds[p + 1])
             if hi > lo:

@@ -22,9 +22,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(("FORECASTOPS_", "LAKE_STORAGE", "APPLICATIONINSIGHTS_", "AzureWebJobs")):
             monkeypatch.delenv(name)
+    # azure-ai-ml's MLClient sets AZUREML_CURRENT_CLOUD process-wide: put it back after each test
+    cloud = os.environ.get("AZUREML_CURRENT_CLOUD")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+    if cloud is None:
+        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
+    else:
+        os.environ["AZUREML_CURRENT_CLOUD"] = cloud
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -34,16 +33,6 @@ SUB = "00000000-0000-0000-0000-000000000001"
 WS = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
 STEPS = ["prepare", "train", "evaluate"]
 
-
-@pytest.fixture(autouse=True)
-def _restore_cloud_env():
-    """MLClient sets AZUREML_CURRENT_CLOUD process-wide."""
-    before = os.environ.get("AZUREML_CURRENT_CLOUD")
-    yield
-    if before is None:
-        os.environ.pop("AZUREML_CURRENT_CLOUD", None)
-    else:
-        os.environ["AZUREML_CURRENT_CLOUD"] = before
 
 
 @pytest.fixture
