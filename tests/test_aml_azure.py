@@ -20,7 +20,6 @@ WS = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearnin
 STEPS = ["prepare", "train", "evaluate"]
 
 
-
 @pytest.fixture
 def fake():
     fake = FakeAML()

@@ -34,7 +34,6 @@ WS = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearnin
 STEPS = ["prepare", "train", "evaluate"]
 
 
-
 @pytest.fixture
 def fake() -> FakeAML:
     fake = FakeAML()
