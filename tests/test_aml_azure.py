@@ -161,3 +161,36 @@ def test_settings_without_a_workspace_say_which_are_missing():
 
     with pytest.raises(BackendError, match="AML_RESOURCE_GROUP, AML_WORKSPACE"):
         AzureMLBackend.from_settings(Settings(aml_backend="azureml", aml_subscription_id="x"))
+
+
+def test_a_registered_pipeline_component_is_submitted_as_a_pipeline_job(fake, backend):
+    from shared.catalog import Pipeline, validate_request
+
+    fake.register_component(
+        "forecastops_smoke_pipeline",
+        "1",
+        {
+            "type": "pipeline",
+            "name": "forecastops_smoke_pipeline",
+            "version": "1",
+            "jobs": {},
+            "inputs": {"seconds": {"type": "number", "default": 0.2}, "region": {"type": "string", "default": "all"}},
+        },
+    )
+    pipeline = Pipeline(
+        name="smoke_component",
+        description="the smoke pipeline, registered as a pipeline component",
+        experiment="forecastops-smoke",
+        compute="cpu-cluster",
+        definition={"kind": "component", "component": "azureml:forecastops_smoke_pipeline:1"},
+        parameters={"seconds": {"type": "number", "default": 0.2}, "region": {"type": "string", "default": "all"}},
+    )
+    request, problems = validate_request(pipeline, {"parameters": {"region": "west"}, "idempotency_key": "c1"})
+    status, created = backend.submit(pipeline, request, request.job_name())
+    assert created and status.aml_status == "NotStarted"
+    (put,) = fake.requests_to("PUT", r"/jobs/")
+    props = put.json["properties"]
+    assert props["jobType"] == "Pipeline"
+    assert props["componentId"] == f"{WS}/components/forecastops_smoke_pipeline/versions/1"
+    assert props["inputs"]["region"] == {"value": "west", "jobInputType": "literal"}
+    assert props["settings"]["default_compute"] == f"{WS}/computes/cpu-cluster"
