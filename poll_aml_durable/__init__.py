@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
+from azure.durable_functions.models.Task import TaskState
 
 from shared import runs, runtime, watch, watch_api
 
@@ -62,7 +63,9 @@ async def pipeline_runs_watch_cancel(req: func.HttpRequest, client: df.DurableOr
 def watch_pipeline_runs(context: df.DurableOrchestrationContext):
     given = context.get_input(expected_type=dict)
     state = watch.WatchState.model_validate(given.get("state", given))
-    log = not context.is_replaying
+    # one waiter per generation, raced against every timer: a new waiter per poll would leave
+    # the old ones registered, and the SDK hands an event to the newest, losing the cancel
+    cancel = context.wait_for_external_event(watch_api.CANCEL_EVENT)
     to_submit = [r for r in state.runs if r.run_id is None and not r.done]
     if to_submit:
         tasks = [
@@ -79,43 +82,42 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
             )
             for r in to_submit
         ]
-        try:
-            answers = yield context.task_all(tasks)
-        except Exception as e:
-            for r in to_submit:
-                watch.fail_run(state, r.index, {"message": f"submit failed: {e}", "code": "submit_failed"})
-            answers = []
-        for r, answer in zip(to_submit, answers, strict=False):
-            r.run_id, r.portal_url = answer["run_id"], answer.get("portal_url")
+        outcomes = yield from _gather(context, tasks)
+        for r, (ok, answer) in zip(to_submit, outcomes, strict=True):
+            if ok:
+                r.run_id, r.portal_url = answer["run_id"], answer.get("portal_url")
+            else:
+                watch.fail_run(state, r.index, {"message": f"submit failed: {answer}", "code": "submit_failed"})
     polls_at_start = state.polls
     while True:
         now = context.current_utc_datetime
         polled = watch.pending(state)
         tasks = [context.call_activity_with_retry(STATUS, RETRY, r.run_id, expected_type=dict) for r in polled]
-        try:
-            statuses = yield context.task_all(tasks)
-            for r, status in zip(polled, statuses, strict=True):
+        outcomes = yield from _gather(context, tasks)
+        for r, (ok, status) in zip(polled, outcomes, strict=True):
+            if ok:
                 watch.observe(state, r.index, status, now)
-        except Exception as e:
-            # the failed activity names its run; the others are polled again next time
-            concerned = [r for r in polled if r.run_id and r.run_id in str(e)] or polled[:1]
-            for r in concerned:
-                watch.fail_run(state, r.index, {"message": f"status unavailable: {e}", "code": "status_unavailable"})
+            else:
+                watch.unavailable(state, r.index, status, now)
         decision = watch.after_poll(state, now)
         if decision == "done":
             watch.finish(state)
             context.set_custom_status(watch.progress(state))
             return watch.result(state)
-        if decision == "timed_out":
-            if state.options.cancel_on_timeout:
+        if decision == "timed_out" or cancel.is_completed:
+            if decision == "timed_out" and not state.options.cancel_on_timeout:
+                watch.time_out(state)
+            else:
                 yield from _cancel_runs(context, state)
-            watch.time_out(state)
+                if decision == "timed_out":
+                    watch.time_out(state)
+                else:
+                    watch.cancel_all(state)
             context.set_custom_status(watch.progress(state))
             return watch.result(state)
         fire_at = watch.next_poll(state, now)
         context.set_custom_status(watch.progress(state))
         timer = context.create_timer(fire_at)
-        cancel = context.wait_for_external_event(watch_api.CANCEL_EVENT)
         winner = yield context.task_any([timer, cancel])
         if winner == cancel:
             timer.cancel()
@@ -126,22 +128,38 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
         if state.polls - polls_at_start >= state.options.polls_per_generation:
             # a fresh history every N polls: a while loop would grow it without bound
             state.generation += 1
-            if log:
-                context.set_custom_status(watch.progress(state))
             context.continue_as_new({"state": state.model_dump(mode="json")})
             return None
+
+
+def _gather(context: df.DurableOrchestrationContext, tasks: list):
+    """Each task's outcome, ``(True, result)`` or ``(False, error)``: ``task_all`` fails as
+    soon as one task fails, so the others are then awaited one by one, and every run gets its
+    own answer (the runs that did start are not lost with the one that failed)."""
+    if not tasks:
+        return []
+    try:
+        results = yield context.task_all(tasks)
+        return [(True, r) for r in results]
+    except Exception:
+        pass
+    for task in tasks:
+        if not task.is_completed:
+            try:
+                yield task
+            except Exception:
+                pass
+    return [(True, t.result) if t.state is TaskState.SUCCEEDED else (False, str(t.result)) for t in tasks]
 
 
 def _cancel_runs(context: df.DurableOrchestrationContext, state: watch.WatchState):
     tasks = [
         context.call_activity_with_retry(CANCEL, RETRY, r.run_id, expected_type=dict) for r in watch.pending(state)
     ]
-    if tasks:
-        try:
-            yield context.task_all(tasks)
-        except Exception as e:
-            for r in watch.pending(state):
-                r.error = {"message": f"cancel failed: {e}", "code": "cancel_failed"}
+    outcomes = yield from _gather(context, tasks)
+    for r, (ok, error) in zip(watch.pending(state), outcomes, strict=True):
+        if not ok:
+            r.cancel_error = f"cancel failed: {error}"
 
 
 class ActivityError(Exception):

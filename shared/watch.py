@@ -67,6 +67,8 @@ class RunState(BaseModel):
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     gate_failures: list[dict[str, Any]] = Field(default_factory=list)
     polls: int = 0
+    unavailable_since: str | None = None
+    cancel_error: str | None = None
 
 
 class WatchState(BaseModel):
@@ -109,6 +111,7 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
     """Take one run's status (the ``GET /api/pipelines/runs/{id}`` body) into the state."""
     run = state.runs[index]
     run.polls += 1
+    run.unavailable_since = None
     run.aml_status = status["aml_status"]
     run.status = status["status"]
     run.portal_url = status.get("portal_url") or run.portal_url
@@ -137,9 +140,20 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
 
 
 def fail_run(state: WatchState, index: int, error: dict[str, Any]) -> None:
-    """A run whose status could not be read (the activity failed after its retries)."""
+    """A run that cannot go on (its submit failed)."""
     run = state.runs[index]
     run.done, run.outcome, run.error = True, "failed", error
+
+
+def unavailable(state: WatchState, index: int, error: str, now: dt.datetime) -> None:
+    """A run whose status could not be read, even after the activity's retries: AML may be
+    briefly out of reach, so it is waited out like a stuck run (``stuck_limit_s``), then failed."""
+    run = state.runs[index]
+    run.polls += 1
+    run.unavailable_since = run.unavailable_since or _iso(now)
+    if (now - _parse(run.unavailable_since)).total_seconds() > state.options.stuck_limit_s:
+        run.done, run.outcome = True, "failed"
+        run.error = {"message": f"status unavailable: {error}", "code": "status_unavailable"}
 
 
 _NAME_END = re.compile(r"(?:^|[./:])([A-Za-z_]+)$")
@@ -234,6 +248,7 @@ def result(state: WatchState) -> dict[str, Any]:
             "failed_step": r.failed_step,
             "error": r.error,
             "gate_failures": r.gate_failures,
+            "cancel_error": r.cancel_error,
             "portal_url": r.portal_url,
             "metrics": r.metrics,
         }
@@ -296,8 +311,8 @@ def watch_here(
         for run in pending(state):
             try:
                 observe(state, run.index, get_status(run.run_id), t)  # type: ignore[arg-type]
-            except Exception as e:  # noqa: BLE001 - a run whose status cannot be read fails, the others go on
-                fail_run(state, run.index, {"message": f"status unavailable: {e}", "code": "status_unavailable"})
+            except Exception as e:  # noqa: BLE001 - waited out like the orchestrator does, the others go on
+                unavailable(state, run.index, str(e), t)
         decision = after_poll(state, t)
         if on_change:
             on_change(state)

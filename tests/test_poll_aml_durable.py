@@ -189,13 +189,59 @@ def test_continue_as_new_every_n_polls_carries_the_state():
 def test_an_activity_failure_is_a_structured_failure_of_its_run():
     aml = ScriptedAML({"r2": ["Completed"]}, errors={"r1": "AML answered 503 four times"})
     host = host_for(aml)
-    state = host.status(host.start(watch_input(["r1", "r2"])))
+    state = host.status(host.start(watch_input(["r1", "r2"], stuck_limit_s=100, polling={"first_s": 60, "factor": 1})))
     out = state.output
     assert state.runtime_status == "Completed" and out["outcome"] == "failed"
     (failed,) = out["failed"]
     assert failed["run_id"] == "r1" and failed["error"]["code"] == "status_unavailable"
     assert "AML answered 503 four times" in failed["error"]["message"]
     assert [r["outcome"] for r in out["runs"]] == ["failed", "completed"]
+
+
+def test_a_status_outage_shorter_than_the_stuck_limit_is_waited_out():
+    aml = ScriptedAML({"r1": ["Running", "Running", "Completed"]}, errors={"r1": "AML answered 503"})
+    host = host_for(aml)
+    calls = {"n": 0}
+    real = aml.status
+
+    def flaky(run_id):
+        calls["n"] += 1
+        if calls["n"] <= 4:  # the first poll's attempts all fail
+            raise RuntimeError(json.dumps({"run_id": run_id, "message": "AML answered 503"}))
+        return real(run_id)
+
+    aml.errors = {}
+    host.activities[poll_aml_durable.STATUS] = flaky
+    state = host.status(host.start(watch_input(["r1"])))
+    assert state.output["outcome"] == "succeeded" and calls["n"] > 4
+
+
+def test_one_failed_submit_does_not_lose_the_runs_that_started():
+    aml = ScriptedAML(default=("Running", "Completed"))
+    real = aml.submit
+
+    def submit(request):
+        if request["idempotency_key"].endswith("-1"):
+            raise RuntimeError("the catalog refused it")
+        return real(request)
+
+    host = host_for(aml)
+    host.activities[poll_aml_durable.SUBMIT] = submit
+    iid = host.start(watch_input(batch=3))
+    out = host.status(iid).output
+    assert [r["outcome"] for r in out["runs"]] == ["completed", "failed", "completed"]
+    assert out["runs"][0]["run_id"] == f"run-{iid}-0" and out["runs"][1]["error"]["code"] == "submit_failed"
+
+
+def test_a_cancel_raised_while_a_later_poll_runs_is_not_lost():
+    aml = ScriptedAML({"r1": ["Running"]})
+    host = host_for(aml)
+    iid = host.start(watch_input(["r1"]), run=False)
+    host.advance(iid, max_steps=3)  # three polls in: stale waiters would swallow the event
+    host.raise_event(iid, "cancel", {"requested": True}, run=True)
+    state = host.status(iid)
+    assert state.output["outcome"] == "canceled" and aml.canceled == ["r1"]
+    assert all("df_loads" in w for w in state.warnings)  # the SDK's own notice, nothing else
 
 
 def test_a_cancel_event_cancels_the_runs_and_ends_the_watch():
@@ -427,3 +473,22 @@ def test_end_to_end_a_fanned_out_batch_on_the_local_backend_as_adf_sees_it(local
     else:
         assert answer["error"] == "failed" and [r["failed_step"] for r in answer["failed"]] == ["train"]
         assert "run " in answer["message"] and "at step train" in answer["message"]
+
+
+def test_a_cancel_that_arrives_while_the_second_poll_is_in_flight_cancels_the_runs():
+    running = {"run_id": "r1", "aml_status": "Running", "status": "running", "error": None, "metrics": {}}
+    h = History(
+        watch_input(["r1"], polling={"first_s": 30, "factor": 1}),
+        instance_id="i1",
+        name="watch_pipeline_runs",
+        start_time=T0,
+    )
+    h.task_scheduled(poll_aml_durable.STATUS, "r1").episode().task_completed(0, running)  # poll 1
+    fire = T0 + dt.timedelta(seconds=30)
+    h.timer_created(fire).episode(fire).timer_fired(1, fire)
+    h.task_scheduled(poll_aml_durable.STATUS, "r1").episode()  # poll 2 scheduled...
+    h.event_raised("cancel", {"requested": True}).task_completed(2, running)  # ...the cancel comes before its answer
+    result = replay(ORCH, h)
+    new = result.actions[-1]
+    assert new["type"] == "CallActivityWithRetry" and new["functionName"] == poll_aml_durable.CANCEL
+    assert new["inputValue"] == "r1"
