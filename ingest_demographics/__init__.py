@@ -28,5 +28,5 @@ def ingest_demographics_blob(client: blob.BlobClient, context: func.Context) -> 
 @bp.function_name("ingest_demographics_http")
 @bp.route(route="ingest/demographics", methods=["POST"])
 def ingest_demographics_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    status, body = runtime.reingest_request("demographics", req.get_body(), context.invocation_id)
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+    status, body, headers = runtime.reingest_request("demographics", req.get_body(), context.invocation_id)
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers, mimetype="application/json")

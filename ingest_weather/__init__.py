@@ -28,5 +28,5 @@ def ingest_weather_blob(client: blob.BlobClient, context: func.Context) -> None:
 @bp.function_name("ingest_weather_http")
 @bp.route(route="ingest/weather", methods=["POST"])
 def ingest_weather_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    status, body = runtime.reingest_request("weather", req.get_body(), context.invocation_id)
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+    status, body, headers = runtime.reingest_request("weather", req.get_body(), context.invocation_id)
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers, mimetype="application/json")

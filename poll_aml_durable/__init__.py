@@ -4,6 +4,7 @@ The orchestrator is a pure generator over ``shared.watch`` (time from the contex
 durable timers, no I/O); the activities call the same run API as ``trigger_aml``.
 """
 
+import contextlib
 import datetime as dt
 import json
 from urllib.parse import urlsplit
@@ -40,8 +41,11 @@ def _now() -> dt.datetime:
 @bp.route(route="orchestrations/pipeline-runs", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def pipeline_runs_watch_start(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    answer = await watch_api.start_watch(client, req.get_body(), runtime.catalog(), _base_url(req), _now())
-    return _respond(answer)
+    return _respond(
+        await runs.answer_async(
+            watch_api.start_watch(client, req.get_body(), runtime.catalog(), _base_url(req), _now())
+        )
+    )
 
 
 @bp.route(route="orchestrations/pipeline-runs/{instance_id}", methods=["GET", "DELETE"])
@@ -49,14 +53,15 @@ async def pipeline_runs_watch_start(req: func.HttpRequest, client: df.DurableOrc
 async def pipeline_runs_watch_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     instance_id = req.route_params["instance_id"]
     if req.method == "DELETE":
-        return _respond(await watch_api.cancel_watch(client, instance_id, _base_url(req)))
-    return _respond(await watch_api.get_watch(client, instance_id, _base_url(req), _now()))
+        return _respond(await runs.answer_async(watch_api.cancel_watch(client, instance_id, _base_url(req))))
+    return _respond(await runs.answer_async(watch_api.get_watch(client, instance_id, _base_url(req), _now())))
 
 
 @bp.route(route="orchestrations/pipeline-runs/{instance_id}/cancel", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def pipeline_runs_watch_cancel(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return _respond(await watch_api.cancel_watch(client, req.route_params["instance_id"], _base_url(req)))
+    instance_id = req.route_params["instance_id"]
+    return _respond(await runs.answer_async(watch_api.cancel_watch(client, instance_id, _base_url(req))))
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -145,10 +150,8 @@ def _gather(context: df.DurableOrchestrationContext, tasks: list):
         pass
     for task in tasks:
         if not task.is_completed:
-            try:
+            with contextlib.suppress(Exception):
                 yield task
-            except Exception:
-                pass
     return [(True, t.result) if t.state is TaskState.SUCCEEDED else (False, str(t.result)) for t in tasks]
 
 

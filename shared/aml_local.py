@@ -71,21 +71,20 @@ class LocalBackend(Backend):
         log = Path(tempfile.gettempdir()) / f"forecastops-runner-{run_id}.log"
         # detached through a shell that exits at once: the runner is re-parented (no zombie
         # left to this long-lived worker) and outlives this request and this process
-        subprocess.run(
-            [
-                "/bin/sh",
-                "-c",
-                '"$0" "$@" </dev/null >>"$FORECASTOPS_RUNNER_LOG" 2>&1 &',
-                sys.executable,
-                "-m",
-                "shared.aml_local",
-                run_id,
-            ],
-            cwd=ROOT,
-            env={**env, "FORECASTOPS_RUNNER_LOG": str(log)},
-            check=True,
-            timeout=30,
-        )
+        try:
+            subprocess.run(
+                ["/bin/sh", "-c", '"$0" "$@" </dev/null >>"$FORECASTOPS_RUNNER_LOG" 2>&1 &']
+                + [sys.executable, "-m", "shared.aml_local", run_id],
+                cwd=ROOT,
+                env={**env, "FORECASTOPS_RUNNER_LOG": str(log)},
+                check=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            # the run is recorded: end it, or the same key would re-attach to a run that never starts
+            error = {"step": None, "message": f"the local runner could not start: {e}", "code": "runner_not_started"}
+            status = {"aml_status": "Failed", "steps": [], "ended_at": _now(), "heartbeat_at": _now(), "error": error}
+            self.lake.write_bytes(_paths(run_id)["status"], json.dumps(status).encode())
         return self.get(run_id), True
 
     def get(self, run_id: str) -> RunStatus:

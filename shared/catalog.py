@@ -181,6 +181,15 @@ def _coerce(name: str, spec: Parameter, value: Any, from_text: bool) -> tuple[An
     return value, None
 
 
+def _input_path_ok(value: str) -> bool:
+    """An AML data URI, or a relative lake path that stays inside the lake."""
+    m = re.match(r"^azureml://datastores/[A-Za-z0-9_]+/paths/(.*)$", value)
+    rel = m.group(1) if m else value
+    if re.match(r"^[a-z]+://", rel) or rel.startswith("/") or "\\" in rel:
+        return False
+    return bool(rel.strip("/")) and all(p not in ("..", ".") for p in rel.strip("/").split("/"))
+
+
 def validate_request(pipeline: Pipeline, body: Any) -> tuple[RunRequest | None, list[Problem]]:
     """A :class:`RunRequest` from an HTTP body, or every problem with it (field, message)."""
     problems: list[Problem] = []
@@ -245,11 +254,8 @@ def validate_request(pipeline: Pipeline, body: Any) -> tuple[RunRequest | None, 
         for name, value in raw_inputs.items():
             if name not in pipeline.inputs:
                 bad(f"inputs.{name}", f"unknown input; {pipeline.name} takes {', '.join(pipeline.inputs) or 'none'}")
-            elif not isinstance(value, str) or not value:
-                bad(
-                    f"inputs.{name}",
-                    "expected a path (azureml://datastores/<store>/paths/<path>, or a lake path locally)",
-                )
+            elif not isinstance(value, str) or not _input_path_ok(value):
+                bad(f"inputs.{name}", "expected azureml://datastores/<store>/paths/<path> or a lake path (no '..')")
             else:
                 inputs[name] = value
     for name, spec in pipeline.inputs.items():

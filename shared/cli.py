@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, TextIO
 from shared.datasets import SOURCES
 from shared.formats import load_mappings
 from shared.ingest import ingest
-from shared.lake import Lake, LocalLake, NotFoundError, make_lake
+from shared.lake import Lake, LakeError, LocalLake, NotFoundError, make_lake
 from shared.settings import get_settings
 from shared.telemetry import Throttle
 
@@ -343,6 +343,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     )
     try:
         return args.func(args, out)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, LakeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

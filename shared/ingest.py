@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -240,12 +241,18 @@ def _ingest_once(
     return manifest
 
 
+def mappings_digest(mappings: dict[str, Mapping]) -> str:
+    """One digest of every mapping file: a file quarantined for its format is retried when
+    the mappings change (a new vendor layout onboarded)."""
+    return hashlib.sha256("".join(sorted(m.sha256 for m in mappings.values())).encode()).hexdigest()
+
+
 def _unchanged(previous: dict[str, Any], etag: str, mappings: dict[str, Mapping]) -> bool:
     if previous.get("raw", {}).get("etag") != etag or previous.get("code_version") != CODE_VERSION:
         return False
     fmt = previous.get("format") or {}
     if fmt.get("id") is None:  # quarantined before a format was chosen
-        return True
+        return previous.get("mappings_sha256") == mappings_digest(mappings)
     m = mappings.get(fmt["id"])
     return m is not None and m.sha256 == fmt.get("mapping_sha256")
 
@@ -347,7 +354,12 @@ def _run(
             with lake.writer(out.curated) as sink, _lazy_writer(lake, out.rejected) as write_rejects:
                 csv_out = _CsvOut(sink, conv.schema)
                 for batch in batches:
-                    res = conv.convert(batch)
+                    try:
+                        res = conv.convert(batch)
+                    except pa.ArrowException as e:
+                        # a value no rule foresaw: quarantine the file, never crash (a crash
+                        # would make the host retry a bad file, and lose its good rows anyway)
+                        raise DataError("unconvertible_value", f"a value could not be converted: {e}") from e
                     good, rejects = res.good, res.rejects
                     rejected = res.rejected_rows
                     _merge(stats["rejected_by_rule"], res.per_rule)
@@ -415,9 +427,24 @@ def _open_batches(
     encoding = named.encoding if named else "utf-8"
     if kind == "csv":
         delimiter = named.delimiter if named else ","
-        header = csv_header(prefix, encoding, delimiter)
+        not_utf8: DataError | None = None
+        try:
+            header = csv_header(prefix, encoding, delimiter)
+        except DataError as e:
+            if named is not None or e.reason != "bad_encoding":
+                raise
+            # not UTF-8: read the header leniently only to find the format; the format's own
+            # declared encoding then decides, strictly, whether the file can be read
+            not_utf8, header = e, csv_header(prefix, "latin-1", delimiter)
         available = {normalise_header(h) for h in header}
-        mapping, how = _choose(mappings, out.dataset, fields, kind, available)
+        try:
+            mapping, how = _choose(mappings, out.dataset, fields, kind, available)
+        except DataError:
+            if not_utf8 is not None:
+                raise not_utf8 from None  # the encoding, not the columns, is what is wrong
+            raise
+        if (mapping.encoding, mapping.delimiter) != (encoding, delimiter):
+            header = csv_header(prefix, mapping.encoding, mapping.delimiter)
         return csv_batches(src, prefix, mapping, header), mapping, how, None
     if kind == "json-or-jsonl":
         # one object on one line: a JSON document if a JSON format fits it, else one record
@@ -522,6 +549,7 @@ def _quarantine(
         "raw": {"path": out.raw, "etag": etag, **(raw_meta or {})},
         "format": None,
         "error": {"reason": error.reason, "message": error.message, "details": error.details},
+        "mappings_sha256": mappings_digest(load_mappings()),
         "started_at": started,
         "finished_at": _now(),
         "code_version": CODE_VERSION,

@@ -216,6 +216,11 @@ class Converter:
                 # + 0.0 turns the -0.0 that rounding can leave into 0.0
                 value = pc.add(pc.round(value, col.decimals), 0.0)
             if col.type == "int":
+                # beyond int64 (1e20 cases): too large, not a crash of the cast below
+                huge = pc.fill_null(pc.greater(pc.abs(value), 9.0e18), False)
+                if pc.any(huge).as_py():
+                    out.append(Violation(col.name, "above_maximum", huge, raw, "too large for a whole number"))
+                    value = pc.if_else(huge, pa.scalar(None, pa.float64()), value)
                 integral = pc.equal(pc.floor(value), value)
                 not_int = pc.invert(pc.fill_null(integral, True))
                 if pc.any(not_int).as_py():

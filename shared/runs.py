@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.aml import Backend, BackendError, RunNotFound, RunStatus, TransientBackendError
@@ -28,6 +29,34 @@ def _backend_error(e: BackendError) -> Answer:
     if isinstance(e, TransientBackendError):
         return _error(e.status, e.code, e.message, retry_after_s=e.retry_after)
     return _error(e.status, e.code, e.message)
+
+
+INTERNAL = (500, {"error": "internal_error", "message": "an unexpected error; the app's logs have the details"}, {})
+
+
+def answer(call: Callable[[], Answer]) -> Answer:
+    """One API call, always as a JSON answer: a backend that cannot be built or refuses is its
+    own error; anything unexpected is logged and answered 500, never with a stack trace."""
+    try:
+        return call()
+    except BackendError as e:
+        log.warning("%s", e.message)
+        return _backend_error(e)
+    except Exception:
+        log.exception("unexpected error")
+        return INTERNAL
+
+
+async def answer_async(call: Awaitable[Answer]) -> Answer:
+    """:func:`answer` for the durable client's coroutines."""
+    try:
+        return await call
+    except BackendError as e:
+        log.warning("%s", e.message)
+        return _backend_error(e)
+    except Exception:
+        log.exception("unexpected error")
+        return INTERNAL
 
 
 def status_url(base_url: str, run_id: str) -> str:

@@ -63,7 +63,8 @@ def ingest_blob(path: str, invocation_id: str, target: Lake | None = None) -> di
     """
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
         manifest = ingest(target or lake(), path, invocation_id=invocation_id, progress=_progress_log(path))
-        telemetry.record_ingest(manifest)
+        if not manifest.get("unchanged"):  # a redelivery is not new rows
+            telemetry.record_ingest(manifest)
         _log_result(manifest)
         return manifest
 
@@ -92,13 +93,13 @@ def problem(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message}
 
 
-def bad_request(problems: list[dict[str, str]]) -> tuple[int, dict[str, Any]]:
-    return 400, {"error": "invalid_request", "problems": problems}
+def bad_request(problems: list[dict[str, str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return 400, {"error": "invalid_request", "problems": problems}, {}
 
 
 def reingest_request(
     source: str, body: bytes, invocation_id: str, target: Lake | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     """``POST /api/ingest/<source>`` with ``{"path": "raw/<source>/...", "force": false}``.
 
     200 with the manifest when the file was ingested (rows may have been rejected); 422 with
@@ -137,10 +138,18 @@ def reingest_request(
                 target or lake(), path, invocation_id=invocation_id, force=force, progress=_progress_log(path)
             )
         except NotFoundError:
-            return 404, {"error": "not_found", "message": f"no raw file at {path}"}
+            return 404, {"error": "not_found", "message": f"no raw file at {path}"}, {}
         except TransientLakeError as e:
             log.warning("re-ingest %s: storage unavailable: %s", path, e)
-            return 503, {"error": "storage_unavailable", "message": str(e), "retry_after_s": 30}
-        telemetry.record_ingest(manifest)
+            return 503, {"error": "storage_unavailable", "message": str(e), "retry_after_s": 30}, {"Retry-After": "30"}
+        except Exception:
+            log.exception("re-ingest %s: unexpected error", path)
+            return (
+                500,
+                {"error": "internal_error", "message": "an unexpected error; the app's logs have the details"},
+                {},
+            )
+        if not manifest.get("unchanged"):
+            telemetry.record_ingest(manifest)
         _log_result(manifest)
-    return (200 if manifest["status"] == "ingested" else 422), manifest
+    return (200 if manifest["status"] == "ingested" else 422), manifest, {}

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import uuid
 from typing import Any
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.catalog import Pipeline, validate_request
 from shared.watch import RunState, WatchOptions, start
+
+log = logging.getLogger(__name__)
 
 ORCHESTRATOR = "watch_pipeline_runs"
 CANCEL_EVENT = "cancel"
@@ -102,7 +105,7 @@ def plan_start(body: bytes, catalog: dict[str, Pipeline], now: dt.datetime) -> t
     else:
         entry = catalog.get(req.pipeline or "")
         if entry is None:
-            return None, [{"field": "pipeline", "message": f"unknown pipeline; known: {', '.join(sorted(catalog))}"}]
+            return None, {"unknown_pipeline": f"no pipeline {req.pipeline!r}; known: {', '.join(sorted(catalog))}"}
         specs = req.runs if req.runs is not None else [RunSpec(parameters=req.parameters or {})]
         for i, spec in enumerate(specs):
             checked, found = validate_request(entry, {"parameters": spec.parameters})
@@ -126,6 +129,8 @@ async def start_watch(
     """``POST /api/orchestrations/pipeline-runs``: 202 + Location; the same idempotency key
     re-attaches to the instance it started."""
     plan, problems = plan_start(body, catalog, now)
+    if plan is None and isinstance(problems, dict):
+        return 404, {"error": "unknown_pipeline", "message": problems["unknown_pipeline"]}, {}
     if plan is None:
         return 400, {"error": "invalid_request", "problems": problems}, {}
     instance_id = instance_id_for(plan["idempotency_key"])
@@ -185,11 +190,10 @@ def answer_status(status: Any, instance_id: str, base_url: str, now: dt.datetime
             {"error": "terminated", "message": f"the watch was {runtime.lower()}", "instance_id": instance_id},
             {},
         )
-    return (
-        500,
-        {"error": "watch_failed", "message": f"the watch itself failed: {output}", "instance_id": instance_id},
-        {},
-    )
+    # the orchestrator's own failure text may carry a stack trace: logged, not answered
+    log.error("watch %s failed: %s", instance_id, output)
+    message = "the watch itself failed; the app's logs have the details"
+    return 500, {"error": "watch_failed", "message": message, "instance_id": instance_id}, {}
 
 
 def _summary(output: dict[str, Any]) -> str:

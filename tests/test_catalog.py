@@ -107,3 +107,16 @@ def test_the_adf_machine_learning_execute_pipeline_body_is_accepted_unchanged(sm
         smoke, {"experimentName": "x", "mlPipelineParameters": {"seconds": "soon"}, "dataPathAssignments": {"d": {}}}
     )
     assert [p["field"] for p in problems] == ["mlPipelineParameters.seconds", "dataPathAssignments.d"]
+
+
+@pytest.mark.parametrize(
+    "path", ["../etc", "curated/../../x", "/etc/passwd", "file:///etc", "azureml://datastores/lake/paths/../x", ""]
+)
+def test_an_input_path_that_leaves_the_lake_is_refused(smoke, path):
+    from shared.catalog import Input, Pipeline
+
+    p = Pipeline(**{**smoke.model_dump(), "inputs": {"data": Input()}})
+    _, problems = validate_request(p, {"inputs": {"data": path}})
+    assert [x["field"] for x in problems] == ["inputs.data"]
+    ok, problems = validate_request(p, {"inputs": {"data": "azureml://datastores/lake/paths/curated/weather_daily/v1"}})
+    assert problems == [] and ok.inputs["data"].endswith("weather_daily/v1")

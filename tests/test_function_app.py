@@ -219,7 +219,7 @@ def test_http_reingest_of_an_unreadable_file_answers_422_with_the_reason(app_env
     ids=["not-json", "array", "no-path", "other-source", "everything-wrong"],
 )
 def test_http_reingest_lists_every_problem_of_a_bad_request(local_lake, body, fields, invocation_id):
-    status, answer = runtime.reingest_request(
+    status, answer, _ = runtime.reingest_request(
         "weather", body if isinstance(body, bytes) else json.dumps(body).encode(), invocation_id, target=local_lake
     )
     assert status == 400 and answer["error"] == "invalid_request"

@@ -383,14 +383,13 @@ def test_a_latin1_vendor_is_read_when_its_mapping_declares_the_encoding(tmp_path
     (folder / "demographics_latin1.toml").write_text(text)
     monkeypatch.setattr("shared.ingest.load_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
-    put(
-        lake,
-        "raw/demographics/format=demographics_latin1/m.csv",
-        (STORE_MASTER_HEADER + "\nS1,2134,Montréal,Large,1,1,1,1\n").encode("latin-1"),
-    )
-    m = ingest(lake, "raw/demographics/format=demographics_latin1/m.csv")
-    assert m["status"] == "ingested"
-    assert read_csv(lake, m["outputs"]["curated"]["path"])[0]["region"] == "montréal"
+    content = (STORE_MASTER_HEADER + "\nS1,2134,Montréal,Large,1,1,1,1\n").encode("latin-1")
+    # named in the path, and found by its columns alone (the only latin-1 mapping in this folder)
+    for path in ("raw/demographics/format=demographics_latin1/m.csv", "raw/demographics/found_by_content.csv"):
+        put(lake, path, content)
+        m = ingest(lake, path)
+        assert m["status"] == "ingested", m
+        assert read_csv(lake, m["outputs"]["curated"]["path"])[0]["region"] == "montréal"
 
 
 def test_a_path_outside_raw_sources_is_refused(local_lake):
@@ -497,3 +496,47 @@ def test_transient_storage_errors_are_retried_and_then_raised_for_the_host(tmp_p
     with pytest.raises(TransientLakeError):
         ingest(lake, WEATHER, retries=3, force=True)
     assert lake.failures == 2
+
+
+def test_a_number_too_large_for_a_whole_number_is_rejected_not_a_crash(local_lake):
+    path = "raw/shipments/erp/huge.csv"
+    put(local_lake, path, lines(ERP_HEADER, "S0001,SKU-1,2026/01/31,1e20,12,0", "S0001,SKU-2,2026/01/31,3,12,0"))
+    m = ingest(local_lake, path)
+    assert m["status"] == "ingested" and m["rows"]["written"] == 1
+    assert m["rows"]["rejected_by_rule"] == {"above_maximum": 1}
+
+
+def test_a_value_no_rule_foresaw_quarantines_the_file(local_lake, monkeypatch):
+    import pyarrow as pa
+
+    from shared import normalise
+
+    def boom(self, batch):
+        raise pa.ArrowInvalid("Float value 1e400 was truncated")
+
+    monkeypatch.setattr(normalise.Converter, "convert", boom)
+    put(local_lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    m = ingest(local_lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "unconvertible_value"
+
+
+def test_a_file_quarantined_for_its_format_is_retried_once_a_mapping_fits(tmp_path, monkeypatch):
+    from shared import formats
+
+    lake = LocalLake(tmp_path / "lake")
+    put(lake, "raw/demographics/new_vendor.csv", "Store,Postcode\nS1,2134\n")
+    assert ingest(lake, "raw/demographics/new_vendor.csv")["error"]["reason"] == "no_matching_format"
+    assert ingest(lake, "raw/demographics/new_vendor.csv")["unchanged"] is True  # same file, same mappings
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    for m in formats.MAPPINGS_DIR.glob("*.toml"):
+        (folder / m.name).write_bytes(m.read_bytes())
+    (folder / "demographics_new_vendor.toml").write_text(
+        'id = "demographics_new_vendor"\ndataset = "store_demographics"\ndescription = "onboarded"\nreader = "csv"\n'
+        '[columns]\nstore_id = { column = "Store" }\nzip_code = { column = "Postcode", pad = 5 }\nregion = { const = "x" }\n'
+        'store_format = { const = "large" }\npopulation = { const = "" }\nhouseholds = { const = "" }\n'
+        'median_household_income = { const = "" }\nmedian_age = { const = "" }\n'
+    )
+    monkeypatch.setattr("shared.ingest.load_mappings", lambda: formats.load_mappings(folder))
+    m = ingest(lake, "raw/demographics/new_vendor.csv")
+    assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"

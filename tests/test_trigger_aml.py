@@ -140,3 +140,33 @@ def test_cancel_answers_202_and_is_idempotent(api):
 def test_the_catalog_is_listed(api):
     status, body, _ = api("pipelines_list", "GET", "pipelines")
     assert status == 200 and body["pipelines"]["smoke"]["parameters"]["fail_step"]["allowed"][0] == "none"
+
+
+def test_a_backend_that_cannot_be_built_is_a_json_answer_not_a_500_page(monkeypatch, tmp_path):
+    monkeypatch.setenv("FORECASTOPS_AML_BACKEND", "azureml")  # and no AML_* settings
+    runtime.aml_backend.cache_clear()
+    fns = {name: fn.get_user_function() for name, fn in indexed_functions().items()}
+    req = func.HttpRequest(
+        method="POST",
+        url="http://localhost:7071/api/pipelines/smoke/runs",
+        body=b"{}",
+        route_params={"pipeline": "smoke"},
+        headers={},
+    )
+    resp = fns["pipeline_runs_submit"](req)
+    body = json.loads(resp.get_body())
+    assert resp.status_code == 500 and body["error"] == "config"
+    assert "AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP, AML_WORKSPACE" in body["message"]
+    runtime.aml_backend.cache_clear()
+
+
+def test_an_unexpected_error_is_logged_and_answered_without_a_stack_trace(api, monkeypatch):
+    def broken(*a, **k):
+        raise KeyError("the internals")
+
+    monkeypatch.setattr("shared.runs.validate_request", broken)
+    status, body, _ = submit(api, {})
+    assert status == 500 and body == {
+        "error": "internal_error",
+        "message": "an unexpected error; the app's logs have the details",
+    }

@@ -147,7 +147,6 @@ def test_watch_here_cancels_on_timeout():
     [
         ({}, ["(body)"]),
         ({"run_id": "a", "pipeline": "smoke"}, ["(body)"]),
-        ({"pipeline": "nope"}, ["pipeline"]),
         (
             {"pipeline": "smoke", "runs": [{"parameters": {"fail_step": "x"}}, {"parameters": {"zzz": 1}}]},
             ["runs.0.parameters.fail_step", "runs.1.parameters.zzz"],
@@ -159,6 +158,11 @@ def test_a_bad_start_request_lists_every_problem(body, fields):
     plan, problems = watch_api.plan_start(json.dumps(body).encode(), load_catalog(), T0)
     assert plan is None
     assert [p["field"] for p in problems] == fields
+
+
+def test_an_unknown_pipeline_is_told_apart_for_a_404():
+    plan, problem = watch_api.plan_start(b'{"pipeline": "nope"}', load_catalog(), T0)
+    assert plan is None and "no pipeline 'nope'" in problem["unknown_pipeline"]
 
 
 def test_a_batch_plans_one_run_per_entry_with_options():
