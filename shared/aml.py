@@ -69,6 +69,8 @@ class RunStatus(BaseModel):
     error: RunError | None = None
     portal_url: str | None = None
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: set when a finished step's metrics could not be read (the gates then fail, not pass)
+    metrics_error: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
     @classmethod

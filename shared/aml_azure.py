@@ -56,6 +56,10 @@ TAG_PIPELINE = "forecastops.pipeline"
 TAG_KEY = "forecastops.idempotency_key"
 
 
+class MetricsUnavailable(Exception):
+    """A finished run's metrics could not be read from AML's MLflow tracking."""
+
+
 class AzureMLBackend(Backend):
     name = "azureml"
 
@@ -197,6 +201,7 @@ class AzureMLBackend(Backend):
         steps: list[StepStatus] = []
         error: RunError | None = None
         metrics: dict[str, dict[str, float]] = {}
+        metrics_error: str | None = None
         if with_steps:
             for child in self._call("list steps", lambda: list(self.client.jobs.list(parent_job_name=job.name))):
                 step_name = child.display_name or (child.properties or {}).get("azureml.nodeid") or child.name
@@ -215,7 +220,13 @@ class AzureMLBackend(Backend):
                 if child_status == "Failed" and error is None:
                     error = RunError(step=step_name, message=message or "the step failed", code="step_failed")
                 if child_status == "Completed":
-                    found = self.run_metrics(child.name)
+                    try:
+                        found = self.run_metrics(child.name)
+                    except MetricsUnavailable as e:
+                        # reported, so that the health gates fail rather than pass on nothing
+                        log.warning("metrics of step %s: %s", step_name, e)
+                        metrics_error = str(e)
+                        continue
                     if found:
                         metrics[step_name] = found
         if aml_status == "Failed" and error is None:
@@ -235,6 +246,7 @@ class AzureMLBackend(Backend):
             error=error,
             portal_url=job.studio_url,
             metrics=metrics,
+            metrics_error=metrics_error,
             tags=tags,
         )
 
@@ -256,11 +268,9 @@ class AzureMLBackend(Backend):
             client, base = self._mlflow_client()
             response = client.send_request(HttpRequest("GET", f"{base}/runs/get", params={"run_id": run_id}))
         except (ServiceRequestError, ServiceResponseError, HttpResponseError) as e:
-            log.warning("metrics of %s: MLflow did not answer (%s)", run_id, e)
-            return {}
+            raise MetricsUnavailable(f"MLflow did not answer for {run_id}: {_first_line(e)}") from e
         if response.status_code != 200:
-            log.warning("metrics of %s: MLflow answered %s", run_id, response.status_code)
-            return {}
+            raise MetricsUnavailable(f"MLflow answered {response.status_code} for {run_id}")
         data = response.json().get("run", {}).get("data", {})
         return {m["key"]: float(m["value"]) for m in data.get("metrics", [])}
 

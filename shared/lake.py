@@ -367,7 +367,7 @@ def make_lake(settings: Settings) -> Lake:
         return BlobLake(service, settings.lake_chunk_bytes)
     raise ValueError(
         "FORECASTOPS_LAKE_BACKEND=blob needs LAKE_STORAGE (a connection string) "
-        "or LAKE_STORAGE__serviceUri (an account URL used with the app's identity)"
+        "or LAKE_STORAGE__blobServiceUri (the blob endpoint, used with the app's identity)"
     )
 
 

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     lake_storage: str | None = Field(None, validation_alias=AliasChoices("LAKE_STORAGE"))
     #: identity-based alternative to a connection string (``DefaultAzureCredential``)
     lake_storage_service_uri: str | None = Field(
-        None, validation_alias=AliasChoices("LAKE_STORAGE__serviceUri", "LAKE_STORAGE__blobServiceUri")
+        None, validation_alias=AliasChoices("LAKE_STORAGE__blobServiceUri", "LAKE_STORAGE__serviceUri")
     )
     #: the blob triggers' source: ``EventGrid`` in Azure (Flex Consumption, ADLS Gen2),
     #: ``LogsAndContainerScan`` with Azurite and ``func start``

@@ -1,9 +1,10 @@
 """Logs and metrics: Application Insights through opencensus-ext-azure when a connection
 string is set, plain logging otherwise.
 
-Every log record carries the invocation id (or durable instance id) and the subject it is
-about (a raw path, a run id) from :func:`log_context`, both in the text and, in Application
-Insights, as custom dimensions.
+Within :func:`log_context`, records sent to Application Insights carry the invocation id (or
+durable instance id) and the subject they are about (a raw path, a run id) as custom
+dimensions; the messages themselves name the path or run id (``log.info("... %s", path)``),
+and the Functions host ties every line to its invocation.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def configure(settings: Settings) -> None:
         return
     root = logging.getLogger("shared")
     root.setLevel(settings.log_level.upper())
+    # on the handler, not the logger: a logger's filters do not see its children's records
     ctx_filter = ContextFilter()
-    root.addFilter(ctx_filter)
     _configured["filter"] = ctx_filter
     conn = settings.applicationinsights_connection_string
     if not conn:
@@ -91,8 +92,6 @@ def shutdown() -> None:
         handler.flush(timeout=5)
         root.removeHandler(handler)
         handler.close()
-    if "filter" in _configured:
-        root.removeFilter(_configured["filter"])
     exporter = _configured.get("exporter")
     if exporter is not None:
         exporter.shutdown()  # exports what was recorded, then stops its thread

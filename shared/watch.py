@@ -134,6 +134,19 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
     run.done = True
     if run.aml_status == "Completed":
         run.gate_failures = gate_failures(run.metrics, state.options.gates, now)
+        if status.get("metrics_error") and (state.options.gates.max_mape or state.options.gates.max_age_days):
+            # no metrics is no evidence of health: the gates fail, they do not pass
+            run.gate_failures.append(
+                {
+                    "gate": "metrics",
+                    "step": None,
+                    "metric": None,
+                    "value": None,
+                    "limit": None,
+                    "by": None,
+                    "message": status["metrics_error"],
+                }
+            )
         run.outcome = "gate_failed" if run.gate_failures else "completed"
     else:
         run.outcome = "failed" if run.aml_status == "Failed" else "canceled"

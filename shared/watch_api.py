@@ -203,7 +203,9 @@ def _summary(output: dict[str, Any]) -> str:
         what = r.get("outcome")
         if what == "gate_failed":
             g = r["gate_failures"][0]
-            what = f"gate {g['gate']} failed: {g['metric']} = {g['value']} (limit {g['limit']}, over by {g['by']})"
+            what = f"gate {g['gate']} failed: " + (
+                g.get("message") or f"{g['metric']} = {g['value']} (limit {g['limit']}, over by {g['by']})"
+            )
         elif r.get("failed_step"):
             what = f"{r.get('aml_status')} at step {r['failed_step']}"
         parts.append(f"run {r.get('run_id')}: {what}")

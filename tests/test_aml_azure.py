@@ -194,3 +194,19 @@ def test_a_registered_pipeline_component_is_submitted_as_a_pipeline_job(fake, ba
     assert props["componentId"] == f"{WS}/components/forecastops_smoke_pipeline/versions/1"
     assert props["inputs"]["region"] == {"value": "west", "jobInputType": "literal"}
     assert props["settings"]["default_compute"] == f"{WS}/computes/cpu-cluster"
+
+
+def test_unreadable_metrics_fail_the_gates_instead_of_passing_them(fake, backend):
+    import datetime as dt
+
+    from shared import watch
+
+    _, body, _ = submit(backend, {"idempotency_key": "k9"})
+    run_id = body["run_id"]
+    fake.set_status(run_id, "Completed")
+    fake.inject("GET", r"/mlflow/", [500], forever=True)
+    _, status, _ = runs.get(backend, run_id)
+    assert status["aml_status"] == "Completed" and "MLflow" in status["metrics_error"]
+    state = watch.start([watch.RunState(index=0, run_id=run_id)], watch.WatchOptions(), dt.datetime.now(dt.UTC))
+    watch.observe(state, 0, status, dt.datetime.now(dt.UTC))
+    assert state.runs[0].outcome == "gate_failed" and state.runs[0].gate_failures[0]["gate"] == "metrics"

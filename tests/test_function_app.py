@@ -121,7 +121,7 @@ def test_local_settings_sample_validates_and_lists_every_app_setting():
     for name, field in Settings.model_fields.items():
         aliases = field.validation_alias.choices if field.validation_alias else [name]
         names.add(aliases[0])
-    names.discard("LAKE_STORAGE__serviceUri")  # the identity-based alternative: "__" is not allowed locally
+    names.discard("LAKE_STORAGE__blobServiceUri")  # the identity-based alternative: "__" is not allowed locally
     assert names <= set(values), names - set(values)
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
     # every value parses as the settings would read it
