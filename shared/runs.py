@@ -39,24 +39,24 @@ def answer(call: Callable[[], Answer]) -> Answer:
     own error; anything unexpected is logged and answered 500, never with a stack trace."""
     try:
         return call()
-    except BackendError as e:
-        log.warning("%s", e.message)
-        return _backend_error(e)
-    except Exception:
-        log.exception("unexpected error")
-        return INTERNAL
+    except Exception as e:
+        return _failed(e)
 
 
 async def answer_async(call: Awaitable[Answer]) -> Answer:
     """:func:`answer` for the durable client's coroutines."""
     try:
         return await call
-    except BackendError as e:
+    except Exception as e:
+        return _failed(e)
+
+
+def _failed(e: Exception) -> Answer:
+    if isinstance(e, BackendError):
         log.warning("%s", e.message)
         return _backend_error(e)
-    except Exception:
-        log.exception("unexpected error")
-        return INTERNAL
+    log.error("unexpected error", exc_info=e)
+    return INTERNAL
 
 
 def status_url(base_url: str, run_id: str) -> str:
