@@ -14,7 +14,6 @@ The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local fol
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -239,16 +238,7 @@ def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 *
     """Follow runs with the durable watch's policy (backoff, stuck limit, gates, timeout)."""
     from shared import runs, watch
 
-    def get_status(run_id: str) -> dict[str, Any]:
-        status, body, _ = runs.get(backend, run_id)
-        if status != 200:
-            raise RuntimeError(body.get("message", body))
-        return body
-
     options = watch.WatchOptions(timeout_s=timeout_s, polling=watch.Polling(first_s=1.0, factor=1.5, max_s=15.0))
-    state = watch.start(
-        [watch.RunState(index=i, run_id=r) for i, r in enumerate(run_ids)], options, dt.datetime.now(dt.UTC)
-    )
     last: dict[int, str] = {}
 
     def show(state: watch.WatchState) -> None:
@@ -258,10 +248,11 @@ def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 *
                 print(f"  {r.run_id}: {line}", file=out, flush=True)
                 last[r.index] = line
 
-    final = watch.watch_here(get_status, lambda run_id: runs.cancel(backend, run_id), state, on_change=show)
+    final = runs.follow(backend, run_ids, options, on_change=show)
     for r in final.runs:
         for g in r.gate_failures:
-            print(f"  {r.run_id}: gate {g['gate']} failed: {g['metric']} = {g['value']} (limit {g['limit']})", file=out)
+            detail = g.get("message") or f"{g['metric']} = {g['value']} (limit {g['limit']})"
+            print(f"  {r.run_id}: gate {g['gate']} failed: {detail}", file=out)
         if r.error and r.outcome != "completed":
             print(f"  {r.run_id}: {r.error.get('step') or ''} {r.error.get('message')}", file=out)
     print(f"watch: {final.outcome}", file=out)

@@ -123,19 +123,14 @@ def run(
 def _follow(backend: Backend, run_id: str, out: TextIO) -> watch.WatchState:
     seen: dict[str, str] = {}
 
-    def get_status(rid: str) -> dict[str, Any]:
-        code, body, _ = runs.get(backend, rid)
-        if code != 200:
-            raise RuntimeError(body.get("message"))
-        for step in body["steps"]:
+    def show_steps(status: dict[str, Any]) -> None:
+        for step in status["steps"]:
             if seen.get(step["name"]) != step["aml_status"]:
                 seen[step["name"]] = step["aml_status"]
                 print(f"  step {step['name']}: {step['aml_status']}", file=out, flush=True)
-        return body
 
     options = watch.WatchOptions(timeout_s=3 * 3600, polling=watch.Polling(first_s=1.0, factor=1.3, max_s=10.0))
-    state = watch.start([watch.RunState(index=0, run_id=run_id)], options, dt.datetime.now(dt.UTC))
-    final = watch.watch_here(get_status, lambda rid: runs.cancel(backend, rid), state)
+    final = runs.follow(backend, [run_id], options, on_status=show_steps)
     r = final.runs[0]
     print(f"run {run_id}: {r.aml_status}; {len(r.gate_failures)} health gate(s) failed", file=out, flush=True)
     return final

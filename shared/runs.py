@@ -144,3 +144,30 @@ def cancel(backend: Backend, run_id: str) -> Answer:
         return _backend_error(e)
     log.info("cancel %s: %s", run_id, status.aml_status)
     return 202, status.model_dump(mode="json"), {}
+
+
+def follow(
+    backend: Backend,
+    run_ids: list[str],
+    options: Any,
+    *,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    on_change: Callable[[Any], None] | None = None,
+) -> Any:
+    """Follow runs in this process with the durable watch's policy (``shared.watch``): the
+    command line and the main job wait exactly as the orchestrator does."""
+    import datetime as dt
+
+    from shared import watch
+
+    def get_status(run_id: str) -> dict[str, Any]:
+        code, body, _ = get(backend, run_id)
+        if code != 200:
+            raise RuntimeError(body.get("message", body))
+        if on_status:
+            on_status(body)
+        return body
+
+    runs_ = [watch.RunState(index=i, run_id=r) for i, r in enumerate(run_ids)]
+    state = watch.start(runs_, options, dt.datetime.now(dt.UTC))
+    return watch.watch_here(get_status, lambda run_id: cancel(backend, run_id), state, on_change=on_change)
