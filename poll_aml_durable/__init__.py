@@ -7,7 +7,6 @@ durable timers, no I/O); the activities call the same run API as ``trigger_aml``
 import contextlib
 import datetime as dt
 import json
-from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -30,8 +29,7 @@ def _respond(answer: watch_api.Answer) -> func.HttpResponse:
 
 
 def _base_url(req: func.HttpRequest) -> str:
-    url = urlsplit(req.url)
-    return f"{url.scheme}://{url.netloc}"
+    return runs.origin(req.url)
 
 
 def _now() -> dt.datetime:

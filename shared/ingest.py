@@ -49,6 +49,7 @@ from shared.readers import (
     RawBatch,
     csv_batches,
     csv_header,
+    flatten_keys,
     json_available,
     json_batch,
     jsonl_batches,
@@ -454,26 +455,17 @@ def _open_batches(
             kind, src, prefix = "json", None, prefix
         else:
             data = json.dumps(doc).encode()
-            return _open_batches(_EMPTY, data, "jsonl", out, fields, mappings)
+            return _open_batches(io.BytesIO(b""), data, "jsonl", out, fields, mappings)
     else:
         doc = load_json(src, prefix, encoding) if kind == "json" else None
     if kind == "jsonl":
-        available = _flatten(jsonl_first_record(prefix, encoding))
+        available = flatten_keys(jsonl_first_record(prefix, encoding))
         mapping, how = _choose(mappings, out.dataset, fields, kind, available)
         return jsonl_batches(src, prefix, mapping), mapping, how, None
     pool = {k: m for k, m in mappings.items() if m.dataset == out.dataset and m.reader == "json"}
     available = set().union(*(json_available(doc, m) for m in pool.values())) if pool else set()
     mapping, how = _choose(mappings, out.dataset, fields, kind, available)
     return iter([json_batch(doc, mapping)]), mapping, how, doc
-
-
-_EMPTY = io.BytesIO(b"")
-
-
-def _flatten(record: dict[str, Any]) -> set[str]:
-    from shared.readers import flatten_keys
-
-    return flatten_keys(record)
 
 
 def _merge(into: dict[str, int], more: dict[str, int]) -> None:

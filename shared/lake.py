@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -138,7 +139,7 @@ class LocalLake(Lake):
             st = self._file(path).stat()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(path) from None
-        if not os.path.isfile(self._file(path)):
+        if not stat.S_ISREG(st.st_mode):
             raise NotFoundError(path)
         # size + mtime is what a web server's ETag is made of: cheap, and it changes whenever
         # the file is replaced, which is all an ETag promises

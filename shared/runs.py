@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.aml import Backend, BackendError, RunNotFound, RunStatus, TransientBackendError
 from shared.catalog import Pipeline, validate_request
@@ -57,6 +58,12 @@ def _failed(e: Exception) -> Answer:
         return _backend_error(e)
     log.error("unexpected error", exc_info=e)
     return INTERNAL
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a request URL: where the status routes are served."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def status_url(base_url: str, run_id: str) -> str:

@@ -1,7 +1,6 @@
 """The ADF -> Azure ML bridge: submit, read and cancel AML pipeline runs over HTTP."""
 
 import json
-from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -16,8 +15,7 @@ def _respond(answer: runs.Answer) -> func.HttpResponse:
 
 
 def _base_url(req: func.HttpRequest) -> str:
-    url = urlsplit(req.url)
-    return f"{url.scheme}://{url.netloc}"
+    return runs.origin(req.url)
 
 
 @bp.function_name("pipelines_list")
