@@ -373,7 +373,7 @@ def run_baseline(src_path: Path, workdir: Path) -> dict[str, Any]:
 
 
 def run_product(src_path: Path, workdir: Path) -> dict[str, Any]:
-    from shared.ingest import ingest
+    from shared.ingestion.service import ingest
     from shared.lake import LocalLake
 
     lake_root = workdir / "lake"

@@ -1,6 +1,6 @@
 """The durable watch: start (or follow) AML pipeline runs and answer ADF when they end.
 
-The orchestrator is a pure generator over ``shared.watch`` (time from the context, waits on
+The orchestrator is a pure generator over ``shared.watch.policy`` (time from the context, waits on
 durable timers, no I/O); the activities call the same run API as ``trigger_aml``.
 """
 
@@ -12,7 +12,10 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.Task import TaskState
 
-from shared import runs, runtime, watch, watch_api
+from shared import runtime
+from shared.aml import runs
+from shared.watch import http as watch_api
+from shared.watch import policy as watch
 
 bp = df.Blueprint()
 

@@ -1,7 +1,27 @@
-"""ForecastOps domain core: lake I/O, standard datasets, raw-format mappings, ingestion.
+"""ForecastOps domain core. Nothing in this package imports ``azure.functions``: the same code
+serves the Functions host (the function folders are thin adapters over it), the command line
+(``python -m shared``) and the tests.
 
-Nothing in this package imports ``azure.functions``: the same code serves the Functions
-host, the command line (``python -m shared``) and the tests.
+Where things are:
+
+- :mod:`shared.ingestion`: raw vendor files -> standard CSVs, manifests and quarantine
+  (datasets, mapping formats, readers, conversion, duplicate search, aggregation, the service
+  behind the blob triggers and the re-ingest route);
+- :mod:`shared.aml`: the ADF -> Azure ML bridge (run statuses and the backend interface, the
+  pipeline catalog and run requests, the run API, the ``azureml`` and ``local`` backends);
+- :mod:`shared.watch`: the durable watch (policy and gates, the one decision loop the
+  orchestrator and the command line both drive, the watch's HTTP API);
+- :mod:`shared.tooling`: local tooling, not deployed (command line, main job, report, data
+  generator);
+- beside them, what every room uses: :mod:`shared.settings`, :mod:`shared.lake`,
+  :mod:`shared.telemetry`, :mod:`shared.http` (answers and problem lists),
+  :mod:`shared.clock` (time and ISO timestamps), and :mod:`shared.runtime`, the composition
+  root that builds the worker's clients once.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+#: the app's folder (``pipelines/``, ``samples/``), the parent of this package
+ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,10 @@ from functools import lru_cache
 from typing import Any
 
 from shared import telemetry
-from shared.aml import Backend
-from shared.catalog import Pipeline
-from shared.datasets import SOURCES
-from shared.ingest import ingest, outputs_for
+from shared.aml.catalog import Pipeline
+from shared.aml.status import Backend
+from shared.ingestion.datasets import SOURCES
+from shared.ingestion.service import ingest, outputs_for
 from shared.lake import Lake, NotFoundError, TransientLakeError, make_lake
 from shared.settings import Settings, get_settings
 
@@ -36,16 +36,16 @@ def aml_backend() -> Backend:
     settings = get_settings()
     telemetry.configure(settings)
     if settings.aml_backend == "local":
-        from shared.aml_local import LocalBackend
+        from shared.aml.local.backend import LocalBackend
 
         return LocalBackend(lake(), settings)
-    from shared.aml_azure import AzureMLBackend
+    from shared.aml.azureml import AzureMLBackend
 
     return AzureMLBackend.from_settings(settings)
 
 
 def catalog() -> dict[str, Pipeline]:
-    from shared.catalog import load_catalog
+    from shared.aml.catalog import load_catalog
 
     return load_catalog()
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from shared.aml import RunNotFound
-from shared.aml_local import LocalBackend
-from shared.catalog import load_catalog, validate_request
+from shared.aml.catalog import load_catalog, validate_request
+from shared.aml.local.backend import LocalBackend
+from shared.aml.status import RunNotFound
 from shared.settings import Settings, settings_env
 from tests.drivers import ROOT_DIR
 
@@ -119,7 +119,7 @@ def test_status_is_read_from_another_process(backend, tmp_path):
         "import json, sys\n"
         "from shared.lake import make_lake\n"
         "from shared.settings import get_settings\n"
-        "from shared.aml_local import LocalBackend\n"
+        "from shared.aml.local.backend import LocalBackend\n"
         "s = get_settings()\n"
         "print(LocalBackend(make_lake(s), s).get(sys.argv[1]).model_dump_json())\n"
     )
@@ -143,7 +143,7 @@ def test_unknown_runs_are_not_found(backend):
 
 
 def test_a_silent_runner_is_reported_not_responding(local_lake, monkeypatch):
-    import shared.aml_local as mod
+    import shared.aml.local.backend as mod
 
     backend = LocalBackend(local_lake, Settings(lake_root=local_lake.root))
     local_lake.write_bytes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.catalog import CatalogError, load_catalog, validate_request
+from shared.aml.catalog import CatalogError, load_catalog, validate_request
 from tests.drivers import ROOT_DIR
 
 
@@ -113,7 +113,7 @@ def test_the_adf_machine_learning_execute_pipeline_body_is_accepted_unchanged(sm
     "path", ["../etc", "curated/../../x", "/etc/passwd", "file:///etc", "azureml://datastores/lake/paths/../x", ""]
 )
 def test_an_input_path_that_leaves_the_lake_is_refused(smoke, path):
-    from shared.catalog import Input, Pipeline
+    from shared.aml.catalog import Input, Pipeline
 
     p = Pipeline(**{**smoke.model_dump(), "inputs": {"data": Input()}})
     _, problems = validate_request(p, {"inputs": {"data": path}})

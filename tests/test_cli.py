@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from shared.cli import SAMPLES, main
+from shared.tooling.cli import SAMPLES, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_the_readme_command_line_examples_run(tmp_path):
 
 
 def test_the_readme_submit_body_is_a_valid_request():
-    from shared.catalog import load_catalog, validate_request
+    from shared.aml.catalog import load_catalog, validate_request
 
     body = re.search(r"^(\{\"parameters\".+?\})\n```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
     request, problems = validate_request(

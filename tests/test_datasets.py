@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from shared.datasets import MODELS, spec
-from shared.formats import Mapping, Source
-from shared.normalise import Context, Converter
-from shared.readers import RawBatch
+from shared.ingestion.convert import Context, Converter
+from shared.ingestion.datasets import MODELS, spec
+from shared.ingestion.formats import Mapping, Source
+from shared.ingestion.readers import RawBatch
 
 EDGE_VALUES = {
     "zip_code": ["98101", "02134", "1234", "123456", "abcde", ""],

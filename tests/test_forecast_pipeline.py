@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shared import cli
+from shared.tooling import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "pipelines" / "forecast" / "src"

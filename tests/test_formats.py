@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.formats import (
+from shared.ingestion.formats import (
     MAPPINGS_DIR,
     MappingFileError,
     load_mapping,

@@ -175,7 +175,7 @@ def test_blob_trigger_raises_on_storage_failure_so_the_host_retries(monkeypatch,
 
     from shared.lake import BlobLake, TransientLakeError
 
-    monkeypatch.setattr("shared.ingest.time.sleep", lambda s: None)
+    monkeypatch.setattr("shared.ingestion.service.time.sleep", lambda s: None)
     # nothing listens on this port: every call fails as a network error
     dead = BlobServiceClient(
         "http://127.0.0.1:9/devstoreaccount1", credential=None, retry_total=0, connection_timeout=1

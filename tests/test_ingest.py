@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from shared import readers
-from shared.ingest import ingest, outputs_for
+from shared.ingestion import readers
+from shared.ingestion.service import ingest, outputs_for
 from shared.lake import LocalLake, NotFoundError, TransientLakeError
 from tests.drivers import (
     DELIVERIES_HEADER,
@@ -121,7 +121,7 @@ def test_duplicate_keys_first_wins_the_others_are_rejected(lake):
 
 
 def test_duplicates_across_blocks_and_spilled_key_partitions_first_wins(local_lake, monkeypatch):
-    from shared import normalise
+    from shared.ingestion import convert as normalise
 
     monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)  # many record batches
     monkeypatch.setattr(normalise.KeyCounter.__init__, "__defaults__", (500,))  # spill to disk
@@ -354,7 +354,7 @@ def test_unreadable_files_are_quarantined_with_an_error_that_says_why(lake, path
 
 
 def test_two_formats_that_both_fit_are_named_in_the_error(tmp_path, monkeypatch):
-    from shared import formats
+    from shared.ingestion import formats
 
     folder = tmp_path / "mappings"
     folder.mkdir()
@@ -363,7 +363,7 @@ def test_two_formats_that_both_fit_are_named_in_the_error(tmp_path, monkeypatch)
     (folder / "weather_us_obs_copy.toml").write_text(
         src.read_text().replace('id = "weather_us_obs_csv"', 'id = "weather_us_obs_copy"')
     )
-    monkeypatch.setattr("shared.ingest.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
     put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
     m = ingest(lake, WEATHER)
@@ -372,7 +372,7 @@ def test_two_formats_that_both_fit_are_named_in_the_error(tmp_path, monkeypatch)
 
 
 def test_a_latin1_vendor_is_read_when_its_mapping_declares_the_encoding(tmp_path, monkeypatch):
-    from shared import formats
+    from shared.ingestion import formats
 
     folder = tmp_path / "mappings"
     folder.mkdir()
@@ -381,7 +381,7 @@ def test_a_latin1_vendor_is_read_when_its_mapping_declares_the_encoding(tmp_path
         'reader = "csv"', 'reader = "csv"\nencoding = "latin-1"'
     )
     (folder / "demographics_latin1.toml").write_text(text)
-    monkeypatch.setattr("shared.ingest.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
     content = (STORE_MASTER_HEADER + "\nS1,2134,Montréal,Large,1,1,1,1\n").encode("latin-1")
     # named in the path, and found by its columns alone (the only latin-1 mapping in this folder)
@@ -452,7 +452,7 @@ def test_two_raw_files_with_the_same_stem_do_not_overwrite_each_other(lake):
 
 
 def test_a_failure_mid_file_leaves_no_half_written_output(local_lake, monkeypatch):
-    from shared import normalise
+    from shared.ingestion import convert as normalise
 
     rows = [f"{z},01/{d:02d}/2026,50,32,0," for z in range(10000, 10010) for d in range(1, 29)]
     put(local_lake, WEATHER, lines(US_OBS_HEADER, *rows))
@@ -488,7 +488,7 @@ class FlakyLake(LocalLake):
 
 
 def test_transient_storage_errors_are_retried_and_then_raised_for_the_host(tmp_path, monkeypatch):
-    monkeypatch.setattr("shared.ingest.time.sleep", lambda s: None)
+    monkeypatch.setattr("shared.ingestion.service.time.sleep", lambda s: None)
     lake = FlakyLake(tmp_path, failures=2)
     put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
     assert ingest(lake, WEATHER, retries=3)["status"] == "ingested"
@@ -509,7 +509,7 @@ def test_a_number_too_large_for_a_whole_number_is_rejected_not_a_crash(local_lak
 def test_a_value_no_rule_foresaw_quarantines_the_file(local_lake, monkeypatch):
     import pyarrow as pa
 
-    from shared import normalise
+    from shared.ingestion import convert as normalise
 
     def boom(self, batch):
         raise pa.ArrowInvalid("Float value 1e400 was truncated")
@@ -521,7 +521,7 @@ def test_a_value_no_rule_foresaw_quarantines_the_file(local_lake, monkeypatch):
 
 
 def test_a_file_quarantined_for_its_format_is_retried_once_a_mapping_fits(tmp_path, monkeypatch):
-    from shared import formats
+    from shared.ingestion import formats
 
     lake = LocalLake(tmp_path / "lake")
     put(lake, "raw/demographics/new_vendor.csv", "Store,Postcode\nS1,2134\n")
@@ -537,6 +537,6 @@ def test_a_file_quarantined_for_its_format_is_retried_once_a_mapping_fits(tmp_pa
         'store_format = { const = "large" }\npopulation = { const = "" }\nhouseholds = { const = "" }\n'
         'median_household_income = { const = "" }\nmedian_age = { const = "" }\n'
     )
-    monkeypatch.setattr("shared.ingest.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
     m = ingest(lake, "raw/demographics/new_vendor.csv")
     assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"

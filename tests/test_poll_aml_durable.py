@@ -13,8 +13,9 @@ import azure.functions as func
 import pytest
 
 import poll_aml_durable
-from shared import runtime, watch
-from shared.aml import normalise
+from shared import runtime
+from shared.aml.status import normalise
+from shared.watch import policy as watch
 from tests.durable_host import (
     DurableHost,
     DurableRpcStub,

@@ -62,7 +62,7 @@ def test_without_a_connection_string_nothing_is_exported():
 def test_logs_carry_the_invocation_id_and_subject_to_application_insights(ingestion_stub):
     conn, received = ingestion_stub
     telemetry.configure(Settings(applicationinsights_connection_string=conn))
-    log = logging.getLogger("shared.ingest")
+    log = logging.getLogger("shared.ingestion.service")
     with telemetry.log_context(invocation_id="inv-42", subject="raw/weather/x.csv"):
         log.warning("ingest %s: quarantined", "raw/weather/x.csv")
     telemetry.record_ingest(

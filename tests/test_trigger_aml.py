@@ -164,7 +164,7 @@ def test_an_unexpected_error_is_logged_and_answered_without_a_stack_trace(api, m
     def broken(*a, **k):
         raise KeyError("the internals")
 
-    monkeypatch.setattr("shared.runs.validate_request", broken)
+    monkeypatch.setattr("shared.aml.runs.validate_request", broken)
     status, body, _ = submit(api, {})
     assert status == 500 and body == {
         "error": "internal_error",

@@ -1,4 +1,4 @@
-"""The watch policy (shared.watch) and the status route's mapping (shared.watch_api)."""
+"""The watch policy (shared.watch.policy) and the status route's mapping (shared.watch.http)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared import watch, watch_api
-from shared.catalog import load_catalog
+from shared.aml.catalog import load_catalog
+from shared.watch import http as watch_api
+from shared.watch import policy as watch
 
 T0 = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
 
 
 def status(aml_status, **kw):
-    from shared.aml import normalise
+    from shared.aml.status import normalise
 
     return {"aml_status": aml_status, "status": normalise(aml_status), "metrics": {}, "error": None, **kw}
 

@@ -4,7 +4,8 @@ import json
 
 import azure.functions as func
 
-from shared import runs, runtime
+from shared import runtime
+from shared.aml import runs
 
 bp = func.Blueprint()
 

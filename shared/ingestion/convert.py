@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.datasets import ColumnSpec, DatasetSpec, EqualWhen, LessEqual, Weekday, spec
-from shared.formats import CONVERSIONS, Mapping, Source, canonical_unit, normalise_header, standard_unit
-from shared.readers import BadRecord, DataError, RawBatch
+from shared.ingestion.datasets import ColumnSpec, DatasetSpec, EqualWhen, LessEqual, Weekday, spec
+from shared.ingestion.formats import CONVERSIONS, Mapping, Source, canonical_unit, normalise_header, standard_unit
+from shared.ingestion.readers import BadRecord, DataError, RawBatch
 
 REJECT_SCHEMA = pa.schema(
     [

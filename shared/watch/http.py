@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.catalog import Pipeline, validate_request
-from shared.watch import RunState, WatchOptions, start
+from shared.aml.catalog import Pipeline, validate_request
+from shared.watch.policy import RunState, WatchOptions, start
 
 log = logging.getLogger(__name__)
 

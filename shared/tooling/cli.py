@@ -24,14 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from shared.datasets import SOURCES
-from shared.formats import load_mappings
-from shared.ingest import ingest
+from shared import ROOT
+from shared.ingestion.datasets import SOURCES
+from shared.ingestion.formats import load_mappings
+from shared.ingestion.service import ingest
 from shared.lake import Lake, LakeError, LocalLake, NotFoundError, make_lake
 from shared.settings import get_settings
 from shared.telemetry import Throttle
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "raw"
+SAMPLES = ROOT / "samples" / "raw"
 
 
 def _lake(args: argparse.Namespace) -> Lake:
@@ -140,7 +141,7 @@ def summarise(results: list[dict[str, Any]], out: TextIO) -> None:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from shared import mainjob
+    from shared.tooling import mainjob
 
     size = mainjob.Size(
         regions=args.regions, stores_per_region=args.stores_per_region, skus=args.skus, weeks=args.weeks, seed=args.seed
@@ -174,12 +175,12 @@ def cmd_formats(args: argparse.Namespace, out: TextIO) -> int:
 def _backend(args: argparse.Namespace) -> Any:
     settings = get_settings()
     if settings.aml_backend == "local":
-        from shared.aml_local import LocalBackend
+        from shared.aml.local.backend import LocalBackend
 
         if args.lake:
             settings = settings.model_copy(update={"lake_root": args.lake, "lake_backend": "local"})
         return LocalBackend(_lake(args), settings)
-    from shared.aml_azure import AzureMLBackend
+    from shared.aml.azureml import AzureMLBackend
 
     return AzureMLBackend.from_settings(settings)
 
@@ -208,15 +209,15 @@ def _typed(value: str) -> Any:
 
 
 def cmd_pipelines(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.catalog import load_catalog
-    from shared.runs import list_pipelines
+    from shared.aml.catalog import load_catalog
+    from shared.aml.runs import list_pipelines
 
     return _print_answer(list_pipelines(load_catalog()), out)
 
 
 def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.catalog import load_catalog
-    from shared.runs import submit
+    from shared.aml.catalog import load_catalog
+    from shared.aml.runs import submit
 
     body: dict[str, Any] = {
         "parameters": {k: _typed(v) for k, v in _pairs(args.param, "--param").items()},
@@ -236,7 +237,8 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
 
 def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 * 3600) -> int:
     """Follow runs with the durable watch's policy (backoff, stuck limit, gates, timeout)."""
-    from shared import runs, watch
+    from shared.aml import runs
+    from shared.watch import policy as watch
 
     options = watch.WatchOptions(timeout_s=timeout_s, polling=watch.Polling(first_s=1.0, factor=1.5, max_s=15.0))
     last: dict[int, str] = {}
@@ -260,7 +262,7 @@ def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 *
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.runs import get
+    from shared.aml.runs import get
 
     if args.wait:
         return _wait(_backend(args), [args.run_id], out)
@@ -272,7 +274,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.runs import cancel
+    from shared.aml.runs import cancel
 
     return _print_answer(cancel(_backend(args), args.run_id), out)
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.datasets import MODELS, spec
+from shared.ingestion.datasets import MODELS, spec
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.aml import Backend, BackendError, RunNotFound, RunStatus, TransientBackendError
-from shared.catalog import Pipeline, validate_request
+from shared.aml.catalog import Pipeline, validate_request
+from shared.aml.status import Backend, BackendError, RunNotFound, RunStatus, TransientBackendError
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +161,11 @@ def follow(
     on_status: Callable[[dict[str, Any]], None] | None = None,
     on_change: Callable[[Any], None] | None = None,
 ) -> Any:
-    """Follow runs in this process with the durable watch's policy (``shared.watch``): the
+    """Follow runs in this process with the durable watch's policy (``shared.watch.policy``): the
     command line and the main job wait exactly as the orchestrator does."""
     import datetime as dt
 
-    from shared import watch
+    from shared.watch import policy as watch
 
     def get_status(run_id: str) -> dict[str, Any]:
         code, body, _ = get(backend, run_id)

@@ -2,7 +2,7 @@
 
 ``submit`` records the run in the lake (``runs/<run_id>/run.json``, created atomically, so
 that two identical submits start one run) and starts a detached runner process, then returns
-at once. The runner (``python -m shared.aml_local <run_id>``) resolves the pipeline job YAML
+at once. The runner (``python -m shared.aml.local.backend <run_id>``) resolves the pipeline job YAML
 and its component YAMLs the way AML does (``${{parent.inputs.x}}``,
 ``${{parent.jobs.<step>.outputs.<o>}}``, ``${{inputs.x}}``, ``$[[optional]]``), runs each
 step's command as a subprocess, and keeps ``runs/<run_id>/status.json`` current (with a
@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.aml import Backend, RunError, RunNotFound, RunStatus, StepStatus, normalise
-from shared.catalog import ROOT, Pipeline, RunRequest, load_catalog
+from shared import ROOT
+from shared.aml.catalog import Pipeline, RunRequest, load_catalog
+from shared.aml.status import Backend, RunError, RunNotFound, RunStatus, StepStatus, normalise
 from shared.lake import Lake, LocalLake, NotFoundError
 from shared.settings import Settings, settings_env
 
@@ -56,7 +57,7 @@ class LocalBackend(Backend):
 
     def submit(self, pipeline: Pipeline, request: RunRequest, run_id: str) -> tuple[RunStatus, bool]:
         if pipeline.local is None:
-            from shared.aml import BackendError
+            from shared.aml.status import BackendError
 
             raise BackendError(f"pipeline {pipeline.name} has no local definition", status=501, code="not_local")
         record = {
@@ -74,7 +75,7 @@ class LocalBackend(Backend):
         try:
             subprocess.run(
                 ["/bin/sh", "-c", '"$0" "$@" </dev/null >>"$FORECASTOPS_RUNNER_LOG" 2>&1 &']
-                + [sys.executable, "-m", "shared.aml_local", run_id],
+                + [sys.executable, "-m", "shared.aml.local.backend", run_id],
                 cwd=ROOT,
                 env={**env, "FORECASTOPS_RUNNER_LOG": str(log)},
                 check=True,

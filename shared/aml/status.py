@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.catalog import Pipeline, RunRequest
+from shared.aml.catalog import Pipeline, RunRequest
 
 #: AML job states -> the normalised status
 NORMALISED: dict[str, str] = {

@@ -39,7 +39,7 @@ float formatting, one ``numpy.random.default_rng`` stream per component).
 
 Usage::
 
-    python -m shared.synth --out samples/raw --regions 2 --stores-per-region 3 \\
+    python -m shared.tooling.synth --out samples/raw --regions 2 --stores-per-region 3 \\
         --skus 8 --weeks 26 --start 2026-06-29 --seed 7 --clean
 """
 
@@ -765,7 +765,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shared.synth", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m shared.tooling.synth", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output folder (raw root)")
     p.add_argument("--regions", type=int, default=2)
     p.add_argument("--stores-per-region", type=int, default=3)

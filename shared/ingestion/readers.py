@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from shared.formats import Mapping, normalise_header
+from shared.ingestion.formats import Mapping, normalise_header
 
 SNIFF_BYTES = 1024 * 1024
 CSV_BLOCK_BYTES = 2 * 1024 * 1024

@@ -32,10 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from shared import __version__
-from shared.datasets import SCHEMA_VERSION, SOURCES, spec
-from shared.formats import Mapping, load_mappings, normalise_header, path_fields, rank
-from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError, TransientLakeError, check_path
-from shared.normalise import (
+from shared.ingestion.convert import (
     REJECT_SCHEMA,
     Context,
     Converter,
@@ -44,7 +41,9 @@ from shared.normalise import (
     duplicate_rejects,
     key_hashes,
 )
-from shared.readers import (
+from shared.ingestion.datasets import SCHEMA_VERSION, SOURCES, spec
+from shared.ingestion.formats import Mapping, load_mappings, normalise_header, path_fields, rank
+from shared.ingestion.readers import (
     DataError,
     RawBatch,
     csv_batches,
@@ -58,6 +57,7 @@ from shared.readers import (
     open_decoded,
     sniff_kind,
 )
+from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError, TransientLakeError, check_path
 
 log = logging.getLogger(__name__)
 

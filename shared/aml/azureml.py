@@ -29,7 +29,9 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.aml import (
+from shared import ROOT
+from shared.aml.catalog import Pipeline, RunRequest
+from shared.aml.status import (
     Backend,
     BackendError,
     RunError,
@@ -39,7 +41,6 @@ from shared.aml import (
     TransientBackendError,
     normalise,
 )
-from shared.catalog import ROOT, Pipeline, RunRequest
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ROOT = Path(__file__).resolve().parent.parent
+from shared import ROOT
+
 CATALOG_FILE = ROOT / "pipelines" / "catalog.toml"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
