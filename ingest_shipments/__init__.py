@@ -4,12 +4,11 @@ The trigger binds an SDK-type `BlobClient` so that the worker never loads the bl
 memory; the ingestion service streams it from the lake in chunks.
 """
 
-import json
-
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from shared import runtime
+from shared import http, runtime
+from shared.ingestion import http as ingestion
 
 bp = func.Blueprint()
 
@@ -22,11 +21,11 @@ bp = func.Blueprint()
     source=func.BlobSource(runtime.blob_trigger_source()),
 )
 def ingest_shipments_blob(client: blob.BlobClient, context: func.Context) -> None:
-    runtime.ingest_blob(f"{client.container_name}/{client.blob_name}", context.invocation_id)
+    ingestion.ingest_blob(f"{client.container_name}/{client.blob_name}", context.invocation_id, runtime.lake())
 
 
 @bp.function_name("ingest_shipments_http")
 @bp.route(route="ingest/shipments", methods=["POST"])
 def ingest_shipments_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    status, body, headers = runtime.reingest_request("shipments", req.get_body(), context.invocation_id)
-    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers, mimetype="application/json")
+    answer = ingestion.reingest_request("shipments", req.get_body(), context.invocation_id, runtime.lake())
+    return func.HttpResponse(**http.response_fields(answer))

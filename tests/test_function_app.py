@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from shared import runtime
+from shared.ingestion import http as ingestion
 from shared.settings import Settings
 from tests.drivers import (
     US_OBS_HEADER,
@@ -181,7 +182,7 @@ def test_blob_trigger_raises_on_storage_failure_so_the_host_retries(monkeypatch,
         "http://127.0.0.1:9/devstoreaccount1", credential=None, retry_total=0, connection_timeout=1
     )
     with pytest.raises(TransientLakeError):
-        runtime.ingest_blob("raw/weather/x.csv", invocation_id, target=BlobLake(dead))
+        ingestion.ingest_blob("raw/weather/x.csv", invocation_id, target=BlobLake(dead))
 
 
 def _call_http(source, body, invocation_id):
@@ -219,7 +220,7 @@ def test_http_reingest_of_an_unreadable_file_answers_422_with_the_reason(app_env
     ids=["not-json", "array", "no-path", "other-source", "everything-wrong"],
 )
 def test_http_reingest_lists_every_problem_of_a_bad_request(local_lake, body, fields, invocation_id):
-    status, answer, _ = runtime.reingest_request(
+    status, answer, _ = ingestion.reingest_request(
         "weather", body if isinstance(body, bytes) else json.dumps(body).encode(), invocation_id, target=local_lake
     )
     assert status == 400 and answer["error"] == "invalid_request"

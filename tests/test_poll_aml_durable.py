@@ -14,7 +14,8 @@ import pytest
 
 import poll_aml_durable
 from shared import runtime
-from shared.aml.status import normalise
+from shared.aml.status import TERMINAL, normalise
+from shared.watch import loop
 from shared.watch import policy as watch
 from tests.durable_host import (
     DurableHost,
@@ -66,7 +67,7 @@ class ScriptedAML:
             "run_id": run_id,
             "aml_status": aml_status,
             "status": normalise(aml_status),
-            "terminal": aml_status in watch.TERMINAL,
+            "terminal": aml_status in TERMINAL,
             "error": error,
             "metrics": metrics,
             "portal_url": f"https://ml/{run_id}",
@@ -295,7 +296,7 @@ def test_history_and_activity_counts_for_a_six_hour_batch_of_28_with_default_pol
     def sleep(s):
         clock[0] += dt.timedelta(seconds=s)
 
-    policy = watch.watch_here(
+    policy = loop.watch_here(
         lambda r: {"aml_status": "Completed" if clock[0] >= finished_at else "Running", "status": "x"},
         lambda r: None,
         watch.start([watch.RunState(index=i, run_id=f"r{i}") for i in range(n_runs)], defaults, T0),

@@ -10,6 +10,7 @@ import pytest
 
 from shared.aml.catalog import load_catalog
 from shared.watch import http as watch_api
+from shared.watch import loop
 from shared.watch import policy as watch
 
 T0 = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
@@ -112,7 +113,7 @@ def test_watch_here_drives_the_same_policy_with_real_waits_replaced():
         sleeps.append(s)
         clock[0] += dt.timedelta(seconds=s)
 
-    state = watch.watch_here(
+    state = loop.watch_here(
         get_status,
         canceled.append,
         new_state(2, polling={"first_s": 5, "factor": 2, "max_s": 60}),
@@ -132,7 +133,7 @@ def test_watch_here_cancels_on_timeout():
     def sleep(s):
         clock[0] += dt.timedelta(seconds=s)
 
-    state = watch.watch_here(
+    state = loop.watch_here(
         lambda r: status("Running"),
         canceled.append,
         new_state(1, timeout_s=60, polling={"first_s": 30}),

@@ -1,22 +1,15 @@
 """The ADF -> Azure ML bridge: submit, read and cancel AML pipeline runs over HTTP."""
 
-import json
-
 import azure.functions as func
 
-from shared import runtime
+from shared import http, runtime
 from shared.aml import runs
 
 bp = func.Blueprint()
 
 
-def _respond(answer: runs.Answer) -> func.HttpResponse:
-    status, body, headers = answer
-    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers, mimetype="application/json")
-
-
-def _base_url(req: func.HttpRequest) -> str:
-    return runs.origin(req.url)
+def _respond(answer: http.Answer) -> func.HttpResponse:
+    return func.HttpResponse(**http.response_fields(answer))
 
 
 @bp.function_name("pipelines_list")
@@ -31,7 +24,9 @@ def pipeline_runs_submit(req: func.HttpRequest) -> func.HttpResponse:
     pipeline = req.route_params["pipeline"]
     return _respond(
         runs.answer(
-            lambda: runs.submit(runtime.aml_backend(), runtime.catalog(), pipeline, req.get_body(), _base_url(req))
+            lambda: runs.submit(
+                runtime.aml_backend(), runtime.catalog(), pipeline, req.get_body(), http.origin(req.url)
+            )
         )
     )
 

@@ -31,7 +31,10 @@ NORMALISED: dict[str, str] = {
     "Paused": "running",
     "Unknown": "running",
 }
+#: the only states that end a run
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+#: not terminal, but no progress: waited out up to a limit, then the run counts as failed
+STUCK = frozenset({"NotResponding", "Paused", "Unknown"})
 Normalised = Literal["queued", "running", "completed", "failed", "canceled"]
 
 

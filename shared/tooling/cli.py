@@ -14,23 +14,23 @@ The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local fol
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
-import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
-from shared import ROOT
-from shared.ingestion.datasets import SOURCES
+from shared import ROOT, runtime
+from shared.aml import runs
+from shared.aml.catalog import load_catalog
+from shared.aml.status import Backend
 from shared.ingestion.formats import load_mappings
-from shared.ingestion.service import ingest
-from shared.lake import Lake, LakeError, LocalLake, NotFoundError, make_lake
+from shared.lake import Lake, LakeError, LocalLake, make_lake
 from shared.settings import get_settings
-from shared.telemetry import Throttle
+from shared.tooling import mainjob
+from shared.tooling.batch import ingest_all, raw_paths, summarise
+from shared.watch import loop, policy
 
 SAMPLES = ROOT / "samples" / "raw"
 
@@ -39,109 +39,7 @@ def _lake(args: argparse.Namespace) -> Lake:
     return LocalLake(args.lake) if args.lake else make_lake(get_settings())
 
 
-def upload_tree(lake: Lake, folder: Path) -> list[str]:
-    """Copy every file below ``folder`` to ``raw/<same relative path>`` in the lake.
-
-    A file whose copy in the lake already has the same bytes is left alone, so that its ETag,
-    and so its ingested outputs, stay current.
-    """
-    paths = []
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "README.md"):
-        path = "raw/" + file.relative_to(folder).as_posix()
-        if not _same_bytes(lake, path, file):
-            with open(file, "rb") as f:
-                lake.upload(path, f)
-        paths.append(path)
-    return paths
-
-
-def _same_bytes(lake: Lake, path: str, file: Path) -> bool:
-    try:
-        if lake.stat(path).size != file.stat().st_size:
-            return False
-    except NotFoundError:
-        return False
-    with lake.open(path) as (stream, _), open(file, "rb") as local:
-        return _sha256(stream) == _sha256(local)
-
-
-def _sha256(stream: BinaryIO) -> str:
-    h = hashlib.sha256()
-    while chunk := stream.read(1 << 20):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def raw_paths(lake: Lake) -> list[str]:
-    return [p for source in SOURCES for p in lake.list(f"raw/{source}")]
-
-
-def ingest_all(lake: Lake, paths: Sequence[str], out: TextIO, force: bool = False) -> list[dict[str, Any]]:
-    """Ingest ``paths`` one by one: a line per file for a few files; for many, a progress line
-    every few seconds and a line per file that had a problem."""
-    run_id = uuid.uuid4().hex[:12]
-    results = []
-    each = len(paths) <= 60
-    width = max((len(p) for p in paths), default=10)
-    if each:
-        print(f"{'raw file':<{width}}  {'format':<32} {'read':>8} {'written':>8} {'rejected':>8}  status", file=out)
-    t0 = last = time.monotonic()
-    for i, path in enumerate(paths, 1):
-        progress = Throttle(
-            lambda rows, nbytes, path=path: print(
-                f"  ... {path}: {rows:,} rows, {nbytes / 1e6:,.1f} MB read", file=out, flush=True
-            ),
-            5.0,
-        )
-        m = ingest(lake, path, invocation_id=f"cli-{run_id}-{i}", force=force, progress=progress)
-        results.append(m)
-        rows = m.get("rows") or {}
-        fmt = (m.get("format") or {}).get("id", "-")
-        status = m["status"] + (" (unchanged)" if m.get("unchanged") else "")
-        if m["status"] == "quarantined":
-            status += f": {m['error']['reason']}"
-        if each or m["status"] == "quarantined" or rows.get("rejected"):
-            print(
-                f"{path:<{width}}  {fmt:<32} {rows.get('read', '-'):>8} {rows.get('written', '-'):>8} "
-                f"{rows.get('rejected', '-'):>8}  {status}",
-                file=out,
-                flush=True,
-            )
-        elif time.monotonic() - last > 5 or i == len(paths):
-            last = time.monotonic()
-            print(f"  ingested {i:,} of {len(paths):,} files ({time.monotonic() - t0:.0f} s)", file=out, flush=True)
-    return results
-
-
-def summarise(results: list[dict[str, Any]], out: TextIO) -> None:
-    """Totals per dataset and overall: every row read is written or rejected."""
-    per: dict[str, dict[str, int]] = {}
-    for m in results:
-        d = per.setdefault(m["dataset"], {"files": 0, "read": 0, "written": 0, "rejected": 0, "quarantined": 0})
-        d["files"] += 1
-        d["quarantined"] += m["status"] == "quarantined"
-        for k in ("read", "written", "rejected"):
-            d[k] += (m.get("rows") or {}).get(k, 0)
-    if len(per) > 1:
-        for name, d in sorted(per.items()):
-            print(
-                f"  {name:<20} {d['files']:>6} files {d['read']:>10,} read {d['written']:>10,} written "
-                f"{d['rejected']:>8,} rejected {d['quarantined']:>4} quarantined",
-                file=out,
-            )
-    total = {k: sum(d[k] for d in per.values()) for k in ("read", "written", "rejected", "quarantined")}
-    unchanged = sum(bool(m.get("unchanged")) for m in results)
-    if unchanged:
-        print(f"{unchanged} file(s) unchanged since their last ingest: outputs left as they were", file=out)
-    print(
-        f"{len(results)} file(s): {total['read']} rows read, {total['written']} written, "
-        f"{total['rejected']} rejected; {total['quarantined']} file(s) quarantined",
-        file=out,
-    )
-
-
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.tooling import mainjob
 
     size = mainjob.Size(
         regions=args.regions, stores_per_region=args.stores_per_region, skus=args.skus, weeks=args.weeks, seed=args.seed
@@ -172,17 +70,11 @@ def cmd_formats(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _backend(args: argparse.Namespace) -> Any:
+def _backend(args: argparse.Namespace) -> Backend:
     settings = get_settings()
-    if settings.aml_backend == "local":
-        from shared.aml.local.backend import LocalBackend
-
-        if args.lake:
-            settings = settings.model_copy(update={"lake_root": args.lake, "lake_backend": "local"})
-        return LocalBackend(_lake(args), settings)
-    from shared.aml.azureml import AzureMLBackend
-
-    return AzureMLBackend.from_settings(settings)
+    if args.lake:
+        settings = settings.model_copy(update={"lake_root": args.lake, "lake_backend": "local"})
+    return runtime.make_backend(settings, _lake(args))
 
 
 def _print_answer(answer: tuple[int, dict[str, Any], dict[str, str]], out: TextIO) -> int:
@@ -209,16 +101,10 @@ def _typed(value: str) -> Any:
 
 
 def cmd_pipelines(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.aml.catalog import load_catalog
-    from shared.aml.runs import list_pipelines
-
-    return _print_answer(list_pipelines(load_catalog()), out)
+    return _print_answer(runs.list_pipelines(load_catalog()), out)
 
 
 def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.aml.catalog import load_catalog
-    from shared.aml.runs import submit
-
     body: dict[str, Any] = {
         "parameters": {k: _typed(v) for k, v in _pairs(args.param, "--param").items()},
         "inputs": _pairs(args.input, "--input"),
@@ -228,29 +114,26 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     if args.experiment:
         body["experiment"] = args.experiment
     backend = _backend(args)
-    answer = submit(backend, load_catalog(), args.pipeline, json.dumps(body).encode(), "")
+    answer = runs.submit(backend, load_catalog(), args.pipeline, json.dumps(body).encode(), "")
     code = _print_answer(answer, out)
     if code or not args.wait:
         return code
     return _wait(backend, [answer[1]["run_id"]], out)
 
 
-def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 * 3600) -> int:
+def _wait(backend: Backend, run_ids: list[str], out: TextIO, timeout_s: float = 12 * 3600) -> int:
     """Follow runs with the durable watch's policy (backoff, stuck limit, gates, timeout)."""
-    from shared.aml import runs
-    from shared.watch import policy as watch
-
-    options = watch.WatchOptions(timeout_s=timeout_s, polling=watch.Polling(first_s=1.0, factor=1.5, max_s=15.0))
+    options = policy.WatchOptions(timeout_s=timeout_s, polling=policy.Polling(first_s=1.0, factor=1.5, max_s=15.0))
     last: dict[int, str] = {}
 
-    def show(state: watch.WatchState) -> None:
+    def show(state: policy.WatchState) -> None:
         for r in state.runs:
             line = f"{r.aml_status}" + (f" ({r.outcome})" if r.outcome else "")
             if last.get(r.index) != line:
                 print(f"  {r.run_id}: {line}", file=out, flush=True)
                 last[r.index] = line
 
-    final = runs.follow(backend, run_ids, options, on_change=show)
+    final = loop.follow(backend, run_ids, options, on_change=show)
     for r in final.runs:
         for g in r.gate_failures:
             detail = g.get("message") or f"{g['metric']} = {g['value']} (limit {g['limit']})"
@@ -262,11 +145,9 @@ def _wait(backend: Any, run_ids: list[str], out: TextIO, timeout_s: float = 12 *
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.aml.runs import get
-
     if args.wait:
         return _wait(_backend(args), [args.run_id], out)
-    return _print_answer(get(_backend(args), args.run_id), out)
+    return _print_answer(runs.get(_backend(args), args.run_id), out)
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
@@ -274,9 +155,7 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
-    from shared.aml.runs import cancel
-
-    return _print_answer(cancel(_backend(args), args.run_id), out)
+    return _print_answer(runs.cancel(_backend(args), args.run_id), out)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -23,7 +23,8 @@ from shared.aml.catalog import load_catalog
 from shared.aml.status import Backend
 from shared.lake import Lake
 from shared.tooling import report, synth
-from shared.watch import policy as watch
+from shared.tooling.batch import ingest_all, raw_paths, summarise, upload_tree
+from shared.watch import loop, policy
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,6 @@ def run(
     force: bool = False,
 ) -> int:
     """Run the main job; 0 when every step ran (the health verdict is reported, not fatal)."""
-    from shared.tooling.cli import ingest_all, raw_paths, summarise, upload_tree
-
     t0 = time.perf_counter()
     if samples is not None:
         _step(out, 1, f"raw files from {samples}")
@@ -122,7 +121,7 @@ def run(
     return 0
 
 
-def _follow(backend: Backend, run_id: str, out: TextIO) -> watch.WatchState:
+def _follow(backend: Backend, run_id: str, out: TextIO) -> policy.WatchState:
     seen: dict[str, str] = {}
 
     def show_steps(status: dict[str, Any]) -> None:
@@ -131,8 +130,8 @@ def _follow(backend: Backend, run_id: str, out: TextIO) -> watch.WatchState:
                 seen[step["name"]] = step["aml_status"]
                 print(f"  step {step['name']}: {step['aml_status']}", file=out, flush=True)
 
-    options = watch.WatchOptions(timeout_s=3 * 3600, polling=watch.Polling(first_s=1.0, factor=1.3, max_s=10.0))
-    final = runs.follow(backend, [run_id], options, on_status=show_steps)
+    options = policy.WatchOptions(timeout_s=3 * 3600, polling=policy.Polling(first_s=1.0, factor=1.3, max_s=10.0))
+    final = loop.follow(backend, [run_id], options, on_status=show_steps)
     r = final.runs[0]
     print(f"run {run_id}: {r.aml_status}; {len(r.gate_failures)} health gate(s) failed", file=out, flush=True)
     return final

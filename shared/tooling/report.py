@@ -10,8 +10,11 @@ import io
 from collections import defaultdict
 from typing import Any
 
-MAPE_GATE = 0.45
-MAX_AGE_DAYS = 60
+from shared.watch.gates import Gates, age_failure, mape_failure
+
+#: the watch's default gates, drawn on the charts and named in the verdict
+MAPE_GATE = float(Gates().max_mape or 0)
+MAX_AGE_DAYS = float(Gates().max_age_days or 0)
 
 
 def read_csv(data: bytes) -> list[dict[str, str]]:
@@ -25,19 +28,21 @@ def _f(value: str | None) -> float | None:
         return None
 
 
-def models(metrics_rows: list[dict[str, str]], now: dt.datetime, max_mape: float = MAPE_GATE) -> list[dict[str, Any]]:
-    """One entry per model (the ``overall`` row excluded), with its health verdict."""
+def models(metrics_rows: list[dict[str, str]], now: dt.datetime, gates: Gates | None = None) -> list[dict[str, Any]]:
+    """One entry per model (the ``overall`` row excluded), with its verdict by the watch's gates."""
+    gates = gates or Gates()
     out = []
     for row in metrics_rows:
         if row["model"] == "overall":
             continue
         mape, trained = _f(row.get("mape")), _f(row.get("trained_at"))
-        age = (now.timestamp() - trained) / 86400 if trained else None
         problems = []
-        if mape is None or mape > max_mape:
-            problems.append(f"MAPE {mape:.2f} > {max_mape}" if mape is not None else "no MAPE")
-        if age is not None and age > MAX_AGE_DAYS:
-            problems.append(f"model {age:.0f} days old")
+        if mape is None:
+            problems.append("no MAPE")
+        elif failed := mape_failure(mape, gates):
+            problems.append(f"MAPE {mape:.2f} > {failed['limit']}")
+        if trained and (old := age_failure(trained, gates, now)):
+            problems.append(f"model {old['value']:.0f} days old")
         out.append(
             {
                 "model": row["model"],
@@ -72,10 +77,12 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def verdict(rows: list[dict[str, Any]], overall: dict[str, str] | None) -> str:
+def verdict(rows: list[dict[str, Any]], overall: dict[str, str] | None, gates: Gates | None = None) -> str:
+    gates = gates or Gates()
     healthy = sum(r["healthy"] for r in rows)
     beat = sum(1 for r in rows if r["reduction"] is not None and r["reduction"] > 0)
-    text = f"{healthy} of {len(rows)} models healthy (MAPE <= {MAPE_GATE}, trained within {MAX_AGE_DAYS} days); "
+    text = f"{healthy} of {len(rows)} models healthy (MAPE <= {gates.max_mape}, trained within "
+    text += f"{gates.max_age_days or 0:.0f} days); "
     text += f"{beat} of {len(rows)} beat the historical-average baseline"
     if overall:
         m, b = _f(overall.get("mape")), _f(overall.get("baseline_mape"))
@@ -207,6 +214,6 @@ historical-average baseline's MAPE. Dashed line: the {MAPE_GATE} target.</p>
 {table}</table>
 <p>MAPE: mean absolute percentage error over rows whose actual is above zero. RMSE_0: root mean squared
 error over rows whose actual is zero. RMSE_All: over all rows. Healthy: MAPE at most {MAPE_GATE} and the
-model trained within {MAX_AGE_DAYS} days.</p>
+model trained within {MAX_AGE_DAYS:.0f} days.</p>
 </body></html>
 """

@@ -1,8 +1,8 @@
 """The watch policy: follow AML runs to their end, decide, and say what happened.
 
 Pure functions over a JSON-safe :class:`WatchState`: no clock, no I/O. The durable
-orchestrator (``poll_aml_durable``) and the command line (:func:`watch_here`) drive the same
-policy, so the local main job waits exactly as Azure does:
+orchestrator (``poll_aml_durable``) and the command line drive it through the one decision
+loop in :mod:`shared.watch.loop`, so the local main job waits exactly as Azure does:
 
 1. poll every unfinished run (``observe``), backing off exponentially between polls;
 2. a run ends on Completed / Failed / Canceled; NotResponding / Paused / Unknown are waited
@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
-import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-TERMINAL = ("Completed", "Failed", "Canceled")
-STUCK = ("NotResponding", "Paused", "Unknown")
+from shared import clock
+from shared.aml.status import STUCK, TERMINAL
+from shared.watch.gates import Gates, gate_failures
+
 #: custom status must stay under 16 KB (the durable extension's limit)
 CUSTOM_STATUS_BUDGET = 12_000
 
@@ -34,11 +33,6 @@ class Polling(BaseModel):
     first_s: float = Field(30.0, gt=0, le=3600)
     factor: float = Field(1.5, ge=1.0, le=10.0)
     max_s: float = Field(300.0, gt=0, le=6 * 3600)
-
-
-class Gates(BaseModel):
-    max_mape: float | None = Field(0.45, gt=0)
-    max_age_days: float | None = Field(60.0, gt=0)
 
 
 class WatchOptions(BaseModel):
@@ -84,20 +78,12 @@ class WatchState(BaseModel):
     outcome: Literal["succeeded", "failed", "timed_out", "canceled"] | None = None
 
 
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse(s: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
 def start(runs: list[RunState], options: WatchOptions, now: dt.datetime) -> WatchState:
     return WatchState(
         options=options,
         runs=runs,
-        started_at=_iso(now),
-        deadline=_iso(now + dt.timedelta(seconds=options.timeout_s)),
+        started_at=clock.iso(now),
+        deadline=clock.iso(now + dt.timedelta(seconds=options.timeout_s)),
         interval_s=options.polling.first_s,
     )
 
@@ -120,8 +106,8 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
         run.error = status["error"]
         run.failed_step = status["error"].get("step")
     if run.aml_status in STUCK:
-        run.stuck_since = run.stuck_since or _iso(now)
-        if (now - _parse(run.stuck_since)).total_seconds() > state.options.stuck_limit_s:
+        run.stuck_since = run.stuck_since or clock.iso(now)
+        if (now - clock.parse_iso(run.stuck_since)).total_seconds() > state.options.stuck_limit_s:
             run.done, run.outcome = True, "stuck"
             run.error = {
                 "message": f"AML reported {run.aml_status} for over {state.options.stuck_limit_s:.0f} s",
@@ -163,49 +149,10 @@ def unavailable(state: WatchState, index: int, error: str, now: dt.datetime) -> 
     briefly out of reach, so it is waited out like a stuck run (``stuck_limit_s``), then failed."""
     run = state.runs[index]
     run.polls += 1
-    run.unavailable_since = run.unavailable_since or _iso(now)
-    if (now - _parse(run.unavailable_since)).total_seconds() > state.options.stuck_limit_s:
+    run.unavailable_since = run.unavailable_since or clock.iso(now)
+    if (now - clock.parse_iso(run.unavailable_since)).total_seconds() > state.options.stuck_limit_s:
         run.done, run.outcome = True, "failed"
         run.error = {"message": f"status unavailable: {error}", "code": "status_unavailable"}
-
-
-_NAME_END = re.compile(r"(?:^|[./:])([A-Za-z_]+)$")
-
-
-def gate_failures(metrics: dict[str, dict[str, float]], gates: Gates, now: dt.datetime) -> list[dict[str, Any]]:
-    """Every gate a run's metrics fail: ``mape`` metrics above ``max_mape``; ``trained_at``
-    (epoch seconds) older than ``max_age_days``. Metric names may carry a model prefix
-    (``northeast.large.fast.mape``)."""
-    failures = []
-    for step, values in sorted(metrics.items()):
-        for name, value in sorted(values.items()):
-            m = _NAME_END.search(name)
-            leaf = m.group(1) if m else name
-            if leaf == "mape" and gates.max_mape is not None and value > gates.max_mape:
-                failures.append(
-                    {
-                        "gate": "max_mape",
-                        "step": step,
-                        "metric": name,
-                        "value": round(value, 4),
-                        "limit": gates.max_mape,
-                        "by": round(value - gates.max_mape, 4),
-                    }
-                )
-            if leaf == "trained_at" and gates.max_age_days is not None:
-                age = (now.timestamp() - value) / 86400
-                if age > gates.max_age_days:
-                    failures.append(
-                        {
-                            "gate": "max_age_days",
-                            "step": step,
-                            "metric": name,
-                            "value": round(age, 2),
-                            "limit": gates.max_age_days,
-                            "by": round(age - gates.max_age_days, 2),
-                        }
-                    )
-    return failures
 
 
 def after_poll(state: WatchState, now: dt.datetime) -> Literal["wait", "timed_out", "done"]:
@@ -213,7 +160,7 @@ def after_poll(state: WatchState, now: dt.datetime) -> Literal["wait", "timed_ou
     state.polls += 1
     if not pending(state):
         return "done"
-    if now >= _parse(state.deadline):
+    if now >= clock.parse_iso(state.deadline):
         return "timed_out"
     return "wait"
 
@@ -221,9 +168,9 @@ def after_poll(state: WatchState, now: dt.datetime) -> Literal["wait", "timed_ou
 def next_poll(state: WatchState, now: dt.datetime) -> dt.datetime:
     """When to poll next; the interval grows by ``factor`` up to ``max_s`` (never past the deadline)."""
     fire = now + dt.timedelta(seconds=state.interval_s)
-    fire = min(fire, _parse(state.deadline))
+    fire = min(fire, clock.parse_iso(state.deadline))
     state.interval_s = min(state.interval_s * state.options.polling.factor, state.options.polling.max_s)
-    state.next_poll_at = _iso(fire)
+    state.next_poll_at = clock.iso(fire)
     return fire
 
 
@@ -307,36 +254,3 @@ def progress(state: WatchState) -> dict[str, Any]:
         status["per_run"].append(item)
         size += cost
     return status
-
-
-def watch_here(
-    get_status: Callable[[str], dict[str, Any]],
-    cancel: Callable[[str], Any],
-    state: WatchState,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-    on_change: Callable[[WatchState], None] | None = None,
-) -> WatchState:
-    """The same policy as the orchestrator, in this process (the command line, the main job)."""
-    while True:
-        t = now()
-        for run in pending(state):
-            try:
-                observe(state, run.index, get_status(run.run_id), t)  # type: ignore[arg-type]
-            except Exception as e:  # noqa: BLE001 - waited out like the orchestrator does, the others go on
-                unavailable(state, run.index, str(e), t)
-        decision = after_poll(state, t)
-        if on_change:
-            on_change(state)
-        if decision == "done":
-            finish(state)
-            return state
-        if decision == "timed_out":
-            if state.options.cancel_on_timeout:
-                for run in pending(state):
-                    cancel(run.run_id)  # type: ignore[arg-type]
-            time_out(state)
-            return state
-        fire = next_poll(state, t)
-        sleep(max(0.0, (fire - now()).total_seconds()))

@@ -1,0 +1,100 @@
+"""The ingestion services the function folders call: a blob's arrival, and the re-ingest
+route ``POST /api/ingest/<source>``. Both log with the invocation id and the raw path, and
+record telemetry for every new version ingested."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared import telemetry
+from shared.http import Answer, error, internal_error, invalid_request, json_body, problem
+from shared.ingestion.datasets import SOURCES
+from shared.ingestion.service import ingest, outputs_for
+from shared.lake import Lake, NotFoundError, TransientLakeError
+
+log = logging.getLogger(__name__)
+
+
+def ingest_blob(path: str, invocation_id: str, target: Lake) -> dict[str, Any]:
+    """Blob-arrival ingestion of ``path`` (``raw/<source>/...``).
+
+    Data errors end in quarantine and return normally, so the host does not retry a bad file;
+    transient storage errors raise, so that it does.
+    """
+    with telemetry.log_context(invocation_id=invocation_id, subject=path):
+        manifest = ingest(target, path, invocation_id=invocation_id, progress=_progress_log(path))
+        if not manifest.get("unchanged"):  # a redelivery is not new rows
+            telemetry.record_ingest(manifest)
+        _log_result(manifest)
+        return manifest
+
+
+def _progress_log(path: str) -> telemetry.Throttle:
+    return telemetry.Throttle(
+        lambda rows, nbytes: log.info("ingesting %s: %d rows, %.1f MB read so far", path, rows, nbytes / 1e6), 30.0
+    )
+
+
+def _log_result(manifest: dict[str, Any]) -> None:
+    rows = manifest.get("rows") or {}
+    if manifest["status"] == "ingested":
+        log.info(
+            "ingested %s as %s: %s read, %s written, %s rejected%s",
+            manifest["raw"]["path"],
+            manifest["format"]["id"],
+            rows.get("read"),
+            rows.get("written"),
+            rows.get("rejected"),
+            " (unchanged)" if manifest.get("unchanged") else "",
+        )
+
+
+def reingest_request(source: str, body: bytes, invocation_id: str, target: Lake) -> Answer:
+    """``POST /api/ingest/<source>`` with ``{"path": "raw/<source>/...", "force": false}``.
+
+    200 with the manifest when the file was ingested (rows may have been rejected); 422 with
+    the error record when the whole file was quarantined; 400 listing every problem of the
+    request; 404 when the raw file does not exist; 503 when storage keeps failing.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"no source {source!r}; known: {', '.join(SOURCES)}")
+    data, problems = json_body(body)
+    if problems:
+        return invalid_request(problems)
+    if not isinstance(data, dict):
+        return invalid_request([problem("(body)", "expected a JSON object")])
+    problems = []
+    path = data.get("path")
+    force = data.get("force", False)
+    unknown = sorted(set(data) - {"path", "force"})
+    if unknown:
+        problems.append(problem(",".join(unknown), "unknown field(s); expected path and force"))
+    if not isinstance(path, str) or not path:
+        problems.append(problem("path", f"required: the raw file to ingest, raw/{source}/..."))
+    else:
+        try:
+            outputs_for(path)
+            if not path.startswith(f"raw/{source}/"):
+                raise ValueError(f"this route ingests raw/{source}/ files; {path!r} is not one")
+        except ValueError as e:
+            problems.append(problem("path", str(e)))
+    if not isinstance(force, bool):
+        problems.append(problem("force", "must be true or false"))
+    if problems:
+        return invalid_request(problems)
+    with telemetry.log_context(invocation_id=invocation_id, subject=path):
+        try:
+            manifest = ingest(target, path, invocation_id=invocation_id, force=force, progress=_progress_log(path))
+        except NotFoundError:
+            return error(404, "not_found", f"no raw file at {path}")
+        except TransientLakeError as e:
+            log.warning("re-ingest %s: storage unavailable: %s", path, e)
+            return error(503, "storage_unavailable", str(e), retry_after_s=30)
+        except Exception:
+            log.exception("re-ingest %s: unexpected error", path)
+            return internal_error()
+        if not manifest.get("unchanged"):
+            telemetry.record_ingest(manifest)
+        _log_result(manifest)
+    return (200 if manifest["status"] == "ingested" else 422), manifest, {}

@@ -1,0 +1,197 @@
+"""The watch's one decision loop, driven by the durable orchestrator and by the command line.
+
+:func:`steps` is a generator over a :class:`~shared.watch.policy.WatchState`: it yields what
+it needs done (:class:`Submit`, :class:`Poll`, :class:`Cancel`, :class:`Sleep`,
+:class:`Renew`) and is sent back what came of it; it returns the watch's result. It does no
+I/O and reads the time only through the ``now`` it is given, so the orchestrator can drive it
+with durable activities and timers (deterministic on replay) and :func:`watch_here` with plain
+calls and ``time.sleep``. Both therefore decide exactly alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from shared import clock
+from shared.aml import runs
+from shared.aml.status import Backend
+from shared.watch import policy
+from shared.watch.policy import RunState, WatchState
+
+#: a call's outcome: ``(True, answer)`` or ``(False, error text)``
+Outcome = tuple[bool, Any]
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Start these runs (``run_id`` is still None); reply: one :data:`Outcome` per run, the
+    answer carrying ``run_id`` and ``portal_url``."""
+
+    runs: list[RunState]
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Read these runs' statuses; reply: one :data:`Outcome` per run, the answer being the
+    ``GET /api/pipelines/runs/{id}`` body."""
+
+    runs: list[RunState]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ask these runs to stop; reply: one :data:`Outcome` per run."""
+
+    runs: list[RunState]
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait until ``until``; reply: True when a cancel of the watch arrived meanwhile."""
+
+    until: dt.datetime
+
+
+@dataclass(frozen=True)
+class Renew:
+    """Start a fresh history with this state (durable ``continue_as_new``); a driver without
+    a history replies None and the loop goes on."""
+
+    state: WatchState
+
+
+Command = Submit | Poll | Cancel | Sleep | Renew
+Steps = Generator[Command, Any, dict[str, Any]]
+
+
+def steps(state: WatchState, now: Callable[[], dt.datetime], cancelled: Callable[[], bool]) -> Steps:
+    """The watch from ``state`` to its result (see :mod:`shared.watch.policy` for the rules).
+
+    ``cancelled`` tells whether a cancel of the watch has arrived (checked after each poll,
+    besides the :class:`Sleep` reply)."""
+    to_submit = [r for r in state.runs if r.run_id is None and not r.done]
+    if to_submit:
+        outcomes = yield Submit(to_submit)
+        for r, (ok, answer) in zip(to_submit, outcomes, strict=True):
+            if ok:
+                r.run_id, r.portal_url = answer["run_id"], answer.get("portal_url")
+            else:
+                policy.fail_run(state, r.index, {"message": f"submit failed: {answer}", "code": "submit_failed"})
+    polls_at_start = state.polls
+    while True:
+        t = now()
+        polled = policy.pending(state)
+        outcomes = (yield Poll(polled)) if polled else []
+        for r, (ok, status) in zip(polled, outcomes, strict=True):
+            if ok:
+                policy.observe(state, r.index, status, t)
+            else:
+                policy.unavailable(state, r.index, status, t)
+        decision = policy.after_poll(state, t)
+        if decision == "done":
+            policy.finish(state)
+            return policy.result(state)
+        if decision == "timed_out" or cancelled():
+            if decision != "timed_out" or state.options.cancel_on_timeout:
+                yield from _cancel_pending(state)
+            if decision == "timed_out":
+                policy.time_out(state)
+            else:
+                policy.cancel_all(state)
+            return policy.result(state)
+        if (yield Sleep(policy.next_poll(state, t))):
+            yield from _cancel_pending(state)
+            policy.cancel_all(state)
+            return policy.result(state)
+        if state.polls - polls_at_start >= state.options.polls_per_generation:
+            # a fresh history every N polls: a while loop would grow it without bound
+            state.generation += 1
+            yield Renew(state)
+            polls_at_start = state.polls
+
+
+def _cancel_pending(state: WatchState) -> Generator[Command, Any, None]:
+    runs = policy.pending(state)
+    if not runs:
+        return
+    outcomes = yield Cancel(runs)
+    for r, (ok, error) in zip(runs, outcomes, strict=True):
+        if not ok:
+            r.cancel_error = f"cancel failed: {error}"
+
+
+def watch_here(
+    get_status: Callable[[str], dict[str, Any]],
+    cancel: Callable[[str], Any],
+    state: WatchState,
+    *,
+    submit: Callable[[RunState], dict[str, Any]] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], dt.datetime] = clock.now,
+    on_change: Callable[[WatchState], None] | None = None,
+) -> WatchState:
+    """Drive :func:`steps` in this process (the command line, the main job): each call in turn,
+    an exception being that run's failure, and ``sleep`` between polls."""
+
+    def each(call: Callable[[Any], Any], items: list[Any]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for item in items:
+            try:
+                outcomes.append((True, call(item)))
+            except Exception as e:  # one run's failure is that run's, the others go on
+                outcomes.append((False, str(e)))
+        return outcomes
+
+    def submit_run(run: RunState) -> dict[str, Any]:
+        if submit is None:
+            raise RuntimeError("no way to submit runs here")
+        return submit(run)
+
+    loop = steps(state, now, lambda: False)
+    reply: Any = None
+    while True:
+        try:
+            command = loop.send(reply)
+        except StopIteration:
+            if on_change:
+                on_change(state)
+            return state
+        reply = None
+        if isinstance(command, Submit):
+            reply = each(submit_run, command.runs)
+        elif isinstance(command, Poll):
+            reply = each(lambda r: get_status(r.run_id), command.runs)
+        elif isinstance(command, Cancel):
+            reply = each(lambda r: cancel(r.run_id), command.runs)
+        elif isinstance(command, Sleep):
+            if on_change:
+                on_change(state)
+            sleep(max(0.0, (command.until - now()).total_seconds()))
+            reply = False
+
+
+def follow(
+    backend: Backend,
+    run_ids: list[str],
+    options: policy.WatchOptions,
+    *,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
+    on_change: Callable[[WatchState], None] | None = None,
+) -> WatchState:
+    """Follow runs in this process with the durable watch's policy: the command line and the
+    main job wait exactly as the orchestrator does. ``on_status`` sees every status read."""
+
+    def get_status(run_id: str) -> dict[str, Any]:
+        code, body, _ = runs.get(backend, run_id)
+        if code != 200:
+            raise RuntimeError(body.get("message", body))
+        if on_status:
+            on_status(body)
+        return body
+
+    state = policy.start([RunState(index=i, run_id=r) for i, r in enumerate(run_ids)], options, clock.now())
+    return watch_here(get_status, lambda run_id: runs.cancel(backend, run_id), state, on_change=on_change)
