@@ -15,7 +15,6 @@ the command line. Its promises:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import io
 import json
@@ -31,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from shared import __version__
+from shared import __version__, clock
 from shared.ingestion.convert import (
     REJECT_SCHEMA,
     Context,
@@ -101,10 +100,6 @@ def outputs_for(raw_path: str) -> Outputs:
         rejected=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{base}.rejected.csv",
         error=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{base}.error.json",
     )
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _read_json(lake: Lake, path: str) -> dict[str, Any] | None:
@@ -196,7 +191,7 @@ def _ingest_once(
             out,
             info.etag,
             invocation_id,
-            _now(),
+            clock.now_iso(),
             DataError(
                 "output_collision",
                 f"{out.raw} and {previous['raw']['path']} would write the same outputs "
@@ -210,7 +205,7 @@ def _ingest_once(
         log.info("ingest %s: unchanged (etag %s); outputs kept", out.raw, info.etag)
         return {**previous, "unchanged": True}
 
-    started = _now()
+    started = clock.now_iso()
     t0 = time.perf_counter()
     fields = path_fields(out.raw)
     try:
@@ -230,7 +225,7 @@ def _ingest_once(
         "rows": stats,
         "outputs": outputs,
         "started_at": started,
-        "finished_at": _now(),
+        "finished_at": clock.now_iso(),
         "duration_s": round(time.perf_counter() - t0, 3),
         "code_version": CODE_VERSION,
         "invocation_id": invocation_id,
@@ -543,7 +538,7 @@ def _quarantine(
         "error": {"reason": error.reason, "message": error.message, "details": error.details},
         "mappings_sha256": mappings_digest(load_mappings()),
         "started_at": started,
-        "finished_at": _now(),
+        "finished_at": clock.now_iso(),
         "code_version": CODE_VERSION,
         "invocation_id": invocation_id,
     }

@@ -22,14 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared import clock
 from shared.aml.catalog import Pipeline, validate_request
+from shared.http import Answer, Problem, error, invalid_request, json_body, problem
 from shared.watch.policy import RunState, WatchOptions, start
 
 log = logging.getLogger(__name__)
 
 ORCHESTRATOR = "watch_pipeline_runs"
 CANCEL_EVENT = "cancel"
-Answer = tuple[int, dict[str, Any], dict[str, str]]
 
 #: how the end of a watch maps onto the status route's answer
 OUTCOME_STATUS = {"succeeded": 200, "gate_failed": 422, "failed": 502, "timed_out": 504, "canceled": 409}
@@ -74,9 +75,9 @@ class StartRequest(BaseModel):
         return WatchOptions(**given)
 
 
-def _problems(e: ValidationError) -> list[dict[str, str]]:
+def _problems(e: ValidationError) -> list[Problem]:
     return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"].removeprefix("Value error, ")}
+        problem(".".join(str(p) for p in err["loc"]) or "(body)", err["msg"].removeprefix("Value error, "))
         for err in e.errors()
     ]
 
@@ -87,19 +88,20 @@ def instance_id_for(key: str | None) -> str:
     return "watch-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def plan_start(body: bytes, catalog: dict[str, Pipeline], now: dt.datetime) -> tuple[dict[str, Any] | None, Any]:
-    """The orchestration's input (a watch state), or the 400 answer listing every problem."""
-    try:
-        data = json.loads(body) if body and body.strip() else {}
-    except ValueError as e:
-        return None, [{"field": "(body)", "message": f"not JSON: {e}"}]
+def plan_start(
+    body: bytes, catalog: dict[str, Pipeline], now: dt.datetime
+) -> tuple[dict[str, Any] | None, list[Problem] | dict[str, str] | None]:
+    """The orchestration's input (a watch state) and None; or None and every problem of the
+    request; or None and ``{"unknown_pipeline": message}`` (a 404, whatever else is wrong)."""
+    data, problems = json_body(body)
+    if problems:
+        return None, problems
     try:
         req = StartRequest.model_validate(data)
         options = req.options()
     except ValidationError as e:
         return None, _problems(e)
     runs: list[RunState] = []
-    problems: list[dict[str, str]] = []
     if req.run_id is not None:
         runs.append(RunState(index=0, run_id=req.run_id))
     else:
@@ -110,13 +112,17 @@ def plan_start(body: bytes, catalog: dict[str, Pipeline], now: dt.datetime) -> t
         for i, spec in enumerate(specs):
             checked, found = validate_request(entry, {"parameters": spec.parameters})
             prefix = f"runs.{i}." if req.runs is not None else ""
-            problems += [{"field": prefix + p["field"], "message": p["message"]} for p in found]
+            problems += [problem(prefix + p["field"], p["message"]) for p in found]
             if checked is not None:
                 runs.append(RunState(index=i, pipeline=entry.name, parameters=checked.parameters))
     if problems:
         return None, problems
     state = start(runs, options, now)
     return {"state": state.model_dump(mode="json"), "idempotency_key": req.idempotency_key}, None
+
+
+def _unknown(instance_id: str) -> Answer:
+    return error(404, "unknown_instance", f"no watch {instance_id!r}")
 
 
 def status_url(base_url: str, instance_id: str) -> str:
@@ -129,10 +135,10 @@ async def start_watch(
     """``POST /api/orchestrations/pipeline-runs``: 202 + Location; the same idempotency key
     re-attaches to the instance it started."""
     plan, problems = plan_start(body, catalog, now)
-    if plan is None and isinstance(problems, dict):
-        return 404, {"error": "unknown_pipeline", "message": problems["unknown_pipeline"]}, {}
+    if isinstance(problems, dict):
+        return error(404, "unknown_pipeline", problems["unknown_pipeline"])
     if plan is None:
-        return 400, {"error": "invalid_request", "problems": problems}, {}
+        return invalid_request(problems or [])
     instance_id = instance_id_for(plan["idempotency_key"])
     existing = await client.get_status(instance_id) if plan["idempotency_key"] else None
     attached = existing is not None and getattr(existing, "runtime_status", None) is not None
@@ -154,7 +160,7 @@ def _retry_after(custom: dict[str, Any] | None, now: dt.datetime) -> str:
     nxt = (custom or {}).get("next_poll_at")
     if not nxt:
         return "10"
-    wait = (dt.datetime.fromisoformat(nxt.replace("Z", "+00:00")) - now).total_seconds()
+    wait = (clock.parse_iso(nxt) - now).total_seconds()
     return str(int(min(max(wait, 5), 120)))
 
 
@@ -163,7 +169,7 @@ def answer_status(status: Any, instance_id: str, base_url: str, now: dt.datetime
     runtime = getattr(status, "runtime_status", None)
     runtime = getattr(runtime, "value", runtime)
     if runtime is None:
-        return 404, {"error": "unknown_instance", "message": f"no watch {instance_id!r}"}, {}
+        return _unknown(instance_id)
     custom = getattr(status, "custom_status", None)
     if isinstance(custom, str):
         custom = json.loads(custom)
@@ -185,15 +191,11 @@ def answer_status(status: Any, instance_id: str, base_url: str, now: dt.datetime
         code = OUTCOME_STATUS.get(outcome or "failed", 502)
         return code, {"error": outcome, "message": _summary(output), "instance_id": instance_id, **output}, {}
     if runtime in ("Terminated", "Canceled"):
-        return (
-            409,
-            {"error": "terminated", "message": f"the watch was {runtime.lower()}", "instance_id": instance_id},
-            {},
-        )
+        return error(409, "terminated", f"the watch was {runtime.lower()}", instance_id=instance_id)
     # the orchestrator's own failure text may carry a stack trace: logged, not answered
     log.error("watch %s failed: %s", instance_id, output)
     message = "the watch itself failed; the app's logs have the details"
-    return 500, {"error": "watch_failed", "message": message, "instance_id": instance_id}, {}
+    return error(500, "watch_failed", message, instance_id=instance_id)
 
 
 def _summary(output: dict[str, Any]) -> str:
@@ -215,18 +217,18 @@ def _summary(output: dict[str, Any]) -> str:
 
 async def get_watch(client: Any, instance_id: str, base_url: str, now: dt.datetime) -> Answer:
     if not _INSTANCE.match(instance_id):
-        return 404, {"error": "unknown_instance", "message": f"no watch {instance_id!r}"}, {}
+        return _unknown(instance_id)
     return answer_status(await client.get_status(instance_id), instance_id, base_url, now)
 
 
 async def cancel_watch(client: Any, instance_id: str, base_url: str) -> Answer:
     """DELETE (or POST .../cancel): the orchestrator cancels its AML runs, then ends."""
     if not _INSTANCE.match(instance_id):
-        return 404, {"error": "unknown_instance", "message": f"no watch {instance_id!r}"}, {}
+        return _unknown(instance_id)
     status = await client.get_status(instance_id)
     runtime = getattr(getattr(status, "runtime_status", None), "value", getattr(status, "runtime_status", None))
     if runtime is None:
-        return 404, {"error": "unknown_instance", "message": f"no watch {instance_id!r}"}, {}
+        return _unknown(instance_id)
     if runtime in ("Pending", "Running", "ContinuedAsNew"):
         await client.raise_event(instance_id, CANCEL_EVENT, {"requested": True})
     url = status_url(base_url, instance_id)

@@ -13,7 +13,6 @@ a marker file the runner watches, so it works from another process too.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared import ROOT
+from shared import ROOT, clock
 from shared.aml.catalog import Pipeline, RunRequest, load_catalog
 from shared.aml.status import Backend, RunError, RunNotFound, RunStatus, StepStatus, normalise
 from shared.lake import Lake, LocalLake, NotFoundError
@@ -37,10 +36,6 @@ HEARTBEAT_S = 2.0
 #: a runner silent for this long is reported NotResponding (AML's word for it)
 STALE_S = 30.0
 POLL_S = 0.1
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _paths(run_id: str) -> dict[str, str]:
@@ -64,7 +59,7 @@ class LocalBackend(Backend):
             "run_id": run_id,
             "pipeline": pipeline.name,
             "request": request.model_dump(mode="json"),
-            "created_at": _now(),
+            "created_at": clock.now_iso(),
         }
         if not self.lake.create(_paths(run_id)["run"], json.dumps(record, indent=2).encode()):
             return self.get(run_id), False
@@ -84,7 +79,13 @@ class LocalBackend(Backend):
         except (OSError, subprocess.SubprocessError) as e:
             # the run is recorded: end it, or the same key would re-attach to a run that never starts
             error = {"step": None, "message": f"the local runner could not start: {e}", "code": "runner_not_started"}
-            status = {"aml_status": "Failed", "steps": [], "ended_at": _now(), "heartbeat_at": _now(), "error": error}
+            status = {
+                "aml_status": "Failed",
+                "steps": [],
+                "ended_at": clock.now_iso(),
+                "heartbeat_at": clock.now_iso(),
+                "error": error,
+            }
             self.lake.write_bytes(_paths(run_id)["status"], json.dumps(status).encode())
         return self.get(run_id), True
 
@@ -104,7 +105,7 @@ class LocalBackend(Backend):
             if self.lake.exists(paths["cancel"]):
                 aml_status = "CancelRequested"
             beat = status.get("heartbeat_at") or record["created_at"]
-            age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(beat.replace("Z", "+00:00"))).total_seconds()
+            age = (clock.now() - clock.parse_iso(beat)).total_seconds()
             if age > STALE_S:
                 aml_status = "NotResponding"
         req = record["request"]
@@ -126,7 +127,7 @@ class LocalBackend(Backend):
 
     def cancel(self, run_id: str) -> RunStatus:
         self.get(run_id)  # 404 for an unknown run
-        self.lake.create(_paths(run_id)["cancel"], json.dumps({"requested_at": _now()}).encode())
+        self.lake.create(_paths(run_id)["cancel"], json.dumps({"requested_at": clock.now_iso()}).encode())
         return self.get(run_id)
 
 
@@ -249,21 +250,21 @@ class Runner:
         self.status: dict[str, Any] = {"aml_status": "Starting", "steps": [], "metrics": {}}
 
     def save(self) -> None:
-        self.status["heartbeat_at"] = _now()
+        self.status["heartbeat_at"] = clock.now_iso()
         self.lake.write_bytes(self.paths["status"], json.dumps(self.status, indent=2).encode())
 
     def cancel_requested(self) -> bool:
         return self.lake.exists(self.paths["cancel"])
 
     def finish(self, aml_status: str, error: dict[str, Any] | None = None) -> None:
-        self.status.update(aml_status=aml_status, ended_at=_now(), error=error)
+        self.status.update(aml_status=aml_status, ended_at=clock.now_iso(), error=error)
         self.save()
 
     def run(self) -> None:
         record = json.loads(self.lake.read_bytes(self.paths["run"]))
         request = RunRequest(**record["request"])
         pipeline = load_catalog()[record["pipeline"]]
-        self.status["started_at"] = _now()
+        self.status["started_at"] = clock.now_iso()
         try:
             steps = plan(pipeline, request, self.lake, self.work)
         except (ValueError, KeyError, OSError) as e:
@@ -312,7 +313,7 @@ class Runner:
             "MLFLOW_ALLOW_FILE_STORE": "true",
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         }
-        self._set_step(i, "Running", started_at=_now())
+        self._set_step(i, "Running", started_at=clock.now_iso())
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
                 step.argv, cwd=step.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -327,7 +328,7 @@ class Runner:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
-                    self._set_step(i, "Canceled", ended_at=_now())
+                    self._set_step(i, "Canceled", ended_at=clock.now_iso())
                     return "Canceled"
                 if time.monotonic() - last_beat > HEARTBEAT_S:
                     self.save()
@@ -337,9 +338,9 @@ class Runner:
         if proc.returncode != 0:
             tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
             message = f"exit code {proc.returncode}: " + " | ".join(tail)
-            self._set_step(i, "Failed", ended_at=_now(), error=message[-2000:])
+            self._set_step(i, "Failed", ended_at=clock.now_iso(), error=message[-2000:])
             return "Failed"
-        self._set_step(i, "Completed", ended_at=_now())
+        self._set_step(i, "Completed", ended_at=clock.now_iso())
         return "Completed"
 
     def _publish(self, step: Step, log_file: Path) -> None:
