@@ -10,7 +10,8 @@ import json
 import pytest
 
 from shared.ingestion import readers
-from shared.ingestion.service import ingest, outputs_for
+from shared.ingestion.layout import outputs_for
+from shared.ingestion.service import ingest
 from shared.lake import LocalLake, NotFoundError, TransientLakeError
 from tests.drivers import (
     DELIVERIES_HEADER,
@@ -121,7 +122,7 @@ def test_duplicate_keys_first_wins_the_others_are_rejected(lake):
 
 
 def test_duplicates_across_blocks_and_spilled_key_partitions_first_wins(local_lake, monkeypatch):
-    from shared.ingestion import convert as normalise
+    from shared.ingestion import dedupe as normalise
 
     monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 4096)  # many record batches
     monkeypatch.setattr(normalise.KeyCounter.__init__, "__defaults__", (500,))  # spill to disk

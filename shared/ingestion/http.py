@@ -10,7 +10,8 @@ from typing import Any
 from shared import telemetry
 from shared.http import Answer, error, internal_error, invalid_request, json_body, problem
 from shared.ingestion.datasets import SOURCES
-from shared.ingestion.service import ingest, outputs_for
+from shared.ingestion.layout import outputs_for
+from shared.ingestion.service import ingest
 from shared.lake import Lake, NotFoundError, TransientLakeError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,227 @@
+"""One pass over a raw file: read, convert, deduplicate or fold, and write the curated CSV and
+the rejected rows, counting every row.
+
+:func:`write_outputs` answers one of three things, never ``Any``: :class:`Written` (the
+outputs are committed), :class:`Repeated` (keys repeat: the caller runs a second, first-wins
+pass with those hashes) or :class:`Unreadable` (a data error: the file goes to quarantine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from shared.ingestion.aggregate import Folder
+from shared.ingestion.convert import REJECT_SCHEMA, Context, Converter
+from shared.ingestion.datasets import spec
+from shared.ingestion.dedupe import FirstWins, KeyCounter, duplicate_rejects, key_hashes
+from shared.ingestion.detect import open_batches
+from shared.ingestion.formats import Mapping
+from shared.ingestion.layout import Outputs
+from shared.ingestion.readers import DataError, open_decoded, sniff_kind
+from shared.lake import HashingReader, HashingWriter, Lake
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Written:
+    """The outputs are written: the row counts, the raw file's facts, the mapping and how it
+    was found, and each output's path, sha256 and bytes."""
+
+    rows: dict[str, Any]
+    raw: dict[str, Any]
+    mapping: Mapping
+    detected_by: str
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """Key hashes seen more than once: nothing was committed; pass again with them."""
+
+    hashes: np.ndarray
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """The file cannot be read as a whole; ``raw`` holds what is known of it (sha256, bytes)."""
+
+    error: DataError
+    raw: dict[str, Any]
+
+
+class CsvOut:
+    """A CSV written through a lake writer, header unquoted, values quoted where needed."""
+
+    def __init__(self, sink: BinaryIO, schema: pa.Schema) -> None:
+        self.hashing = HashingWriter(sink)
+        self.hashing.write((",".join(schema.names) + "\n").encode())
+        self.writer = pacsv.CSVWriter(
+            self.hashing, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        )
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        # batch by batch, skipping empty ones: pyarrow 26's CSVWriter writes an empty
+        # batch as ~40 KB of NUL bytes
+        for batch in table.to_batches():
+            if batch.num_rows:
+                self.writer.write_batch(batch)
+                self.rows += batch.num_rows
+
+    def close(self) -> dict[str, Any]:
+        self.writer.close()
+        return {"sha256": self.hashing.sha256.hexdigest(), "bytes": self.hashing.bytes, "rows": self.rows}
+
+
+class LazyCsv:
+    """A CSV opened only when its first row comes (most files reject nothing); ``result`` is
+    its sha256, bytes and rows once the ``with`` block closed it, else None."""
+
+    def __init__(self, lake: Lake, path: str, schema: pa.Schema) -> None:
+        self.lake, self.path, self.schema = lake, path, schema
+        self._stack = contextlib.ExitStack()
+        self._csv: CsvOut | None = None
+        self.result: dict[str, Any] | None = None
+
+    def __enter__(self) -> LazyCsv:
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        if self._csv is None:
+            self._csv = CsvOut(self._stack.enter_context(self.lake.writer(self.path)), self.schema)
+        self._csv.write(table)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._stack:
+            if self._csv is not None and exc[0] is None:
+                self.result = self._csv.close()
+
+
+def write_outputs(
+    lake: Lake,
+    out: Outputs,
+    fields: dict[str, str],
+    mappings: dict[str, Mapping],
+    progress: Progress | None,
+    repeated: np.ndarray | None,
+) -> Written | Repeated | Unreadable:
+    """Read ``out.raw`` once and write its curated and rejected outputs. With ``repeated`` (the hashes of a first
+    pass), the first row of each repeated key wins and the others are rejected."""
+    with lake.open(out.raw) as (stream, info):
+        hashing = HashingReader(stream)
+        raw: dict[str, Any] = {"etag": info.etag}
+        try:
+            result = _pass(lake, hashing, raw, out, fields, mappings, progress, repeated)
+        except _Again as again:
+            return Repeated(again.hashes)
+        except DataError as e:
+            return Unreadable(e, _drain(hashing, raw))
+        _drain(hashing, raw)
+    return result
+
+
+def _pass(
+    lake: Lake,
+    hashing: HashingReader,
+    raw: dict[str, Any],
+    out: Outputs,
+    fields: dict[str, str],
+    mappings: dict[str, Mapping],
+    progress: Progress | None,
+    repeated: np.ndarray | None,
+) -> Written:
+    ds = spec(out.dataset)
+    src, prefix, compression = open_decoded(hashing)
+    raw["compression"] = compression
+    batches, mapping, detected_by, document = open_batches(
+        src, prefix, sniff_kind(prefix), out.dataset, fields, mappings
+    )
+    conv = Converter(mapping, Context(fields, document))
+    # a key column the mapping fills with one value per file (a constant, a path field)
+    # cannot tell rows apart: leave it out of the hash
+    hash_key = tuple(k for k in ds.key if mapping.columns[k].const is None and mapping.columns[k].field is None)
+    hash_key = hash_key or ds.key
+    counter = KeyCounter() if (repeated is None and not mapping.aggregate) else None
+    first_wins = FirstWins(repeated, hash_key) if repeated is not None else None
+    folder = Folder(ds.key, mapping, conv.schema) if mapping.aggregate else None
+    rows: dict[str, Any] = {"read": 0, "written": 0, "rejected": 0, "output": 0, "rejected_by_rule": {}}
+    with lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
+        csv_out = CsvOut(sink, conv.schema)
+        for batch in batches:
+            try:
+                res = conv.convert(batch)
+            except pa.ArrowException as e:
+                # a value no rule foresaw: quarantine the file, never crash (a crash
+                # would make the host retry a bad file, and lose its good rows anyway)
+                raise DataError("unconvertible_value", f"a value could not be converted: {e}") from e
+            good, rejects, rejected = res.good, res.rejects, res.rejected_rows
+            _merge(rows["rejected_by_rule"], res.per_rule)
+            if first_wins is not None and good.num_rows:
+                dup = first_wins.duplicates(good)
+                if dup.any():
+                    rejects = pa.concat_tables([rejects, duplicate_rejects(good, dup, res.kept_lines, ds.key)])
+                    rejected += int(dup.sum())
+                    _merge(rows["rejected_by_rule"], {"duplicate_key": int(dup.sum())})
+                    good = good.filter(pa.array(~dup))
+            if counter is not None and good.num_rows:
+                counter.add(key_hashes(good, hash_key))
+            rows["read"] += res.rows_read
+            rows["rejected"] += rejected
+            rows["written"] += good.num_rows
+            if folder is not None:
+                folder.add(good)
+            else:
+                csv_out.write(good)
+            rejected_out.write(rejects)
+            if progress:
+                progress(rows["read"], hashing.bytes)
+        if counter is not None:
+            found = counter.repeated()
+            counter.close()
+            if len(found):
+                # leaving the writers by an exception discards what they staged
+                raise _Again(found)
+        if folder is not None:
+            csv_out.write(folder.finish())
+        curated = csv_out.close()
+    rows["output"] = curated.pop("rows")
+    outputs: dict[str, Any] = {"curated": {"path": out.curated, **curated}, "rejected": None}
+    if rejected_out.result:
+        rejected_out.result.pop("rows")
+        outputs["rejected"] = {"path": out.rejected, **rejected_out.result}
+    rows["rejected_by_rule"] = dict(sorted(rows["rejected_by_rule"].items()))
+    if rows["read"] != rows["written"] + rows["rejected"]:
+        raise RuntimeError(f"{out.raw}: rows do not balance: {rows}")
+    return Written(rows, raw, mapping, detected_by, outputs)
+
+
+class _Again(Exception):
+    """Raised inside the writers' ``with`` so that they discard their staged outputs."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        super().__init__(f"{len(hashes)} repeated key hash(es)")
+        self.hashes = hashes
+
+
+def _drain(hashing: HashingReader, raw: dict[str, Any]) -> dict[str, Any]:
+    """Read the raw stream to its end so that sha256 and bytes describe the whole file."""
+    while hashing.read(4 * 1024 * 1024):
+        pass
+    raw["sha256"] = hashing.sha256.hexdigest()
+    raw["bytes"] = hashing.bytes
+    return raw
+
+
+def _merge(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
