@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from shared import telemetry
+from shared.aml.backend import Backend
 from shared.aml.catalog import Pipeline, load_catalog
-from shared.aml.status import Backend
 from shared.lake import Lake, make_lake
 from shared.settings import Settings, get_settings
 

@@ -10,8 +10,8 @@ from azure.ai.ml import MLClient
 
 from shared.aml import runs
 from shared.aml.azureml import AzureMLBackend
+from shared.aml.backend import RunNotFound
 from shared.aml.catalog import load_catalog
-from shared.aml.status import RunNotFound
 from tests.aml_fake import FakeAML, FakeCredential
 from tests.drivers import ROOT_DIR
 
@@ -156,7 +156,7 @@ def test_an_unknown_run_is_404(backend):
 
 
 def test_settings_without_a_workspace_say_which_are_missing():
-    from shared.aml.status import BackendError
+    from shared.aml.backend import BackendError
     from shared.settings import Settings
 
     with pytest.raises(BackendError, match="AML_RESOURCE_GROUP, AML_WORKSPACE"):
@@ -164,7 +164,8 @@ def test_settings_without_a_workspace_say_which_are_missing():
 
 
 def test_a_registered_pipeline_component_is_submitted_as_a_pipeline_job(fake, backend):
-    from shared.aml.catalog import Pipeline, validate_request
+    from shared.aml.catalog import Pipeline
+    from shared.aml.request import validate_request
 
     fake.register_component(
         "forecastops_smoke_pipeline",

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from shared.aml.catalog import load_catalog, validate_request
+from shared.aml.backend import RunNotFound
+from shared.aml.catalog import load_catalog
 from shared.aml.local.backend import LocalBackend
-from shared.aml.status import RunNotFound
+from shared.aml.request import validate_request
 from shared.settings import Settings, settings_env
 from tests.drivers import ROOT_DIR
 

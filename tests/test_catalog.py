@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.aml.catalog import CatalogError, load_catalog, validate_request
+from shared.aml.catalog import CatalogError, load_catalog
+from shared.aml.request import validate_request
 from tests.drivers import ROOT_DIR
 
 

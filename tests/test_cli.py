@@ -87,7 +87,8 @@ def test_the_readme_command_line_examples_run(tmp_path):
 
 
 def test_the_readme_submit_body_is_a_valid_request():
-    from shared.aml.catalog import load_catalog, validate_request
+    from shared.aml.catalog import load_catalog
+    from shared.aml.request import validate_request
 
     body = re.search(r"^(\{\"parameters\".+?\})\n```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
     request, problems = validate_request(

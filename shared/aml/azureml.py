@@ -30,17 +30,10 @@ from azure.core.exceptions import (
 )
 
 from shared import ROOT
-from shared.aml.catalog import Pipeline, RunRequest
-from shared.aml.status import (
-    Backend,
-    BackendError,
-    RunError,
-    RunNotFound,
-    RunStatus,
-    StepStatus,
-    TransientBackendError,
-    normalise,
-)
+from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBackendError
+from shared.aml.catalog import Pipeline
+from shared.aml.request import RunRequest
+from shared.aml.status import RunError, RunStatus, StepStatus, normalise
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,10 @@ import re
 from collections.abc import Callable
 
 from shared import http
-from shared.aml.catalog import Pipeline, validate_request
-from shared.aml.status import Backend, BackendError, RunNotFound, RunStatus, TransientBackendError
+from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBackendError
+from shared.aml.catalog import Pipeline
+from shared.aml.request import validate_request
+from shared.aml.status import RunStatus
 from shared.http import Answer
 
 log = logging.getLogger(__name__)

@@ -1,17 +1,13 @@
-"""Azure ML pipeline runs: one interface, two backends (``azureml`` and ``local``).
-
-Both report a :class:`RunStatus` with AML's own status and a normalised one, so that the HTTP
-API, the durable watch and the command line never care which backend ran the pipeline.
+"""AML run statuses: AML's own job states, the normalised ones, which end a run and which
+are waited out, and the :class:`RunStatus` every backend reports, so that the HTTP API, the
+durable watch and the command line never care which backend ran the pipeline.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-
-from shared.aml.catalog import Pipeline, RunRequest
 
 #: AML job states -> the normalised status
 NORMALISED: dict[str, str] = {
@@ -81,42 +77,3 @@ class RunStatus(BaseModel):
         return cls(
             run_id=run_id, aml_status=aml_status, status=normalise(aml_status), terminal=aml_status in TERMINAL, **kw
         )
-
-
-class RunNotFound(LookupError):
-    """No run of that id."""
-
-
-class BackendError(Exception):
-    """AML refused or failed in a way the caller should see (not worth a retry here)."""
-
-    def __init__(self, message: str, *, status: int = 502, code: str = "aml_error") -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-
-
-class TransientBackendError(BackendError):
-    """AML is throttling or unavailable; retry later."""
-
-    def __init__(self, message: str, retry_after: int = 30) -> None:
-        super().__init__(message, status=503, code="aml_unavailable")
-        self.retry_after = retry_after
-
-
-class Backend(ABC):
-    name: str
-
-    @abstractmethod
-    def submit(self, pipeline: Pipeline, request: RunRequest, run_id: str) -> tuple[RunStatus, bool]:
-        """Start ``pipeline`` as run ``run_id``; ``(status, False)`` if that run already
-        exists (the same idempotency key), ``(status, True)`` if this call started it."""
-
-    @abstractmethod
-    def get(self, run_id: str) -> RunStatus:
-        """The run's status, steps, error and metrics; :class:`RunNotFound` if none."""
-
-    @abstractmethod
-    def cancel(self, run_id: str) -> RunStatus:
-        """Ask the run to stop (idempotent); the status as it stands after asking."""

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 
 from shared import ROOT, runtime
 from shared.aml import runs
+from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
-from shared.aml.status import Backend
 from shared.ingestion.formats import load_mappings
 from shared.lake import Lake, LakeError, LocalLake, make_lake
 from shared.settings import get_settings

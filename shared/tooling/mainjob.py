@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared.aml import runs
+from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
-from shared.aml.status import Backend
 from shared.lake import Lake
 from shared.tooling import report, synth
 from shared.tooling.batch import ingest_all, raw_paths, summarise, upload_tree

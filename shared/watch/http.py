@@ -23,7 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared import clock
-from shared.aml.catalog import Pipeline, validate_request
+from shared.aml.catalog import Pipeline
+from shared.aml.request import validate_request
 from shared.http import Answer, Problem, error, invalid_request, json_body, problem
 from shared.watch.policy import RunState, WatchOptions, start
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared import clock
 from shared.aml import runs
-from shared.aml.status import Backend
+from shared.aml.backend import Backend
 from shared.watch import policy
 from shared.watch.policy import RunState, WatchState
 

@@ -1,0 +1,127 @@
+"""The plan: an AML pipeline job YAML and its component YAMLs resolved for this machine, the
+way AML resolves them (``${{parent.inputs.x}}``, ``${{parent.jobs.<step>.outputs.<o>}}``,
+``${{inputs.x}}``, ``$[[optional]]``), into one command line per step."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared import ROOT
+from shared.aml.catalog import Pipeline
+from shared.aml.request import RunRequest
+from shared.lake import Lake, LocalLake
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]
+    cwd: Path
+    outputs: dict[str, Path]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+_BINDING = re.compile(r"\$\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+_OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.S)
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _local_path(value: str, lake: Lake, work: Path, name: str) -> str:
+    """A uri input (``azureml://datastores/<store>/paths/<p>`` or a lake path) as a folder here."""
+    m = re.match(r"^azureml://datastores/[^/]+/paths/(.*)$", value)
+    rel = (m.group(1) if m else value).strip("/")
+    if isinstance(lake, LocalLake):
+        return str(lake.root / rel)
+    target = work / "inputs" / name
+    for path in lake.list(rel):
+        dest = target / path[len(rel) :].lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(lake.read_bytes(path))
+    return str(target)
+
+
+def plan(pipeline: Pipeline, request: RunRequest, lake: Lake, work: Path) -> list[Step]:
+    """The steps of ``pipeline`` in order, with every binding resolved."""
+    if pipeline.local is None:
+        raise ValueError(f"pipeline {pipeline.name} has no local definition")
+    job_file = ROOT / pipeline.local.job
+    job = _yaml(job_file)
+    values: dict[str, str] = {}
+    for name, spec in (job.get("inputs") or {}).items():
+        default = spec.get("default", spec.get("path")) if isinstance(spec, dict) else spec
+        if default is not None:
+            values[name] = str(default)
+    values.update({k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in request.parameters.items()})
+    values.update(request.inputs)
+    for name, spec in (job.get("inputs") or {}).items():
+        if isinstance(spec, dict) and spec.get("type") in ("uri_folder", "uri_file", "mltable") and name in values:
+            values[name] = _local_path(values[name], lake, work, name)
+    steps: list[Step] = []
+    produced: dict[str, dict[str, Path]] = {}
+    for step_name, step in (job.get("jobs") or {}).items():
+        ref = step["component"]
+        if isinstance(ref, str) and ref.startswith("azureml:"):
+            comp_name = ref.split(":")[1]
+            comp_file = ROOT / pipeline.local.components[comp_name]
+        else:
+            comp_file = (job_file.parent / str(ref).removeprefix("file:")).resolve()
+        comp = _yaml(comp_file)
+        outputs = {o: work / "outputs" / step_name / o for o in (comp.get("outputs") or {})}
+        inputs: dict[str, str] = {}
+        for name, spec in (comp.get("inputs") or {}).items():
+            if isinstance(spec, dict) and spec.get("default") is not None:
+                inputs[name] = str(spec["default"])
+        for name, bound in (step.get("inputs") or {}).items():
+            inputs[name] = _bind(str(bound), values, produced)
+        context = {
+            **{f"inputs.{k}": v for k, v in inputs.items()},
+            **{f"outputs.{k}": str(v) for k, v in outputs.items()},
+        }
+        argv = shlex.split(_render(comp["command"], context, comp_file))
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        steps.append(Step(step_name, argv, (comp_file.parent / comp.get("code", ".")).resolve(), outputs))
+        produced[step_name] = outputs
+    return steps
+
+
+def _render(command: str, context: dict[str, str], where: Path) -> str:
+    """A component's command with its ``$[[optional]]`` parts and ``${{...}}`` bindings."""
+    command = _OPTIONAL.sub(lambda m: m.group(1) if _bound_all(m.group(1), context) else "", command)
+    return _BINDING.sub(lambda m: _lookup(m.group(1), context, where), command)
+
+
+def _bound_all(text: str, context: dict[str, str]) -> bool:
+    return all(m.group(1) in context for m in _BINDING.finditer(text))
+
+
+def _lookup(name: str, context: dict[str, str], where: Path) -> str:
+    if name not in context:
+        raise ValueError(f"{where}: ${{{{{name}}}}} is not bound")
+    return shlex.quote(context[name])
+
+
+def _bind(value: str, values: dict[str, str], produced: dict[str, dict[str, Path]]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        parts = m.group(1).split(".")
+        if parts[:2] == ["parent", "inputs"] and len(parts) == 3:
+            if parts[2] not in values:
+                raise ValueError(f"pipeline input {parts[2]!r} has no value")
+            return values[parts[2]]
+        if parts[:2] == ["parent", "jobs"] and len(parts) == 5 and parts[3] == "outputs":
+            return str(produced[parts[2]][parts[4]])
+        raise ValueError(f"unsupported binding ${{{{{m.group(1)}}}}}")
+
+    return _BINDING.sub(sub, value)

@@ -1,0 +1,269 @@
+"""A request to start one run of a catalog pipeline: the HTTP body, ours or the body of ADF's
+built-in "Machine Learning Execute Pipeline" activity, checked and turned into a
+:class:`RunRequest`, or every problem with it listed as ``{field, message}``.
+
+Checking goes in two stages, so that every problem is listed at once: the body's shape
+(:class:`OurBody` or :class:`AdfBody`, pydantic models), then its parameters and inputs
+against the pipeline's declared ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.aml.catalog import NAME_PATTERN, Parameter, Pipeline
+from shared.http import Problem, problem
+
+_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+class RunRequest(BaseModel):
+    """A validated request to start one run of a catalog pipeline."""
+
+    pipeline: str
+    parameters: dict[str, Any]
+    inputs: dict[str, str]
+    experiment: str
+    idempotency_key: str | None
+    tags: dict[str, str]
+    continue_on_step_failure: bool = False
+
+    def job_name(self) -> str:
+        """The AML job name: derived from the idempotency key when there is one, so that the
+        same key always names the same job (and a second submit finds the first)."""
+        if self.idempotency_key is None:
+            return f"{self.pipeline}-{uuid.uuid4().hex[:20]}"
+        digest = hashlib.sha256(f"{self.pipeline}\n{self.idempotency_key}".encode()).hexdigest()[:16]
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", self.idempotency_key).strip("-")[:40]
+        return f"{self.pipeline}-{slug}-{digest}" if slug else f"{self.pipeline}-{digest}"
+
+
+def _experiment(value: str) -> str:
+    if value and not re.match(NAME_PATTERN, value):
+        raise ValueError("letters, digits, '_' and '-', at most 63, starting with a letter or digit")
+    return value
+
+
+def _key(value: str) -> str:
+    if not _KEY.match(value):
+        raise ValueError("1 to 200 of letters, digits, '_', '-', '.', ':' (ADF's pipeline().RunId fits)")
+    return value
+
+
+Experiment = Annotated[str, AfterValidator(_experiment)]
+IdempotencyKey = Annotated[str, AfterValidator(_key)]
+Tags = dict[str, str]
+
+
+class OurBody(BaseModel):
+    """``{"parameters", "inputs", "experiment", "idempotency_key", "tags"}``, all optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = None
+    experiment: Experiment | None = None
+    idempotency_key: IdempotencyKey | None = None
+    tags: Tags | None = None
+
+
+class DataPath(BaseModel):
+    """One of ADF's ``dataPathAssignments``: a datastore and a path in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    DataStoreName: str = Field(min_length=1)
+    RelativePath: str
+
+
+class AdfBody(BaseModel):
+    """The body of ADF's "Machine Learning Execute Pipeline" activity (parameters as text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mlPipelineParameters: dict[str, Any] | None = None
+    dataPathAssignments: dict[str, Any] | None = None
+    experimentName: Experiment | None = None
+    idempotency_key: IdempotencyKey | None = None
+    tags: Tags | None = None
+    continueOnStepFailure: bool = False
+
+
+Body = OurBody | AdfBody
+ADF_FIELDS = frozenset({"experimentName", "mlPipelineParameters", "dataPathAssignments", "continueOnStepFailure"})
+
+
+def validate_request(pipeline: Pipeline, body: Any) -> tuple[RunRequest | None, list[Problem]]:
+    """A :class:`RunRequest` from an HTTP body, or every problem with it (field, message)."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        return None, [problem("(body)", "expected a JSON object")]
+    adf = bool(ADF_FIELDS & set(body))
+    model: type[Body] = AdfBody if adf else OurBody
+    parsed, problems = _shape(model, body)
+    params_field, inputs_field = ("mlPipelineParameters", "dataPathAssignments") if adf else ("parameters", "inputs")
+    raw_params = body.get(params_field)
+    parameters, found = check_parameters(
+        pipeline, raw_params if isinstance(raw_params, dict) else {}, params_field, adf
+    )
+    problems += found
+    raw_inputs = body.get(inputs_field)
+    inputs, found = _inputs(pipeline, raw_inputs if isinstance(raw_inputs, dict) else {}, inputs_field, adf)
+    problems += found
+    if problems or parsed is None:
+        return None, _ordered(problems, list(model.model_fields))
+    if isinstance(parsed, AdfBody):
+        experiment, cosf = parsed.experimentName, parsed.continueOnStepFailure
+    else:
+        experiment, cosf = parsed.experiment, False
+    return (
+        RunRequest(
+            pipeline=pipeline.name,
+            parameters=parameters,
+            inputs=inputs,
+            experiment=experiment or pipeline.experiment,
+            idempotency_key=parsed.idempotency_key,
+            tags={**pipeline.tags, **(parsed.tags or {})},
+            continue_on_step_failure=cosf,
+        ),
+        [],
+    )
+
+
+def _shape(
+    model: type[OurBody] | type[AdfBody], body: dict[str, Any]
+) -> tuple[OurBody | AdfBody | None, list[Problem]]:
+    try:
+        return model.model_validate(body), []
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "(body)"
+            if err["type"] == "extra_forbidden":
+                message = f"unknown field; expected {', '.join(sorted(model.model_fields))}"
+            elif field in ("parameters", "inputs", "mlPipelineParameters", "dataPathAssignments", "tags"):
+                message = "expected an object of string: string" if field == "tags" else "expected an object"
+            else:
+                message = err["msg"].removeprefix("Value error, ")
+            if not any(p["field"] == field for p in problems):
+                problems.append(problem(field, message))
+        return None, problems
+
+
+def _ordered(problems: list[Problem], fields: list[str]) -> list[Problem]:
+    """Unknown fields first, then in the body's field order (each field's own items after it)."""
+    rank = {f: i for i, f in enumerate(fields)}
+    return sorted(problems, key=lambda p: rank.get(p["field"].split(".")[0], -1))
+
+
+def check_parameters(
+    pipeline: Pipeline, given: dict[str, Any], field: str, from_text: bool
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The pipeline's parameters from ``given`` with defaults filled in, or the problems."""
+    problems = [
+        problem(
+            f"{field}.{name}", f"unknown parameter; {pipeline.name} takes {', '.join(pipeline.parameters) or 'none'}"
+        )
+        for name in sorted(set(given) - set(pipeline.parameters))
+    ]
+    parameters: dict[str, Any] = {}
+    for name, spec in pipeline.parameters.items():
+        if name in given:
+            value, error = coerce(spec, given[name], from_text)
+            if error:
+                problems.append(problem(f"{field}.{name}", error))
+            else:
+                parameters[name] = value
+        elif spec.required:
+            problems.append(problem(f"{field}.{name}", "required"))
+        elif spec.default is not None:
+            parameters[name] = spec.default
+    return parameters, problems
+
+
+def coerce(spec: Parameter, value: Any, from_text: bool) -> tuple[Any, str | None]:
+    """The value in the parameter's type; ADF's activity sends every parameter as text."""
+    t = spec.type
+    if from_text and isinstance(value, str):
+        try:
+            value = _from_text(t, value)
+        except ValueError:
+            return None, f"expected {t}, got {value!r}"
+    ok = {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "boolean": isinstance(value, bool),
+    }[t]
+    if not ok:
+        return None, f"expected {t}, got {type(value).__name__} {value!r}"
+    if spec.allowed is not None and value not in spec.allowed:
+        return None, f"{value!r} is not one of {', '.join(map(str, spec.allowed))}"
+    return value, None
+
+
+def _from_text(t: str, value: str) -> Any:
+    if t == "integer":
+        return int(value)
+    if t == "number":
+        return float(value)
+    if t == "boolean":
+        if value.lower() not in ("true", "false"):
+            raise ValueError(value)
+        return value.lower() == "true"
+    return value
+
+
+def input_path_ok(value: str) -> bool:
+    """An AML data URI, or a relative lake path that stays inside the lake."""
+    m = re.match(r"^azureml://datastores/[A-Za-z0-9_]+/paths/(.*)$", value)
+    rel = m.group(1) if m else value
+    if re.match(r"^[a-z]+://", rel) or rel.startswith("/") or "\\" in rel:
+        return False
+    return bool(rel.strip("/")) and all(p not in ("..", ".") for p in rel.strip("/").split("/"))
+
+
+def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) -> tuple[dict[str, str], list[Problem]]:
+    """The pipeline's inputs as paths, defaults filled in: ours name a path, ADF's a datastore
+    and a relative path."""
+    problems: list[Problem] = []
+    inputs: dict[str, str] = {}
+    takes = ", ".join(pipeline.inputs) or "none"
+    for name, value in given.items():
+        path = _adf_path(value) if adf else value
+        if name not in pipeline.inputs:
+            problems.append(problem(f"{field}.{name}", f"unknown input; {pipeline.name} takes {takes}"))
+        elif adf and path is None:
+            problems.append(problem(f"{field}.{name}", "expected {DataStoreName, RelativePath}"))
+        elif not adf and (not isinstance(path, str) or not input_path_ok(path)):
+            problems.append(
+                problem(
+                    f"{field}.{name}", "expected azureml://datastores/<store>/paths/<path> or a lake path (no '..')"
+                )
+            )
+        else:
+            inputs[name] = str(path)
+    for name, spec in pipeline.inputs.items():
+        if name not in inputs and not any(p["field"] == f"{field}.{name}" for p in problems):
+            if spec.default is not None:
+                inputs[name] = spec.default
+            elif spec.required:
+                problems.append(problem(f"{field}.{name}", "required"))
+    return inputs, problems
+
+
+_PATH_EXPECTED = "expected azureml://datastores/<store>/paths/<path> or a lake path (no '..')"
+
+
+def _adf_path(value: Any) -> str | None:
+    try:
+        ref = DataPath.model_validate(value)
+    except ValidationError:
+        return None
+    return f"azureml://datastores/{ref.DataStoreName}/paths/{ref.RelativePath.lstrip('/')}"
