@@ -27,9 +27,11 @@ run: $(STAMP)
 test: setup
 	$(PY) -m pytest
 
+## ruff (lint and format) and mypy (types)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 ## normalisation throughput and memory against bare pyarrow (prints numbers; not a test)
 bench: $(STAMP)

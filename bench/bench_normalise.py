@@ -251,7 +251,7 @@ def gzip_input(target: int) -> Input:
                     done["in"] += len(text)
                     done["out"] += len(out)
                 f.write(z.flush())
-        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+        except BaseException as e:
             failed.append(e)
             while todo.get() is not None:
                 pass

@@ -60,7 +60,7 @@ async def pipeline_runs_watch_cancel(req: func.HttpRequest, client: df.DurableOr
 
 @bp.orchestration_trigger(context_name="context")
 def watch_pipeline_runs(context: df.DurableOrchestrationContext):
-    given = context.get_input(expected_type=dict)
+    given = context.get_input(expected_type=dict) or {}
     state = policy.WatchState.model_validate(given.get("state", given))
     # one waiter per generation, raced against every timer: a new waiter per poll would leave
     # the old ones registered, and the SDK hands an event to the newest, losing the cancel
@@ -105,7 +105,7 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
             timer = context.create_timer(command.until)
             winner = yield context.task_any([timer, cancel])
             if winner == cancel:
-                timer.cancel()
+                timer.cancel()  # type: ignore[attr-defined]  # a TimerTask, typed by the SDK as TaskBase
                 reply = True
             else:
                 reply = False

@@ -18,13 +18,14 @@ import os
 import stat
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobServiceClient
+    from azure.storage.blob import BlobClient, BlobServiceClient
+    from typing_extensions import Buffer
 
     from shared.settings import Settings
 
@@ -195,6 +196,9 @@ class LocalLake(Lake):
         return str(self._file(path))
 
 
+T = TypeVar("T")
+
+
 class _ChunkReader(io.RawIOBase):
     """A readable stream over an iterator of byte chunks (a blob download)."""
 
@@ -205,7 +209,8 @@ class _ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, b: Buffer) -> int:
+        b = memoryview(b).cast("B")
         while not self._buf:
             try:
                 self._buf = memoryview(_translate(next, self._chunks))
@@ -220,7 +225,7 @@ class _ChunkReader(io.RawIOBase):
 class _BlockWriter(io.RawIOBase):
     """Stages ``chunk_bytes`` blocks as they fill; the caller commits the block list."""
 
-    def __init__(self, blob, chunk_bytes: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, blob: BlobClient, chunk_bytes: int) -> None:
         self._blob = blob
         self._chunk = chunk_bytes
         self._buf = bytearray()
@@ -230,7 +235,8 @@ class _BlockWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[no-untyped-def]
+    def write(self, b: Buffer) -> int:
+        b = memoryview(b).cast("B")
         self._buf += b
         while len(self._buf) >= self._chunk:
             self._stage(bytes(self._buf[: self._chunk]))
@@ -252,7 +258,7 @@ class _BlockWriter(io.RawIOBase):
         _translate(self._blob.commit_block_list, [BlobBlock(block_id=b) for b in self.block_ids])
 
 
-def _translate(call, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _translate(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run an SDK call, turning its errors into the lake's own."""
     from azure.core.exceptions import (
         HttpResponseError,
@@ -289,7 +295,7 @@ class BlobLake(Lake):
             conn = AZURITE_CONNECTION_STRING
         return cls(BlobServiceClient.from_connection_string(conn), chunk_bytes)
 
-    def _blob(self, path: str):  # type: ignore[no-untyped-def]
+    def _blob(self, path: str) -> BlobClient:
         container, _, name = check_path(path).partition("/")
         return self.service.get_blob_client(container, name)
 
@@ -305,14 +311,14 @@ class BlobLake(Lake):
         info = ObjectInfo(path, downloader.properties.etag, downloader.properties.size)
         raw = _ChunkReader(iter(downloader.chunks()))
         with io.BufferedReader(raw, buffer_size=self.chunk_bytes) as stream:
-            yield stream, info  # type: ignore[misc]
+            yield cast(BinaryIO, stream), info
 
     @contextlib.contextmanager
     def writer(self, path: str) -> Iterator[BinaryIO]:
         blob = self._blob(path)
         self._ensure_container(blob.container_name)
         sink = _BlockWriter(blob, self.chunk_bytes)
-        yield sink  # type: ignore[misc]
+        yield cast(BinaryIO, sink)
         sink.finish()
 
     def _ensure_container(self, container: str) -> None:
@@ -383,8 +389,8 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
-        n = self._inner.readinto(b)  # type: ignore[attr-defined]
+    def readinto(self, b: Buffer) -> int:
+        n = cast(io.RawIOBase, self._inner).readinto(b)
         if n:
             self.sha256.update(memoryview(b)[:n])
             self.bytes += n
@@ -402,7 +408,8 @@ class HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[no-untyped-def]
+    def write(self, b: Buffer) -> int:
+        b = memoryview(b).cast("B")
         self.sha256.update(b)
         self.bytes += len(b)
         self._inner.write(bytes(b))

@@ -53,17 +53,24 @@ class Settings(BaseSettings):
     local_runs_root: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_LOCAL_RUNS_ROOT"))
 
 
+def env_name(field: str) -> str:
+    """The app-setting name of a settings field (the first name its alias accepts)."""
+    alias = Settings.model_fields[field].validation_alias
+    if not isinstance(alias, AliasChoices) or not isinstance(alias.choices[0], str):
+        raise TypeError(f"settings field {field} has no app-setting name")
+    return alias.choices[0]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as the environment variables that would produce them (for a child
     process that must see the same lake and backends)."""
     env = {}
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         value = getattr(settings, name)
         if value is not None:
             if isinstance(value, Path):
                 value = value.absolute()
-            alias = field.validation_alias.choices[0]  # type: ignore[union-attr]
-            env[alias] = str(value)
+            env[env_name(name)] = str(value)
     return env
 
 

@@ -1019,7 +1019,7 @@ def _request_body(request: Any) -> bytes:
     for attr in ("content", "data", "body"):
         try:
             value = getattr(request, attr)
-        except Exception:  # noqa: BLE001 - rest requests raise on .content for streams
+        except Exception:
             continue
         if value is None:
             continue

@@ -20,7 +20,7 @@ def ingestion_stub(monkeypatch):
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = zlib.decompress(body, 16 + zlib.MAX_WBITS)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 
 from azure.ai.ml import Input, MLClient, load_job
-from azure.ai.ml.entities import Job, PipelineJob
+from azure.ai.ml.entities import Job, PipelineJob, PipelineJobSettings
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -157,7 +157,7 @@ class AzureMLBackend(Backend):
             )
             return job
         if d.kind == "pipeline_job":
-            job = load_job(ROOT / d.job)  # type: ignore[operator]
+            job = cast(PipelineJob, load_job(ROOT / str(d.job)))
             for name, value in inputs.items():
                 # attribute, not item, assignment: an item replaces the input's wrapper object
                 # and create_or_update then fails to serialise it
@@ -168,10 +168,12 @@ class AzureMLBackend(Backend):
         job.name = run_id
         job.experiment_name = request.experiment
         job.tags = {**(job.tags or {}), **tags}
+        settings = job.settings if job.settings is not None else PipelineJobSettings()
         if pipeline.compute:
-            job.settings.default_compute = pipeline.compute
+            settings.default_compute = pipeline.compute
         if request.continue_on_step_failure:
-            job.settings.continue_on_step_failure = True
+            settings.continue_on_step_failure = True
+        job.settings = settings
         return self._call("create job", self.client.jobs.create_or_update, job)
 
     def get(self, run_id: str) -> RunStatus:
@@ -228,7 +230,7 @@ class AzureMLBackend(Backend):
         tags = dict(job.tags or {})
         created = getattr(job, "creation_context", None)
         return RunStatus.of(
-            job.name,
+            str(job.name),
             aml_status,
             pipeline=pipeline or tags.get(TAG_PIPELINE),
             backend=self.name,
@@ -247,8 +249,9 @@ class AzureMLBackend(Backend):
     def _step_error(self, run_id: str) -> str | None:
         """A failed step's own message, from Run History (the Job objects carry none)."""
         try:
-            details = self.client.jobs._runs_operations.get_run_details(run_id)  # noqa: SLF001 (no public route)
-            return re.sub(r"\s+", " ", details.error.error.message)[:2000]
+            details = self.client.jobs._runs_operations.get_run_details(run_id)
+            message = details.error.error.message if details.error and details.error.error else None
+            return re.sub(r"\s+", " ", message)[:2000] if message else None
         except Exception as e:  # a missing message must not hide the failure itself
             log.warning("error of step %s: not readable (%s)", run_id, e)
             return None
@@ -302,7 +305,8 @@ def _first_line(e: Exception) -> str:
 
 
 def _retry_after(e: HttpResponseError) -> int:
-    value = e.response.headers.get("Retry-After") if e.response is not None else None
+    headers = getattr(e.response, "headers", None) or {}
+    value = headers.get("Retry-After")
     return int(value) if value and value.isdigit() else 30
 
 

@@ -142,7 +142,7 @@ def _shape(
     try:
         return model.model_validate(body), []
     except ValidationError as e:
-        problems = []
+        problems: list[Problem] = []
         for err in e.errors():
             field = str(err["loc"][0]) if err["loc"] else "(body)"
             if err["type"] == "extra_forbidden":

@@ -192,40 +192,32 @@ class Converter:
                 days = value.cast(pa.int32())
                 value = pc.subtract(days, pc.day_of_week(value).cast(pa.int32())).cast(pa.date32())
         else:
-            value, failed = _parse_numbers(text)
-            if failed is not None:
-                out.append(Violation(col.name, "invalid_number", failed, raw, "not a number"))
-            if src.multiply_by:
-                factor_raw = batch.columns.get(normalise_header(src.multiply_by), _broadcast(None, len(raw)))
-                factor_text = pc.utf8_trim_whitespace(factor_raw)
-                factor, f_failed = _parse_numbers(factor_text)
-                if f_failed is not None:
-                    out.append(
-                        Violation(
-                            col.name, "invalid_number", f_failed, factor_raw, f"{src.multiply_by} is not a number"
-                        )
-                    )
-                value = pc.multiply(value, factor)
-            conv = self._units.get(col.name)
-            if conv is not None and conv != (1.0, 0.0):
-                value = pc.add(pc.multiply(value, conv[0]), conv[1])
-            if col.decimals is not None:
-                # + 0.0 turns the -0.0 that rounding can leave into 0.0
-                value = pc.add(pc.round(value, col.decimals), 0.0)
-            if col.type == "int":
-                # beyond int64 (1e20 cases): too large, not a crash of the cast below
-                huge = pc.fill_null(pc.greater(pc.abs(value), 9.0e18), False)
-                if pc.any(huge).as_py():
-                    out.append(Violation(col.name, "above_maximum", huge, raw, "too large for a whole number"))
-                    value = pc.if_else(huge, pa.scalar(None, pa.float64()), value)
-                integral = pc.equal(pc.floor(value), value)
-                not_int = pc.invert(pc.fill_null(integral, True))
-                if pc.any(not_int).as_py():
-                    out.append(Violation(col.name, "not_integer", not_int, raw, "not a whole number"))
-                    value = pc.if_else(not_int, pa.scalar(None, pa.float64()), value)
-                value = value.cast(pa.int64())
+            value = self._number(col, src, text, raw, batch, out)
         out += _constraints(col, value, raw)
         return value, out
+
+    def _number(
+        self, col: ColumnSpec, src: Source, text: pa.Array, raw: pa.Array, batch: RawBatch, out: list[Violation]
+    ) -> pa.Array:
+        """A numeric column: parsed, multiplied, converted to the standard unit, rounded, and
+        for whole numbers checked and cast; every violation is added to ``out``."""
+        value, failed = _parse_numbers(text)
+        if failed is not None:
+            out.append(Violation(col.name, "invalid_number", failed, raw, "not a number"))
+        if src.multiply_by:
+            factor_raw = batch.columns.get(normalise_header(src.multiply_by), _broadcast(None, len(raw)))
+            factor, f_failed = _parse_numbers(pc.utf8_trim_whitespace(factor_raw))
+            if f_failed is not None:
+                message = f"{src.multiply_by} is not a number"
+                out.append(Violation(col.name, "invalid_number", f_failed, factor_raw, message))
+            value = pc.multiply(value, factor)
+        conv = self._units.get(col.name)
+        if conv is not None and conv != (1.0, 0.0):
+            value = pc.add(pc.multiply(value, conv[0]), conv[1])
+        if col.decimals is not None:
+            # + 0.0 turns the -0.0 that rounding can leave into 0.0
+            value = pc.add(pc.round(value, col.decimals), 0.0)
+        return _whole(col, value, raw, out) if col.type == "int" else value
 
     def _string(self, src: Source, text: pa.Array) -> pa.Array:
         if src.case == "lower":
@@ -263,6 +255,21 @@ class Converter:
                     Violation(column, rule.name, broken, raws.get(column, values[column]).cast(pa.string()), msg)
                 )
         return out
+
+
+def _whole(col: ColumnSpec, value: pa.Array, raw: pa.Array, out: list[Violation]) -> pa.Array:
+    """Whole numbers as int64; too large or fractional values rejected (and nulled)."""
+    # beyond int64 (1e20 cases): too large, not a crash of the cast below
+    huge = pc.fill_null(pc.greater(pc.abs(value), 9.0e18), False)
+    if pc.any(huge).as_py():
+        out.append(Violation(col.name, "above_maximum", huge, raw, "too large for a whole number"))
+        value = pc.if_else(huge, pa.scalar(None, pa.float64()), value)
+    integral = pc.equal(pc.floor(value), value)
+    not_int = pc.invert(pc.fill_null(integral, True))
+    if pc.any(not_int).as_py():
+        out.append(Violation(col.name, "not_integer", not_int, raw, "not a whole number"))
+        value = pc.if_else(not_int, pa.scalar(None, pa.float64()), value)
+    return value.cast(pa.int64())
 
 
 def _any(masks: list[pa.Array], n: int) -> pa.Array:

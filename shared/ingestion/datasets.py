@@ -181,7 +181,12 @@ class DatasetSpec:
         return next(c for c in self.columns if c.name == name)
 
 
-_TYPES = {str: "string", dt.date: "date", float: "float", int: "int"}
+_TYPES: dict[Any, Literal["string", "date", "float", "int"]] = {
+    str: "string",
+    dt.date: "date",
+    float: "float",
+    int: "int",
+}
 
 
 def _column_spec(name: str, annotation: Any, metadata: list[Any], extra: Any) -> ColumnSpec:

@@ -118,7 +118,7 @@ def open_batches(
         available = flatten_keys(jsonl_first_record(prefix, encoding))
         mapping, how = choose(mappings, dataset, fields, kind, available)
         return jsonl_batches(src, prefix, mapping), mapping, how, None
-    pool = {k: m for k, m in mappings.items() if m.dataset == dataset and m.reader == "json"}
-    available = set().union(*(json_available(doc, m) for m in pool.values())) if pool else set()
+    json_pool = [m for m in mappings.values() if m.dataset == dataset and m.reader == "json"]
+    available = set().union(*(json_available(doc, m) for m in json_pool)) if json_pool else set()
     mapping, how = choose(mappings, dataset, fields, kind, available)
     return iter([json_batch(doc, mapping)]), mapping, how, doc

@@ -144,17 +144,8 @@ class Mapping(BaseModel):
         if missing:
             problems.append(f"no source for {self.dataset} column(s): {', '.join(missing)}")
         for name, src in self.columns.items():
-            if name not in names:
-                continue
-            col, unit = ds.column(name), standard_unit(name)
-            if (src.unit or src.unit_path) and unit is None:
-                problems.append(f"{name} has no unit, so it takes no 'unit'")
-            elif src.unit and canonical_unit(src.unit)[0] != unit[0]:  # type: ignore[index]
-                problems.append(f"{name}: unit {src.unit!r} is not a {unit[0]}")  # type: ignore[index]
-            if src.week and col.type != "date":
-                problems.append(f"{name}: 'week' applies to dates only")
-            if src.path is not None and self.reader != "json":
-                problems.append(f"{name}: 'path' (a document-level JSON path) needs reader = 'json'")
+            if name in names:
+                problems += self._source_problems(name, src, ds.column(name).type)
         if self.aggregate:
             key = set(ds.key)
             free = sorted(names - key - set(self.aggregate) - {"source"})
@@ -167,6 +158,19 @@ class Mapping(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _source_problems(self, name: str, src: Source, column_type: str) -> list[str]:
+        problems = []
+        unit = standard_unit(name)
+        if (src.unit or src.unit_path) and unit is None:
+            problems.append(f"{name} has no unit, so it takes no 'unit'")
+        elif src.unit and unit is not None and canonical_unit(src.unit)[0] != unit[0]:
+            problems.append(f"{name}: unit {src.unit!r} is not a {unit[0]}")
+        if src.week and column_type != "date":
+            problems.append(f"{name}: 'week' applies to dates only")
+        if src.path is not None and self.reader != "json":
+            problems.append(f"{name}: 'path' (a document-level JSON path) needs reader = 'json'")
+        return problems
 
     @property
     def required_columns(self) -> list[str]:

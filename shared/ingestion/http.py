@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from shared import telemetry
-from shared.http import Answer, error, internal_error, invalid_request, json_body, problem
+from shared.http import Answer, Problem, error, internal_error, invalid_request, json_body, problem
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.layout import outputs_for
 from shared.ingestion.service import ingest
@@ -58,30 +58,7 @@ def reingest_request(source: str, body: bytes, invocation_id: str, target: Lake)
     the error record when the whole file was quarantined; 400 listing every problem of the
     request; 404 when the raw file does not exist; 503 when storage keeps failing.
     """
-    if source not in SOURCES:
-        raise ValueError(f"no source {source!r}; known: {', '.join(SOURCES)}")
-    data, problems = json_body(body)
-    if problems:
-        return invalid_request(problems)
-    if not isinstance(data, dict):
-        return invalid_request([problem("(body)", "expected a JSON object")])
-    problems = []
-    path = data.get("path")
-    force = data.get("force", False)
-    unknown = sorted(set(data) - {"path", "force"})
-    if unknown:
-        problems.append(problem(",".join(unknown), "unknown field(s); expected path and force"))
-    if not isinstance(path, str) or not path:
-        problems.append(problem("path", f"required: the raw file to ingest, raw/{source}/..."))
-    else:
-        try:
-            outputs_for(path)
-            if not path.startswith(f"raw/{source}/"):
-                raise ValueError(f"this route ingests raw/{source}/ files; {path!r} is not one")
-        except ValueError as e:
-            problems.append(problem("path", str(e)))
-    if not isinstance(force, bool):
-        problems.append(problem("force", "must be true or false"))
+    path, force, problems = read_reingest_body(source, body)
     if problems:
         return invalid_request(problems)
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
@@ -99,3 +76,32 @@ def reingest_request(source: str, body: bytes, invocation_id: str, target: Lake)
             telemetry.record_ingest(manifest)
         _log_result(manifest)
     return (200 if manifest["status"] == "ingested" else 422), manifest, {}
+
+
+def read_reingest_body(source: str, body: bytes) -> tuple[str, bool, list[Problem]]:
+    """``path`` and ``force`` from a re-ingest body, or every problem with it."""
+    if source not in SOURCES:
+        raise ValueError(f"no source {source!r}; known: {', '.join(SOURCES)}")
+    data, problems = json_body(body)
+    if problems:
+        return "", False, problems
+    if not isinstance(data, dict):
+        return "", False, [problem("(body)", "expected a JSON object")]
+    given = data.get("path")
+    path = given if isinstance(given, str) else ""
+    force = data.get("force", False)
+    unknown = sorted(set(data) - {"path", "force"})
+    if unknown:
+        problems.append(problem(",".join(unknown), "unknown field(s); expected path and force"))
+    if not path:
+        problems.append(problem("path", f"required: the raw file to ingest, raw/{source}/..."))
+    else:
+        try:
+            outputs_for(path)
+            if not path.startswith(f"raw/{source}/"):
+                raise ValueError(f"this route ingests raw/{source}/ files; {path!r} is not one")
+        except ValueError as e:
+            problems.append(problem("path", str(e)))
+    if not isinstance(force, bool):
+        problems.append(problem("force", "must be true or false"))
+    return path, force is True, problems

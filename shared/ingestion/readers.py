@@ -16,10 +16,13 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from shared.ingestion.formats import Mapping, normalise_header
 
@@ -69,7 +72,8 @@ class PrefixedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, b: Buffer) -> int:
+        b = memoryview(b).cast("B")
         if self._prefix:
             n = min(len(b), len(self._prefix))
             b[:n] = self._prefix[:n]
@@ -81,7 +85,7 @@ class PrefixedReader(io.RawIOBase):
         return n
 
 
-def open_decoded(stream: BinaryIO) -> tuple[Any, bytes, str | None]:
+def open_decoded(stream: BinaryIO | io.RawIOBase) -> tuple[Any, bytes, str | None]:
     """The stream decompressed if it is gzip, its first bytes, and the compression found."""
     head = stream.read(2)
     src = PrefixedReader(head, stream)

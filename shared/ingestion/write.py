@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from shared.ingestion.aggregate import Folder
-from shared.ingestion.convert import REJECT_SCHEMA, Context, Converter
+from shared.ingestion.convert import REJECT_SCHEMA, Context, Converted, Converter
 from shared.ingestion.datasets import spec
 from shared.ingestion.dedupe import FirstWins, KeyCounter, duplicate_rejects, key_hashes
 from shared.ingestion.detect import open_batches
@@ -164,15 +164,8 @@ def _pass(
                 # a value no rule foresaw: quarantine the file, never crash (a crash
                 # would make the host retry a bad file, and lose its good rows anyway)
                 raise DataError("unconvertible_value", f"a value could not be converted: {e}") from e
-            good, rejects, rejected = res.good, res.rejects, res.rejected_rows
             _merge(rows["rejected_by_rule"], res.per_rule)
-            if first_wins is not None and good.num_rows:
-                dup = first_wins.duplicates(good)
-                if dup.any():
-                    rejects = pa.concat_tables([rejects, duplicate_rejects(good, dup, res.kept_lines, ds.key)])
-                    rejected += int(dup.sum())
-                    _merge(rows["rejected_by_rule"], {"duplicate_key": int(dup.sum())})
-                    good = good.filter(pa.array(~dup))
+            good, rejects, rejected = _first_wins(first_wins, res, ds.key, rows["rejected_by_rule"])
             if counter is not None and good.num_rows:
                 counter.add(key_hashes(good, hash_key))
             rows["read"] += res.rows_read
@@ -203,6 +196,22 @@ def _pass(
     if rows["read"] != rows["written"] + rows["rejected"]:
         raise RuntimeError(f"{out.raw}: rows do not balance: {rows}")
     return Written(rows, raw, mapping, detected_by, outputs)
+
+
+def _first_wins(
+    first_wins: FirstWins | None, res: Converted, key: tuple[str, ...], per_rule: dict[str, int]
+) -> tuple[pa.Table, pa.Table, int]:
+    """A batch's good rows, rejects and rejected count once later repeats of a key are rejected."""
+    good, rejects, rejected = res.good, res.rejects, res.rejected_rows
+    if first_wins is None or not good.num_rows:
+        return good, rejects, rejected
+    dup = first_wins.duplicates(good)
+    if not dup.any():
+        return good, rejects, rejected
+    found = int(dup.sum())
+    _merge(per_rule, {"duplicate_key": found})
+    rejects = pa.concat_tables([rejects, duplicate_rejects(good, dup, res.kept_lines, key)])
+    return good.filter(pa.array(~dup)), rejects, rejected + found
 
 
 class _Again(Exception):

@@ -22,8 +22,10 @@ def read_csv(data: bytes) -> list[dict[str, str]]:
 
 
 def _f(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
     try:
-        return float(value) if value not in (None, "") else None
+        return float(value)
     except ValueError:
         return None
 
@@ -138,7 +140,8 @@ def _lines(points: list[tuple[str, float | None, float | None]], title: str) -> 
         return f"{pad + (w - 2 * pad) * i / n:.1f},{h - pad - (h - 2 * pad) * v / top:.1f}"
 
     def path(k: int, colour: str, dash: str = "") -> str:
-        pts = " ".join(xy(i, p[k]) for i, p in enumerate(points) if p[k] is not None)
+        series = [p[1] if k == 1 else p[2] for p in points]
+        pts = " ".join(xy(i, v) for i, v in enumerate(series) if v is not None)
         return f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2" {dash}/>'
 
     first, last = html.escape(points[0][0]), html.escape(points[-1][0])

@@ -239,9 +239,10 @@ def _build_world(rng: np.random.Generator, regions: list[Region], stores_per_reg
             ]
             # two regions or more: by region; a single region: split its stores in halves
             group = reg.index % 2 if n_reg >= 2 else int(j >= (stores_per_region + 1) // 2)
-            missing = tuple(bool(x) for x in rng.random(4) < 0.08)
+            gaps = rng.random(4) < 0.08
+            missing = (bool(gaps[0]), bool(gaps[1]), bool(gaps[2]), bool(gaps[3]))
             sid = f"S{len(stores) + 1:04d}"
-            stores.append(Store(len(stores), sid, reg, z, large, fmt, group, missing))  # type: ignore[arg-type]
+            stores.append(Store(len(stores), sid, reg, z, large, fmt, group, missing))
     # a region of two stores or more has both formats: if its draw gave one, the last store
     # takes the other (no extra draws, so the rest of the world is unchanged)
     for reg in regions:
@@ -256,8 +257,8 @@ def _build_world(rng: np.random.Generator, regions: list[Region], stores_per_reg
     # exactly one zip is published in metric units: the last W2 zip
     w2 = [z for z in zips if z.source == "W2"]
     if w2:
-        last = w2[-1]
-        zips[last.index] = Zip(**{**last.__dict__, "source": "W2m"})
+        metric = w2[-1]
+        zips[metric.index] = Zip(**{**metric.__dict__, "source": "W2m"})
         stores = [Store(**{**s.__dict__, "zip": zips[s.zip.index]}) for s in stores]
     return zips, stores
 
@@ -469,21 +470,12 @@ class _Writer:
         self.files.append({"path": rel, "code": code, "layout": LAYOUTS[code], "rows": rows, "bytes": len(data)})
 
 
-def _write_weather(
-    wr: _Writer,
-    rng: np.random.Generator,
-    zips: list[Zip],
-    obs_days: list[date],
-    truth: dict[str, np.ndarray],
-    issue_dates: list[date],
-    all_days: list[date],
+def _write_us_obs(
+    wr: _Writer, rng: np.random.Generator, zips: list[Zip], obs_days: list[date], t: dict[str, np.ndarray]
 ) -> None:
     D = len(obs_days)
     us_dates = [d.strftime("%m/%d/%Y") for d in obs_days]
-    iso_dates = [d.isoformat() for d in obs_days]
     years = np.array([d.year for d in obs_days])
-    t = {k: v[:, :D] for k, v in truth.items()}
-
     # W1: per region and year, zip (unpadded) then date
     by_region: dict[str, list[Zip]] = {}
     for z in zips:
@@ -506,6 +498,12 @@ def _write_weather(
         for y in sorted(per_year):
             wr.text(f"weather/us_obs/region={rname}/{y}.csv", "W1", HEADERS["W1"], per_year[y])
 
+
+def _write_ghcn(
+    wr: _Writer, rng: np.random.Generator, zips: list[Zip], obs_days: list[date], t: dict[str, np.ndarray]
+) -> None:
+    D = len(obs_days)
+    iso_dates = [d.isoformat() for d in obs_days]
     # W2: one station file per zip; SNOW/SNWD empty where not measured (and ~3% of days)
     snwd_missing = rng.random((len(zips), D)) < 0.03
     for z in zips:
@@ -529,6 +527,22 @@ def _write_weather(
                 f'"{z.station}","{z.station_name}","{iso_dates[j]}","{prcp[j]}","{sn}","{sd}","{tx[j]}","{tn[j]}"'
             )
         wr.text(rel, "W2m" if z.source == "W2m" else "W2", HEADERS["W2"], lines)
+
+
+def _write_weather(
+    wr: _Writer,
+    rng: np.random.Generator,
+    zips: list[Zip],
+    obs_days: list[date],
+    truth: dict[str, np.ndarray],
+    issue_dates: list[date],
+    all_days: list[date],
+) -> None:
+    D = len(obs_days)
+    t = {k: v[:, :D] for k, v in truth.items()}
+
+    _write_us_obs(wr, rng, zips, obs_days, t)
+    _write_ghcn(wr, rng, zips, obs_days, t)
 
     # W3: forecasts issued each week-ending Saturday for the next 16 days, every zip
     pos = {d: k for k, d in enumerate(all_days)}
@@ -661,8 +675,8 @@ def _write_shipments(
                 (r, k, quarter, f"{dsd[r].store_id},{sku_ids[k]},{ts.isoformat()},{qty},{int(rets[m, j])}")
             )
     for day in sorted(per_day):
-        rows = sorted(per_day[day])
-        wr.text(f"shipments/deliveries/{day.isoformat()}.csv", "S2", HEADERS["S2"], [x[3] for x in rows])
+        deliveries = sorted(per_day[day])
+        wr.text(f"shipments/deliveries/{day.isoformat()}.csv", "S2", HEADERS["S2"], [x[3] for x in deliveries])
 
 
 def _write_demographics(wr: _Writer, stores: list[Store]) -> None:

@@ -73,14 +73,7 @@ def steps(state: WatchState, now: Callable[[], dt.datetime], cancelled: Callable
 
     ``cancelled`` tells whether a cancel of the watch has arrived (checked after each poll,
     besides the :class:`Sleep` reply)."""
-    to_submit = [r for r in state.runs if r.run_id is None and not r.done]
-    if to_submit:
-        outcomes = yield Submit(to_submit)
-        for r, (ok, answer) in zip(to_submit, outcomes, strict=True):
-            if ok:
-                r.run_id, r.portal_url = answer["run_id"], answer.get("portal_url")
-            else:
-                policy.fail_run(state, r.index, {"message": f"submit failed: {answer}", "code": "submit_failed"})
+    yield from _submit_new(state)
     polls_at_start = state.polls
     while True:
         t = now()
@@ -95,23 +88,36 @@ def steps(state: WatchState, now: Callable[[], dt.datetime], cancelled: Callable
         if decision == "done":
             policy.finish(state)
             return policy.result(state)
-        if decision == "timed_out" or cancelled():
-            if decision != "timed_out" or state.options.cancel_on_timeout:
-                yield from _cancel_pending(state)
-            if decision == "timed_out":
-                policy.time_out(state)
-            else:
-                policy.cancel_all(state)
-            return policy.result(state)
-        if (yield Sleep(policy.next_poll(state, t))):
-            yield from _cancel_pending(state)
-            policy.cancel_all(state)
-            return policy.result(state)
+        if decision == "timed_out" or cancelled() or (yield Sleep(policy.next_poll(state, t))):
+            return (yield from _end_early(state, timed_out=decision == "timed_out"))
         if state.polls - polls_at_start >= state.options.polls_per_generation:
             # a fresh history every N polls: a while loop would grow it without bound
             state.generation += 1
             yield Renew(state)
             polls_at_start = state.polls
+
+
+def _submit_new(state: WatchState) -> Generator[Command, Any, None]:
+    to_submit = [r for r in state.runs if r.run_id is None and not r.done]
+    if not to_submit:
+        return
+    outcomes = yield Submit(to_submit)
+    for r, (ok, answer) in zip(to_submit, outcomes, strict=True):
+        if ok:
+            r.run_id, r.portal_url = answer["run_id"], answer.get("portal_url")
+        else:
+            policy.fail_run(state, r.index, {"message": f"submit failed: {answer}", "code": "submit_failed"})
+
+
+def _end_early(state: WatchState, *, timed_out: bool) -> Steps:
+    """A timeout (its runs canceled unless the options say not to) or a cancel of the watch."""
+    if not timed_out or state.options.cancel_on_timeout:
+        yield from _cancel_pending(state)
+    if timed_out:
+        policy.time_out(state)
+    else:
+        policy.cancel_all(state)
+    return policy.result(state)
 
 
 def _cancel_pending(state: WatchState) -> Generator[Command, Any, None]:
@@ -136,42 +142,68 @@ def watch_here(
 ) -> WatchState:
     """Drive :func:`steps` in this process (the command line, the main job): each call in turn,
     an exception being that run's failure, and ``sleep`` between polls."""
-
-    def each(call: Callable[[Any], Any], items: list[Any]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for item in items:
-            try:
-                outcomes.append((True, call(item)))
-            except Exception as e:  # one run's failure is that run's, the others go on
-                outcomes.append((False, str(e)))
-        return outcomes
-
-    def submit_run(run: RunState) -> dict[str, Any]:
-        if submit is None:
-            raise RuntimeError("no way to submit runs here")
-        return submit(run)
-
+    here = _Here(get_status, cancel, submit, sleep, now, on_change, state)
     loop = steps(state, now, lambda: False)
     reply: Any = None
     while True:
         try:
             command = loop.send(reply)
         except StopIteration:
-            if on_change:
-                on_change(state)
+            here.changed()
             return state
-        reply = None
+        reply = here.reply(command)
+
+
+@dataclass
+class _Here:
+    """How :func:`watch_here` answers each command: plain calls, and ``sleep``."""
+
+    get_status: Callable[[str], dict[str, Any]]
+    cancel: Callable[[str], Any]
+    submit: Callable[[RunState], dict[str, Any]] | None
+    sleep: Callable[[float], None]
+    now: Callable[[], dt.datetime]
+    on_change: Callable[[WatchState], None] | None
+    state: WatchState
+
+    def changed(self) -> None:
+        if self.on_change:
+            self.on_change(self.state)
+
+    def reply(self, command: Command) -> Any:
         if isinstance(command, Submit):
-            reply = each(submit_run, command.runs)
-        elif isinstance(command, Poll):
-            reply = each(lambda r: get_status(r.run_id), command.runs)
-        elif isinstance(command, Cancel):
-            reply = each(lambda r: cancel(r.run_id), command.runs)
-        elif isinstance(command, Sleep):
-            if on_change:
-                on_change(state)
-            sleep(max(0.0, (command.until - now()).total_seconds()))
-            reply = False
+            return _each(self._submit, command.runs)
+        if isinstance(command, Poll):
+            return _each(lambda r: self.get_status(_run_id(r)), command.runs)
+        if isinstance(command, Cancel):
+            return _each(lambda r: self.cancel(_run_id(r)), command.runs)
+        if isinstance(command, Sleep):
+            self.changed()
+            self.sleep(max(0.0, (command.until - self.now()).total_seconds()))
+            return False  # no cancel reaches a watch in this process
+        return None  # Renew: there is no history to renew here
+
+    def _submit(self, run: RunState) -> dict[str, Any]:
+        if self.submit is None:
+            raise RuntimeError("no way to submit runs here")
+        return self.submit(run)
+
+
+def _run_id(run: RunState) -> str:
+    if run.run_id is None:
+        raise ValueError(f"run {run.index} was never submitted")
+    return run.run_id
+
+
+def _each(call: Callable[[RunState], Any], runs_: list[RunState]) -> list[Outcome]:
+    """Each call's outcome: one run's failure is that run's, the others go on."""
+    outcomes: list[Outcome] = []
+    for run in runs_:
+        try:
+            outcomes.append((True, call(run)))
+        except Exception as e:
+            outcomes.append((False, str(e)))
+    return outcomes
 
 
 def follow(

@@ -45,6 +45,10 @@ class WatchOptions(BaseModel):
     polls_per_generation: int = Field(20, ge=1, le=1000)
 
 
+#: how a whole watch ended
+Outcome = Literal["succeeded", "failed", "timed_out", "canceled"]
+
+
 class RunState(BaseModel):
     index: int
     run_id: str | None = None
@@ -75,7 +79,7 @@ class WatchState(BaseModel):
     generation: int = 0
     next_poll_at: str | None = None
     finished: bool = False
-    outcome: Literal["succeeded", "failed", "timed_out", "canceled"] | None = None
+    outcome: Outcome | None = None
 
 
 def start(runs: list[RunState], options: WatchOptions, now: dt.datetime) -> WatchState:
@@ -188,12 +192,12 @@ def cancel_all(state: WatchState) -> None:
     finish(state, "canceled")
 
 
-def finish(state: WatchState, outcome: str | None = None) -> None:
+def finish(state: WatchState, outcome: Outcome | None = None) -> None:
     state.finished = True
     if outcome is None:
         bad = [r for r in state.runs if r.outcome != "completed"]
         outcome = "failed" if bad else "succeeded"
-    state.outcome = outcome  # type: ignore[assignment]
+    state.outcome = outcome
 
 
 def result(state: WatchState) -> dict[str, Any]:
