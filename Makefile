@@ -23,9 +23,10 @@ node_modules/.installed: package.json package-lock.json
 run: $(STAMP)
 	$(PY) -m shared run
 
-## every test (starts Azurite on free ports by itself)
+## every test (starts Azurite on free ports by itself), the ten slowest, and coverage with its floor
+COVERAGE_FLOOR ?= 87
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=10 --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 ## ruff (lint and format) and mypy (types)
 lint: $(STAMP)

@@ -9,7 +9,7 @@ import pytest
 from azure.ai.ml import MLClient
 
 from shared.aml import runs
-from shared.aml.azureml import AzureMLBackend
+from shared.aml.azureml import AzureMLBackend, Retry
 from shared.aml.backend import RunNotFound
 from shared.aml.catalog import load_catalog
 from tests.aml_fake import FakeAML, FakeCredential
@@ -30,17 +30,9 @@ def fake():
 @pytest.fixture
 def backend(fake):
     credential, transport = FakeCredential(), fake.transport()
-    client = MLClient(
-        credential,
-        SUB,
-        "rg",
-        "ws",
-        transport=transport,
-        retry_total=2,
-        retry_backoff_factor=0.01,
-        retry_backoff_max=0.05,
-    )
-    return AzureMLBackend(client, credential, transport)
+    retry = Retry(total=2, backoff_factor=0.01, backoff_max=0.05)
+    client = MLClient(credential, SUB, "rg", "ws", transport=transport, **retry.kwargs())
+    return AzureMLBackend(client, credential, transport, retry)
 
 
 def submit(backend, body, pipeline="smoke"):

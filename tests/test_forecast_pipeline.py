@@ -1,10 +1,11 @@
-"""Basic model validation tests of the forecast pipeline (pipelines/forecast/), on the
-committed sample: data validation (prepare), training validation (train), scoring validation
+"""Basic model validation tests of the forecast pipeline (pipelines/forecast/), on a small
+generated batch: data validation (prepare), training validation (train), scoring validation
 (score) and the ensemble against the historical-average baseline (evaluate).
 
 The steps run as subprocesses, the way the components' commands run them (``python
 <step>.py ...`` from ``pipelines/forecast/src``), with ``-W error``; the pipeline runs once
-per module on a lake built from ``samples/`` with the product's own ingest."""
+per module on a lake of 3 regions x 4 stores x 6 SKUs x 60 weeks, generated and ingested by
+the main job (without its own pipeline run: the whole weekly job is tested in test_cli)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def step(script: str, *args: str | Path, env: dict[str, str] | None = None) -> s
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("forecast")
     lake = tmp / "lake"
-    assert cli.main(["--lake", str(lake), "run"], out=io.StringIO()) == 0
+    batch = ["--regions", "3", "--stores-per-region", "4", "--skus", "6", "--weeks", "60", "--no-pipeline"]
+    assert cli.main(["--lake", str(lake), "run", *batch], out=io.StringIO()) == 0
     out = {k: tmp / k for k in ("features", "models", "scores", "metrics")}
     env = {"FORECASTOPS_METRICS_FILE": str(tmp / "metrics.jsonl"), "MLFLOW_TRACKING_URI": (tmp / "mlruns").as_uri()}
     curated = lake / "curated"

@@ -110,13 +110,19 @@ def _validate(document: Path, schema_name: str) -> list[str]:
 
 def test_host_json_validates_against_the_functions_schema():
     assert _validate(ROOT / "host.json", "host.schema.json") == []
+
+
+def test_host_json_names_the_bundle_and_the_task_hub():
     host = json.loads((ROOT / "host.json").read_text())
     assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
     assert host["extensions"]["durableTask"]["hubName"]
 
 
-def test_local_settings_sample_validates_and_lists_every_app_setting():
+def test_local_settings_sample_validates_against_its_schema():
     assert _validate(ROOT / "local.settings.sample.json", "local.settings.schema.json") == []
+
+
+def test_local_settings_sample_lists_every_app_setting():
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     names = set()
     for name, field in Settings.model_fields.items():

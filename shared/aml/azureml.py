@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any, cast
 
 from azure.ai.ml import Input, MLClient, load_job
@@ -38,14 +39,26 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Retry:
+    """azure-core's retry settings, for MLClient and for the MLflow client alike."""
+
+    total: int = 3
+    backoff_factor: float = 1.0
+    backoff_max: float = 8
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "retry_total": self.total,
+            "retry_backoff_factor": self.backoff_factor,
+            "retry_backoff_max": self.backoff_max,
+        }
+
+
 #: bounded retries: ADF's Azure Function activity gives up after 230 s
-CLIENT_KWARGS: dict[str, Any] = {
-    "retry_total": 3,
-    "retry_backoff_factor": 1.0,
-    "retry_backoff_max": 8,
-    "connection_timeout": 10,
-    "read_timeout": 30,
-}
+RETRY = Retry()
+TIMEOUTS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
 TAG_PIPELINE = "forecastops.pipeline"
 TAG_KEY = "forecastops.idempotency_key"
 
@@ -57,8 +70,9 @@ class MetricsUnavailable(Exception):
 class AzureMLBackend(Backend):
     name = "azureml"
 
-    def __init__(self, client: MLClient, credential: Any, transport: Any = None) -> None:
+    def __init__(self, client: MLClient, credential: Any, transport: Any = None, retry: Retry = RETRY) -> None:
         self.client = client
+        self.retry = retry
         self.workspace = client.workspace_name
         # kept to talk to AML's MLflow endpoint with the same identity and transport
         self._credential = credential
@@ -86,7 +100,8 @@ class AzureMLBackend(Backend):
             settings.aml_subscription_id,
             settings.aml_resource_group,
             settings.aml_workspace,
-            **CLIENT_KWARGS,
+            **RETRY.kwargs(),
+            **TIMEOUTS,
         )
         return cls(client, credential)
 
@@ -279,7 +294,7 @@ class AzureMLBackend(Backend):
             ws = self._call("get workspace", self.client.workspaces.get, self.workspace)
             base = ws.mlflow_tracking_uri.replace("azureml://", "https://", 1) + "/api/2.0/mlflow"
             policies = [
-                RetryPolicy(retry_total=CLIENT_KWARGS["retry_total"], retry_backoff_factor=1.0, retry_backoff_max=8),
+                RetryPolicy(**self.retry.kwargs()),
                 BearerTokenCredentialPolicy(self._credential, "https://ml.azure.com/.default"),
             ]
             kwargs = {"transport": self._transport} if self._transport is not None else {}
