@@ -412,17 +412,22 @@ def test_hook_scripts_are_valid_shell():
 
 
 def telemetry_names() -> tuple[dict[str, set[str]], set[str]]:
-    """What shared/telemetry.py emits: custom metric name -> dimensions, and log fields."""
+    """What shared/telemetry.py emits: custom metric name -> dimensions, and log fields.
+
+    The dimensions come from ``METRIC_DIMENSIONS`` (metric -> tag keys) once the module has
+    one; until then from the one ``view.View(...)`` every metric is registered with."""
     from shared import telemetry
 
     source = Path(telemetry.__file__).read_text()
     prefix = re.search(r'MeasureFloat\(f"(\w+)/\{name\}"', source).group(1)
-    dims = re.search(r'view\.View\([^\n]*?\[(\s*"[^\]]*)\]', source).group(1)
-    dimensions = set(re.findall(r'"(\w+)"', dims))
-    metrics = {f"{prefix}/{name}": dimensions for name in telemetry.METRICS}
+    per_metric = getattr(telemetry, "METRIC_DIMENSIONS", None)
+    if per_metric is None:
+        dims = re.search(r'view\.View\([^\n]*?\[(\s*"[^\]]*)\]', source).group(1)
+        per_metric = {name: re.findall(r'"(\w+)"', dims) for name in telemetry.METRICS}
+    metrics = {f"{prefix}/{name}": set(per_metric[name]) for name in telemetry.METRICS}
     # the log context's fields (ContextFilter), from log_context(...) calls in the product
     fields = set(re.findall(r'ctx\.get\("(\w+)"', source))
-    for path in (ROOT / "shared").glob("*.py"):
+    for path in (ROOT / "shared").rglob("*.py"):
         for call in re.findall(r"log_context\(([^)]*)\)", path.read_text()):
             fields |= set(re.findall(r"(\w+)=", call))
     return metrics, fields
