@@ -10,8 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: the function folders (blueprints) of the app, in the order the app registers them
+FUNCTION_FOLDERS = ("ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable")
 
 
 class Settings(BaseSettings):
@@ -51,6 +54,26 @@ class Settings(BaseSettings):
     aml_workspace: str | None = Field(None, validation_alias=AliasChoices("AML_WORKSPACE"))
     #: the local backend's working folder for step outputs (a lake folder when the lake is local)
     local_runs_root: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_LOCAL_RUNS_ROOT"))
+    #: which function folders this app registers, comma-separated (empty: all of them). One code
+    #: base, several apps: in Azure each ingestion source and the bridge run as apps of their own
+    functions: str = Field("", validation_alias=AliasChoices("FORECASTOPS_FUNCTIONS"))
+
+    @field_validator("functions")
+    @classmethod
+    def _known_functions(cls, value: str) -> str:
+        unknown = [n for n in _names(value) if n not in FUNCTION_FOLDERS]
+        if unknown:
+            raise ValueError(f"unknown function folder(s) {', '.join(unknown)}; known: {', '.join(FUNCTION_FOLDERS)}")
+        return value
+
+    def function_folders(self) -> list[str]:
+        """The function folders to register, in the app's order."""
+        chosen = set(_names(self.functions))
+        return [n for n in FUNCTION_FOLDERS if not chosen or n in chosen]
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
 
 
 def env_name(field: str) -> str:
