@@ -7,6 +7,7 @@ the activities call the same run API as ``trigger_aml``.
 
 import contextlib
 import json
+import logging
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -18,6 +19,7 @@ from shared.watch import http as watch_api
 from shared.watch import loop, policy
 
 bp = df.Blueprint()
+log = logging.getLogger(__name__)
 
 # activity names, in one place: the SDK schedules an activity by its Python function name
 SUBMIT = "aml_submit_run"
@@ -33,29 +35,26 @@ def _respond(answer: http.Answer) -> func.HttpResponse:
 @bp.route(route="orchestrations/pipeline-runs", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def pipeline_runs_watch_start(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return _respond(
-        await http.guarded_async(
-            watch_api.start_watch(client, req.get_body(), runtime.catalog(), http.origin(req.url), clock.now())
-        )
+    call = watch_api.start_watch(
+        client, req.get_body(), runtime.catalog(), http.origin(req.url), clock.now(), req.params.get("code")
     )
+    return _respond(await http.guarded_async(call))
 
 
 @bp.route(route="orchestrations/pipeline-runs/{instance_id}", methods=["GET", "DELETE"])
 @bp.durable_client_input(client_name="client")
 async def pipeline_runs_watch_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    instance_id = req.route_params["instance_id"]
+    instance_id, base, code = req.route_params["instance_id"], http.origin(req.url), req.params.get("code")
     if req.method == "DELETE":
-        return _respond(await http.guarded_async(watch_api.cancel_watch(client, instance_id, http.origin(req.url))))
-    return _respond(
-        await http.guarded_async(watch_api.get_watch(client, instance_id, http.origin(req.url), clock.now()))
-    )
+        return _respond(await http.guarded_async(watch_api.cancel_watch(client, instance_id, base, code)))
+    return _respond(await http.guarded_async(watch_api.get_watch(client, instance_id, base, clock.now(), code)))
 
 
 @bp.route(route="orchestrations/pipeline-runs/{instance_id}/cancel", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def pipeline_runs_watch_cancel(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    instance_id = req.route_params["instance_id"]
-    return _respond(await http.guarded_async(watch_api.cancel_watch(client, instance_id, http.origin(req.url))))
+    instance_id, base, code = req.route_params["instance_id"], http.origin(req.url), req.params.get("code")
+    return _respond(await http.guarded_async(watch_api.cancel_watch(client, instance_id, base, code)))
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -122,7 +121,8 @@ def _each_run(context: df.DurableOrchestrationContext, activity: str, runs_: lis
 def _gather(context: df.DurableOrchestrationContext, tasks: list):
     """Each task's outcome, ``(True, result)`` or ``(False, error)``: ``task_all`` fails as
     soon as one task fails, so the others are then awaited one by one, and every run gets its
-    own answer (the runs that did start are not lost with the one that failed)."""
+    own answer (the runs that did start are not lost with the one that failed). An error is
+    one line for the client; the activity's own text (its stack trace) goes to the log only."""
     try:
         results = yield context.task_all(tasks)
         return [(True, r) for r in results]
@@ -132,7 +132,15 @@ def _gather(context: df.DurableOrchestrationContext, tasks: list):
         if not task.is_completed:
             with contextlib.suppress(Exception):
                 yield task
-    return [(True, t.result) if t.state is TaskState.SUCCEEDED else (False, str(t.result)) for t in tasks]
+    outcomes = []
+    for task in tasks:
+        if task.state is TaskState.SUCCEEDED:
+            outcomes.append((True, task.result))
+            continue
+        if not context.is_replaying:
+            log.warning("watch %s: an activity failed: %s", context.instance_id, task.result)
+        outcomes.append((False, policy.activity_failure(str(task.result))))
+    return outcomes
 
 
 class ActivityError(Exception):
@@ -142,8 +150,9 @@ class ActivityError(Exception):
 def _check(answer: http.Answer, what: str, run: str) -> dict:
     status, body, _ = answer
     if status >= 400:
+        # one line of JSON: what the orchestrator keeps of a failure (policy.activity_failure)
         raise ActivityError(json.dumps({"run_id": run, "what": what, "status": status, **body}))
-    return body
+    return http.json_safe(body)
 
 
 @bp.activity_trigger(input_name="request")

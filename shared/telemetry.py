@@ -162,8 +162,8 @@ def _record(values: dict[str, float], dimensions: dict[str, str]) -> None:
     from opencensus.tags import tag_map
 
     tags = tag_map.TagMap()
-    for key, value in dimensions.items():
-        tags.insert(key, value)
+    for key, text in dimensions.items():
+        tags.insert(key, text)
     mmap = _configured["recorder"].new_measurement_map()
     for name, value in values.items():
         mmap.measure_float_put(_configured["measures"][name], float(value or 0))

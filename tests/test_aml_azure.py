@@ -52,6 +52,8 @@ def test_submit_puts_the_pipeline_job_aml_expects(fake, backend):
     assert put.path == f"{WS}/jobs/{run_id}"
     props = put.json["properties"]
     assert props["jobType"] == "Pipeline" and props["experimentName"] == "forecastops-smoke"
+    fingerprint = props["tags"].pop("forecastops.request")  # what the key asked for (same key, other body: 409)
+    assert len(fingerprint) == 64 and int(fingerprint, 16) >= 0
     assert props["tags"] == {
         "product": "forecastops",
         "purpose": "smoke",

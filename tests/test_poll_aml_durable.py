@@ -376,7 +376,9 @@ def test_starter_answers_202_with_location_and_the_same_key_reattaches(local_api
         )
         assert status == 202 and body["attached"] is False
         assert headers["Location"] == f"http://localhost:7071/api/orchestrations/pipeline-runs/{body['instance_id']}"
-        assert headers["Retry-After"] == "30" and body["management"]["statusQueryGetUri"]
+        # only the app's own routes: the extension's management URLs carry its system key
+        assert headers["Retry-After"] == "30" and "management" not in body
+        assert body["cancel_url"] == headers["Location"] + "/cancel"
         again = call(
             stub,
             "pipeline_runs_watch_start",

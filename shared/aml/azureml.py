@@ -159,18 +159,6 @@ class AzureMLBackend(Backend):
         inputs: dict[str, Any] = dict(request.parameters)
         for name, path in request.inputs.items():
             inputs[name] = Input(type=pipeline.inputs[name].type, path=path)
-        if d.kind == "batch_endpoint":
-            job = self._call(
-                "invoke batch endpoint",
-                self.client.batch_endpoints.invoke,
-                d.endpoint,
-                deployment_name=d.deployment,
-                inputs={k: v for k, v in inputs.items() if isinstance(v, Input)},
-                params_override=[{k: v} for k, v in inputs.items() if not isinstance(v, Input)],
-                experiment_name=request.experiment,
-                job_name=run_id,
-            )
-            return job
         if d.kind == "pipeline_job":
             job = cast(PipelineJob, load_job(ROOT / str(d.job)))
             for name, value in inputs.items():
