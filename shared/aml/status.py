@@ -46,6 +46,8 @@ class StepStatus(BaseModel):
     started_at: str | None = None
     ended_at: str | None = None
     error: str | None = None
+    #: the step's own run (AML's child job), where its metrics and logs are
+    run_id: str | None = None
 
 
 class RunError(BaseModel):
