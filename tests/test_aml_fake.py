@@ -1,4 +1,4 @@
-"""Proves tests/aml_fake.py against the real azure-ai-ml MLClient (no network)."""
+"""Proves tests/aml/ (FakeAML) against the real azure-ai-ml MLClient (no network)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolic
 from azure.core.rest import HttpRequest
 from marshmallow.warnings import Marshmallow4Warning
 
-from tests.aml_fake import FakeAML, FakeCredential
+from tests.aml.credential import FakeCredential
+from tests.aml.fake import FakeAML
 
 # azure-ai-ml 1.35.2 emits ~470 marshmallow 3.26 deprecation warnings (RemovedInMarshmallow4Warning /
 # ChangedInMarshmallow4Warning, both subclasses of marshmallow.warnings.Marshmallow4Warning(DeprecationWarning))
