@@ -7,12 +7,22 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-__all__ = ["ARM_HOST", "ML_RESOURCE", "PROVIDER", "TERMINAL_STATUSES", "mlflow_status", "now_iso", "now_ms"]
+__all__ = [
+    "ARM_HOST",
+    "ML_RESOURCE",
+    "PROVIDER",
+    "TERMINAL_STATUSES",
+    "mlflow_status",
+    "now_iso",
+    "now_ms",
+]
 
 ARM_HOST = "management.azure.com"
 ML_RESOURCE = "https://ml.azure.com"
 PROVIDER = "Microsoft.MachineLearningServices"
-TERMINAL_STATUSES = ("Completed", "Failed", "Canceled", "NotResponding", "Paused")
+#: the only statuses that end a job: a cancel no longer applies, a pipeline's unfinished steps end with it.
+#: NotResponding, Paused and Unknown are not among them: the job may go on, and a cancel still applies.
+TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
 
 _MLFLOW_STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}
 

@@ -165,8 +165,9 @@ class JobsMixin(TrackingMixin):
         self._set_mlflow_status(name, status)
 
     def _propagate_to_children(self, parent: str, status: str) -> None:
-        """Parent Running: first unfinished step Running, the rest NotStarted. Parent terminal: unfinished steps
-        take the parent's status. Other parent statuses (Queued, Preparing, ...) leave the steps alone."""
+        """Parent Running: first unfinished step Running, the rest NotStarted. Parent terminal (Completed, Failed,
+        Canceled): unfinished steps take the parent's status and end. Other parent statuses (Queued, Preparing,
+        and the stalled NotResponding, Paused, Unknown, which do not end a job) leave the steps alone."""
         pending = [c for c in self.children.get(parent, []) if c["status"] not in TERMINAL_STATUSES]
         if status == "Running":
             for i, child in enumerate(pending):
