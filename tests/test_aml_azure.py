@@ -1,5 +1,5 @@
 """The azureml backend with the real azure-ai-ml MLClient, answered by an in-process fake
-of AML's REST API (tests/aml_fake.py)."""
+of AML's REST API (tests/aml/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from shared.aml import runs
 from shared.aml.azureml import AzureMLBackend, Retry
 from shared.aml.backend import RunNotFound
 from shared.aml.catalog import load_catalog
-from tests.aml_fake import FakeAML, FakeCredential
+from tests.aml.credential import FakeCredential
+from tests.aml.fake import FakeAML
 from tests.drivers import ROOT_DIR
 
 SUB = "00000000-0000-0000-0000-000000000001"

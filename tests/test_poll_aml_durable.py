@@ -1,4 +1,4 @@
-"""The durable watch through the Durable SDK's real replay engine (tests/durable_host.py plays
+"""The durable watch through the Durable SDK's real replay engine (tests/durable/ plays
 the host), its HTTP routes through the SDK's real client against a loopback stub, and the
 whole flow end to end as ADF's Web activity sees it."""
 
@@ -17,15 +17,11 @@ from shared import runtime
 from shared.aml.status import TERMINAL, normalise
 from shared.watch import loop
 from shared.watch import policy as watch
-from tests.durable_host import (
-    DurableHost,
-    DurableRpcStub,
-    EventType,
-    History,
-    call_http_function,
-    find_function,
-    replay,
-)
+from tests.durable.client import call_http_function
+from tests.durable.history import EventType, History
+from tests.durable.host import DurableHost
+from tests.durable.replay import find_function, replay
+from tests.durable.rpc import DurableRpcStub
 
 T0 = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
 ORCH = find_function(poll_aml_durable.bp, "watch_pipeline_runs")
