@@ -242,7 +242,7 @@ class AzureMLBackend(Backend):
         pages = self._call(
             "list steps",
             lambda: list(
-                ops._operation.get_child(scope.subscription_id, scope.resource_group_name, scope.workspace_name, run_id)
+                ops._operation.get_child(scope.subscription_id, scope.resource_group_name, str(self.workspace), run_id)
             ),
         )
         return [dict(run) for run in pages]
