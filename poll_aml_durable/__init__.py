@@ -109,6 +109,13 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
             else:
                 reply = False
         elif isinstance(command, loop.Renew):
+            # an event delivered in this episode after the timer that ended the generation is
+            # not seen yet: a timer due now lets the episode's events in before the history goes
+            drain = context.create_timer(context.current_utc_datetime)
+            if (yield context.task_any([drain, cancel])) == cancel:
+                drain.cancel()  # type: ignore[attr-defined]  # a TimerTask, typed by the SDK as TaskBase
+                reply = True
+                continue
             context.continue_as_new({"state": command.state.model_dump(mode="json")})
             return None
 

@@ -58,8 +58,9 @@ class Sleep:
 
 @dataclass(frozen=True)
 class Renew:
-    """Start a fresh history with this state (durable ``continue_as_new``); a driver without
-    a history replies None and the loop goes on."""
+    """Start a fresh history with this state (durable ``continue_as_new``); reply: True when
+    a cancel of the watch arrived first (the loop then ends the watch). A driver without a
+    history replies None and the loop goes on."""
 
     state: WatchState
 
@@ -94,13 +95,12 @@ def steps(state: WatchState, now: Callable[[], dt.datetime], cancelled: Callable
         if decision == "timed_out" or cancelled() or (yield Sleep(policy.next_poll(state, t))):
             return (yield from _end_early(state, timed_out=decision == "timed_out"))
         if state.polls - polls_at_start >= state.options.polls_per_generation:
-            if cancelled():
-                # the cancel came in the episode whose timer ends this generation: the next
-                # generation's waiter would never see it
+            # a fresh history every N polls: a while loop would grow it without bound. A cancel
+            # that came with the timer ending this generation must end the watch, not be lost
+            # with the history (the next generation's waiter would never see it)
+            if cancelled() or (yield Renew(state.model_copy(update={"generation": state.generation + 1}))):
                 return (yield from _end_early(state, timed_out=False))
-            # a fresh history every N polls: a while loop would grow it without bound
             state.generation += 1
-            yield Renew(state)
             polls_at_start = state.polls
 
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -48,8 +49,12 @@ class DurableRpcStub:
     TASK_HUB = "TestHubName"
     CODE = "stub-code"
 
-    def __init__(self, host: DurableHost, *, on_start: str = "run", on_event: str = "run") -> None:
+    def __init__(
+        self, host: DurableHost, *, on_start: str = "run", on_event: str = "run", overridable: str | None = None
+    ) -> None:
         self.host = host
+        # the app's host.json setting: NonRunningStates refuses a second start of a live instance
+        self.overridable = overridable or _host_setting("overridableExistingInstanceStates", "AnyState")
         self.on_start = on_start
         self.on_event = on_event
         self.requests: list[tuple[str, str]] = []
@@ -191,6 +196,13 @@ class DurableRpcStub:
                 "are currently registered!",
                 "ExceptionType": "System.ArgumentException",
             }
+        existing = self._instance(instance_id) if instance_id else None
+        if existing is not None and self.overridable == "NonRunningStates" and existing.runtime_status not in TERMINAL:
+            return 500, {
+                "Message": "An error has occurred.",
+                "ExceptionMessage": f"An Orchestration instance with the status {existing.runtime_status} already exists.",
+                "ExceptionType": "System.InvalidOperationException",
+            }
         body = call.body
         input_json = body if isinstance(body, str) or body is None else json.dumps(body)
         instance_id = self.host.start(instance_id=instance_id or None, input_json=input_json, run=False)
@@ -245,3 +257,8 @@ class DurableRpcStub:
             self.host.advance(instance_id)
         elif mode != "none":
             raise ValueError(f"unknown mode {mode!r}")
+
+
+def _host_setting(name: str, default: str) -> str:
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    return str(host.get("extensions", {}).get("durableTask", {}).get(name, default))
