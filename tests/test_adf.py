@@ -189,8 +189,13 @@ def web_calls(pipeline) -> list[tuple[models.WebActivity, str, str]]:
     found = []
     for a in activities(pipeline.activities):
         if isinstance(a, models.WebActivity) and "/api/" in a.url["value"]:
-            m = re.fullmatch(r"@concat\(pipeline\(\)\.globalParameters\.(\w+), '/api/([^']+)'\)", a.url["value"])
+            m = re.fullmatch(
+                r"@concat\(pipeline\(\)\.globalParameters\.(\w+), '/api/([^'?]+)(\?code=', uriComponent\((.+)\))?'?\)",
+                a.url["value"],
+            )
             assert m, a.url
+            if m.group(3):  # the key in the URL too: the same one as in the header
+                assert m.group(4) == a.headers["x-functions-key"]["value"].removeprefix("@"), a.url
             found.append((a, m.group(1), m.group(2)))
     return found
 
@@ -245,6 +250,13 @@ def _expand(body: str, item: str, run_id: str) -> dict:
     text = text.replace("@{if(pipeline().parameters.replayForce, 'true', 'false')}", "true")
     assert "@" not in text, text
     return json.loads(text)
+
+
+def test_the_starter_gets_the_key_in_its_url_so_that_location_carries_it(pipeline):
+    """ADF's documentation does not say whether the Web activity re-sends its headers when it
+    follows Location: the starter echoes a ``code`` query parameter into Location."""
+    (start,) = [a for a, _, path in web_calls(pipeline) if path == "orchestrations/pipeline-runs"]
+    assert "?code=', uriComponent(activity('" in start.url["value"] and start.policy.secure_input is True
 
 
 def test_replays_post_the_path_to_the_ingest_route_of_its_source(pipeline):
