@@ -187,6 +187,8 @@ module bridge 'modules/function-app.bicep' = {
       AML_SUBSCRIPTION_ID: subscription().subscriptionId
       AML_RESOURCE_GROUP: amlGroup
       AML_WORKSPACE: amlName
+      FORECASTOPS_WATCH_EVENTS: amlEventsEnabled ? 'true' : 'false'
+      FORECASTOPS_WATCH_SAFETY_POLL_S: '900'
     }
     keyVaultName: vault.outputs.name
     storeFunctionKey: appsDeployed

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     #: which function folders this app registers, comma-separated (empty: all of them). One code
     #: base, several apps: in Azure each ingestion source and the bridge run as apps of their own
     functions: str = Field("", validation_alias=AliasChoices("FORECASTOPS_FUNCTIONS"))
+    #: AML's job events reach the watch (an Event Grid subscription to ``aml_job_event``): the
+    #: watch then polls only as a safety net, every ``watch_safety_poll_s``
+    watch_events: bool = Field(False, validation_alias=AliasChoices("FORECASTOPS_WATCH_EVENTS"))
+    watch_safety_poll_s: float = Field(
+        900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
+    )
+
+    def watch_polling(self) -> dict[str, float] | None:
+        """The watch's default polling: the safety poll when job events wake it, else None
+        (the policy's own backoff)."""
+        if not self.watch_events:
+            return None
+        return {"first_s": self.watch_safety_poll_s, "factor": 1.0, "max_s": self.watch_safety_poll_s}
 
     @field_validator("functions")
     @classmethod

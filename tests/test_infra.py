@@ -240,6 +240,8 @@ NOT_IN_INGEST_APPS = {
     "AML_SUBSCRIPTION_ID": "the same",
     "AML_RESOURCE_GROUP": "the same",
     "AML_WORKSPACE": "the same",
+    "FORECASTOPS_WATCH_EVENTS": "the watch runs in the bridge only",
+    "FORECASTOPS_WATCH_SAFETY_POLL_S": "the same",
 }
 # settings only Azure needs, and why
 AZURE_ONLY = {

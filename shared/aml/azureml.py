@@ -179,12 +179,16 @@ class AzureMLBackend(Backend):
         job.settings = settings
         return self._call("create job", self.client.jobs.create_or_update, job)
 
-    def get(self, run_id: str) -> RunStatus:
+    def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
+        """The job's status, steps and, once it ended, metrics. A caller that already knows
+        the job's status (``known_status``) pays one AML call while nothing has changed: the
+        steps are read only when the status moved, or at the end."""
         try:
             job = self._call("get job", self.client.jobs.get, run_id)
         except ResourceNotFoundError:
             raise RunNotFound(run_id) from None
-        return self._status(job, with_steps=True)
+        aml_status = _text(job.status)
+        return self._status(job, with_steps=aml_status != known_status or aml_status in TERMINAL)
 
     def cancel(self, run_id: str) -> RunStatus:
         try:

@@ -141,10 +141,11 @@ def instance_id_for(key: str | None) -> str:
 
 
 def plan_start(
-    body: bytes, catalog: dict[str, Pipeline], now: dt.datetime
+    body: bytes, catalog: dict[str, Pipeline], now: dt.datetime, default_polling: dict[str, float] | None = None
 ) -> tuple[dict[str, Any] | None, list[Problem] | dict[str, str] | None]:
     """The orchestration's input (a watch state) and None; or None and every problem of the
-    request; or None and ``{"unknown_pipeline": message}`` (a 404, whatever else is wrong)."""
+    request; or None and ``{"unknown_pipeline": message}`` (a 404, whatever else is wrong).
+    ``default_polling`` applies when the request names none (the safety poll with job events)."""
     data, problems = json_body(body)
     if problems:
         return None, problems
@@ -153,6 +154,8 @@ def plan_start(
         return None, {"unknown_pipeline": f"no pipeline {named!r}; known: {', '.join(sorted(catalog))}"}
     try:
         req = StartRequest.model_validate(data)
+        if req.polling is None and default_polling is not None:
+            req = req.model_copy(update={"polling": default_polling})
         options, problems = req.options(catalog)
     except ValidationError as e:
         # the options are wrong: the parameters are still checked, so that every problem is listed
@@ -216,13 +219,19 @@ def cancel_url(base_url: str, instance_id: str, code: str | None = None) -> str:
 
 
 async def start_watch(
-    client: Any, body: bytes, catalog: dict[str, Pipeline], base_url: str, now: dt.datetime, code: str | None = None
+    client: Any,
+    body: bytes,
+    catalog: dict[str, Pipeline],
+    base_url: str,
+    now: dt.datetime,
+    code: str | None = None,
+    default_polling: dict[str, float] | None = None,
 ) -> Answer:
     """``POST /api/orchestrations/pipeline-runs``: 202 + Location. The same idempotency key
     with the same request re-attaches to the instance it started; with another request it is
     a 409. Only this app's own routes are answered: the durable extension's management URLs
     carry its system key, which controls every instance of the task hub."""
-    plan, problems = plan_start(body, catalog, now)
+    plan, problems = plan_start(body, catalog, now, default_polling)
     if isinstance(problems, dict):
         return error(404, "unknown_pipeline", problems["unknown_pipeline"])
     if plan is None:
