@@ -31,9 +31,10 @@ APPS = {
         "pipeline_runs_watch_status",
         "pipeline_runs_watch_cancel",
         "watch_pipeline_runs",
-        "aml_submit_run",
-        "aml_run_status",
+        "aml_submit_runs",
+        "aml_runs_status",
         "aml_cancel_run",
+        "aml_job_event",
     },
 }
 
