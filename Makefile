@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: setup run test lint typecheck bench clean
+.PHONY: setup run test lint typecheck bench bench-watch clean
 
 setup: $(STAMP) $(TOOLS_STAMP) node_modules/.installed
 
@@ -49,6 +49,11 @@ typecheck: $(STAMP)
 ## normalisation throughput and memory against bare pyarrow (prints numbers; not a test)
 bench: $(STAMP)
 	$(PY) bench/bench_normalise.py
+
+## the durable watch following 28 runs for 6 hours, polling only and with AML's job events
+## (prints numbers; not a test; ARGS="--runs 500" for a larger batch)
+bench-watch: $(STAMP)
+	$(PY) bench/bench_watch.py $(ARGS)
 
 clean:
 	rm -rf .lake .pytest_cache .ruff_cache bench/data
