@@ -80,6 +80,8 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
             command = steps.send(reply)
         except StopIteration as end:
             context.set_custom_status(policy.progress(state))
+            if not context.is_replaying:  # once, in the episode that ends the watch
+                runtime.record_watch(end.value, context.current_utc_datetime)
             return end.value
         if isinstance(command, loop.Renew) and not (yield from driver.cancel_first()):
             context.continue_as_new({"state": command.state.model_dump(mode="json")})

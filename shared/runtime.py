@@ -8,8 +8,9 @@ own through :func:`make_backend`, for a lake it names). Nothing here imports
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
 from shared.lake import Lake, make_lake
@@ -45,6 +46,12 @@ def make_backend(settings: Settings, lake: Lake) -> Backend:
 def aml_backend() -> Backend:
     """The worker's AML backend, built on first use."""
     return make_backend(get_settings(), lake())
+
+
+def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
+    """A finished watch's telemetry (outcomes, durations, the models' metrics), from the worker."""
+    telemetry.configure(get_settings(), export_logs=False)
+    telemetry.record_watch(result, now)
 
 
 def catalog() -> dict[str, Pipeline]:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +38,13 @@ METRICS = {
     "raw_bytes": "bytes of the raw file",
     "duration_ms": "time to ingest one raw file",
     "files_quarantined": "raw files quarantined whole",
+    "watch_outcome": "AML runs a watch followed to their end, by outcome",
+    "pipeline_duration_s": "seconds an AML run took, from its start to its end",
+    "model_mape": "a model's MAPE in its run",
+    "model_rmse_0": "a model's RMSE over rows whose actual is zero",
+    "model_rmse_all": "a model's RMSE over all rows",
+    "model_baseline_mape": "the historical-average baseline's MAPE for the model's group",
+    "model_age_days": "days since the model was trained",
 }
 #: each metric's dimensions (custom dimensions in Application Insights)
 METRIC_DIMENSIONS = {
@@ -45,6 +54,24 @@ METRIC_DIMENSIONS = {
     "raw_bytes": ("dataset", "format"),
     "duration_ms": ("dataset", "format"),
     "files_quarantined": ("dataset", "reason"),
+    "watch_outcome": ("pipeline", "outcome"),
+    "pipeline_duration_s": ("pipeline", "aml_status", "run_id"),
+    "model_mape": ("model", "week"),
+    "model_rmse_0": ("model", "week"),
+    "model_rmse_all": ("model", "week"),
+    "model_baseline_mape": ("model", "week"),
+    "model_age_days": ("model", "stage"),
+}
+#: metrics read as their last value (the others add up)
+LAST_VALUE = frozenset(
+    {"pipeline_duration_s", "model_mape", "model_rmse_0", "model_rmse_all", "model_baseline_mape", "model_age_days"}
+)
+#: a run's metric (its last name) -> the custom metric that carries it per model
+MODEL_METRICS = {
+    "mape": "model_mape",
+    "rmse_0": "model_rmse_0",
+    "rmse_all": "model_rmse_all",
+    "baseline_mape": "model_baseline_mape",
 }
 
 
@@ -98,9 +125,8 @@ def configure(settings: Settings, *, export_logs: bool = False) -> None:
         for name, desc in METRICS.items():
             m = measure.MeasureFloat(f"forecastops/{name}", desc, "1")
             dims = list(METRIC_DIMENSIONS[name])
-            stats.stats.view_manager.register_view(
-                view.View(f"forecastops/{name}", desc, dims, m, aggregation.SumAggregation())
-            )
+            how = aggregation.LastValueAggregation() if name in LAST_VALUE else aggregation.SumAggregation()
+            stats.stats.view_manager.register_view(view.View(f"forecastops/{name}", desc, dims, m, how))
             _measures[name] = m
     measures = dict(_measures)
     # the Functions host reports CPU and memory itself: only this app's own metrics here
@@ -156,6 +182,36 @@ def record_ingest(manifest: dict[str, Any]) -> None:
         "duration_ms": 1000 * (manifest.get("duration_s") or 0),
     }
     _record(values, {"dataset": dataset, "format": (manifest.get("format") or {}).get("id", "none")})
+
+
+def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
+    """Emit what a finished watch learned (a no-op without App Insights): each run's outcome
+    and duration, and each completed run's models: their metrics for the week, and their age."""
+    if not _configured.get("measures"):
+        return
+    iso = now.isocalendar()
+    week = f"{iso.year}-W{iso.week:02d}"
+    for run in result.get("runs") or []:
+        pipeline = run.get("pipeline") or "unknown"
+        _record({"watch_outcome": 1}, {"pipeline": pipeline, "outcome": run.get("outcome") or "unknown"})
+        if run.get("duration_s") is not None:
+            dims = {"pipeline": pipeline, "aml_status": run.get("aml_status", ""), "run_id": run.get("run_id") or ""}
+            _record({"pipeline_duration_s": run["duration_s"]}, dims)
+        if run.get("outcome") not in ("completed", "gate_failed"):
+            continue
+        for values in (run.get("metrics") or {}).values():
+            _record_models(values, week, now)
+
+
+def _record_models(values: dict[str, Any], week: str, now: dt.datetime) -> None:
+    for name, value in values.items():
+        model, _, kind = name.rpartition(".")
+        if not model or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        if kind in MODEL_METRICS:
+            _record({MODEL_METRICS[kind]: value}, {"model": model, "week": week})
+        elif kind == "trained_at":
+            _record({"model_age_days": (now.timestamp() - value) / 86400}, {"model": model, "stage": "candidate"})
 
 
 def _record(values: dict[str, float], dimensions: dict[str, str]) -> None:

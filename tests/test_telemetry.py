@@ -139,3 +139,51 @@ def test_throttle_reports_at_most_once_per_interval(monkeypatch):
         now[0] = step
         t(step, 0)
     assert seen == [10, 20, 30]
+
+
+def test_a_finished_watch_reports_outcomes_durations_and_its_models(ingestion_stub):
+    import datetime as dt
+
+    conn, received = ingestion_stub
+    telemetry.configure(Settings(applicationinsights_connection_string=conn))
+    now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
+    trained = now.timestamp() - 3 * 86400
+    metrics = {
+        "evaluate": {"ne.large.fast.mape": 0.3, "ne.large.fast.rmse_all": 4.0, "ne.large.fast.trained_at": trained}
+    }
+    result = {
+        "runs": [
+            {
+                "run_id": "r1",
+                "pipeline": "forecast",
+                "outcome": "completed",
+                "aml_status": "Completed",
+                "duration_s": 3600.0,
+                "metrics": metrics,
+            },
+            {
+                "run_id": "r2",
+                "pipeline": "forecast",
+                "outcome": "failed",
+                "aml_status": "Failed",
+                "duration_s": None,
+                "metrics": {},
+            },
+        ]
+    }
+    telemetry.record_watch(result, now)
+    telemetry.shutdown()
+    sent = [
+        (m["data"]["baseData"]["metrics"][0], m["data"]["baseData"]["properties"])
+        for m in _sent(received, "MetricData")
+    ]
+    by_name = {}
+    for metric, props in sent:
+        by_name.setdefault(metric["name"], []).append((metric["value"], props))
+    assert sorted(p["outcome"] for _, p in by_name["forecastops/watch_outcome"]) == ["completed", "failed"]
+    assert by_name["forecastops/pipeline_duration_s"] == [
+        (3600.0, {"pipeline": "forecast", "aml_status": "Completed", "run_id": "r1"})
+    ]
+    assert by_name["forecastops/model_mape"] == [(0.3, {"model": "ne.large.fast", "week": "2026-W48"})]
+    ((age, props),) = by_name["forecastops/model_age_days"]
+    assert age == pytest.approx(3.0) and props == {"model": "ne.large.fast", "stage": "candidate"}

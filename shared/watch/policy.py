@@ -73,6 +73,8 @@ class RunState(BaseModel):
     unavailable_since: str | None = None
     #: a run the watch gave up on (stuck, status unavailable, timed out) is asked to stop in AML
     cancel_requested: bool = False
+    #: seconds from the run's start to its end, when AML reported both
+    duration_s: float | None = None
     cancel_error: str | None = None
 
 
@@ -132,6 +134,7 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
     if run.aml_status not in TERMINAL:
         return
     run.done = True
+    run.duration_s = _duration(status.get("started_at"), status.get("ended_at"))
     if run.aml_status == "Completed":
         gates = gates_for(state, run)
         run.gate_failures = gate_failures(run.metrics, gates, now)
@@ -152,6 +155,14 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
         run.outcome = "gate_failed" if run.gate_failures else "completed"
     else:
         run.outcome = "failed" if run.aml_status == "Failed" else "canceled"
+
+
+def _duration(started: Any, ended: Any) -> float | None:
+    if not isinstance(started, str) or not isinstance(ended, str):
+        return None
+    with contextlib.suppress(ValueError):
+        return round((clock.parse_iso(ended) - clock.parse_iso(started)).total_seconds(), 3)
+    return None
 
 
 def gates_for(state: WatchState, run: RunState) -> Gates:
@@ -268,6 +279,7 @@ def result(state: WatchState) -> dict[str, Any]:
             "error": r.error,
             "gate_failures": r.gate_failures,
             "cancel_requested": r.cancel_requested,
+            "duration_s": r.duration_s,
             "cancel_error": r.cancel_error,
             "portal_url": r.portal_url,
             "metrics": r.metrics,

@@ -40,8 +40,9 @@ def compact(status: dict[str, Any]) -> dict[str, Any]:
             out[key] = status[key]
     if status["aml_status"] in TERMINAL:
         out["metrics"] = json_safe(status.get("metrics") or {})
-        if status.get("portal_url"):
-            out["portal_url"] = status["portal_url"]
+        for key in ("portal_url", "started_at", "ended_at"):
+            if status.get(key):
+                out[key] = status[key]
     return out
 
 
