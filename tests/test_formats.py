@@ -91,3 +91,31 @@ def test_headers_match_case_and_whitespace_insensitively():
     us = load_mappings()["weather_us_obs_csv"]
     (best,) = rank([us], {normalise_header(h) for h in ["ZIP", "obs  date", "HIGH (F)", "low (f)", "Rain (IN)"]})
     assert best.missing == []
+
+
+def _weather_mapping(**overrides: str) -> str:
+    """The US observation mapping with some of its column lines replaced."""
+    text = (MAPPINGS_DIR / "weather_us_obs_csv.toml").read_text()
+    for column, line in overrides.items():
+        text = "\n".join(line if row.startswith(f"{column} ") else row for row in text.splitlines()) + "\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("column", "line", "words"),
+    [
+        ("precip_mm", 'precip_mm = { column = "Rain (in)", unit = "in", optional = true }', "precip_mm is required"),
+        ("tmax_c", 'tmax_c = { const = "" }', "tmax_c is required in weather_daily"),
+        ("tmin_c", 'tmin_c = { const = "NA" }', "tmin_c is required"),
+    ],
+    ids=["optional-precip", "null-const", "declared-null-const"],
+)
+def test_a_mapping_that_cannot_fill_a_required_column_is_refused_when_mappings_load(tmp_path, column, line, words):
+    (tmp_path / "weather_us_obs_csv.toml").write_text(_weather_mapping(**{column: line}))
+    with pytest.raises(MappingFileError, match=words):
+        load_mappings(tmp_path)
+
+
+def test_a_nullable_column_may_be_optional_or_always_null(tmp_path):
+    (tmp_path / "weather_us_obs_csv.toml").write_text(_weather_mapping(snow_mm='snow_mm = { const = "" }'))
+    assert load_mappings(tmp_path)["weather_us_obs_csv"].columns["snow_mm"].const == ""

@@ -541,3 +541,30 @@ def test_a_file_quarantined_for_its_format_is_retried_once_a_mapping_fits(tmp_pa
     monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
     m = ingest(lake, "raw/demographics/new_vendor.csv")
     assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"
+
+
+# required values ---------------------------------------------------------------------------
+def test_a_noaa_row_with_empty_tmax_tmin_or_prcp_is_rejected_as_missing_not_written_empty(lake):
+    header = '"STATION","NAME","DATE","PRCP","SNOW","SNWD","TMAX","TMIN"'
+    path = "raw/weather/ghcn/zip=75001/USW00003927.csv"
+    put(
+        lake,
+        path,
+        lines(
+            header,
+            '"USW00003927","DALLAS","2026-01-30","0.50","","","68","41"',
+            '"USW00003927","DALLAS","2026-01-31","","","","",""',
+            '"USW00003927","DALLAS","2026-02-01","0.1","","","","40"',
+        ),
+    )
+    m = ingest(lake, path)
+    assert m["rows"]["read"] == 3 and m["rows"]["written"] == 1 and m["rows"]["rejected"] == 2
+    assert m["rows"]["rejected_by_rule"] == {"missing_value": 4}
+    rejected = read_csv(lake, m["outputs"]["rejected"]["path"])
+    assert [(r["line"], r["column"], r["rule"]) for r in rejected] == [
+        ("3", "tmax_c", "missing_value"),
+        ("3", "tmin_c", "missing_value"),
+        ("3", "precip_mm", "missing_value"),
+        ("4", "tmax_c", "missing_value"),
+    ]
+    assert [r["date"] for r in read_csv(lake, m["outputs"]["curated"]["path"])] == ["2026-01-30"]

@@ -146,6 +146,8 @@ class Mapping(BaseModel):
         for name, src in self.columns.items():
             if name in names:
                 problems += self._source_problems(name, src, ds.column(name).type)
+                if not ds.column(name).nullable:
+                    problems += self._required_problems(name, src)
         if self.aggregate:
             key = set(ds.key)
             free = sorted(names - key - set(self.aggregate) - {"source"})
@@ -171,6 +173,17 @@ class Mapping(BaseModel):
         if src.path is not None and self.reader != "json":
             problems.append(f"{name}: 'path' (a document-level JSON path) needs reader = 'json'")
         return problems
+
+    def _required_problems(self, name: str, src: Source) -> list[str]:
+        """A required standard column must be filled on every row the mapping can write."""
+        if src.optional:
+            return [
+                f"{name} is required in {self.dataset}, so its source cannot be optional "
+                "(a file without that raw column would write every row without it)"
+            ]
+        if src.const is not None and str(src.const).strip() in {"", *self.null_values}:
+            return [f"{name} is required in {self.dataset}, so it cannot be the constant null {src.const!r}"]
+        return []
 
     @property
     def required_columns(self) -> list[str]:
