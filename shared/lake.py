@@ -56,11 +56,26 @@ class ObjectInfo:
     size: int
 
 
+#: the longest lake path and path segment (Blob Storage's limits: 1,024 characters per blob
+#: name, 255 per segment on ADLS Gen2 and on most file systems)
+MAX_PATH_CHARS = 1024
+MAX_SEGMENT_CHARS = 255
+
+
 def check_path(path: str) -> str:
     """Return ``path`` if it is a clean relative lake path, else raise ``ValueError``."""
     if not isinstance(path, str) or not path:
         raise ValueError("the path is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError(f"{path!r} holds a control character (NUL, newline, tab, ...), which no lake path may hold")
+    if len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"the path is {len(path)} characters long; a lake path has at most {MAX_PATH_CHARS}")
     parts = path.split("/")
+    long = next((p for p in parts if len(p) > MAX_SEGMENT_CHARS), None)
+    if long is not None:
+        raise ValueError(
+            f"a segment of the path is {len(long)} characters long ({long[:20]}...); at most {MAX_SEGMENT_CHARS}"
+        )
     if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{path!r} is not a lake path: use '/'-separated segments with no empty, '.' or '..' segment")
     if len(parts) < 2:
@@ -142,9 +157,10 @@ class LocalLake(Lake):
             raise NotFoundError(path) from None
         if not stat.S_ISREG(st.st_mode):
             raise NotFoundError(path)
-        # size + mtime is what a web server's ETag is made of: cheap, and it changes whenever
-        # the file is replaced, which is all an ETag promises
-        return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}"', st.st_size)
+        # size and mtime alone collide: ``cp -p``, ``rsync -a`` and unzip change the bytes and
+        # keep both. The inode changes when a file is replaced by a rename, and the ctime
+        # whenever its bytes or its mtime are written, and neither can be set back by a tool.
+        return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_ctime_ns:x}"', st.st_size)
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:

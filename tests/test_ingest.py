@@ -568,3 +568,80 @@ def test_a_noaa_row_with_empty_tmax_tmin_or_prcp_is_rejected_as_missing_not_writ
         ("4", "tmax_c", "missing_value"),
     ]
     assert [r["date"] for r in read_csv(lake, m["outputs"]["curated"]["path"])] == ["2026-01-30"]
+
+
+# a raw file that changes while it is ingested ---------------------------------------------------
+def test_a_file_copied_over_with_the_same_size_and_mtime_is_ingested_again(local_lake):
+    import os
+    import time
+
+    put(local_lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    ingest(local_lake, WEATHER)
+    file = local_lake.root / WEATHER
+    before = file.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with open(file, "r+b") as f:  # cp -p onto the file: new bytes, same size, mtime set back
+        f.write(lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,").encode())
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    m = ingest(local_lake, WEATHER)
+    assert "unchanged" not in m
+    assert [r["date"] for r in read_csv(local_lake, m["outputs"]["curated"]["path"])] == ["2026-02-28"]
+
+
+def test_a_slow_ingest_of_an_old_version_never_overwrites_the_newer_versions_outputs(lake, monkeypatch):
+    """Version 1 is read; meanwhile version 2 arrives and is ingested in full; then version 1's
+    ingest reaches its commit. It must find the raw file changed and let version 2 win."""
+    from shared.ingestion import convert
+
+    put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    real, events = convert.Converter.convert, []
+
+    def v2_arrives_and_is_ingested_while_v1_is_converted(self, batch):
+        if not events:
+            events.append("v2")
+            put(lake, WEATHER, lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,", "2134,03/01/2026,50,32,0,"))
+            events.append(ingest(lake, WEATHER, invocation_id="fast-v2"))
+        return real(self, batch)
+
+    monkeypatch.setattr(convert.Converter, "convert", v2_arrives_and_is_ingested_while_v1_is_converted)
+    m = ingest(lake, WEATHER, invocation_id="slow-v1")
+    out = outputs_for(WEATHER)
+    assert [r["date"] for r in read_csv(lake, out.curated)] == ["2026-02-28", "2026-03-01"]
+    manifest = read_json(lake, out.manifest)
+    assert manifest["invocation_id"] == "fast-v2" and manifest["raw"]["etag"] == lake.stat(WEATHER).etag
+    assert m["invocation_id"] == "fast-v2" and m["unchanged"] is True  # the slow call answers the newest
+
+
+def test_a_version_replaced_after_its_outputs_were_committed_is_rewritten_from_the_newest(lake, monkeypatch):
+    from shared.ingestion import service
+
+    put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    real, calls = service.check_current, []
+
+    def replaced_just_before_the_manifest(lake_, path, etag, committed=False):
+        if committed and not calls:
+            calls.append(path)
+            put(lake, WEATHER, lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,"))
+        return real(lake_, path, etag, committed)
+
+    monkeypatch.setattr(service, "check_current", replaced_just_before_the_manifest)
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "ingested" and m["raw"]["etag"] == lake.stat(WEATHER).etag
+    assert [r["date"] for r in read_csv(lake, outputs_for(WEATHER).curated)] == ["2026-02-28"]
+
+
+def test_a_file_that_never_stops_changing_is_left_to_the_hosts_retry(local_lake, monkeypatch):
+    from shared.ingestion import convert
+
+    put(local_lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    real, n = convert.Converter.convert, [0]
+
+    def always_rewritten(self, batch):
+        n[0] += 1
+        put(local_lake, WEATHER, lines(US_OBS_HEADER, f"2134,01/{n[0]:02d}/2026,50,32,0,"))
+        return real(self, batch)
+
+    monkeypatch.setattr(convert.Converter, "convert", always_rewritten)
+    with pytest.raises(TransientLakeError, match="kept changing"):
+        ingest(local_lake, WEATHER)
+    assert not local_lake.exists(outputs_for(WEATHER).curated)

@@ -28,12 +28,22 @@ from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.ingestion.formats import Mapping, load_mappings, path_fields
 from shared.ingestion.layout import Outputs, outputs_for
 from shared.ingestion.readers import DataError
-from shared.ingestion.write import Progress, Repeated, Unreadable, Written, write_outputs
+from shared.ingestion.write import (
+    Progress,
+    Repeated,
+    Superseded,
+    Unreadable,
+    Written,
+    check_current,
+    write_outputs,
+)
 from shared.lake import Lake, NotFoundError, TransientLakeError
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = f"forecastops-{__version__}"
+#: passes over a raw file that keeps changing while it is read, before the host is asked to retry
+MAX_SUPERSEDED = 3
 
 
 def _read_json(lake: Lake, path: str) -> dict[str, Any] | None:
@@ -66,9 +76,20 @@ def ingest(
     """
     out = outputs_for(raw_path)
     invocation_id = invocation_id or uuid.uuid4().hex
-    for attempt in range(1, retries + 1):
+    superseded = 0
+    attempt = 1
+    while True:
         try:
             return _ingest_once(lake, out, invocation_id, force, progress)
+        except Superseded as e:
+            # a newer version arrived while this one was read: the newest wins (it may well
+            # be ingested already: then its outputs are current and kept)
+            superseded += 1
+            if superseded > MAX_SUPERSEDED:
+                raise TransientLakeError(f"{e}; it kept changing over {superseded} passes") from e
+            log.info("ingest %s: %s; ingesting the newest version", raw_path, e)
+            force = force or e.committed
+            continue
         except TransientLakeError as e:
             if attempt == retries:
                 raise
@@ -82,7 +103,7 @@ def ingest(
                 wait,
             )
             time.sleep(wait)
-    raise RuntimeError("unreachable: the last attempt returns or raises")
+            attempt += 1
 
 
 def _ingest_once(
@@ -146,6 +167,7 @@ def _ingest_once(
     }
     if not outputs.get("rejected"):
         lake.delete(out.rejected)
+    check_current(lake, out.raw, result.raw["etag"], committed=True)
     lake.write_bytes(out.manifest, _dump(manifest))
     lake.delete(out.error)
     return manifest
@@ -191,6 +213,7 @@ def _quarantine(
         "code_version": CODE_VERSION,
         "invocation_id": invocation_id,
     }
+    check_current(lake, out.raw, record["raw"]["etag"])
     log.warning("ingest %s: quarantined (%s): %s", out.raw, error.reason, error.message)
     if touch_outputs:
         # outputs of an earlier version of this raw file no longer describe it
