@@ -199,12 +199,13 @@ def _quarantine(
     raw_meta: dict[str, Any] | None,
     touch_outputs: bool = True,
 ) -> dict[str, Any]:
+    raw = {"path": out.raw, "etag": etag, **(raw_meta or {})}
     record = {
         "manifest_version": 1,
         "status": "quarantined",
         "dataset": out.dataset,
         "schema_version": SCHEMA_VERSION,
-        "raw": {"path": out.raw, "etag": etag, **(raw_meta or {})},
+        "raw": raw,
         "format": None,
         "error": {"reason": error.reason, "message": error.message, "details": error.details},
         "mappings_sha256": mappings_digest(load_mappings()),
@@ -213,7 +214,7 @@ def _quarantine(
         "code_version": CODE_VERSION,
         "invocation_id": invocation_id,
     }
-    check_current(lake, out.raw, record["raw"]["etag"])
+    check_current(lake, out.raw, raw["etag"])
     log.warning("ingest %s: quarantined (%s): %s", out.raw, error.reason, error.message)
     if touch_outputs:
         # outputs of an earlier version of this raw file no longer describe it
