@@ -450,6 +450,12 @@ def test_two_raw_files_with_the_same_stem_do_not_overwrite_each_other(lake):
     m = ingest(lake, "raw/weather/us_obs/2026.csv.gz")
     assert m["error"]["reason"] == "output_collision"
     assert [r["date"] for r in read_csv(lake, "curated/weather_daily/v1/us_obs/2026.csv")] == ["2026-01-31"]
+    # the quarantined file has its error record, beside the other file's outputs, not over them
+    record = "quarantine/weather_daily/v1/us_obs/2026.csv.gz.collision.error.json"
+    assert m["error_record"] == record and read_json(lake, record) == m
+    assert m["raw"]["path"] == "raw/weather/us_obs/2026.csv.gz" and "2026.csv" in m["error"]["message"]
+    assert not lake.exists(outputs_for("raw/weather/us_obs/2026.csv").error)
+    assert read_json(lake, outputs_for("raw/weather/us_obs/2026.csv").manifest)["status"] == "ingested"
 
 
 def test_a_failure_mid_file_leaves_no_half_written_output(local_lake, monkeypatch):

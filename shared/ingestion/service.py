@@ -126,7 +126,7 @@ def _ingest_once(
                 other=previous["raw"]["path"],
             ),
             None,
-            touch_outputs=False,
+            error_path=out.collision_error,
         )
     if not force and previous and _unchanged(previous, info.etag, mappings):
         log.info("ingest %s: unchanged (etag %s); outputs kept", out.raw, info.etag)
@@ -197,8 +197,11 @@ def _quarantine(
     started: str,
     error: DataError,
     raw_meta: dict[str, Any] | None,
-    touch_outputs: bool = True,
+    error_path: str | None = None,
 ) -> dict[str, Any]:
+    """Write the error record of a file quarantined as a whole. At ``out.error`` (the
+    default) it replaces the file's earlier outputs; at another ``error_path`` (a collision)
+    it leaves the outputs, which belong to another raw file, alone."""
     raw = {"path": out.raw, "etag": etag, **(raw_meta or {})}
     record = {
         "manifest_version": 1,
@@ -216,9 +219,10 @@ def _quarantine(
     }
     check_current(lake, out.raw, raw["etag"])
     log.warning("ingest %s: quarantined (%s): %s", out.raw, error.reason, error.message)
-    if touch_outputs:
+    if error_path is None:
         # outputs of an earlier version of this raw file no longer describe it
         for stale in (out.curated, out.manifest, out.rejected):
             lake.delete(stale)
-        lake.write_bytes(out.error, _dump(record))
+    record["error_record"] = error_path or out.error
+    lake.write_bytes(error_path or out.error, _dump(record))
     return record
