@@ -651,3 +651,32 @@ def test_a_file_that_never_stops_changing_is_left_to_the_hosts_retry(local_lake,
     with pytest.raises(TransientLakeError, match="kept changing"):
         ingest(local_lake, WEATHER)
     assert not local_lake.exists(outputs_for(WEATHER).curated)
+
+
+# files that used to crash the batch or quarantine with words only pyarrow understands ----------
+def test_a_first_line_longer_than_the_csv_field_limit_is_quarantined_not_raised(lake):
+    content = b"x" * 200_000 + b",y\n1,2\n"
+    put(lake, WEATHER, content)
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "record_too_long"
+    assert "longer than 128 KiB" in m["error"]["message"] and m["raw"]["bytes"] == len(content)
+    assert read_json(lake, outputs_for(WEATHER).error) == m
+
+
+def test_a_record_longer_than_the_readers_block_is_quarantined_in_words_a_data_engineer_reads(lake):
+    content = lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,", '2134,"' + "x" * (5 << 20) + '",50,32,0,')
+    put(lake, WEATHER, content)
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "record_too_long"
+    assert "a record (one row" in m["error"]["message"] and "longer than 2 MiB" in m["error"]["message"]
+    assert "straddl" not in m["error"]["message"]
+
+
+def test_a_header_that_names_a_column_the_mapping_reads_twice_is_refused(lake):
+    put(lake, WEATHER, lines(US_OBS_HEADER + ",zip ", "2134,01/31/2026,50,32,0,,99999"))
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "duplicate_column"
+    assert "'zip' at columns 1, 7" in m["error"]["message"]
+    # a repeated column the mapping does not read is harmless
+    put(lake, WEATHER, lines(US_OBS_HEADER + ",note,note", "2134,01/31/2026,50,32,0,,a,b"))
+    assert ingest(lake, WEATHER)["status"] == "ingested"
