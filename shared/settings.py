@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     aml_workspace: str | None = Field(None, validation_alias=AliasChoices("AML_WORKSPACE"))
     #: the local backend's working folder for step outputs (a lake folder when the lake is local)
     local_runs_root: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_LOCAL_RUNS_ROOT"))
+    #: a folder of the user's own mapping files (one TOML per raw layout), loaded with the
+    #: shipped ones and validated the same way; a new vendor layout needs no change to the package
+    extra_mappings_dir: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_EXTRA_MAPPINGS"))
 
 
 def env_name(field: str) -> str:

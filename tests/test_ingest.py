@@ -364,7 +364,7 @@ def test_two_formats_that_both_fit_are_named_in_the_error(tmp_path, monkeypatch)
     (folder / "weather_us_obs_copy.toml").write_text(
         src.read_text().replace('id = "weather_us_obs_csv"', 'id = "weather_us_obs_copy"')
     )
-    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.current_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
     put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
     m = ingest(lake, WEATHER)
@@ -382,7 +382,7 @@ def test_a_latin1_vendor_is_read_when_its_mapping_declares_the_encoding(tmp_path
         'reader = "csv"', 'reader = "csv"\nencoding = "latin-1"'
     )
     (folder / "demographics_latin1.toml").write_text(text)
-    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.current_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
     content = (STORE_MASTER_HEADER + "\nS1,2134,Montréal,Large,1,1,1,1\n").encode("latin-1")
     # named in the path, and found by its columns alone (the only latin-1 mapping in this folder)
@@ -544,7 +544,7 @@ def test_a_file_quarantined_for_its_format_is_retried_once_a_mapping_fits(tmp_pa
         'store_format = { const = "large" }\npopulation = { const = "" }\nhouseholds = { const = "" }\n'
         'median_household_income = { const = "" }\nmedian_age = { const = "" }\n'
     )
-    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.current_mappings", lambda: formats.load_mappings(folder))
     m = ingest(lake, "raw/demographics/new_vendor.csv")
     assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"
 
@@ -680,3 +680,18 @@ def test_a_header_that_names_a_column_the_mapping_reads_twice_is_refused(lake):
     # a repeated column the mapping does not read is harmless
     put(lake, WEATHER, lines(US_OBS_HEADER + ",note,note", "2134,01/31/2026,50,32,0,,a,b"))
     assert ingest(lake, WEATHER)["status"] == "ingested"
+
+
+def test_a_vendor_layout_in_the_extra_mappings_folder_is_used_by_the_ingest(tmp_path, monkeypatch):
+    from shared.settings import get_settings
+    from tests.test_formats import NEW_VENDOR
+
+    folder = tmp_path / "my-mappings"
+    folder.mkdir()
+    (folder / "demographics_new_vendor.toml").write_text(NEW_VENDOR)
+    monkeypatch.setenv("FORECASTOPS_EXTRA_MAPPINGS", str(folder))
+    get_settings.cache_clear()
+    lake = LocalLake(tmp_path / "lake")
+    put(lake, "raw/demographics/new_vendor.csv", "Store,Postcode\nS1,2134\n")
+    m = ingest(lake, "raw/demographics/new_vendor.csv")
+    assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"

@@ -25,7 +25,7 @@ import numpy as np
 
 from shared import __version__, clock
 from shared.ingestion.datasets import SCHEMA_VERSION
-from shared.ingestion.formats import Mapping, load_mappings, path_fields
+from shared.ingestion.formats import Mapping, current_mappings, path_fields
 from shared.ingestion.layout import Outputs, outputs_for
 from shared.ingestion.readers import DataError
 from shared.ingestion.write import (
@@ -67,8 +67,10 @@ def ingest(
     force: bool = False,
     retries: int = 3,
     progress: Progress | None = None,
+    mappings: dict[str, Mapping] | None = None,
 ) -> dict[str, Any]:
     """Ingest one raw file; return its manifest (or, if quarantined, its error record).
+    ``mappings``: the raw formats to choose from (default: those the settings name).
 
     Raises ``ValueError`` for a path that is not ``raw/<source>/...``, :class:`NotFoundError`
     when the raw file does not exist, and :class:`TransientLakeError` when storage keeps
@@ -80,7 +82,7 @@ def ingest(
     attempt = 1
     while True:
         try:
-            return _ingest_once(lake, out, invocation_id, force, progress)
+            return _ingest_once(lake, out, invocation_id, force, progress, mappings)
         except Superseded as e:
             # a newer version arrived while this one was read: the newest wins (it may well
             # be ingested already: then its outputs are current and kept)
@@ -107,10 +109,15 @@ def ingest(
 
 
 def _ingest_once(
-    lake: Lake, out: Outputs, invocation_id: str, force: bool, progress: Progress | None
+    lake: Lake,
+    out: Outputs,
+    invocation_id: str,
+    force: bool,
+    progress: Progress | None,
+    given: dict[str, Mapping] | None,
 ) -> dict[str, Any]:
     info = lake.stat(out.raw)
-    mappings = load_mappings()
+    mappings = current_mappings() if given is None else given
     previous = _read_json(lake, out.manifest) or _read_json(lake, out.error)
     if previous and previous.get("raw", {}).get("path") not in (None, out.raw):
         return _quarantine(
@@ -126,6 +133,7 @@ def _ingest_once(
                 other=previous["raw"]["path"],
             ),
             None,
+            mappings,
             error_path=out.collision_error,
         )
     if not force and previous and _unchanged(previous, info.etag, mappings):
@@ -148,7 +156,7 @@ def _ingest_once(
     if isinstance(result, Repeated):
         raise RuntimeError(f"{out.raw}: keys still repeat after the first-wins pass")
     if isinstance(result, Unreadable):
-        return _quarantine(lake, out, info.etag, invocation_id, started, result.error, result.raw)
+        return _quarantine(lake, out, info.etag, invocation_id, started, result.error, result.raw, mappings)
     mapping, outputs = result.mapping, result.outputs
     manifest = {
         "manifest_version": 1,
@@ -197,6 +205,7 @@ def _quarantine(
     started: str,
     error: DataError,
     raw_meta: dict[str, Any] | None,
+    mappings: dict[str, Mapping],
     error_path: str | None = None,
 ) -> dict[str, Any]:
     """Write the error record of a file quarantined as a whole. At ``out.error`` (the
@@ -211,7 +220,7 @@ def _quarantine(
         "raw": raw,
         "format": None,
         "error": {"reason": error.reason, "message": error.message, "details": error.details},
-        "mappings_sha256": mappings_digest(load_mappings()),
+        "mappings_sha256": mappings_digest(mappings),
         "started_at": started,
         "finished_at": clock.now_iso(),
         "code_version": CODE_VERSION,

@@ -175,7 +175,9 @@ def _pass(
     first_wins = FirstWins(repeated, hash_key) if repeated is not None else None
     folder = Folder(ds.key, mapping, conv.schema) if mapping.aggregate else None
     rows: dict[str, Any] = {"read": 0, "written": 0, "rejected": 0, "output": 0, "rejected_by_rule": {}}
-    with lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
+    # the duplicate search's spill files go whatever ends the pass (an error, Ctrl-C)
+    spill = contextlib.closing(counter) if counter is not None else contextlib.nullcontext()
+    with spill, lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
         csv_out = CsvOut(sink, conv.schema)
         for batch in batches:
             try:
