@@ -49,6 +49,23 @@ class TransientLakeError(LakeError):
     """The storage service failed in a way worth retrying (throttling, 5xx, network)."""
 
 
+class LakeAccessError(LakeError):
+    """The storage service refused the credentials (a wrong key, an identity without a role):
+    retrying cannot help."""
+
+
+#: the storage client's own retries are off: the ingest service's retries (3 attempts, 1 s
+#: and 2 s apart) are the one retry layer, and each call waits at most this long to connect
+#: and for an answer, so that an unreachable endpoint fails in seconds, not minutes
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 0,
+    "connection_timeout": CONNECT_TIMEOUT_S,
+    "read_timeout": READ_TIMEOUT_S,
+}
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     path: str
@@ -288,11 +305,21 @@ def _translate(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ResourceNotFoundError as e:
         raise NotFoundError(str(e).splitlines()[0]) from e
     except (ServiceRequestError, ServiceResponseError) as e:
-        raise TransientLakeError(f"storage unreachable: {e}") from e
+        raise TransientLakeError(f"storage unreachable: {_first_line(e)}") from e
     except HttpResponseError as e:
         if e.status_code in (408, 429) or (e.status_code or 0) >= 500:
             raise TransientLakeError(f"storage answered {e.status_code}: {e.reason}") from e
+        if e.status_code in (401, 403):
+            code = getattr(e, "error_code", None) or e.reason
+            raise LakeAccessError(
+                f"storage refused access ({e.status_code} {code}): check the account key in the connection "
+                "string, or the identity's role on the storage account"
+            ) from e
         raise
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class BlobLake(Lake):
@@ -309,7 +336,7 @@ class BlobLake(Lake):
 
         if conn.strip().lower().rstrip(";") == "usedevelopmentstorage=true":
             conn = AZURITE_CONNECTION_STRING
-        return cls(BlobServiceClient.from_connection_string(conn), chunk_bytes)
+        return cls(BlobServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS), chunk_bytes)
 
     def _blob(self, path: str) -> BlobClient:
         container, _, name = check_path(path).partition("/")
@@ -386,7 +413,9 @@ def make_lake(settings: Settings) -> Lake:
         from azure.identity import DefaultAzureCredential
         from azure.storage.blob import BlobServiceClient
 
-        service = BlobServiceClient(settings.lake_storage_service_uri, credential=DefaultAzureCredential())
+        service = BlobServiceClient(
+            settings.lake_storage_service_uri, credential=DefaultAzureCredential(), **_CLIENT_OPTIONS
+        )
         return BlobLake(service, settings.lake_chunk_bytes)
     raise ValueError(
         "FORECASTOPS_LAKE_BACKEND=blob needs LAKE_STORAGE (a connection string) "
