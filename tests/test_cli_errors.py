@@ -109,6 +109,9 @@ def test_a_generated_batch_that_could_not_finish_is_refused_up_front(tmp_path, c
 
 def test_a_short_batch_without_the_pipeline_is_fine_to_generate():
     mainjob.check_size(mainjob.Size(weeks=5), None)  # no holdout to cover
+    mainjob.check_size(mainjob.Size(weeks=20), 8)  # the shortest the pipeline runs on (19 was seen to work)
+    with pytest.raises(ValueError, match="give --weeks 20 or more"):
+        mainjob.check_size(mainjob.Size(weeks=19), 8)
 
 
 # options anywhere, and make run ---------------------------------------------------------------------

@@ -49,8 +49,14 @@ class Size:
 #: (87,360, ingested and forecast in about 1.5 minutes); beyond it generation and training
 #: take tens of minutes and gigabytes of temporary files
 MAX_STORE_SKU_WEEKS = 400_000
-#: weeks the forecast pipeline needs before its holdout (its prepare step's own rule)
-MIN_TRAIN_WEEKS = 5
+#: weeks of training rows the forecast pipeline needs (its train step cross-validates in 3
+#: folds); each training row also needs its features' lag (as long as the holdout) behind it
+MIN_TRAIN_WEEKS = 4
+
+
+def min_weeks(holdout_weeks: int) -> int:
+    """The fewest generated weeks the forecast pipeline runs on: holdout, lag, training."""
+    return holdout_weeks + max(holdout_weeks, 2) + MIN_TRAIN_WEEKS
 
 
 def check_size(size: Size, holdout_weeks: int | None) -> None:
@@ -64,11 +70,11 @@ def check_size(size: Size, holdout_weeks: int | None) -> None:
     ):
         if v < 1:
             raise ValueError(f"--{name} {v}: must be at least 1")
-    if holdout_weeks is not None and size.weeks < holdout_weeks + MIN_TRAIN_WEEKS:
+    if holdout_weeks is not None and size.weeks < min_weeks(holdout_weeks):
         raise ValueError(
-            f"--weeks {size.weeks}: the forecast pipeline holds out the last {holdout_weeks} weeks and trains on "
-            f"at least {MIN_TRAIN_WEEKS} weeks before them; give --weeks {holdout_weeks + MIN_TRAIN_WEEKS} or more "
-            "(or --no-pipeline)"
+            f"--weeks {size.weeks}: the forecast pipeline holds out the last {holdout_weeks} weeks, lags its "
+            f"features by {max(holdout_weeks, 2)} and trains on at least {MIN_TRAIN_WEEKS}; give --weeks "
+            f"{min_weeks(holdout_weeks)} or more (or --no-pipeline)"
         )
     total = size.regions * size.stores_per_region * size.skus * size.weeks
     if total > MAX_STORE_SKU_WEEKS:
