@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,6 +102,19 @@ def _failed(e: Exception, on_error: Callable[[Exception], Answer | None] | None)
 
 def response_fields(answer: Answer) -> dict[str, Any]:
     """The keyword arguments of ``azure.functions.HttpResponse`` for an answer, so that a
-    function folder maps one with ``func.HttpResponse(**http.response_fields(answer))``."""
+    function folder maps one with ``func.HttpResponse(**http.response_fields(answer))``. The
+    body is strict JSON: NaN and infinities are null (Python would write ``NaN``)."""
     status, body, headers = answer
-    return {"body": json.dumps(body), "status_code": status, "headers": headers, "mimetype": "application/json"}
+    text = json.dumps(json_safe(body), allow_nan=False)
+    return {"body": text, "status_code": status, "headers": headers, "mimetype": "application/json"}
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every float that JSON cannot carry (NaN, infinities) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

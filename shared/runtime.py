@@ -8,20 +8,25 @@ own through :func:`make_backend`, for a lake it names). Nothing here imports
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
-from shared.aml.backend import Backend
-from shared.aml.catalog import Pipeline, load_catalog
 from shared.lake import Lake, make_lake
 from shared.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestion app never loads them
+    from shared.aml.backend import Backend
+    from shared.aml.catalog import Pipeline
 
 
 @lru_cache(maxsize=1)
 def lake() -> Lake:
     """The worker's lake, built on first use from the settings."""
     settings = get_settings()
-    telemetry.configure(settings)
+    # the host forwards the worker's log records itself: only the custom metrics from here
+    telemetry.configure(settings, export_logs=False)
     return make_lake(settings)
 
 
@@ -40,12 +45,18 @@ def make_backend(settings: Settings, lake: Lake) -> Backend:
 @lru_cache(maxsize=1)
 def aml_backend() -> Backend:
     """The worker's AML backend, built on first use."""
-    settings = get_settings()
-    telemetry.configure(settings)
-    return make_backend(settings, lake())
+    return make_backend(get_settings(), lake())
+
+
+def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
+    """A finished watch's telemetry (outcomes, durations, the models' metrics), from the worker."""
+    telemetry.configure(get_settings(), export_logs=False)
+    telemetry.record_watch(result, now)
 
 
 def catalog() -> dict[str, Pipeline]:
+    from shared.aml.catalog import load_catalog
+
     return load_catalog()
 
 

@@ -10,8 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: the function folders (blueprints) of the app, in the order the app registers them
+FUNCTION_FOLDERS = ("ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable")
 
 
 class Settings(BaseSettings):
@@ -51,9 +54,42 @@ class Settings(BaseSettings):
     aml_workspace: str | None = Field(None, validation_alias=AliasChoices("AML_WORKSPACE"))
     #: the local backend's working folder for step outputs (a lake folder when the lake is local)
     local_runs_root: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_LOCAL_RUNS_ROOT"))
+    #: which function folders this app registers, comma-separated (empty: all of them). One code
+    #: base, several apps: in Azure each ingestion source and the bridge run as apps of their own
+    functions: str = Field("", validation_alias=AliasChoices("FORECASTOPS_FUNCTIONS"))
+    #: AML's job events reach the watch (an Event Grid subscription to ``aml_job_event``): the
+    #: watch then polls only as a safety net, every ``watch_safety_poll_s``
+    watch_events: bool = Field(False, validation_alias=AliasChoices("FORECASTOPS_WATCH_EVENTS"))
+    watch_safety_poll_s: float = Field(
+        900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
+    )
     #: a folder of the user's own mapping files (one TOML per raw layout), loaded with the
     #: shipped ones and validated the same way; a new vendor layout needs no change to the package
     extra_mappings_dir: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_EXTRA_MAPPINGS"))
+
+    def watch_polling(self) -> dict[str, float] | None:
+        """The watch's default polling: the safety poll when job events wake it, else None
+        (the policy's own backoff)."""
+        if not self.watch_events:
+            return None
+        return {"first_s": self.watch_safety_poll_s, "factor": 1.0, "max_s": self.watch_safety_poll_s}
+
+    @field_validator("functions")
+    @classmethod
+    def _known_functions(cls, value: str) -> str:
+        unknown = [n for n in _names(value) if n not in FUNCTION_FOLDERS]
+        if unknown:
+            raise ValueError(f"unknown function folder(s) {', '.join(unknown)}; known: {', '.join(FUNCTION_FOLDERS)}")
+        return value
+
+    def function_folders(self) -> list[str]:
+        """The function folders to register, in the app's order."""
+        chosen = set(_names(self.functions))
+        return [n for n in FUNCTION_FOLDERS if not chosen or n in chosen]
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
 
 
 def env_name(field: str) -> str:

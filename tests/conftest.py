@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import telemetry
 from shared.lake import BlobLake, Lake, LocalLake
 from shared.settings import get_settings
 from tests.azurite import AzuriteInstance, start_azurite
@@ -27,6 +28,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+    telemetry.shutdown()  # each test configures telemetry afresh (the worker does it once)
     if cloud is None:
         os.environ.pop("AZUREML_CURRENT_CLOUD", None)
     else:

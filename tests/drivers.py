@@ -125,12 +125,29 @@ def binding_problems(fn: Any) -> list[str]:
     """What the Python worker would refuse when loading ``fn``; empty when it loads."""
     name = fn.get_function_name()
     user = fn.get_user_function()
-    errors = []
     params = dict(inspect.signature(user).parameters)
     hints = typing.get_type_hints(user)
+    bound, explicit_return, return_type, errors = _read_bindings(name, fn.get_bindings())
+    errors += _context_problems(name, params, bound, hints)
+    if set(params) - set(bound):
+        errors.append(f"{name}: parameters without a binding: {sorted(set(params) - set(bound))}")
+    if set(bound) - set(params):
+        errors.append(f"{name}: bindings without a parameter: {sorted(set(bound) - set(params))}")
+    for pname in sorted(set(params) & set(bound)):
+        annotation = hints.get(pname)
+        if annotation is not None:
+            errors += _parameter_problems(name, pname, bound[pname], annotation)
+    if explicit_return and "return" in hints:
+        errors += _return_problems(name, hints["return"], return_type)
+    return errors
+
+
+def _read_bindings(name: str, bindings: Any) -> tuple[dict[str, Any], bool, str | None, list[str]]:
+    """(bindings by parameter name, whether '$return' is bound, the return binding's type, problems)."""
+    errors = []
     bound: dict[str, Any] = {}
     explicit_return, return_type = False, None
-    for b in fn.get_bindings():
+    for b in bindings:
         if b.direction == _INOUT:
             errors.append(f"{name}: binding {b.name!r}: 'inout' is not supported")
         if b.name == "$return":
@@ -141,40 +158,40 @@ def binding_problems(fn: Any) -> list[str]:
             bound[b.name] = b
             if _implicit_output(b.type) and not explicit_return:
                 return_type = b.type
-    if "context" in params and "context" not in bound:
-        params.pop("context")
-        ctx = hints.get("context")
-        if ctx is not None and not (isinstance(ctx, type) and ctx.__name__ == "Context"):
-            errors.append(f"{name}: 'context' must be annotated azure.functions.Context")
-    if set(params) - set(bound):
-        errors.append(f"{name}: parameters without a binding: {sorted(set(params) - set(bound))}")
-    if set(bound) - set(params):
-        errors.append(f"{name}: bindings without a parameter: {sorted(set(bound) - set(params))}")
-    for pname in sorted(set(params) & set(bound)):
-        b, annotation = bound[pname], hints.get(pname)
-        if annotation is None:
-            continue
-        deferred = bool(_DEFERRED.check_supported_type(annotation))
-        is_out = _is_out(annotation)
-        pytype = typing.get_args(annotation)[0] if is_out else annotation
-        if not isinstance(pytype, type) and typing.get_origin(pytype) is None:
-            errors.append(f"{name}: {pname}: {annotation!r} is not a type")
-            continue
-        if (b.direction == _OUT) != is_out:
-            errors.append(f"{name}: {pname}: direction and func.Out[...] annotation disagree")
-            continue
-        btype = "generic" if pytype in (str, bytes) and not _implicit_output(b.type) else b.type
-        conv = _converter(btype, deferred)
-        try:
-            ok = conv.check_output_type_annotation(pytype) if is_out else conv.check_input_type_annotation(pytype)
-        except TypeError:
-            ok = False
-        if not ok:
-            errors.append(f"{name}: {pname}: binding {b.type!r} does not accept {annotation!r}")
-    if explicit_return and "return" in hints:
-        ret = hints["return"]
-        if _is_out(ret) or not isinstance(ret, type):
-            errors.append(f"{name}: return annotation {ret!r} is not a type")
-        elif not _converter(return_type).check_output_type_annotation(ret):
-            errors.append(f"{name}: return annotation {ret.__name__} does not fit {return_type!r}")
-    return errors
+    return bound, explicit_return, return_type, errors
+
+
+def _context_problems(name: str, params: dict[str, Any], bound: dict[str, Any], hints: dict[str, Any]) -> list[str]:
+    """An unbound ``context`` parameter is the invocation context: taken out of ``params``, checked for its type."""
+    if "context" not in params or "context" in bound:
+        return []
+    params.pop("context")
+    ctx = hints.get("context")
+    if ctx is not None and not (isinstance(ctx, type) and ctx.__name__ == "Context"):
+        return [f"{name}: 'context' must be annotated azure.functions.Context"]
+    return []
+
+
+def _parameter_problems(name: str, pname: str, b: Any, annotation: Any) -> list[str]:
+    deferred = bool(_DEFERRED.check_supported_type(annotation))
+    is_out = _is_out(annotation)
+    pytype = typing.get_args(annotation)[0] if is_out else annotation
+    if not isinstance(pytype, type) and typing.get_origin(pytype) is None:
+        return [f"{name}: {pname}: {annotation!r} is not a type"]
+    if (b.direction == _OUT) != is_out:
+        return [f"{name}: {pname}: direction and func.Out[...] annotation disagree"]
+    btype = "generic" if pytype in (str, bytes) and not _implicit_output(b.type) else b.type
+    conv = _converter(btype, deferred)
+    try:
+        ok = conv.check_output_type_annotation(pytype) if is_out else conv.check_input_type_annotation(pytype)
+    except TypeError:
+        ok = False
+    return [] if ok else [f"{name}: {pname}: binding {b.type!r} does not accept {annotation!r}"]
+
+
+def _return_problems(name: str, ret: Any, return_type: str | None) -> list[str]:
+    if _is_out(ret) or not isinstance(ret, type):
+        return [f"{name}: return annotation {ret!r} is not a type"]
+    if not _converter(return_type).check_output_type_annotation(ret):
+        return [f"{name}: return annotation {ret.__name__} does not fit {return_type!r}"]
+    return []

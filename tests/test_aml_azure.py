@@ -1,5 +1,5 @@
 """The azureml backend with the real azure-ai-ml MLClient, answered by an in-process fake
-of AML's REST API (tests/aml_fake.py)."""
+of AML's REST API (tests/aml/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from shared.aml import runs
 from shared.aml.azureml import AzureMLBackend, Retry
 from shared.aml.backend import RunNotFound
 from shared.aml.catalog import load_catalog
-from tests.aml_fake import FakeAML, FakeCredential
+from tests.aml.credential import FakeCredential
+from tests.aml.fake import FakeAML
 from tests.drivers import ROOT_DIR
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -52,6 +53,8 @@ def test_submit_puts_the_pipeline_job_aml_expects(fake, backend):
     assert put.path == f"{WS}/jobs/{run_id}"
     props = put.json["properties"]
     assert props["jobType"] == "Pipeline" and props["experimentName"] == "forecastops-smoke"
+    fingerprint = props["tags"].pop("forecastops.request")  # what the key asked for (same key, other body: 409)
+    assert len(fingerprint) == 64 and int(fingerprint, 16) >= 0
     assert props["tags"] == {
         "product": "forecastops",
         "purpose": "smoke",
@@ -203,3 +206,38 @@ def test_unreadable_metrics_fail_the_gates_instead_of_passing_them(fake, backend
     state = watch.start([watch.RunState(index=0, run_id=run_id)], watch.WatchOptions(), dt.datetime.now(dt.UTC))
     watch.observe(state, 0, status, dt.datetime.now(dt.UTC))
     assert state.runs[0].outcome == "gate_failed" and state.runs[0].gate_failures[0]["gate"] == "metrics"
+
+
+def test_steps_carry_their_start_and_end_times_from_run_history(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k-times"})
+    run_id = body["run_id"]
+    fake.set_status(run_id, "Running")
+    fake.set_status(run_id, "Completed")
+    _, final, _ = runs.get(backend, run_id)
+    assert all(s["started_at"] and s["ended_at"] for s in final["steps"])
+    assert final["started_at"] and final["ended_at"] and final["started_at"] <= final["ended_at"]
+
+
+def test_a_running_job_costs_two_aml_calls_and_metrics_are_read_once_it_ended(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k-calls"})
+    run_id = body["run_id"]
+    fake.set_status(run_id, "Running")
+    runs.get(backend, run_id)  # the first read also finds the workspace's Run History endpoint, once
+    before = len(fake.requests)
+    runs.get(backend, run_id)
+    during = fake.requests[before:]
+    assert len(during) <= 2 and not [r for r in during if "/mlflow/" in r.path]
+    fake.set_status(run_id, "Completed")
+    before = len(fake.requests)
+    runs.get(backend, run_id)
+    assert [r for r in fake.requests[before:] if "/mlflow/" in r.path]
+
+
+def test_a_nan_metric_is_null_in_the_status(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k-nan"})
+    run_id = body["run_id"]
+    fake.set_status(run_id, "Completed")
+    fake.set_metrics(fake.child_run(run_id, "evaluate")["runId"], {"mape": float("nan"), "rmse_all": 4.2})
+    _, final, _ = runs.get(backend, run_id)
+    assert final["metrics"]["evaluate"] == {"mape": None, "rmse_all": 4.2}
+    json.dumps(final, allow_nan=False)

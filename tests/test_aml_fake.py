@@ -1,4 +1,4 @@
-"""Proves tests/aml_fake.py against the real azure-ai-ml MLClient (no network)."""
+"""Proves tests/aml/ (FakeAML) against the real azure-ai-ml MLClient (no network)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolic
 from azure.core.rest import HttpRequest
 from marshmallow.warnings import Marshmallow4Warning
 
-from tests.aml_fake import FakeAML, FakeCredential
+from tests.aml.credential import FakeCredential
+from tests.aml.fake import FakeAML
 
 # azure-ai-ml 1.35.2 emits ~470 marshmallow 3.26 deprecation warnings (RemovedInMarshmallow4Warning /
 # ChangedInMarshmallow4Warning, both subclasses of marshmallow.warnings.Marshmallow4Warning(DeprecationWarning))
@@ -366,6 +367,41 @@ def _b64decode(part: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+# ----------------------------------------------------------------------------------------------- (h) status contract
+# AML's contract: only Completed, Failed and Canceled end a job; NotResponding, Paused and Unknown do not.
+def test_not_responding_job_keeps_its_steps_open_until_it_completes(fake: FakeAML, ml_client: MLClient):
+    submit(ml_client)
+    fake.script("nightly-1", ["Running", "NotResponding", "Running", "Completed"])
+
+    def steps() -> list[tuple[str, str | None]]:
+        return [(c["status"], c["endTimeUtc"]) for c in fake.child_runs("nightly-1")]
+
+    running = [("Running", None), ("NotStarted", None), ("NotStarted", None)]
+    assert ml_client.jobs.get("nightly-1").status == "Running"
+    assert steps() == running
+    assert ml_client.jobs.get("nightly-1").status == "NotResponding"
+    assert steps() == running  # no step ended, none took the parent's status
+    assert fake.mlflow_runs["nightly-1"]["status"] == "RUNNING"
+    assert ml_client.jobs.get("nightly-1").status == "Running"
+    assert steps() == running
+    assert ml_client.jobs.get("nightly-1").status == "Completed"
+    assert [status for status, _ in steps()] == ["Completed"] * 3
+    assert all(end for _, end in steps())
+
+
+@pytest.mark.parametrize("stalled", ["NotResponding", "Paused", "Unknown"])
+def test_stalled_job_can_still_be_canceled(fake: FakeAML, ml_client: MLClient, stalled: str):
+    submit(ml_client)
+    fake.script("nightly-1", ["Running", stalled])
+    assert [ml_client.jobs.get("nightly-1").status for _ in range(2)] == ["Running", stalled]
+
+    ml_client.jobs.begin_cancel("nightly-1").result()
+
+    assert ml_client.jobs.get("nightly-1").status == "Canceled"
+    assert [c["status"] for c in fake.child_runs("nightly-1")] == ["Canceled"] * 3
+    assert all(c["endTimeUtc"] for c in fake.child_runs("nightly-1"))
 
 
 # ----------------------------------------------------------------------------------------------- transport details

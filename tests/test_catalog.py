@@ -121,3 +121,20 @@ def test_an_input_path_that_leaves_the_lake_is_refused(smoke, path):
     assert [x["field"] for x in problems] == ["inputs.data"]
     ok, problems = validate_request(p, {"inputs": {"data": "azureml://datastores/lake/paths/curated/weather_daily/v1"}})
     assert problems == [] and ok.inputs["data"].endswith("weather_daily/v1")
+
+
+def test_a_batch_endpoint_entry_is_refused_until_the_kind_is_supported(tmp_path):
+    (tmp_path / "pipelines").mkdir()
+    bad = tmp_path / "pipelines" / "catalog.toml"
+    bad.write_text(
+        '[pipelines.b]\ndescription = "x"\nexperiment = "e"\ndefinition = { kind = "batch_endpoint", endpoint = "ep" }\n'
+    )
+    with pytest.raises(CatalogError, match="b.definition"):
+        load_catalog(bad)
+
+
+def test_the_forecast_pipeline_declares_its_gates_and_the_smoke_pipeline_requires_no_metrics():
+    catalog = load_catalog()
+    assert catalog["forecast"].gates.required == ("mape", "trained_at")
+    assert catalog["forecast"].gates.max_mape == 0.45 and catalog["forecast"].gates.max_age_days == 60
+    assert catalog["smoke"].gates.required == ()

@@ -1,4 +1,4 @@
-"""Proves tests/durable_host.py: History + replay through the SDK, DurableHost, DurableRpcStub + the real client."""
+"""Proves tests/durable/: History + replay through the SDK, DurableHost, DurableRpcStub + the real client."""
 
 from __future__ import annotations
 
@@ -13,18 +13,12 @@ import azure.functions as func
 import pytest
 from azure.functions._durable_functions import OrchestrationContext
 
-from tests.durable_host import (
-    DEFAULT_START_TIME,
-    DurableHost,
-    DurableRpcStub,
-    EventType,
-    History,
-    activities_of,
-    call_http_function,
-    find_function,
-    replay,
-    run_async,
-)
+from tests.durable.client import call_http_function, run_async
+from tests.durable.history import EventType, History
+from tests.durable.host import DurableHost
+from tests.durable.replay import activities_of, find_function, replay
+from tests.durable.rpc import DurableRpcStub
+from tests.durable.wire import DEFAULT_START_TIME
 
 # ------------------------------------------------------------------------------------------------
 # The sample app: fan-out with retry, a durable timer raced against a "cancel" event, custom status,

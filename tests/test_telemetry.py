@@ -61,7 +61,7 @@ def test_without_a_connection_string_nothing_is_exported():
 
 def test_logs_carry_the_invocation_id_and_subject_to_application_insights(ingestion_stub):
     conn, received = ingestion_stub
-    telemetry.configure(Settings(applicationinsights_connection_string=conn))
+    telemetry.configure(Settings(applicationinsights_connection_string=conn), export_logs=True)
     log = logging.getLogger("shared.ingestion.service")
     with telemetry.log_context(invocation_id="inv-42", subject="raw/weather/x.csv"):
         log.warning("ingest %s: quarantined", "raw/weather/x.csv")
@@ -87,6 +87,49 @@ def test_logs_carry_the_invocation_id_and_subject_to_application_insights(ingest
     assert metrics.get("forecastops/rows_read") == 10 and metrics.get("forecastops/rows_rejected") == 2
 
 
+def _sent(received, base_type):
+    return [e for e in received if e["data"]["baseType"] == base_type]
+
+
+def test_under_the_functions_host_a_log_line_is_exported_once_by_the_host_not_by_the_app(ingestion_stub):
+    """The worker's composition root configures telemetry as the host runs it: the host
+    forwards every log record to Application Insights, so the app sends none itself (a second
+    copy), while its custom metrics still go out."""
+    from shared import runtime
+
+    conn, received = ingestion_stub
+    runtime.lake.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(runtime, "get_settings", lambda: Settings(applicationinsights_connection_string=conn))
+            runtime.lake()
+        logging.getLogger("shared.ingestion.service").warning("ingest raw/weather/x.csv: quarantined")
+        telemetry.record_ingest(
+            {"dataset": "weather_daily", "status": "quarantined", "error": {"reason": "empty_file"}}
+        )
+        telemetry.shutdown()
+    finally:
+        runtime.lake.cache_clear()
+    assert _sent(received, "MessageData") == []
+    metrics = [m["data"]["baseData"] for m in _sent(received, "MetricData")]
+    quarantined = [m for m in metrics if m["metrics"][0]["name"] == "forecastops/files_quarantined"]
+    assert [m["metrics"][0]["value"] for m in quarantined] == [1]
+    assert quarantined[0]["properties"] == {"dataset": "weather_daily", "reason": "empty_file"}
+
+
+def test_a_process_of_its_own_exports_each_log_line_exactly_once(ingestion_stub):
+    conn, received = ingestion_stub
+    telemetry.configure(Settings(applicationinsights_connection_string=conn), export_logs=True)
+    telemetry.configure(Settings(applicationinsights_connection_string=conn), export_logs=True)  # once per worker
+    logging.getLogger("shared.tooling.cli").warning("one line")
+    telemetry.shutdown()
+    assert [e["data"]["baseData"]["message"] for e in _sent(received, "MessageData")] == ["one line"]
+
+
+def test_every_metric_has_its_dimensions():
+    assert set(telemetry.METRIC_DIMENSIONS) == set(telemetry.METRICS)
+
+
 def test_throttle_reports_at_most_once_per_interval(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(telemetry.time, "monotonic", lambda: now[0])
@@ -96,3 +139,51 @@ def test_throttle_reports_at_most_once_per_interval(monkeypatch):
         now[0] = step
         t(step, 0)
     assert seen == [10, 20, 30]
+
+
+def test_a_finished_watch_reports_outcomes_durations_and_its_models(ingestion_stub):
+    import datetime as dt
+
+    conn, received = ingestion_stub
+    telemetry.configure(Settings(applicationinsights_connection_string=conn))
+    now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
+    trained = now.timestamp() - 3 * 86400
+    metrics = {
+        "evaluate": {"ne.large.fast.mape": 0.3, "ne.large.fast.rmse_all": 4.0, "ne.large.fast.trained_at": trained}
+    }
+    result = {
+        "runs": [
+            {
+                "run_id": "r1",
+                "pipeline": "forecast",
+                "outcome": "completed",
+                "aml_status": "Completed",
+                "duration_s": 3600.0,
+                "metrics": metrics,
+            },
+            {
+                "run_id": "r2",
+                "pipeline": "forecast",
+                "outcome": "failed",
+                "aml_status": "Failed",
+                "duration_s": None,
+                "metrics": {},
+            },
+        ]
+    }
+    telemetry.record_watch(result, now)
+    telemetry.shutdown()
+    sent = [
+        (m["data"]["baseData"]["metrics"][0], m["data"]["baseData"]["properties"])
+        for m in _sent(received, "MetricData")
+    ]
+    by_name = {}
+    for metric, props in sent:
+        by_name.setdefault(metric["name"], []).append((metric["value"], props))
+    assert sorted(p["outcome"] for _, p in by_name["forecastops/watch_outcome"]) == ["completed", "failed"]
+    assert by_name["forecastops/pipeline_duration_s"] == [
+        (3600.0, {"pipeline": "forecast", "aml_status": "Completed", "run_id": "r1"})
+    ]
+    assert by_name["forecastops/model_mape"] == [(0.3, {"model": "ne.large.fast", "week": "2026-W48"})]
+    ((age, props),) = by_name["forecastops/model_age_days"]
+    assert age == pytest.approx(3.0) and props == {"model": "ne.large.fast", "stage": "candidate"}

@@ -170,3 +170,39 @@ def test_an_unexpected_error_is_logged_and_answered_without_a_stack_trace(api, m
         "error": "internal_error",
         "message": "an unexpected error; the app's logs have the details",
     }
+
+
+def test_the_same_key_with_another_request_is_409_naming_the_key(api):
+    _, first, _ = submit(api, {"idempotency_key": "adf-9", "parameters": {"seconds": 0.05, "region": "west"}})
+    same = submit(api, {"parameters": {"region": "west", "seconds": 0.05}, "idempotency_key": "adf-9"})
+    other = submit(api, {"idempotency_key": "adf-9", "parameters": {"seconds": 0.05, "region": "east"}})
+    assert same[0] == 200 and same[1]["run_id"] == first["run_id"]
+    assert other[0] == 409 and other[1]["error"] == "idempotency_conflict" and "adf-9" in other[1]["message"]
+    wait(api, first["run_id"])
+
+
+def test_adfs_execute_pipeline_body_is_taken_whole_and_its_v1_fields_kept_as_tags(api):
+    body = {
+        "mlPipelineId": "7b5c1b9e-2f0e-4c62-9d2c-6e7d4c0a9f11",
+        "mlPipelineEndpointId": "endpoint-1",
+        "version": "3",
+        "experimentName": "weekly",
+        "mlPipelineParameters": {"seconds": "0.05"},
+        "dataPathAssignments": {},
+        "mlParentRunId": "adf-parent",
+        "continueOnStepFailure": False,
+    }
+    status, answer, _ = submit(api, body)
+    assert status == 202
+    final = wait(api, answer["run_id"])
+    assert final["aml_status"] == "Completed" and final["experiment"] == "weekly"
+    assert (
+        final["tags"]["adf.mlPipelineId"] == body["mlPipelineId"] and final["tags"]["adf.mlParentRunId"] == "adf-parent"
+    )
+
+
+def test_no_answer_carries_nan_or_infinity():
+    from shared import http
+
+    fields = http.response_fields((200, {"metrics": {"evaluate": {"mape": float("nan"), "x": float("-inf")}}}, {}))
+    assert json.loads(fields["body"]) == {"metrics": {"evaluate": {"mape": None, "x": None}}}

@@ -253,3 +253,160 @@ def test_the_readme_start_body_is_a_valid_request():
     body = re.search(r'^(\{"pipeline": "smoke", "runs".+?\})\n```', text, re.M | re.S).group(1)
     plan, problems = watch_api.plan_start(body.replace("@{pipeline().RunId}", "adf-1").encode(), load_catalog(), T0)
     assert problems is None and len(plan["state"]["runs"]) == 2
+
+
+# the gates fail closed ------------------------------------------------------------------------
+FORECAST_GATES = load_catalog()["forecast"].gates
+FRESH = T0.timestamp() - 86400
+
+
+def forecast_state(**options):
+    return watch.start(
+        [watch.RunState(index=0, run_id="r0", pipeline="forecast")], watch.WatchOptions(gates=FORECAST_GATES), T0
+    )
+
+
+@pytest.mark.parametrize(
+    ("metrics", "failed_metric"),
+    [
+        ({"evaluate": {"ne.large.fast.mape": float("nan"), "ne.large.fast.trained_at": FRESH}}, "ne.large.fast.mape"),
+        ({"evaluate": {"ne.large.fast.mape": float("inf"), "ne.large.fast.trained_at": FRESH}}, "ne.large.fast.mape"),
+        ({"evaluate": {"ne.large.fast.mape": None, "ne.large.fast.trained_at": FRESH}}, "ne.large.fast.mape"),
+        ({"evaluate": {"ne.large.fast.mape": 0.2}}, "ne.large.fast.trained_at"),
+        ({"evaluate": {"ne.large.fast.trained_at": FRESH}}, "ne.large.fast.mape"),
+        ({}, None),
+        ({"evaluate": {"models": 56}}, None),
+    ],
+    ids=["nan", "infinity", "null", "no-trained_at", "no-mape", "no-metrics", "other-metrics-only"],
+)
+def test_a_missing_or_non_finite_metric_fails_the_gates_naming_it(metrics, failed_metric):
+    state = forecast_state()
+    watch.observe(state, 0, status("Completed", metrics=metrics), T0)
+    run = state.runs[0]
+    assert run.outcome == "gate_failed"
+    assert all(g["gate"] == "metrics" and g["message"] for g in run.gate_failures)
+    if failed_metric:
+        assert failed_metric in [g["metric"] for g in run.gate_failures]
+        assert "ne.large.fast" in [g["model"] for g in run.gate_failures]
+    # JSON never carries NaN: the value is null in the state and in the answer
+    json.dumps(watch.result(state), allow_nan=False)
+
+
+def test_complete_finite_metrics_pass_and_the_overall_row_needs_no_age():
+    state = forecast_state()
+    metrics = {
+        "evaluate": {"a.mape": 0.3, "a.trained_at": FRESH, "b.mape": 0.2, "b.trained_at": FRESH, "overall.mape": 0.25}
+    }
+    watch.observe(state, 0, status("Completed", metrics=metrics), T0)
+    assert state.runs[0].outcome == "completed" and state.runs[0].gate_failures == []
+
+
+def test_a_pipeline_that_requires_no_metrics_passes_without_any():
+    state = new_state(1, gates=load_catalog()["smoke"].gates)
+    watch.observe(state, 0, status("Completed"), T0)
+    assert state.runs[0].outcome == "completed"
+
+
+def test_a_followed_run_is_held_to_its_own_pipelines_gates(monkeypatch):
+    plan, problems = watch_api.plan_start(b'{"run_id": "forecast-1"}', load_catalog(), T0)
+    assert problems is None
+    state = watch.WatchState.model_validate(plan["state"])
+    watch.observe(state, 0, status("Completed", pipeline="forecast", metrics={}), T0)
+    assert state.runs[0].outcome == "gate_failed"  # the forecast pipeline requires MAPE and trained_at
+    smoke = watch.WatchState.model_validate(plan["state"])
+    watch.observe(smoke, 0, status("Completed", pipeline="smoke", metrics={}), T0)
+    assert smoke.runs[0].outcome == "completed"
+
+
+@pytest.mark.parametrize(
+    ("gates", "field"),
+    [
+        ({"max_mape": None}, "gates"),
+        ({"max_age_days": None}, "gates"),
+        ({"max_mape": 0.9}, "gates"),
+        ({"x": 1}, "gates.x"),
+    ],
+    ids=["switch-off-mape", "switch-off-age", "looser", "unknown"],
+)
+def test_a_caller_cannot_loosen_or_switch_off_the_gates(gates, field):
+    body = {"pipeline": "forecast", "gates": gates}
+    plan, problems = watch_api.plan_start(json.dumps(body).encode(), load_catalog(), T0)
+    assert plan is None and [p["field"] for p in problems] == [field]
+    assert "catalog" in problems[0]["message"] or field == "gates.x"
+
+
+def test_a_caller_may_make_the_gates_stricter():
+    plan, _ = watch_api.plan_start(b'{"pipeline": "forecast", "gates": {"max_mape": 0.3}}', load_catalog(), T0)
+    gates = watch.WatchState.model_validate(plan["state"]).options.gates
+    assert gates.max_mape == 0.3 and gates.max_age_days == 60 and gates.required == ("mape", "trained_at")
+
+
+def test_an_unknown_pipeline_is_404_even_when_the_rest_is_wrong_too():
+    body = {"pipeline": "nope", "timeout_s": -1, "parameters": {"x": 1}, "extra": True}
+    plan, problem = watch_api.plan_start(json.dumps(body).encode(), load_catalog(), T0)
+    assert plan is None and "no pipeline 'nope'" in problem["unknown_pipeline"]
+
+
+def test_option_and_parameter_problems_are_listed_together():
+    body = {"pipeline": "smoke", "timeout_s": -1, "parameters": {"fail_step": "deploy"}}
+    plan, problems = watch_api.plan_start(json.dumps(body).encode(), load_catalog(), T0)
+    assert plan is None and [p["field"] for p in problems] == ["timeout_s", "parameters.fail_step"]
+
+
+def test_the_same_request_has_the_same_fingerprint_whatever_its_layout():
+    a = b'{"pipeline": "smoke", "parameters": {"region": "west", "seconds": 1}, "idempotency_key": "k"}'
+    b = b'{"idempotency_key":"k","parameters":{"seconds":1,"region":"west"},"pipeline":"smoke"}'
+    c = b'{"pipeline": "smoke", "parameters": {"region": "east", "seconds": 1}, "idempotency_key": "k"}'
+    fp = [watch_api.plan_start(x, load_catalog(), T0)[0]["state"]["request"] for x in (a, b, c)]
+    assert fp[0] == fp[1] != fp[2]
+
+
+def test_suspended_is_not_a_failure_but_a_202_with_its_state():
+    status_ = SimpleNamespace(runtime_status="Suspended", custom_status={"runs": 1}, output=None)
+    code, body, headers = watch_api.answer_status(status_, "i1", "https://app", T0, code="my-key")
+    assert code == 202 and body["runtime_status"] == "Suspended" and body["progress"] == {"runs": 1}
+    assert headers["Location"] == "https://app/api/orchestrations/pipeline-runs/i1?code=my-key"
+
+
+def test_an_activity_failure_keeps_one_line_and_never_a_traceback_or_a_path():
+    ours = json.dumps(
+        {"run_id": "r1", "what": "status", "status": 503, "error": "aml_unavailable", "message": "AML busy"}
+    )
+    text = f'ActivityError: {ours} \n Traceback (most recent call last):\n  File "/home/site/wwwroot/x.py", line 3'
+    assert watch.activity_failure(text) == "status answered 503 (aml_unavailable): AML busy"
+    foreign = "KeyError: '/home/site/wwwroot/shared/secret.py' \n Traceback:\n  File \"/home/x.py\""
+    assert watch.activity_failure(foreign) == watch.ACTIVITY_FAILED
+
+
+def test_a_stuck_run_is_cancelled_in_aml_and_the_outcome_says_so():
+    state = new_state(1, stuck_limit_s=60, polling={"first_s": 30, "factor": 1})
+    clock = [T0]
+    canceled = []
+
+    def sleep(s):
+        clock[0] += dt.timedelta(seconds=s)
+
+    final = loop.watch_here(
+        lambda r: status("NotResponding"), canceled.append, state, sleep=sleep, now=lambda: clock[0]
+    )
+    assert final.runs[0].outcome == "stuck" and canceled == ["r0"]
+    assert watch.result(final)["runs"][0]["cancel_requested"] is True
+
+
+def test_a_run_whose_status_stays_unavailable_is_cancelled_best_effort():
+    state = new_state(1, stuck_limit_s=60, polling={"first_s": 30, "factor": 1})
+    clock = [T0]
+
+    def unreachable(run_id):
+        raise RuntimeError("AML answered 503")
+
+    def cancel(run_id):
+        raise RuntimeError("AML answered 503 again")
+
+    def sleep(s):
+        clock[0] += dt.timedelta(seconds=s)
+
+    final = loop.watch_here(unreachable, cancel, state, sleep=sleep, now=lambda: clock[0])
+    run = watch.result(final)["runs"][0]
+    assert run["outcome"] == "failed" and run["error"]["code"] == "status_unavailable"
+    assert run["cancel_requested"] is False and "AML answered 503 again" in run["cancel_error"]

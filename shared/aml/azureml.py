@@ -34,7 +34,7 @@ from shared import ROOT
 from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBackendError
 from shared.aml.catalog import Pipeline
 from shared.aml.request import RunRequest
-from shared.aml.status import RunError, RunStatus, StepStatus, normalise
+from shared.aml.status import TERMINAL, RunError, RunStatus, StepStatus, normalise
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -159,18 +159,6 @@ class AzureMLBackend(Backend):
         inputs: dict[str, Any] = dict(request.parameters)
         for name, path in request.inputs.items():
             inputs[name] = Input(type=pipeline.inputs[name].type, path=path)
-        if d.kind == "batch_endpoint":
-            job = self._call(
-                "invoke batch endpoint",
-                self.client.batch_endpoints.invoke,
-                d.endpoint,
-                deployment_name=d.deployment,
-                inputs={k: v for k, v in inputs.items() if isinstance(v, Input)},
-                params_override=[{k: v} for k, v in inputs.items() if not isinstance(v, Input)],
-                experiment_name=request.experiment,
-                job_name=run_id,
-            )
-            return job
         if d.kind == "pipeline_job":
             job = cast(PipelineJob, load_job(ROOT / str(d.job)))
             for name, value in inputs.items():
@@ -191,12 +179,16 @@ class AzureMLBackend(Backend):
         job.settings = settings
         return self._call("create job", self.client.jobs.create_or_update, job)
 
-    def get(self, run_id: str) -> RunStatus:
+    def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
+        """The job's status, steps and, once it ended, metrics. A caller that already knows
+        the job's status (``known_status``) pays one AML call while nothing has changed: the
+        steps are read only when the status moved, or at the end."""
         try:
             job = self._call("get job", self.client.jobs.get, run_id)
         except ResourceNotFoundError:
             raise RunNotFound(run_id) from None
-        return self._status(job, with_steps=True)
+        aml_status = _text(job.status)
+        return self._status(job, with_steps=aml_status != known_status or aml_status in TERMINAL)
 
     def cancel(self, run_id: str) -> RunStatus:
         try:
@@ -208,38 +200,21 @@ class AzureMLBackend(Backend):
 
     # reading a job ------------------------------------------------------------------------------------
     def _status(self, job: Job, pipeline: str | None = None, with_steps: bool = False) -> RunStatus:
+        """The job's status; with its steps (one Run History call, which carries each step's
+        times and error) and, once the job has ended, the steps' metrics (read once, at the end)."""
         aml_status = _text(job.status)
         steps: list[StepStatus] = []
         error: RunError | None = None
-        metrics: dict[str, dict[str, float]] = {}
+        metrics: dict[str, dict[str, float | None]] = {}
         metrics_error: str | None = None
         if with_steps:
-            for child in self._call("list steps", lambda: list(self.client.jobs.list(parent_job_name=job.name))):
-                step_name = child.display_name or (child.properties or {}).get("azureml.nodeid") or child.name
-                child_status = _text(child.status)
-                message = self._step_error(child.name) if child_status == "Failed" else None
-                steps.append(
-                    StepStatus(
-                        name=step_name,
-                        aml_status=child_status,
-                        status=normalise(child_status),
-                        started_at=_time(child, "StartTimeUtc"),
-                        ended_at=_time(child, "EndTimeUtc"),
-                        error=message,
-                    )
-                )
-                if child_status == "Failed" and error is None:
-                    error = RunError(step=step_name, message=message or "the step failed", code="step_failed")
-                if child_status == "Completed":
-                    try:
-                        found = self.run_metrics(child.name)
-                    except MetricsUnavailable as e:
-                        # reported, so that the health gates fail rather than pass on nothing
-                        log.warning("metrics of step %s: %s", step_name, e)
-                        metrics_error = str(e)
-                        continue
-                    if found:
-                        metrics[step_name] = found
+            for child in self._children(str(job.name)):
+                step = self._step(child)
+                steps.append(step)
+                if step.aml_status == "Failed" and error is None:
+                    error = RunError(step=step.name, message=step.error or "the step failed", code="step_failed")
+            if aml_status in TERMINAL:
+                metrics, metrics_error = self._metrics(steps)
         if aml_status == "Failed" and error is None:
             error = RunError(step=None, message="the run failed before any step ran", code="run_failed")
         tags = dict(job.tags or {})
@@ -251,8 +226,9 @@ class AzureMLBackend(Backend):
             backend=self.name,
             experiment=job.experiment_name,
             created_at=_iso(created.created_at) if created is not None else None,
-            started_at=_time(job, "StartTimeUtc"),
-            ended_at=_time(job, "EndTimeUtc"),
+            # the job's own times are not in its REST body: its steps' span stands for them
+            started_at=_time(job, "StartTimeUtc") or min((s.started_at for s in steps if s.started_at), default=None),
+            ended_at=_time(job, "EndTimeUtc") or _ended(aml_status, steps),
             steps=steps,
             error=error,
             portal_url=job.studio_url,
@@ -260,6 +236,55 @@ class AzureMLBackend(Backend):
             metrics_error=metrics_error,
             tags=tags,
         )
+
+    def _children(self, run_id: str) -> list[dict[str, Any]]:
+        """The pipeline's step runs, as Run History answers them (``startTimeUtc``,
+        ``endTimeUtc``, ``error``): ``jobs.list(parent_job_name=...)`` would GET the parent
+        again and drop the times."""
+        ops = self.client.jobs._runs_operations
+        scope = ops._operation_scope
+        pages = self._call(
+            "list steps",
+            lambda: list(
+                ops._operation.get_child(scope.subscription_id, scope.resource_group_name, str(self.workspace), run_id)
+            ),
+        )
+        return [dict(run) for run in pages]
+
+    def _step(self, child: dict[str, Any]) -> StepStatus:
+        props = child.get("properties") or {}
+        name = child.get("displayName") or props.get("azureml.nodeid") or child.get("runId") or "step"
+        status = _text(child.get("status"))
+        message = None
+        if status == "Failed":
+            message = _error_message(child.get("error")) or self._step_error(str(child.get("runId")))
+        return StepStatus(
+            name=name,
+            aml_status=status,
+            status=normalise(status),
+            started_at=_iso(child.get("startTimeUtc")),
+            ended_at=_iso(child.get("endTimeUtc")),
+            error=message,
+            run_id=child.get("runId"),
+        )
+
+    def _metrics(self, steps: list[StepStatus]) -> tuple[dict[str, dict[str, float | None]], str | None]:
+        """Each completed step's metrics from MLflow; the last error, if any could not be read."""
+        metrics: dict[str, dict[str, float | None]] = {}
+        metrics_error = None
+        for step in steps:
+            if step.aml_status != "Completed" or not step.run_id:
+                continue
+            try:
+                found = self.run_metrics(step.run_id)
+            except MetricsUnavailable as e:
+                # reported, so that the health gates fail rather than pass on nothing
+                log.warning("metrics of step %s: %s", step.name, e)
+                metrics_error = str(e)
+                continue
+            if found:
+                metrics[step.name] = dict(found)
+        return metrics, metrics_error
 
     def _step_error(self, run_id: str) -> str | None:
         """A failed step's own message, from Run History (the Job objects carry none)."""
@@ -333,3 +358,16 @@ def _time(job: Any, key: str) -> str | None:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None and hasattr(value, "isoformat") else value
+
+
+def _ended(aml_status: str, steps: list[StepStatus]) -> str | None:
+    if aml_status not in TERMINAL:
+        return None
+    return max((s.ended_at for s in steps if s.ended_at), default=None)
+
+
+def _error_message(error: Any) -> str | None:
+    """Run History's ``{"error": {"message": ...}}`` as one line, if it has one."""
+    inner = error.get("error") if isinstance(error, dict) else None
+    message = inner.get("message") if isinstance(inner, dict) else None
+    return re.sub(r"\s+", " ", message)[:2000] if isinstance(message, str) and message.strip() else None

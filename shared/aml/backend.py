@@ -42,7 +42,7 @@ class Backend(ABC):
         exists (the same idempotency key), ``(status, True)`` if this call started it."""
 
     @abstractmethod
-    def get(self, run_id: str) -> RunStatus:
+    def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
         """The run's status, steps, error and metrics; :class:`RunNotFound` if none."""
 
     @abstractmethod

@@ -47,22 +47,21 @@ class Input(BaseModel):
 
 
 class Definition(BaseModel):
-    """The AML asset behind a catalog entry (exactly one of the three kinds)."""
+    """The AML asset behind a catalog entry (exactly one of the two kinds). Batch endpoints
+    are not offered: their job kind does not carry tags, literal parameters or a job name
+    the way the run API needs them (idempotency, status), so a catalog naming one is refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["pipeline_job", "component", "batch_endpoint"]
+    kind: Literal["pipeline_job", "component"]
     #: pipeline_job: the YAML, relative to the repo root
     job: str | None = None
     #: component: ``azureml:<name>:<version>`` of a registered pipeline component
     component: str | None = None
-    #: batch_endpoint: endpoint and (optional) deployment
-    endpoint: str | None = None
-    deployment: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Definition:
-        need = {"pipeline_job": "job", "component": "component", "batch_endpoint": "endpoint"}[self.kind]
+        need = {"pipeline_job": "job", "component": "component"}[self.kind]
         if getattr(self, need) is None:
             raise ValueError(f"kind = {self.kind!r} needs {need!r}")
         if self.component is not None and not re.match(r"^azureml:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$", self.component):
@@ -80,6 +79,22 @@ class LocalSpec(BaseModel):
     components: dict[str, str] = Field(default_factory=dict)
 
 
+class Gates(BaseModel):
+    """A pipeline's health gates: what a completed run's metrics must show to pass. Only the
+    catalog sets them; a caller may only make them stricter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the highest MAPE a model may have (metrics named ``mape`` or ``<model>.mape``)
+    max_mape: float | None = Field(0.45, gt=0)
+    #: the oldest a model may be, in days (``trained_at`` in epoch seconds)
+    max_age_days: float | None = Field(60.0, gt=0)
+    #: metrics every model must report (by their last name); a missing or non-finite one fails
+    required: tuple[str, ...] = ()
+    #: metric prefixes that are not models (an ``overall`` row), held only to what they report
+    aggregates: tuple[str, ...] = ("overall",)
+
+
 class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +107,7 @@ class Pipeline(BaseModel):
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     inputs: dict[str, Input] = Field(default_factory=dict)
     local: LocalSpec | None = None
+    gates: Gates = Field(default_factory=Gates)
 
 
 class CatalogError(ValueError):

@@ -10,6 +10,7 @@ against the pipeline's declared ones.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from typing import Annotated, Any
@@ -20,6 +21,8 @@ from shared.aml.catalog import NAME_PATTERN, Parameter, Pipeline
 from shared.http import Problem, problem
 
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+#: the tag that records what a run was asked to do (the same key with another request: 409)
+TAG_REQUEST = "forecastops.request"
 
 
 class RunRequest(BaseModel):
@@ -32,6 +35,17 @@ class RunRequest(BaseModel):
     idempotency_key: str | None
     tags: dict[str, str]
     continue_on_step_failure: bool = False
+
+    def fingerprint(self) -> str:
+        """What the request asks for (pipeline, parameters, inputs, experiment, tags), whatever
+        the body's field order or spacing."""
+        content = self.model_dump(mode="json", exclude={"idempotency_key"})
+        content["tags"] = {k: v for k, v in self.tags.items() if k != TAG_REQUEST}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+    def stamped(self) -> RunRequest:
+        """This request with its fingerprint among its tags, for the backend to keep."""
+        return self.model_copy(update={"tags": {**self.tags, TAG_REQUEST: self.fingerprint()}})
 
     def job_name(self) -> str:
         """The AML job name: derived from the idempotency key when there is one, so that the
@@ -82,7 +96,14 @@ class DataPath(BaseModel):
 
 
 class AdfBody(BaseModel):
-    """The body of ADF's "Machine Learning Execute Pipeline" activity (parameters as text)."""
+    """The body of ADF's "Machine Learning Execute Pipeline" activity, as that activity's
+    settings read (parameters as text), pasted unchanged into an Azure Function activity.
+
+    Mapped: ``mlPipelineParameters`` (the parameters), ``dataPathAssignments`` (the inputs),
+    ``experimentName``, ``continueOnStepFailure``. Kept as tags, for the record, not acted on:
+    ``mlPipelineId``, ``mlPipelineEndpointId``, ``version`` (the route's catalog entry names
+    the pipeline; an AML v1 pipeline id means nothing to a v2 job) and ``mlParentRunId``
+    (v2 jobs have no parent run to attach to)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -92,10 +113,19 @@ class AdfBody(BaseModel):
     idempotency_key: IdempotencyKey | None = None
     tags: Tags | None = None
     continueOnStepFailure: bool = False
+    mlPipelineId: str | None = Field(None, max_length=256)
+    mlPipelineEndpointId: str | None = Field(None, max_length=256)
+    version: str | None = Field(None, max_length=64)
+    mlParentRunId: str | None = Field(None, max_length=256)
+
+    def recorded(self) -> dict[str, str]:
+        """The fields kept as tags only (``adf.<field>``)."""
+        kept = ("mlPipelineId", "mlPipelineEndpointId", "version", "mlParentRunId")
+        return {f"adf.{name}": str(getattr(self, name)) for name in kept if getattr(self, name) is not None}
 
 
 Body = OurBody | AdfBody
-ADF_FIELDS = frozenset({"experimentName", "mlPipelineParameters", "dataPathAssignments", "continueOnStepFailure"})
+ADF_FIELDS = frozenset(set(AdfBody.model_fields) - {"idempotency_key", "tags"})
 
 
 def validate_request(pipeline: Pipeline, body: Any) -> tuple[RunRequest | None, list[Problem]]:
@@ -118,8 +148,9 @@ def validate_request(pipeline: Pipeline, body: Any) -> tuple[RunRequest | None, 
     problems += found
     if problems or parsed is None:
         return None, _ordered(problems, list(model.model_fields))
+    recorded: dict[str, str] = {}
     if isinstance(parsed, AdfBody):
-        experiment, cosf = parsed.experimentName, parsed.continueOnStepFailure
+        experiment, cosf, recorded = parsed.experimentName, parsed.continueOnStepFailure, parsed.recorded()
     else:
         experiment, cosf = parsed.experiment, False
     return (
@@ -129,7 +160,7 @@ def validate_request(pipeline: Pipeline, body: Any) -> tuple[RunRequest | None, 
             inputs=inputs,
             experiment=experiment or pipeline.experiment,
             idempotency_key=parsed.idempotency_key,
-            tags={**pipeline.tags, **(parsed.tags or {})},
+            tags={**pipeline.tags, **recorded, **(parsed.tags or {})},
             continue_on_step_failure=cosf,
         ),
         [],

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from shared import http
 from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBackendError
 from shared.aml.catalog import Pipeline
-from shared.aml.request import validate_request
+from shared.aml.request import TAG_REQUEST, validate_request
 from shared.aml.status import RunStatus
 from shared.http import Answer
 
@@ -78,12 +78,20 @@ def submit(backend: Backend, catalog: dict[str, Pipeline], pipeline: str, body: 
     if request is None:
         return http.invalid_request(problems)
     run_id = request.job_name()
+    request = request.stamped()
     try:
         status, created = backend.submit(entry, request, run_id)
     except BackendError as e:
         return refused(e)
     if not created and status.pipeline not in (None, pipeline):
         return http.error(409, "idempotency_conflict", f"run {run_id} belongs to pipeline {status.pipeline}")
+    theirs = status.tags.get(TAG_REQUEST)
+    if not created and theirs is not None and theirs != request.tags[TAG_REQUEST]:
+        message = (
+            f"idempotency key {request.idempotency_key!r} already started run {run_id} with another request; "
+            "use a new key for a new request"
+        )
+        return http.error(409, "idempotency_conflict", message, run_id=run_id)
     url = status_url(base_url, run_id)
     log.info("submit %s: run %s %s (%s)", pipeline, run_id, "started" if created else "re-attached", status.aml_status)
     answer = {

@@ -5,9 +5,10 @@ durable watch and the command line never care which backend ran the pipeline.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 #: AML job states -> the normalised status
 NORMALISED: dict[str, str] = {
@@ -45,6 +46,8 @@ class StepStatus(BaseModel):
     started_at: str | None = None
     ended_at: str | None = None
     error: str | None = None
+    #: the step's own run (AML's child job), where its metrics and logs are
+    run_id: str | None = None
 
 
 class RunError(BaseModel):
@@ -67,10 +70,23 @@ class RunStatus(BaseModel):
     steps: list[StepStatus] = Field(default_factory=list)
     error: RunError | None = None
     portal_url: str | None = None
-    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: per step, metric -> value; a value that is not a finite number is null (and fails a gate)
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     #: set when a finished step's metrics could not be read (the gates then fail, not pass)
     metrics_error: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            step: {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+            if isinstance(metrics, dict)
+            else metrics
+            for step, metrics in value.items()
+        }
 
     @classmethod
     def of(cls, run_id: str, aml_status: str, **kw: Any) -> RunStatus:

@@ -35,7 +35,7 @@ _COMBINE = {"sum": "sum", "min": "min", "max": "max", "count": "sum"}
 
 def _partial_ops(mapping: Mapping) -> list[tuple[str, str]]:
     """(column, op) pairs kept per group; a mean is kept as its sum and count."""
-    ops = []
+    ops: list[tuple[str, str]] = []
     for col, how in mapping.aggregate.items():
         ops += [(col, "sum"), (col, "count")] if how == "mean" else [(col, how)]
     return ops

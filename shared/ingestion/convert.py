@@ -315,11 +315,11 @@ def _parse_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array
 
 
 def _parse_distinct_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array | None]:
-    value = None
-    for fmt in formats:
-        ts = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-        value = ts if value is None else pc.coalesce(value, ts)
-    assert value is not None
+    if not formats:
+        raise ValueError("a date column needs at least one date format")
+    value = pc.strptime(text, format=formats[0], unit="s", error_is_null=True)
+    for fmt in formats[1:]:
+        value = pc.coalesce(value, pc.strptime(text, format=fmt, unit="s", error_is_null=True))
     parsed_text = text
     failed = pc.and_(pc.is_valid(text), pc.is_null(value))
     if pc.any(failed).as_py():

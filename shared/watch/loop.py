@@ -58,8 +58,9 @@ class Sleep:
 
 @dataclass(frozen=True)
 class Renew:
-    """Start a fresh history with this state (durable ``continue_as_new``); a driver without
-    a history replies None and the loop goes on."""
+    """Start a fresh history with this state (durable ``continue_as_new``); reply: True when
+    a cancel of the watch arrived first (the loop then ends the watch). A driver without a
+    history replies None and the loop goes on."""
 
     state: WatchState
 
@@ -84,6 +85,9 @@ def steps(state: WatchState, now: Callable[[], dt.datetime], cancelled: Callable
                 policy.observe(state, r.index, status, t)
             else:
                 policy.unavailable(state, r.index, status, t)
+        # a run given up on (stuck, or its status unavailable too long) must not keep AML's
+        # compute busy after ADF was told it failed: asked to stop, best effort
+        yield from _cancel_runs([r for r in polled if policy.given_up(r)])
         decision = policy.after_poll(state, t)
         if decision == "done":
             policy.finish(state)
@@ -91,9 +95,12 @@ def steps(state: WatchState, now: Callable[[], dt.datetime], cancelled: Callable
         if decision == "timed_out" or cancelled() or (yield Sleep(policy.next_poll(state, t))):
             return (yield from _end_early(state, timed_out=decision == "timed_out"))
         if state.polls - polls_at_start >= state.options.polls_per_generation:
-            # a fresh history every N polls: a while loop would grow it without bound
+            # a fresh history every N polls: a while loop would grow it without bound. A cancel
+            # that came with the timer ending this generation must end the watch, not be lost
+            # with the history (the next generation's waiter would never see it)
+            if cancelled() or (yield Renew(state.model_copy(update={"generation": state.generation + 1}))):
+                return (yield from _end_early(state, timed_out=False))
             state.generation += 1
-            yield Renew(state)
             polls_at_start = state.polls
 
 
@@ -112,7 +119,7 @@ def _submit_new(state: WatchState) -> Generator[Command, Any, None]:
 def _end_early(state: WatchState, *, timed_out: bool) -> Steps:
     """A timeout (its runs canceled unless the options say not to) or a cancel of the watch."""
     if not timed_out or state.options.cancel_on_timeout:
-        yield from _cancel_pending(state)
+        yield from _cancel_runs(policy.pending(state))
     if timed_out:
         policy.time_out(state)
     else:
@@ -120,12 +127,13 @@ def _end_early(state: WatchState, *, timed_out: bool) -> Steps:
     return policy.result(state)
 
 
-def _cancel_pending(state: WatchState) -> Generator[Command, Any, None]:
-    runs = policy.pending(state)
-    if not runs:
+def _cancel_runs(runs_: list[RunState]) -> Generator[Command, Any, None]:
+    """Ask each run to stop; each run records whether the ask went through."""
+    if not runs_:
         return
-    outcomes = yield Cancel(runs)
-    for r, (ok, error) in zip(runs, outcomes, strict=True):
+    outcomes = yield Cancel(runs_)
+    for r, (ok, error) in zip(runs_, outcomes, strict=True):
+        r.cancel_requested = ok
         if not ok:
             r.cancel_error = f"cancel failed: {error}"
 

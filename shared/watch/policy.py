@@ -15,15 +15,17 @@ loop in :mod:`shared.watch.loop`, so the local main job waits exactly as Azure d
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from shared import clock
 from shared.aml.status import STUCK, TERMINAL
-from shared.watch.gates import Gates, gate_failures
+from shared.watch.gates import Gates, finite, gate_failures
 
 #: custom status must stay under 16 KB (the durable extension's limit)
 CUSTOM_STATUS_BUDGET = 12_000
@@ -39,7 +41,10 @@ class WatchOptions(BaseModel):
     timeout_s: float = Field(12 * 3600.0, gt=0, le=7 * 24 * 3600)
     polling: Polling = Field(default_factory=Polling)
     cancel_on_timeout: bool = True
+    #: the gates of the watch's pipeline (from the catalog, made stricter by the caller, never looser)
     gates: Gates = Field(default_factory=Gates)
+    #: following runs whose pipeline is read from their status: each catalog pipeline's gates
+    pipeline_gates: dict[str, Gates] = Field(default_factory=dict)
     stuck_limit_s: float = Field(1800.0, gt=0)
     #: polls per orchestration generation before continue_as_new keeps the history bounded
     polls_per_generation: int = Field(20, ge=1, le=1000)
@@ -62,10 +67,14 @@ class RunState(BaseModel):
     error: dict[str, Any] | None = None
     failed_step: str | None = None
     portal_url: str | None = None
-    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     gate_failures: list[dict[str, Any]] = Field(default_factory=list)
     polls: int = 0
     unavailable_since: str | None = None
+    #: a run the watch gave up on (stuck, status unavailable, timed out) is asked to stop in AML
+    cancel_requested: bool = False
+    #: seconds from the run's start to its end, when AML reported both
+    duration_s: float | None = None
     cancel_error: str | None = None
 
 
@@ -80,6 +89,8 @@ class WatchState(BaseModel):
     next_poll_at: str | None = None
     finished: bool = False
     outcome: Outcome | None = None
+    #: the fingerprint of the request that started the watch (its idempotency key's content)
+    request: str | None = None
 
 
 def start(runs: list[RunState], options: WatchOptions, now: dt.datetime) -> WatchState:
@@ -105,7 +116,8 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
     run.aml_status = status["aml_status"]
     run.status = status["status"]
     run.portal_url = status.get("portal_url") or run.portal_url
-    run.metrics = status.get("metrics") or run.metrics
+    run.pipeline = run.pipeline or status.get("pipeline")
+    run.metrics = finite_metrics(status.get("metrics")) or run.metrics
     if status.get("error"):
         run.error = status["error"]
         run.failed_step = status["error"].get("step")
@@ -122,15 +134,18 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
     if run.aml_status not in TERMINAL:
         return
     run.done = True
+    run.duration_s = _duration(status.get("started_at"), status.get("ended_at"))
     if run.aml_status == "Completed":
-        run.gate_failures = gate_failures(run.metrics, state.options.gates, now)
-        if status.get("metrics_error") and (state.options.gates.max_mape or state.options.gates.max_age_days):
+        gates = gates_for(state, run)
+        run.gate_failures = gate_failures(run.metrics, gates, now)
+        if status.get("metrics_error") and (gates.max_mape or gates.max_age_days or gates.required):
             # no metrics is no evidence of health: the gates fail, they do not pass
             run.gate_failures.append(
                 {
                     "gate": "metrics",
                     "step": None,
                     "metric": None,
+                    "model": None,
                     "value": None,
                     "limit": None,
                     "by": None,
@@ -140,6 +155,57 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
         run.outcome = "gate_failed" if run.gate_failures else "completed"
     else:
         run.outcome = "failed" if run.aml_status == "Failed" else "canceled"
+
+
+def _duration(started: Any, ended: Any) -> float | None:
+    if not isinstance(started, str) or not isinstance(ended, str):
+        return None
+    with contextlib.suppress(ValueError):
+        return round((clock.parse_iso(ended) - clock.parse_iso(started)).total_seconds(), 3)
+    return None
+
+
+def gates_for(state: WatchState, run: RunState) -> Gates:
+    """The gates a run is held to: its pipeline's, when the watch knows them by name."""
+    return state.options.pipeline_gates.get(run.pipeline or "", state.options.gates)
+
+
+def finite_metrics(metrics: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, float | None]]:
+    """Metrics as JSON can carry them: NaN and infinities become null (and fail a gate)."""
+    return {
+        step: {name: (float(v) if finite(v) else None) for name, v in values.items()}
+        for step, values in (metrics or {}).items()
+    }
+
+
+_JSON_OBJECT = re.compile(r"\{.*\}")
+#: what a client is told of an activity failure that is not one of the run API's own answers
+ACTIVITY_FAILED = "the activity failed; the app's logs have the details"
+
+
+def activity_failure(text: str) -> str:
+    """One line, fit for an HTTP body, for a failed activity's text: the SDK hands the
+    orchestrator ``"<reason> \n <details>"``, details being a stack trace with the worker's
+    file paths. Only the run API's own structured answer (JSON in the reason) is kept."""
+    found = _JSON_OBJECT.search(text.split("\n", 1)[0])
+    data: Any = None
+    if found:
+        with contextlib.suppress(ValueError):
+            data = json.loads(found.group(0))
+    if not isinstance(data, dict) or not data.get("message"):
+        return ACTIVITY_FAILED
+    message = " ".join(str(data["message"]).split())
+    if data.get("status"):
+        code = f" ({data['error']})" if data.get("error") else ""
+        message = f"{data.get('what', 'the call')} answered {data['status']}{code}: {message}"
+    return message[:500]
+
+
+def given_up(run: RunState) -> bool:
+    """The watch stopped following a run whose AML job may still be running: stuck, or its
+    status unavailable past the stuck limit."""
+    code = (run.error or {}).get("code")
+    return run.done and (run.outcome == "stuck" or (run.outcome == "failed" and code == "status_unavailable"))
 
 
 def fail_run(state: WatchState, index: int, error: dict[str, Any]) -> None:
@@ -212,6 +278,8 @@ def result(state: WatchState) -> dict[str, Any]:
             "failed_step": r.failed_step,
             "error": r.error,
             "gate_failures": r.gate_failures,
+            "cancel_requested": r.cancel_requested,
+            "duration_s": r.duration_s,
             "cancel_error": r.cancel_error,
             "portal_url": r.portal_url,
             "metrics": r.metrics,

@@ -77,7 +77,7 @@ class LocalBackend(Backend):
             self.lake.write_bytes(run_paths(run_id)["status"], json.dumps(status).encode())
         return self.get(run_id), True
 
-    def get(self, run_id: str) -> RunStatus:
+    def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
         paths = run_paths(run_id)
         try:
             record = json.loads(self.lake.read_bytes(paths["run"]))

@@ -1,0 +1,14 @@
+// prod: deployed from a release. `az deployment sub create -l <region> -f infra/main.bicep -p infra/main.prod.bicepparam`
+// (azd reads main.parameters.json instead: `azd env set AZURE_ENV_TYPE prod`).
+using './main.bicep'
+
+param environmentName = readEnvironmentVariable('AZURE_ENV_NAME', 'forecastops-prod')
+param location = readEnvironmentVariable('AZURE_LOCATION', 'eastus2')
+param environmentType = 'prod'
+param principalId = readEnvironmentVariable('AZURE_PRINCIPAL_ID', '')
+param amlWorkspaceName = readEnvironmentVariable('AML_WORKSPACE_NAME', '')
+param amlWorkspaceResourceGroup = readEnvironmentVariable('AML_WORKSPACE_RESOURCE_GROUP', '')
+param appsDeployed = bool(readEnvironmentVariable('APPS_DEPLOYED', 'false'))
+param amlEventsEnabled = bool(readEnvironmentVariable('AML_EVENTS_ENABLED', 'false'))
+param landingBlobServiceUri = readEnvironmentVariable('LANDING_BLOB_SERVICE_URI', '')
+param alertEmail = readEnvironmentVariable('ALERT_EMAIL', '')

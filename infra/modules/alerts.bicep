@@ -1,0 +1,116 @@
+// Scheduled query rules on Application Insights. The queries live in infra/alerts/*.kql, where
+// tests/test_infra.py checks every metric and field they read against shared/telemetry.py.
+param location string
+param tags object
+param applicationInsightsId string
+param actionGroupId string
+@description('Alert when more than this share of a dataset\'s rows goes to quarantine in an hour')
+param quarantineRatioThreshold string = '0.05'
+
+resource quarantineRatio 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-forecastops-quarantine-ratio'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'ForecastOps: quarantine ratio above ${quarantineRatioThreshold}'
+    description: 'Rows rejected / rows read, per dataset, over the last hour'
+    severity: 2
+    enabled: true
+    scopes: [applicationInsightsId]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('../alerts/quarantine-ratio.kql')
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'ratio'
+          dimensions: [
+            {
+              name: 'dataset'
+              operator: 'Include'
+              values: ['*']
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: json(quarantineRatioThreshold)
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [actionGroupId]
+    }
+  }
+}
+
+resource watchFailed 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-forecastops-watch-failed'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'ForecastOps: a pipeline watch failed or timed out'
+    description: 'The durable watch ended failed or timed_out'
+    severity: 1
+    enabled: true
+    scopes: [applicationInsightsId]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    // the query compares the last 15 minutes with the 15 before (cumulative counts)
+    overrideQueryTimeRange: 'PT30M'
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('../alerts/watch-failed.kql')
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [actionGroupId]
+    }
+  }
+}
+
+resource staleModel 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-forecastops-stale-model'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'ForecastOps: a production model is older than 60 days'
+    description: 'A model in stage production was trained more than 60 days ago'
+    severity: 2
+    enabled: true
+    scopes: [applicationInsightsId]
+    evaluationFrequency: 'P1D'
+    windowSize: 'P1D'
+    // the age is reported weekly, with each batch: look back over more than a week
+    overrideQueryTimeRange: 'P8D'
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('../alerts/stale-model.kql')
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [actionGroupId]
+    }
+  }
+}

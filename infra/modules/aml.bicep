@@ -1,0 +1,85 @@
+// The Azure ML workspace (an existing one by name, or a new one with its own storage), the
+// bridge's AzureML Data Scientist role on it, and, optionally, its job events to the bridge.
+param location string
+param tags object
+@description('Create the workspace (false: workspaceName names an existing one in this resource group)')
+param createWorkspace bool
+param workspaceName string
+@description('Default storage of a new workspace (AML needs a flat-namespace account; not the lake)')
+param storageName string
+param keyVaultId string
+param applicationInsightsId string
+param bridgePrincipalId string
+@description('Subscribe the bridge\'s aml_job_event function to the workspace\'s job events')
+param eventsEnabled bool
+param bridgeAppId string
+
+var azureMLDataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
+
+module newWorkspace 'aml-workspace.bicep' = if (createWorkspace) {
+  name: 'aml-workspace'
+  params: {
+    location: location
+    tags: tags
+    workspaceName: workspaceName
+    storageName: storageName
+    keyVaultId: keyVaultId
+    applicationInsightsId: applicationInsightsId
+  }
+}
+
+resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' existing = {
+  name: workspaceName
+}
+
+resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceId('Microsoft.MachineLearningServices/workspaces', workspaceName), bridgePrincipalId, azureMLDataScientist)
+  scope: workspace
+  properties: {
+    principalId: bridgePrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', azureMLDataScientist)
+  }
+  dependsOn: [
+    newWorkspace
+  ]
+}
+
+resource jobTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (eventsEnabled) {
+  name: 'evgt-${workspaceName}'
+  // a system topic lives where its source does (an existing workspace may be elsewhere)
+  location: workspace.location
+  tags: tags
+  properties: {
+    source: resourceId('Microsoft.MachineLearningServices/workspaces', workspaceName)
+    topicType: 'Microsoft.MachineLearningServices.Workspaces'
+  }
+  dependsOn: [
+    newWorkspace
+  ]
+}
+
+resource jobEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (eventsEnabled) {
+  parent: jobTopic
+  name: 'aml-job-events'
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${bridgeAppId}/functions/aml_job_event'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: ['Microsoft.MachineLearningServices.RunStatusChanged', 'Microsoft.MachineLearningServices.RunCompleted']
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: 30
+      eventTimeToLiveInMinutes: 1440
+    }
+  }
+}
+
+output workspaceId string = workspace.id

@@ -1,0 +1,517 @@
+"""The deployment artefacts: Bicep (parsed by pycep, scanned by checkov), azure.yaml, the
+parameter files, the app settings against local.settings.sample.json, and the workbook and
+alert queries against the names shared/telemetry.py emits.
+
+checkov and pycep live in their own venv (.venv-tools, made by `make setup`): the tests run
+them as programs. Without them the tests skip, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.drivers import indexed_functions
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+MAIN = INFRA / "main.bicep"
+FUNCTION_APP = INFRA / "modules" / "function-app.bicep"
+BLUEPRINTS = {"ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable"}
+
+# Built-in role definitions the templates may grant (Azure's fixed ids); nothing broader
+ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+    "f6c7c914-8db3-469d-8ca1-694a8f32e121": "AzureML Data Scientist",
+    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
+    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+}
+
+
+def find_tool(name: str) -> Path:
+    """A program from the tools venv (.venv-tools/bin), else from PATH; skip without it, but
+    fail in CI, where `make test` has made the tools venv."""
+    candidate = ROOT / ".venv-tools" / "bin" / name
+    if candidate.exists():
+        return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} not found in .venv-tools/bin or on PATH: `make setup` makes it")
+    pytest.skip(f"{name} is not installed: `make setup` puts it in .venv-tools")
+
+
+_PYCEP_DUMP = """
+import json, sys
+from pathlib import Path
+from pycep import BicepParser
+parser = BicepParser()
+out = {}
+for name in sys.argv[1:]:
+    try:
+        tree = parser.parse(file_path=Path(name))
+        out[name] = {"resources": {k: v.get("type") for k, v in tree.get("resources", {}).items()},
+                     "declared": sorted(k for k, v in tree.get("resources", {}).items() if not v.get("existing")),
+                     "modules": sorted(tree.get("modules", {}))}
+    except Exception as e:
+        out[name] = {"error": str(e)[:2000]}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def pycep_parsed() -> dict[str, dict]:
+    """Every .bicep file as pycep (the parser checkov uses) reads it: resources and modules."""
+    python = ROOT / ".venv-tools" / "bin" / "python"
+    if not python.exists():
+        if os.environ.get("CI"):
+            pytest.fail("pycep needs the tools venv (.venv-tools): `make setup`")
+        pytest.skip("pycep needs the tools venv (.venv-tools): `make setup`")
+    proc = subprocess.run(
+        [str(python), "-c", _PYCEP_DUMP, *map(str, BICEP_FILES)], capture_output=True, text=True, check=True
+    )
+    return {Path(k).relative_to(ROOT).as_posix(): v for k, v in json.loads(proc.stdout).items()}
+
+
+@pytest.fixture(scope="module")
+def checkov_report() -> dict:
+    """One checkov scan of infra/ (offline: --skip-download), its JSON report."""
+    checkov = find_tool("checkov")
+    proc = subprocess.run(
+        [str(checkov), "--skip-download", "-d", str(INFRA), "--framework", "bicep", "-o", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert isinstance(report, dict) and report.get("check_type") == "bicep", proc.stdout[:1000]
+    return report
+
+
+def _checked_files(report: dict) -> set[str]:
+    results = report["results"]
+    checks = results["passed_checks"] + results["failed_checks"] + results["skipped_checks"]
+    return {("infra" + c["file_path"]).replace("//", "/") for c in checks}
+
+
+# --- Bicep: parsed, scanned, suppressions explained ------------------------------------------
+
+
+def test_there_is_a_template_for_each_part_of_the_deployment():
+    names = {p.relative_to(INFRA).as_posix() for p in BICEP_FILES}
+    assert {"main.bicep", "modules/function-app.bicep", "modules/lake.bicep", "modules/datafactory.bicep"} <= names
+
+
+def test_pycep_parses_every_bicep_file_and_each_declares_resources(pycep_parsed):
+    errors = {f: v["error"] for f, v in pycep_parsed.items() if "error" in v}
+    assert not errors, errors
+    assert set(pycep_parsed) == {p.relative_to(ROOT).as_posix() for p in BICEP_FILES}
+    empty = [f for f, v in pycep_parsed.items() if not v["resources"]]
+    assert not empty, f"files without a resource: {empty}"
+
+
+def test_every_module_a_template_uses_exists(pycep_parsed):
+    for path in BICEP_FILES:
+        for target in re.findall(r"^module \w+ '([^']+)'", path.read_text(), flags=re.M):
+            assert (path.parent / target).exists(), f"{path.name} uses missing module {target}"
+
+
+def test_checkov_parses_every_file_and_no_check_fails(checkov_report, pycep_parsed):
+    summary = checkov_report["summary"]
+    assert summary["parsing_errors"] == 0, checkov_report["results"].get("parsing_errors")
+    failed = [
+        f"{c['check_id']} {c['file_path']} {c['resource']}: {c['check_name']}"
+        for c in checkov_report["results"]["failed_checks"]
+    ]
+    assert not failed, "\n".join(failed)
+    assert summary["passed"] > 20
+    assert summary["resource_count"] >= sum(len(v["resources"]) for v in pycep_parsed.values())
+    # every file holding a resource checkov has checks for was scanned
+    checked_types = ("Microsoft.Storage/storageAccounts", "Microsoft.Web/sites", "Microsoft.KeyVault/vaults")
+    expected = {f for f, v in pycep_parsed.items() if any(v["resources"][r] in checked_types for r in v["declared"])}
+    assert expected <= _checked_files(checkov_report), expected - _checked_files(checkov_report)
+
+
+def test_each_checkov_suppression_sits_on_its_resource_with_a_reason_and_is_used(checkov_report):
+    skipped = {
+        (("infra" + c["file_path"]).replace("//", "/"), c["check_id"])
+        for c in checkov_report["results"]["skipped_checks"]
+    }
+    seen = set()
+    for path in BICEP_FILES:
+        lines = path.read_text().splitlines()
+        rel = path.relative_to(ROOT).as_posix()
+        for i, line in enumerate(lines):
+            if "checkov:skip" not in line:
+                continue
+            m = re.fullmatch(r"\s*// checkov:skip=(CKV2?_AZURE_\d+): (.{15,})", line)
+            assert m, f"{rel}:{i + 1}: a suppression needs an id and a reason: {line.strip()}"
+            j = i - 1
+            while "checkov:skip" in lines[j]:
+                j -= 1
+            assert re.match(r"resource \w+ '", lines[j]), f"{rel}:{i + 1}: not at the top of a resource"
+            assert (rel, m.group(1)) in skipped, f"{rel}:{i + 1}: {m.group(1)} suppresses nothing"
+            seen.add((rel, m.group(1)))
+    assert seen == skipped
+
+
+def test_role_assignments_grant_only_known_data_roles():
+    used = set()
+    for path in BICEP_FILES:
+        used |= set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", path.read_text()))
+    assert used <= set(ROLES), used - set(ROLES)
+    assert {"Storage Blob Data Reader", "AzureML Data Scientist", "Key Vault Secrets User"} <= {ROLES[u] for u in used}
+
+
+def test_no_secret_in_any_template_or_parameter_file():
+    files = [*INFRA.rglob("*"), *(ROOT / "adf").rglob("*"), *(ROOT / ".github").rglob("*"), ROOT / "azure.yaml"]
+    secret = re.compile(
+        r"AccountKey=|SharedAccessSignature=|[?&]sig=|DefaultEndpointsProtocol=|InstrumentationKey=[0-9a-f]"
+        r"|code=[A-Za-z0-9_-]{20}|\"password\"|clientSecret|client-secret|secrets\.",
+        re.I,
+    )
+    for path in files:
+        if path.is_file():
+            hits = secret.findall(path.read_text(encoding="utf-8"))
+            assert not hits, f"{path.relative_to(ROOT)}: {hits}"
+
+
+# --- the apps: one per source, one bridge; settings against local.settings.sample.json --------
+
+
+def _object_block(text: str, start: str) -> str:
+    """The bracketed block (array or object) that opens after ``start``."""
+    i = text.index(start) + len(start)
+    opening = min(j for j in (text.find("[", i), text.find("{", i)) if j >= 0)
+    depth = 0
+    for j in range(opening, len(text)):
+        depth += text[j] in "[{"
+        depth -= text[j] in "]}"
+        if depth == 0:
+            return text[opening : j + 1]
+    raise AssertionError(f"unbalanced block after {start}")
+
+
+def apps() -> list[dict[str, str]]:
+    """The apps main.bicep deploys: service, FORECASTOPS_FUNCTIONS and, for ingest apps, the
+    source and the blob-trigger function its Event Grid subscription calls."""
+    text = MAIN.read_text()
+    found = []
+    for block in re.findall(r"\{[^{}]*\}", _object_block(text, "var ingestApps")):
+        found.append(dict(re.findall(r"(\w+): '([^']*)'", block)) | {"kind": "ingest"})
+    bridge = dict(re.findall(r"(\w+): '([^']*)'", _object_block(text, "var bridgeApp")))
+    return [*found, bridge | {"kind": "bridge"}]
+
+
+def app_settings() -> dict[str, dict[str, str]]:
+    """Per azd service, the app settings the Bicep gives it (name -> Bicep expression)."""
+    text = FUNCTION_APP.read_text()
+    block = text[text.index("// BEGIN app settings") : text.index("// END app settings")]
+    base = dict(re.findall(r"^  (\w+): (.+)$", block, flags=re.M))
+    assert "var appSettings = union(baseSettings, amlSettings)" in block
+    main = MAIN.read_text()
+    aml = dict(re.findall(r"^      (\w+): (.+)$", _object_block(main, "\n    amlSettings:"), flags=re.M))
+    return {a["service"]: base | (aml if a["kind"] == "bridge" else {}) for a in apps()}
+
+
+# local.settings.sample.json keys the Azure apps do not set, and why
+NOT_IN_AZURE = {
+    "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption takes the runtime from functionAppConfig.runtime and rejects this setting",
+    "FORECASTOPS_LAKE_ROOT": "the local lake's folder; in Azure FORECASTOPS_LAKE_BACKEND=blob",
+    "FORECASTOPS_LOCAL_RUNS_ROOT": "the local AML backend's work folder; in Azure the bridge uses azureml",
+    "FORECASTOPS_EXTRA_MAPPINGS": "a folder of a user's own mappings on this machine; in Azure they ship in the package",
+}
+NOT_IN_INGEST_APPS = {
+    "FORECASTOPS_AML_BACKEND": "the ingest blueprints never build an AML backend",
+    "AML_SUBSCRIPTION_ID": "the same",
+    "AML_RESOURCE_GROUP": "the same",
+    "AML_WORKSPACE": "the same",
+    "FORECASTOPS_WATCH_EVENTS": "the watch runs in the bridge only",
+    "FORECASTOPS_WATCH_SAFETY_POLL_S": "the same",
+}
+# settings only Azure needs, and why
+AZURE_ONLY = {
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host sends telemetry with the app's identity",
+    "AZURE_CLIENT_ID": "DefaultAzureCredential (the lake client, MLClient) picks the user-assigned identity by it",
+    "FORECASTOPS_FUNCTIONS": "the blueprint selection (one code base, several apps); it may or may not be in the sample",
+}
+
+
+def test_the_apps_register_every_blueprint_exactly_once():
+    selections = [a["functions"].split(",") for a in apps()]
+    flat = [b for s in selections for b in s]
+    assert sorted(flat) == sorted(BLUEPRINTS)
+    assert [a["service"] for a in apps()] == ["ingest-weather", "ingest-shipments", "ingest-demographics", "bridge"]
+
+
+def test_the_blueprint_names_are_the_modules_the_app_registers():
+    modules = {f.get_user_function().__module__ for f in indexed_functions().values()}
+    assert modules >= BLUEPRINTS
+
+
+def test_app_settings_are_the_keys_of_local_settings_sample():
+    sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
+    for service, settings in app_settings().items():
+        keys = set(settings)
+        identity_based = {k for k in keys if "__" in k}
+        assert {k.split("__")[0] for k in identity_based} <= sample, identity_based
+        expected = sample - set(NOT_IN_AZURE) - {k.split("__")[0] for k in identity_based}
+        if not service.startswith("bridge"):
+            expected -= set(NOT_IN_INGEST_APPS)
+        got = keys - identity_based - set(AZURE_ONLY)
+        assert got == expected - set(AZURE_ONLY), f"{service}: extra {got - expected}, missing {expected - got}"
+        assert not (keys & set(NOT_IN_AZURE)), service
+
+
+def test_the_apps_reach_storage_with_their_identity_not_a_connection_string():
+    for service, settings in app_settings().items():
+        assert "AzureWebJobsStorage" not in settings and "LAKE_STORAGE" not in settings
+        assert settings["AzureWebJobsStorage__credential"] == "'managedidentity'"
+        assert settings["LAKE_STORAGE__credential"] == "'managedidentity'"
+        assert settings["LAKE_STORAGE__clientId"] == settings["AzureWebJobsStorage__clientId"]
+        assert settings["AZURE_CLIENT_ID"] == "identity.properties.clientId"
+        assert {"LAKE_STORAGE__blobServiceUri", "LAKE_STORAGE__queueServiceUri"} <= set(settings)
+        assert settings["FORECASTOPS_BLOB_TRIGGER_SOURCE"] == "'EventGrid'", service
+        assert settings["FORECASTOPS_FUNCTIONS"] == "functions"
+
+
+def test_each_ingest_app_gets_the_blob_created_events_of_its_own_source():
+    blob_functions = {}
+    for f in indexed_functions().values():
+        for b in f.get_bindings():
+            if b.type == "blobTrigger":
+                blob_functions[f.get_function_name()] = (f.get_user_function().__module__, b.path)
+    ingest = [a for a in apps() if a["kind"] == "ingest"]
+    assert {a["source"] for a in ingest} == {"weather", "shipments", "demographics"}
+    for a in ingest:
+        module, path = blob_functions[a["blobFunction"]]
+        assert module == a["functions"]
+        assert path == f"raw/{a['source']}/{{name}}"
+    events = (INFRA / "modules" / "lake-events.bicep").read_text()
+    assert (
+        "endpointUrl: 'https://${sub.appName}.azurewebsites.net/runtime/webhooks/blobs"
+        "?functionName=Host.Functions.${sub.functionName}&code=${listKeys(" in events
+    )
+    assert ".systemKeys.blobs_extension}'" in events
+    assert "subjectBeginsWith: '/blobServices/default/containers/raw/blobs/${sub.source}/'" in events
+    assert "includedEventTypes: ['Microsoft.Storage.BlobCreated']" in events
+
+
+def test_aml_job_events_are_off_unless_asked_for():
+    main = MAIN.read_text()
+    assert re.search(r"^param amlEventsEnabled bool = false$", main, flags=re.M)
+    aml = (INFRA / "modules" / "aml.bicep").read_text()
+    assert "= if (eventsEnabled) {" in aml
+    assert "'${bridgeAppId}/functions/aml_job_event'" in aml
+    for event in (
+        "Microsoft.MachineLearningServices.RunStatusChanged",
+        "Microsoft.MachineLearningServices.RunCompleted",
+    ):
+        assert event in aml
+
+
+def test_the_lake_has_a_hierarchical_namespace_and_the_five_containers():
+    lake = (INFRA / "modules" / "lake.bicep").read_text()
+    assert "isHnsEnabled: true" in lake
+    assert "var containers = ['raw', 'curated', 'quarantine', 'runs', 'models']" in lake
+
+
+# --- azure.yaml and the parameter files ---------------------------------------------------------
+
+# fields of azd's azure.yaml schema (v1.0)
+AZD_TOP = {"name", "resourceGroup", "metadata", "infra", "services", "resources", "pipeline", "hooks"}
+AZD_TOP |= {"requiredVersions", "state", "platform", "workflows", "cloud"}
+AZD_INFRA = {"provider", "path", "module", "layers"}
+AZD_SERVICE = {"apiVersion", "resourceGroup", "resourceName", "project", "image", "host", "language", "module"}
+AZD_SERVICE |= {"dist", "remoteBuild", "docker", "k8s", "config", "uses", "env", "hooks"}
+AZD_HOOK = {"shell", "run", "continueOnError", "interactive", "windows", "posix", "secrets"}
+AZD_HOOK_EVENTS = {f"{when}{what}" for when in ("pre", "post") for what in ("provision", "deploy", "up", "down")}
+AZD_HOOK_EVENTS |= {"prerestore", "postrestore", "prepackage", "postpackage"}
+
+
+def test_azure_yaml_holds_only_documented_fields():
+    doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    assert set(doc) <= AZD_TOP, set(doc) - AZD_TOP
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["name"])
+    assert set(doc["infra"]) <= AZD_INFRA and doc["infra"]["path"] == "infra" and doc["infra"]["module"] == "main"
+    for name, service in doc["services"].items():
+        assert set(service) <= AZD_SERVICE, (name, set(service) - AZD_SERVICE)
+        assert service["host"] == "function" and service["language"] == "python" and service["project"] == "."
+    for event, hook in doc["hooks"].items():
+        assert event in AZD_HOOK_EVENTS, event
+        assert set(hook) <= AZD_HOOK
+        for platform in ("windows", "posix"):
+            if platform in hook:
+                assert set(hook[platform]) <= AZD_HOOK
+                script = hook[platform]["run"].split()[0]
+                assert os.access(ROOT / script, os.X_OK), script
+
+
+def test_azure_yaml_services_are_the_apps_and_the_infra_outputs_name_them():
+    doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    assert list(doc["services"]) == [a["service"] for a in apps()]
+    main = MAIN.read_text()
+    outputs = set(re.findall(r"^output (\w+) ", main, flags=re.M))
+    for service in doc["services"]:
+        stem = "SERVICE_" + service.upper().replace("-", "_")
+        assert {f"{stem}_NAME", f"{stem}_URL"} <= outputs, service
+    # azd finds each app by its tag
+    assert "tags: union(tags, { 'azd-service-name': service })" in FUNCTION_APP.read_text()
+    # the hooks read these outputs from the azd environment
+    assert {"DATA_FACTORY_NAME", "AZURE_RESOURCE_GROUP", "APPS_DEPLOYED", "KEY_VAULT_NAME"} <= outputs
+
+
+def _main_params() -> dict[str, bool]:
+    """main.bicep's parameters -> whether they have a default."""
+    params = {}
+    for m in re.finditer(r"^param (\w+) \w+( = .+)?$", MAIN.read_text(), flags=re.M):
+        params[m.group(1)] = m.group(2) is not None
+    return params
+
+
+def test_azd_parameters_name_main_bicep_parameters_and_cover_the_required_ones():
+    params = _main_params()
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert set(given) <= set(params), set(given) - set(params)
+    assert {p for p, has_default in params.items() if not has_default} <= set(given)
+    assert given["environmentType"]["value"] == "${AZURE_ENV_TYPE=dev}"
+    assert given["appsDeployed"]["value"] == "${APPS_DEPLOYED=false}"
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_dev_and_prod_parameter_files_set_main_bicep_parameters(env):
+    text = (INFRA / f"main.{env}.bicepparam").read_text()
+    assert "using './main.bicep'" in text
+    given = dict(re.findall(r"^param (\w+) = (.+)$", text, flags=re.M))
+    params = _main_params()
+    assert set(given) <= set(params), set(given) - set(params)
+    assert {p for p, has_default in params.items() if not has_default} <= set(given)
+    assert given["environmentType"] == f"'{env}'"
+    profiles = _object_block(MAIN.read_text(), "var profiles")
+    assert f"  {env}: {{" in profiles
+
+
+def test_hook_scripts_are_valid_shell():
+    for script in (INFRA / "scripts").glob("*.sh"):
+        subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+# --- dashboards and alerts against the telemetry module -----------------------------------------
+
+
+def telemetry_names() -> tuple[dict[str, set[str]], set[str]]:
+    """What shared/telemetry.py emits: custom metric name -> dimensions, and log fields.
+
+    The dimensions come from ``METRIC_DIMENSIONS`` (metric -> tag keys) once the module has
+    one; until then from the one ``view.View(...)`` every metric is registered with."""
+    from shared import telemetry
+
+    source = Path(telemetry.__file__).read_text()
+    prefix = re.search(r'MeasureFloat\(f"(\w+)/\{name\}"', source).group(1)
+    per_metric = getattr(telemetry, "METRIC_DIMENSIONS", None)
+    if per_metric is None:
+        dims = re.search(r'view\.View\([^\n]*?\[(\s*"[^\]]*)\]', source).group(1)
+        per_metric = {name: re.findall(r'"(\w+)"', dims) for name in telemetry.METRICS}
+    metrics = {f"{prefix}/{name}": set(per_metric[name]) for name in telemetry.METRICS}
+    # the log context's fields (ContextFilter), from log_context(...) calls in the product
+    fields = set(re.findall(r'ctx\.get\("(\w+)"', source))
+    for path in (ROOT / "shared").rglob("*.py"):
+        for call in re.findall(r"log_context\(([^)]*)\)", path.read_text()):
+            fields |= set(re.findall(r"(\w+)=", call))
+    return metrics, fields
+
+
+def pending_metrics() -> dict[str, set[str]]:
+    doc = json.loads((INFRA / "workbook" / "metrics.json").read_text())
+    return {f"forecastops/{m['name']}": set(m["dimensions"]) for m in doc["metrics"]}
+
+
+def workbook_queries() -> list[tuple[str, str]]:
+    doc = json.loads((INFRA / "workbook" / "forecastops.workbook.json").read_text())
+    found = []
+
+    def walk(items):
+        for item in items:
+            content = item.get("content", {})
+            if item["type"] == 3:
+                found.append((item["name"], content["query"]))
+            walk(content.get("items", []))
+
+    walk(doc["items"])
+    return found
+
+
+def alert_queries() -> list[tuple[str, str]]:
+    return [(p.name, p.read_text()) for p in sorted((INFRA / "alerts").glob("*.kql"))]
+
+
+def _names_in(query: str) -> tuple[set[str], set[str]]:
+    metrics = set(re.findall(r'"(forecastops/\w+)"', query))
+    fields = set(re.findall(r"customDimensions\.(\w+)", query))
+    fields |= set(re.findall(r'customDimensions\["(\w+)"\]', query))
+    return metrics, fields
+
+
+def test_the_workbook_is_deployed_from_its_file_and_has_both_dashboards():
+    monitoring = (INFRA / "modules" / "monitoring.bicep").read_text()
+    assert "serializedData: loadTextContent('../workbook/forecastops.workbook.json')" in monitoring
+    doc = json.loads((INFRA / "workbook" / "forecastops.workbook.json").read_text())
+    assert doc["version"] == "Notebook/1.0"
+    groups = {i["name"]: i for i in doc["items"] if i["type"] == 12}
+    assert set(groups) == {"training", "monitoring"}
+    training = " ".join(q for _, q in workbook_queries())
+    for metric in ("model_mape", "model_rmse_0", "model_rmse_all", "model_baseline_mape", "model_age_days"):
+        assert f'"forecastops/{metric}"' in training
+    formatters = json.dumps(groups["training"])
+    assert '"columnMatch": "age_days"' in formatters and '"thresholdValue": "60"' in formatters
+
+
+def test_every_metric_and_field_the_dashboards_and_alerts_read_is_emitted_or_listed_as_needed():
+    emitted, log_fields = telemetry_names()
+    assert "forecastops/rows_read" in emitted and {"dataset", "format"} <= emitted["forecastops/rows_read"]
+    assert {"invocation_id", "subject"} <= log_fields
+    pending = pending_metrics()
+    known = emitted | pending
+    queries = workbook_queries() + alert_queries()
+    assert len(queries) >= 10
+    for name, query in queries:
+        metrics, fields = _names_in(query)
+        assert metrics <= set(known), f"{name}: not emitted and not in metrics.json: {metrics - set(known)}"
+        allowed = set().union(*(known[m] for m in metrics)) if metrics else set()
+        if re.search(r"^\s*traces\b", query, flags=re.M):
+            allowed |= log_fields
+        assert fields <= allowed, f"{name}: fields {fields - allowed} belong to none of {metrics}"
+
+
+def test_metrics_json_lists_only_what_is_not_emitted_yet_or_matches_it():
+    emitted, _ = telemetry_names()
+    for name, dims in pending_metrics().items():
+        if name in emitted:  # the product has added it: its dimensions must be the ones asked for
+            assert emitted[name] == dims, name
+    read = set().union(*(_names_in(q)[0] for _, q in workbook_queries() + alert_queries()))
+    assert set(pending_metrics()) <= read, "metrics.json lists a metric no dashboard or alert reads"
+
+
+def test_the_three_alert_rules_load_their_queries():
+    alerts = (INFRA / "modules" / "alerts.bicep").read_text()
+    loaded = re.findall(r"loadTextContent\('\.\./alerts/([\w-]+\.kql)'\)", alerts)
+    assert sorted(loaded) == sorted(p.name for p in (INFRA / "alerts").glob("*.kql"))
+    assert {"quarantine-ratio.kql", "watch-failed.kql", "stale-model.kql"} == set(loaded)
+    assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 3
+    stale = (INFRA / "alerts" / "stale-model.kql").read_text()
+    assert 'stage == "production"' in stale and "age_days > 60" in stale
