@@ -28,9 +28,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## the main job on the local defaults: raw samples into a local lake, ingested, summarised
+## the main job on the local defaults: raw samples into a local lake, ingested, summarised;
+## options through ARGS (make run ARGS="--samples samples/raw --no-pipeline")
 run: $(STAMP)
-	$(PY) -m shared run
+	$(PY) -m shared run $(ARGS)
 
 ## every test (starts Azurite on free ports by itself), the ten slowest, and coverage with its floor
 COVERAGE_FLOOR ?= 87

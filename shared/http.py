@@ -43,12 +43,28 @@ def internal_error() -> Answer:
     return error(500, "internal_error", INTERNAL_MESSAGE)
 
 
+#: how deeply a request body may nest arrays and objects (no route needs more than a few)
+MAX_JSON_DEPTH = 64
+
+
 def json_body(body: bytes | None) -> tuple[Any, list[Problem]]:
-    """The request body as JSON (an empty body is ``{}``), or the problem with it."""
+    """The request body as JSON (an empty body is ``{}``), or the problem with it: not JSON,
+    or nested deeper than :data:`MAX_JSON_DEPTH` (which would exhaust the stack of whatever
+    reads it next)."""
+    too_deep = [problem("(body)", f"arrays and objects nested deeper than {MAX_JSON_DEPTH} levels")]
     try:
-        return (json.loads(body) if body and body.strip() else {}), []
+        data = json.loads(body) if body and body.strip() else {}
+    except RecursionError:
+        return None, too_deep
     except ValueError as e:
         return None, [problem("(body)", f"not JSON: {e}")]
+    level, depth = [data], 0
+    while level := [x for x in level if isinstance(x, dict | list)]:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return None, too_deep
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x)]
+    return data, []
 
 
 def origin(url: str) -> str:

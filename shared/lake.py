@@ -49,6 +49,23 @@ class TransientLakeError(LakeError):
     """The storage service failed in a way worth retrying (throttling, 5xx, network)."""
 
 
+class LakeAccessError(LakeError):
+    """The storage service refused the credentials (a wrong key, an identity without a role):
+    retrying cannot help."""
+
+
+#: the storage client's own retries are off: the ingest service's retries (3 attempts, 1 s
+#: and 2 s apart) are the one retry layer, and each call waits at most this long to connect
+#: and for an answer, so that an unreachable endpoint fails in seconds, not minutes
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 0,
+    "connection_timeout": CONNECT_TIMEOUT_S,
+    "read_timeout": READ_TIMEOUT_S,
+}
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     path: str
@@ -56,11 +73,26 @@ class ObjectInfo:
     size: int
 
 
+#: the longest lake path and path segment (Blob Storage's limits: 1,024 characters per blob
+#: name, 255 per segment on ADLS Gen2 and on most file systems)
+MAX_PATH_CHARS = 1024
+MAX_SEGMENT_CHARS = 255
+
+
 def check_path(path: str) -> str:
     """Return ``path`` if it is a clean relative lake path, else raise ``ValueError``."""
     if not isinstance(path, str) or not path:
         raise ValueError("the path is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError(f"{path!r} holds a control character (NUL, newline, tab, ...), which no lake path may hold")
+    if len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"the path is {len(path)} characters long; a lake path has at most {MAX_PATH_CHARS}")
     parts = path.split("/")
+    long = next((p for p in parts if len(p) > MAX_SEGMENT_CHARS), None)
+    if long is not None:
+        raise ValueError(
+            f"a segment of the path is {len(long)} characters long ({long[:20]}...); at most {MAX_SEGMENT_CHARS}"
+        )
     if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{path!r} is not a lake path: use '/'-separated segments with no empty, '.' or '..' segment")
     if len(parts) < 2:
@@ -142,9 +174,10 @@ class LocalLake(Lake):
             raise NotFoundError(path) from None
         if not stat.S_ISREG(st.st_mode):
             raise NotFoundError(path)
-        # size + mtime is what a web server's ETag is made of: cheap, and it changes whenever
-        # the file is replaced, which is all an ETag promises
-        return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}"', st.st_size)
+        # size and mtime alone collide: ``cp -p``, ``rsync -a`` and unzip change the bytes and
+        # keep both. The inode changes when a file is replaced by a rename, and the ctime
+        # whenever its bytes or its mtime are written, and neither can be set back by a tool.
+        return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_ctime_ns:x}"', st.st_size)
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:
@@ -272,11 +305,21 @@ def _translate(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except ResourceNotFoundError as e:
         raise NotFoundError(str(e).splitlines()[0]) from e
     except (ServiceRequestError, ServiceResponseError) as e:
-        raise TransientLakeError(f"storage unreachable: {e}") from e
+        raise TransientLakeError(f"storage unreachable: {_first_line(e)}") from e
     except HttpResponseError as e:
         if e.status_code in (408, 429) or (e.status_code or 0) >= 500:
             raise TransientLakeError(f"storage answered {e.status_code}: {e.reason}") from e
+        if e.status_code in (401, 403):
+            code = getattr(e, "error_code", None) or e.reason
+            raise LakeAccessError(
+                f"storage refused access ({e.status_code} {code}): check the account key in the connection "
+                "string, or the identity's role on the storage account"
+            ) from e
         raise
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class BlobLake(Lake):
@@ -293,7 +336,7 @@ class BlobLake(Lake):
 
         if conn.strip().lower().rstrip(";") == "usedevelopmentstorage=true":
             conn = AZURITE_CONNECTION_STRING
-        return cls(BlobServiceClient.from_connection_string(conn), chunk_bytes)
+        return cls(BlobServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS), chunk_bytes)
 
     def _blob(self, path: str) -> BlobClient:
         container, _, name = check_path(path).partition("/")
@@ -370,7 +413,9 @@ def make_lake(settings: Settings) -> Lake:
         from azure.identity import DefaultAzureCredential
         from azure.storage.blob import BlobServiceClient
 
-        service = BlobServiceClient(settings.lake_storage_service_uri, credential=DefaultAzureCredential())
+        service = BlobServiceClient(
+            settings.lake_storage_service_uri, credential=DefaultAzureCredential(), **_CLIENT_OPTIONS
+        )
         return BlobLake(service, settings.lake_chunk_bytes)
     raise ValueError(
         "FORECASTOPS_LAKE_BACKEND=blob needs LAKE_STORAGE (a connection string) "

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     watch_safety_poll_s: float = Field(
         900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
     )
+    #: a folder of the user's own mapping files (one TOML per raw layout), loaded with the
+    #: shipped ones and validated the same way; a new vendor layout needs no change to the package
+    extra_mappings_dir: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_EXTRA_MAPPINGS"))
 
     def watch_polling(self) -> dict[str, float] | None:
         """The watch's default polling: the safety poll when job events wake it, else None

@@ -33,7 +33,7 @@ def test_ingest_reports_a_quarantined_file_by_its_reason(tmp_path):
     (tmp_path / "raw" / "weather").mkdir(parents=True)
     (tmp_path / "raw" / "weather" / "x.csv").write_text("nothing,we,know\n1,2,3\n")
     out = io.StringIO()
-    assert main(["--lake", str(tmp_path), "ingest"], out=out) == 0
+    assert main(["--lake", str(tmp_path), "ingest"], out=out) == 3  # done, with files quarantined
     assert "quarantined: no_matching_format" in out.getvalue()
     assert "1 file(s) quarantined" in out.getvalue()
 
@@ -65,12 +65,14 @@ def test_the_readme_command_line_examples_run(tmp_path):
 
     lines = re.findall(r"^\.venv/bin/python -m shared (.+?)(?:\s+#.*)?$", (ROOT / "README.md").read_text(), re.M)
     assert len(lines) >= 8
+    (tmp_path / "lake").mkdir()  # what the README's first command, run, leaves
     run_id = None
     for line in lines:
         line = re.sub(r"\s*\[[^\]]*\]", "", line)  # optional parts
         args = shlex.split(line)
         if "--lake" in args:
             args[args.index("--lake") + 1] = str(tmp_path / "other")
+            (tmp_path / "other").mkdir(exist_ok=True)  # another lake: an existing folder
         else:
             args = ["--lake", str(tmp_path / "lake"), *args]
         if "<run_id>" in args:

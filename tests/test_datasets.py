@@ -120,7 +120,7 @@ def test_spec_is_derived_from_the_model():
     ]
     assert weather.key == ("zip_code", "date", "kind", "issued_on")
     tmax = weather.column("tmax_c")
-    assert (tmax.type, tmax.nullable, tmax.ge, tmax.le, tmax.decimals) == ("float", True, -90, 60, 2)
+    assert (tmax.type, tmax.nullable, tmax.ge, tmax.le, tmax.decimals) == ("float", False, -90, 60, 2)
     assert weather.column("kind").choices == ("observed", "forecast")
     assert weather.column("zip_code").pattern == "^[0-9]{5}$"
     assert spec("shipments_weekly").column("units_shipped").type == "int"

@@ -91,3 +91,73 @@ def test_headers_match_case_and_whitespace_insensitively():
     us = load_mappings()["weather_us_obs_csv"]
     (best,) = rank([us], {normalise_header(h) for h in ["ZIP", "obs  date", "HIGH (F)", "low (f)", "Rain (IN)"]})
     assert best.missing == []
+
+
+def _weather_mapping(**overrides: str) -> str:
+    """The US observation mapping with some of its column lines replaced."""
+    text = (MAPPINGS_DIR / "weather_us_obs_csv.toml").read_text()
+    for column, line in overrides.items():
+        text = "\n".join(line if row.startswith(f"{column} ") else row for row in text.splitlines()) + "\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("column", "line", "words"),
+    [
+        ("precip_mm", 'precip_mm = { column = "Rain (in)", unit = "in", optional = true }', "precip_mm is required"),
+        ("tmax_c", 'tmax_c = { const = "" }', "tmax_c is required in weather_daily"),
+        ("tmin_c", 'tmin_c = { const = "NA" }', "tmin_c is required"),
+    ],
+    ids=["optional-precip", "null-const", "declared-null-const"],
+)
+def test_a_mapping_that_cannot_fill_a_required_column_is_refused_when_mappings_load(tmp_path, column, line, words):
+    (tmp_path / "weather_us_obs_csv.toml").write_text(_weather_mapping(**{column: line}))
+    with pytest.raises(MappingFileError, match=words):
+        load_mappings(tmp_path)
+
+
+def test_a_nullable_column_may_be_optional_or_always_null(tmp_path):
+    (tmp_path / "weather_us_obs_csv.toml").write_text(_weather_mapping(snow_mm='snow_mm = { const = "" }'))
+    assert load_mappings(tmp_path)["weather_us_obs_csv"].columns["snow_mm"].const == ""
+
+
+NEW_VENDOR = (
+    'id = "demographics_new_vendor"\ndataset = "store_demographics"\ndescription = "onboarded"\nreader = "csv"\n'
+    '[columns]\nstore_id = { column = "Store" }\nzip_code = { column = "Postcode", pad = 5 }\nregion = { const = "x" }\n'
+    'store_format = { const = "large" }\npopulation = { const = "" }\nhouseholds = { const = "" }\n'
+    'median_household_income = { const = "" }\nmedian_age = { const = "" }\n'
+)
+
+
+def test_an_extra_mappings_folder_outside_the_package_is_loaded_with_the_shipped_ones(tmp_path, monkeypatch):
+    from shared.ingestion.formats import current_mappings
+    from shared.settings import get_settings
+
+    (tmp_path / "demographics_new_vendor.toml").write_text(NEW_VENDOR)
+    monkeypatch.setenv("FORECASTOPS_EXTRA_MAPPINGS", str(tmp_path))
+    get_settings.cache_clear()
+    mappings = current_mappings()
+    assert "demographics_new_vendor" in mappings and "weather_us_obs_csv" in mappings
+    assert mappings["demographics_new_vendor"].file == str(tmp_path / "demographics_new_vendor.toml")
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "words"),
+    [
+        ("weather_us_obs_csv.toml", None, "id 'weather_us_obs_csv' is also used by"),
+        ("x.toml", 'id = "x"\ndataset = "sales"\n', "unknown dataset 'sales'"),
+        ("demographics_other.toml", NEW_VENDOR, "named after its id"),
+    ],
+    ids=["shadows-a-shipped-id", "invalid", "misnamed"],
+)
+def test_the_extra_mappings_are_validated_like_the_shipped_ones(tmp_path, name, body, words):
+    text = body if body is not None else (MAPPINGS_DIR / name).read_text()
+    (tmp_path / name).write_text(text)
+    with pytest.raises(MappingFileError, match=words) as e:
+        load_mappings(MAPPINGS_DIR, tmp_path)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_an_extra_mappings_folder_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(MappingFileError, match="does not exist"):
+        load_mappings(MAPPINGS_DIR, tmp_path / "nope")

@@ -237,3 +237,46 @@ def test_http_reingest_lists_every_problem_of_a_bad_request(local_lake, body, fi
 def test_http_reingest_of_a_missing_file_is_404(app_env, invocation_id):
     status, body = _call_http("weather", {"path": "raw/weather/nope.csv"}, invocation_id)
     assert status == 404 and "raw/weather/nope.csv" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64"),
+        (b'{"path": ' + b"[" * 65 + b"]" * 65 + b"}", "nested deeper than 64"),
+        (json.dumps({"path": "raw/weather/a\x00b.csv"}).encode(), "control character"),
+        (json.dumps({"path": "raw/weather/x\ty.csv"}).encode(), "control character"),
+        (json.dumps({"path": "raw/weather/" + "a" * 300 + ".csv"}).encode(), "at most 255"),
+        (json.dumps({"path": "raw/weather/" + "/".join(["abcdefghij"] * 100) + ".csv"}).encode(), "at most 1024"),
+    ],
+    ids=["deep-json", "deep-path-value", "nul", "tab", "long-segment", "long-path"],
+)
+@pytest.mark.parametrize("backend", ["local", "blob"])
+def test_http_reingest_answers_400_never_500_for_a_clients_bad_request(
+    monkeypatch, tmp_path, request, backend, body, words, invocation_id
+):
+    if backend == "blob":
+        monkeypatch.setenv("FORECASTOPS_LAKE_BACKEND", "blob")
+        monkeypatch.setenv("LAKE_STORAGE", request.getfixturevalue("azurite").connection_string)
+    else:
+        monkeypatch.setenv("FORECASTOPS_LAKE_ROOT", str(tmp_path))
+    status, answer = _call_http("weather", body, invocation_id)
+    assert status == 400 and answer["error"] == "invalid_request", answer
+    assert any(words in p["message"] for p in answer["problems"]), answer
+
+
+def test_a_first_line_over_the_csv_field_limit_is_quarantined_by_the_trigger_and_422_on_the_route(
+    app_env, invocation_id
+):
+    put(app_env, "raw/weather/long.csv", b"x" * 200_000 + b",y\n1,2\n")
+    fn = indexed_functions()["ingest_weather_blob"].get_user_function()
+    assert fn(client=sdk_blob_client("LAKE_STORAGE", "raw", "weather/long.csv"), context=context(invocation_id)) is None
+    assert read_json(app_env, "quarantine/weather_daily/v1/long.error.json")["error"]["reason"] == "record_too_long"
+    status, body = _call_http("weather", {"path": "raw/weather/long.csv", "force": True}, invocation_id)
+    assert status == 422 and body["error"]["reason"] == "record_too_long"
+
+
+def test_a_blob_whose_name_cannot_be_ingested_is_refused_without_a_retry(local_lake, invocation_id, caplog):
+    m = ingestion.ingest_blob("raw/weather/a\tb.csv", invocation_id, target=local_lake)
+    assert m["status"] == "refused" and "control character" in m["error"]["message"]
+    assert "refused" in caplog.text

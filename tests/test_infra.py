@@ -234,6 +234,7 @@ NOT_IN_AZURE = {
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption takes the runtime from functionAppConfig.runtime and rejects this setting",
     "FORECASTOPS_LAKE_ROOT": "the local lake's folder; in Azure FORECASTOPS_LAKE_BACKEND=blob",
     "FORECASTOPS_LOCAL_RUNS_ROOT": "the local AML backend's work folder; in Azure the bridge uses azureml",
+    "FORECASTOPS_EXTRA_MAPPINGS": "a folder of a user's own mappings on this machine; in Azure they ship in the package",
 }
 NOT_IN_INGEST_APPS = {
     "FORECASTOPS_AML_BACKEND": "the ingest blueprints never build an AML backend",

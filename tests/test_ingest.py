@@ -364,7 +364,7 @@ def test_two_formats_that_both_fit_are_named_in_the_error(tmp_path, monkeypatch)
     (folder / "weather_us_obs_copy.toml").write_text(
         src.read_text().replace('id = "weather_us_obs_csv"', 'id = "weather_us_obs_copy"')
     )
-    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.current_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
     put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
     m = ingest(lake, WEATHER)
@@ -382,7 +382,7 @@ def test_a_latin1_vendor_is_read_when_its_mapping_declares_the_encoding(tmp_path
         'reader = "csv"', 'reader = "csv"\nencoding = "latin-1"'
     )
     (folder / "demographics_latin1.toml").write_text(text)
-    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.current_mappings", lambda: formats.load_mappings(folder))
     lake = LocalLake(tmp_path / "lake")
     content = (STORE_MASTER_HEADER + "\nS1,2134,Montréal,Large,1,1,1,1\n").encode("latin-1")
     # named in the path, and found by its columns alone (the only latin-1 mapping in this folder)
@@ -450,6 +450,12 @@ def test_two_raw_files_with_the_same_stem_do_not_overwrite_each_other(lake):
     m = ingest(lake, "raw/weather/us_obs/2026.csv.gz")
     assert m["error"]["reason"] == "output_collision"
     assert [r["date"] for r in read_csv(lake, "curated/weather_daily/v1/us_obs/2026.csv")] == ["2026-01-31"]
+    # the quarantined file has its error record, beside the other file's outputs, not over them
+    record = "quarantine/weather_daily/v1/us_obs/2026.csv.gz.collision.error.json"
+    assert m["error_record"] == record and read_json(lake, record) == m
+    assert m["raw"]["path"] == "raw/weather/us_obs/2026.csv.gz" and "2026.csv" in m["error"]["message"]
+    assert not lake.exists(outputs_for("raw/weather/us_obs/2026.csv").error)
+    assert read_json(lake, outputs_for("raw/weather/us_obs/2026.csv").manifest)["status"] == "ingested"
 
 
 def test_a_failure_mid_file_leaves_no_half_written_output(local_lake, monkeypatch):
@@ -538,6 +544,154 @@ def test_a_file_quarantined_for_its_format_is_retried_once_a_mapping_fits(tmp_pa
         'store_format = { const = "large" }\npopulation = { const = "" }\nhouseholds = { const = "" }\n'
         'median_household_income = { const = "" }\nmedian_age = { const = "" }\n'
     )
-    monkeypatch.setattr("shared.ingestion.service.load_mappings", lambda: formats.load_mappings(folder))
+    monkeypatch.setattr("shared.ingestion.service.current_mappings", lambda: formats.load_mappings(folder))
+    m = ingest(lake, "raw/demographics/new_vendor.csv")
+    assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"
+
+
+# required values ---------------------------------------------------------------------------
+def test_a_noaa_row_with_empty_tmax_tmin_or_prcp_is_rejected_as_missing_not_written_empty(lake):
+    header = '"STATION","NAME","DATE","PRCP","SNOW","SNWD","TMAX","TMIN"'
+    path = "raw/weather/ghcn/zip=75001/USW00003927.csv"
+    put(
+        lake,
+        path,
+        lines(
+            header,
+            '"USW00003927","DALLAS","2026-01-30","0.50","","","68","41"',
+            '"USW00003927","DALLAS","2026-01-31","","","","",""',
+            '"USW00003927","DALLAS","2026-02-01","0.1","","","","40"',
+        ),
+    )
+    m = ingest(lake, path)
+    assert m["rows"]["read"] == 3 and m["rows"]["written"] == 1 and m["rows"]["rejected"] == 2
+    assert m["rows"]["rejected_by_rule"] == {"missing_value": 4}
+    rejected = read_csv(lake, m["outputs"]["rejected"]["path"])
+    assert [(r["line"], r["column"], r["rule"]) for r in rejected] == [
+        ("3", "tmax_c", "missing_value"),
+        ("3", "tmin_c", "missing_value"),
+        ("3", "precip_mm", "missing_value"),
+        ("4", "tmax_c", "missing_value"),
+    ]
+    assert [r["date"] for r in read_csv(lake, m["outputs"]["curated"]["path"])] == ["2026-01-30"]
+
+
+# a raw file that changes while it is ingested ---------------------------------------------------
+def test_a_file_copied_over_with_the_same_size_and_mtime_is_ingested_again(local_lake):
+    import os
+    import time
+
+    put(local_lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    ingest(local_lake, WEATHER)
+    file = local_lake.root / WEATHER
+    before = file.stat()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with open(file, "r+b") as f:  # cp -p onto the file: new bytes, same size, mtime set back
+        f.write(lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,").encode())
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    m = ingest(local_lake, WEATHER)
+    assert "unchanged" not in m
+    assert [r["date"] for r in read_csv(local_lake, m["outputs"]["curated"]["path"])] == ["2026-02-28"]
+
+
+def test_a_slow_ingest_of_an_old_version_never_overwrites_the_newer_versions_outputs(lake, monkeypatch):
+    """Version 1 is read; meanwhile version 2 arrives and is ingested in full; then version 1's
+    ingest reaches its commit. It must find the raw file changed and let version 2 win."""
+    from shared.ingestion import convert
+
+    put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    real, events = convert.Converter.convert, []
+
+    def v2_arrives_and_is_ingested_while_v1_is_converted(self, batch):
+        if not events:
+            events.append("v2")
+            put(lake, WEATHER, lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,", "2134,03/01/2026,50,32,0,"))
+            events.append(ingest(lake, WEATHER, invocation_id="fast-v2"))
+        return real(self, batch)
+
+    monkeypatch.setattr(convert.Converter, "convert", v2_arrives_and_is_ingested_while_v1_is_converted)
+    m = ingest(lake, WEATHER, invocation_id="slow-v1")
+    out = outputs_for(WEATHER)
+    assert [r["date"] for r in read_csv(lake, out.curated)] == ["2026-02-28", "2026-03-01"]
+    manifest = read_json(lake, out.manifest)
+    assert manifest["invocation_id"] == "fast-v2" and manifest["raw"]["etag"] == lake.stat(WEATHER).etag
+    assert m["invocation_id"] == "fast-v2" and m["unchanged"] is True  # the slow call answers the newest
+
+
+def test_a_version_replaced_after_its_outputs_were_committed_is_rewritten_from_the_newest(lake, monkeypatch):
+    from shared.ingestion import service
+
+    put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    real, calls = service.check_current, []
+
+    def replaced_just_before_the_manifest(lake_, path, etag, committed=False):
+        if committed and not calls:
+            calls.append(path)
+            put(lake, WEATHER, lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,"))
+        return real(lake_, path, etag, committed)
+
+    monkeypatch.setattr(service, "check_current", replaced_just_before_the_manifest)
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "ingested" and m["raw"]["etag"] == lake.stat(WEATHER).etag
+    assert [r["date"] for r in read_csv(lake, outputs_for(WEATHER).curated)] == ["2026-02-28"]
+
+
+def test_a_file_that_never_stops_changing_is_left_to_the_hosts_retry(local_lake, monkeypatch):
+    from shared.ingestion import convert
+
+    put(local_lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    real, n = convert.Converter.convert, [0]
+
+    def always_rewritten(self, batch):
+        n[0] += 1
+        put(local_lake, WEATHER, lines(US_OBS_HEADER, f"2134,01/{n[0]:02d}/2026,50,32,0,"))
+        return real(self, batch)
+
+    monkeypatch.setattr(convert.Converter, "convert", always_rewritten)
+    with pytest.raises(TransientLakeError, match="kept changing"):
+        ingest(local_lake, WEATHER)
+    assert not local_lake.exists(outputs_for(WEATHER).curated)
+
+
+# files that used to crash the batch or quarantine with words only pyarrow understands ----------
+def test_a_first_line_longer_than_the_csv_field_limit_is_quarantined_not_raised(lake):
+    content = b"x" * 200_000 + b",y\n1,2\n"
+    put(lake, WEATHER, content)
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "record_too_long"
+    assert "longer than 128 KiB" in m["error"]["message"] and m["raw"]["bytes"] == len(content)
+    assert read_json(lake, outputs_for(WEATHER).error) == m
+
+
+def test_a_record_longer_than_the_readers_block_is_quarantined_in_words_a_data_engineer_reads(lake):
+    content = lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,", '2134,"' + "x" * (5 << 20) + '",50,32,0,')
+    put(lake, WEATHER, content)
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "record_too_long"
+    assert "a record (one row" in m["error"]["message"] and "longer than 2 MiB" in m["error"]["message"]
+    assert "straddl" not in m["error"]["message"]
+
+
+def test_a_header_that_names_a_column_the_mapping_reads_twice_is_refused(lake):
+    put(lake, WEATHER, lines(US_OBS_HEADER + ",zip ", "2134,01/31/2026,50,32,0,,99999"))
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "duplicate_column"
+    assert "'zip' at columns 1, 7" in m["error"]["message"]
+    # a repeated column the mapping does not read is harmless
+    put(lake, WEATHER, lines(US_OBS_HEADER + ",note,note", "2134,01/31/2026,50,32,0,,a,b"))
+    assert ingest(lake, WEATHER)["status"] == "ingested"
+
+
+def test_a_vendor_layout_in_the_extra_mappings_folder_is_used_by_the_ingest(tmp_path, monkeypatch):
+    from shared.settings import get_settings
+    from tests.test_formats import NEW_VENDOR
+
+    folder = tmp_path / "my-mappings"
+    folder.mkdir()
+    (folder / "demographics_new_vendor.toml").write_text(NEW_VENDOR)
+    monkeypatch.setenv("FORECASTOPS_EXTRA_MAPPINGS", str(folder))
+    get_settings.cache_clear()
+    lake = LocalLake(tmp_path / "lake")
+    put(lake, "raw/demographics/new_vendor.csv", "Store,Postcode\nS1,2134\n")
     m = ingest(lake, "raw/demographics/new_vendor.csv")
     assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"

@@ -70,3 +70,43 @@ def test_the_settings_choose_the_lake(tmp_path, azurite):
     assert "127.0.0.1:10000" in make_lake(
         Settings(lake_backend="blob", lake_storage="UseDevelopmentStorage=true")
     ).describe("raw/x")
+
+
+def test_a_local_file_changed_in_place_with_the_same_size_and_mtime_gets_a_new_etag(local_lake):
+    """What ``cp -p``, ``rsync -a`` and unzip do: new bytes, the old size and mtime."""
+    import os
+    import time
+
+    local_lake.write_bytes("raw/x/y.csv", b"version 1")
+    file = local_lake.root / "raw/x/y.csv"
+    before = file.stat()
+    first = local_lake.stat("raw/x/y.csv").etag
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with open(file, "r+b") as f:  # in place: the same inode
+        f.write(b"version 2")
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (file.stat().st_size, file.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert local_lake.stat("raw/x/y.csv").etag != first
+    # replaced by a rename, then given the old mtime back
+    time.sleep(0.05)
+    tmp = local_lake.root / "raw/x/tmp"
+    tmp.write_bytes(b"version 3")
+    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = local_lake.stat("raw/x/y.csv").etag
+    os.replace(tmp, file)
+    assert local_lake.stat("raw/x/y.csv").etag not in (first, second)
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ("raw/weather/a\x00b.csv", "control character"),
+        ("raw/weather/a\nb.csv", "control character"),
+        ("raw/weather/" + "a" * 256 + ".csv", "at most 255"),
+        ("raw/weather/" + "/".join(["abcdefghij"] * 100) + ".csv", "at most 1024"),
+    ],
+    ids=["nul", "newline", "long-segment", "long-path"],
+)
+def test_paths_no_storage_accepts_are_refused_before_any_storage_call(bad, words):
+    with pytest.raises(ValueError, match=words):
+        check_path(bad)

@@ -102,9 +102,10 @@ class WeatherDaily(_Dataset):
     date: dt.date
     kind: Literal["observed", "forecast"]
     issued_on: dt.date
-    tmax_c: Celsius | None
-    tmin_c: Celsius | None
-    precip_mm: Millimetres | None
+    tmax_c: Celsius
+    tmin_c: Celsius
+    precip_mm: Millimetres
+    #: the one weather value that may be missing (many stations do not measure snow)
     snow_mm: Millimetres | None
     source: str
 

@@ -16,6 +16,7 @@ from shared.ingestion.formats import Mapping, normalise_header, rank
 from shared.ingestion.readers import (
     DataError,
     RawBatch,
+    check_unique_columns,
     csv_batches,
     csv_header,
     flatten_keys,
@@ -102,6 +103,7 @@ def open_batches(
             raise
         if (mapping.encoding, mapping.delimiter) != (encoding, delimiter):
             header = csv_header(prefix, mapping.encoding, mapping.delimiter)
+        check_unique_columns(header, mapping)
         return csv_batches(src, prefix, mapping, header), mapping, how, None
     if kind == "json-or-jsonl":
         # one object on one line: a JSON document if a JSON format fits it, else one record

@@ -1,9 +1,10 @@
 """Raw formats: declarative mapping files, one per vendor layout, and how a file finds its own.
 
-A mapping file (TOML, in ``shared/mappings/``) says which raw columns, JSON paths, path fields
-or constants feed which standard column, in which unit and date format, and how rows fold
-into the dataset's key. The README documents the language; :class:`Mapping` is its schema,
-so a mistake in a mapping file fails loudly when the mappings are loaded, naming the file.
+A mapping file (TOML, in ``shared/ingestion/mappings/`` or the extra folder the settings
+name) says which raw columns, JSON paths, path fields or constants feed which standard
+column, in which unit and date format, and how rows fold into the dataset's key. The README
+documents the language; :class:`Mapping` is its schema, so a mistake in a mapping file
+fails loudly when the mappings are loaded, naming the file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.ingestion.datasets import MODELS, spec
+from shared.settings import Settings, get_settings
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
@@ -146,6 +148,8 @@ class Mapping(BaseModel):
         for name, src in self.columns.items():
             if name in names:
                 problems += self._source_problems(name, src, ds.column(name).type)
+                if not ds.column(name).nullable:
+                    problems += self._required_problems(name, src)
         if self.aggregate:
             key = set(ds.key)
             free = sorted(names - key - set(self.aggregate) - {"source"})
@@ -171,6 +175,17 @@ class Mapping(BaseModel):
         if src.path is not None and self.reader != "json":
             problems.append(f"{name}: 'path' (a document-level JSON path) needs reader = 'json'")
         return problems
+
+    def _required_problems(self, name: str, src: Source) -> list[str]:
+        """A required standard column must be filled on every row the mapping can write."""
+        if src.optional:
+            return [
+                f"{name} is required in {self.dataset}, so its source cannot be optional "
+                "(a file without that raw column would write every row without it)"
+            ]
+        if src.const is not None and str(src.const).strip() in {"", *self.null_values}:
+            return [f"{name} is required in {self.dataset}, so it cannot be the constant null {src.const!r}"]
+        return []
 
     @property
     def required_columns(self) -> list[str]:
@@ -200,18 +215,33 @@ def load_mapping(file: Path) -> Mapping:
         raise MappingFileError(f"{file}: {problems}") from e
 
 
-@cache
-def load_mappings(folder: Path = MAPPINGS_DIR) -> dict[str, Mapping]:
-    """Every mapping in ``folder``, by id; a duplicate id or a bad file raises."""
-    found: dict[str, Mapping] = {}
+def _load_folder(folder: Path, found: dict[str, Mapping]) -> None:
     for file in sorted(folder.glob("*.toml")):
         m = load_mapping(file)
         if m.id in found:
             raise MappingFileError(f"{file}: id {m.id!r} is also used by {found[m.id].file}")
         if file.stem != m.id:
             raise MappingFileError(f"{file}: the file must be named after its id ({m.id}.toml)")
-        found[m.id] = m
+        found[m.id] = m.model_copy(update={"file": str(file)})
+
+
+@cache
+def load_mappings(folder: Path = MAPPINGS_DIR, extra: Path | None = None) -> dict[str, Mapping]:
+    """Every mapping in ``folder`` and then in the ``extra`` folder (a user's own layouts,
+    outside the package), by id, each validated the same way; a duplicate id (within or
+    across the folders) or a bad file raises :class:`MappingFileError` naming the file."""
+    found: dict[str, Mapping] = {}
+    _load_folder(folder, found)
+    if extra is not None:
+        if not extra.is_dir():
+            raise MappingFileError(f"the extra mappings folder {extra} does not exist or is not a folder")
+        _load_folder(extra, found)
     return found
+
+
+def current_mappings(settings: Settings | None = None) -> dict[str, Mapping]:
+    """The mappings the settings name: the shipped ones and ``FORECASTOPS_EXTRA_MAPPINGS``."""
+    return load_mappings(MAPPINGS_DIR, (settings or get_settings()).extra_mappings_dir)
 
 
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")

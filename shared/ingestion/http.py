@@ -20,11 +20,18 @@ log = logging.getLogger(__name__)
 def ingest_blob(path: str, invocation_id: str, target: Lake) -> dict[str, Any]:
     """Blob-arrival ingestion of ``path`` (``raw/<source>/...``).
 
-    Data errors end in quarantine and return normally, so the host does not retry a bad file;
+    Data errors end in quarantine and return normally, so the host does not retry a bad file
+    (a blob whose name cannot be ingested at all is logged and refused, for the same reason);
     transient storage errors raise, so that it does.
     """
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
-        manifest = ingest(target, path, invocation_id=invocation_id, progress=_progress_log(path))
+        try:
+            manifest = ingest(target, path, invocation_id=invocation_id, progress=_progress_log(path))
+        except ValueError as e:
+            # a blob whose name no output can have (a control character, a source folder we
+            # do not know): no retry can ingest it, so none is asked for
+            log.error("ingest %s: refused: %s", path, e)
+            return {"status": "refused", "raw": {"path": path}, "error": {"reason": "bad_path", "message": str(e)}}
         if not manifest.get("unchanged"):  # a redelivery is not new rows
             telemetry.record_ingest(manifest)
         _log_result(manifest)

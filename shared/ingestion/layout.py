@@ -24,6 +24,9 @@ class Outputs:
     manifest: str
     rejected: str
     error: str
+    #: where the error record goes when this file's outputs are another raw file's
+    #: (``output_collision``): named after the whole raw file name, so it overwrites nothing
+    collision_error: str
 
 
 def outputs_for(raw_path: str) -> Outputs:
@@ -48,4 +51,5 @@ def outputs_for(raw_path: str) -> Outputs:
         manifest=f"curated/{dataset}/v{SCHEMA_VERSION}/{base}.manifest.json",
         rejected=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{base}.rejected.csv",
         error=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{base}.error.json",
+        collision_error=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{rel}.collision.error.json",
     )

@@ -148,10 +148,38 @@ def decode_prefix(prefix: bytes, encoding: str) -> str:
 
 def csv_header(prefix: bytes, encoding: str, delimiter: str) -> list[str]:
     text = decode_prefix(prefix, encoding)
-    first = next(csv.reader(io.StringIO(text), delimiter=delimiter), None)
+    try:
+        first = next(csv.reader(io.StringIO(text), delimiter=delimiter), None)
+    except csv.Error as e:
+        # Python's csv module refuses a field over 128 KiB: no header is that long, so this
+        # is a data file without a header, or a header with an unclosed quote
+        raise DataError(
+            "record_too_long",
+            f"the first line is not a header: it has a field longer than {csv.field_size_limit() >> 10} KiB "
+            f"({e}); is a quote left open?",
+        ) from e
     if not first or all(not h.strip() for h in first):
         raise DataError("no_header", "the file has no header row")
     return first
+
+
+def check_unique_columns(header: list[str], mapping: Mapping) -> None:
+    """Refuse a header that names a column the mapping reads more than once: which of the
+    two is meant cannot be known (headers match case- and whitespace-insensitively)."""
+    wanted = {normalise_header(s.column) for s in mapping.columns.values() if s.column}
+    wanted |= {normalise_header(s.multiply_by) for s in mapping.columns.values() if s.multiply_by}
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header, 1):
+        positions.setdefault(normalise_header(name), []).append(i)
+    twice = {name: at for name, at in positions.items() if name in wanted and len(at) > 1}
+    if twice:
+        where = "; ".join(f"{name!r} at columns {', '.join(map(str, at))}" for name, at in sorted(twice.items()))
+        raise DataError(
+            "duplicate_column",
+            f"the header names a column format {mapping.id} reads more than once ({where}): "
+            "which one is meant cannot be told; rename or drop the extra column",
+            columns=sorted(twice),
+        )
 
 
 def csv_batches(src: Any, prefix: bytes, mapping: Mapping, header: list[str]) -> Iterator[RawBatch]:
@@ -205,6 +233,13 @@ def csv_batches(src: Any, prefix: bytes, mapping: Mapping, header: list[str]) ->
             yield RawBatch({}, pa.array([], pa.int64()), bad[:])
     except pa.ArrowInvalid as e:
         text = str(e)
+        if "straddling object" in text:
+            raise DataError(
+                "record_too_long",
+                f"a record (one row, with any line breaks inside its quotes) is longer than "
+                f"{CSV_BLOCK_BYTES >> 20} MiB, the longest the CSV reader takes; is a quote left open?",
+                limit_bytes=CSV_BLOCK_BYTES,
+            ) from e
         if "UTF8" in text or "utf8" in text.lower():
             raise DataError(
                 "bad_encoding",

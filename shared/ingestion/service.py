@@ -25,15 +25,25 @@ import numpy as np
 
 from shared import __version__, clock
 from shared.ingestion.datasets import SCHEMA_VERSION
-from shared.ingestion.formats import Mapping, load_mappings, path_fields
+from shared.ingestion.formats import Mapping, current_mappings, path_fields
 from shared.ingestion.layout import Outputs, outputs_for
 from shared.ingestion.readers import DataError
-from shared.ingestion.write import Progress, Repeated, Unreadable, Written, write_outputs
+from shared.ingestion.write import (
+    Progress,
+    Repeated,
+    Superseded,
+    Unreadable,
+    Written,
+    check_current,
+    write_outputs,
+)
 from shared.lake import Lake, NotFoundError, TransientLakeError
 
 log = logging.getLogger(__name__)
 
 CODE_VERSION = f"forecastops-{__version__}"
+#: passes over a raw file that keeps changing while it is read, before the host is asked to retry
+MAX_SUPERSEDED = 3
 
 
 def _read_json(lake: Lake, path: str) -> dict[str, Any] | None:
@@ -57,8 +67,10 @@ def ingest(
     force: bool = False,
     retries: int = 3,
     progress: Progress | None = None,
+    mappings: dict[str, Mapping] | None = None,
 ) -> dict[str, Any]:
     """Ingest one raw file; return its manifest (or, if quarantined, its error record).
+    ``mappings``: the raw formats to choose from (default: those the settings name).
 
     Raises ``ValueError`` for a path that is not ``raw/<source>/...``, :class:`NotFoundError`
     when the raw file does not exist, and :class:`TransientLakeError` when storage keeps
@@ -66,9 +78,20 @@ def ingest(
     """
     out = outputs_for(raw_path)
     invocation_id = invocation_id or uuid.uuid4().hex
-    for attempt in range(1, retries + 1):
+    superseded = 0
+    attempt = 1
+    while True:
         try:
-            return _ingest_once(lake, out, invocation_id, force, progress)
+            return _ingest_once(lake, out, invocation_id, force, progress, mappings)
+        except Superseded as e:
+            # a newer version arrived while this one was read: the newest wins (it may well
+            # be ingested already: then its outputs are current and kept)
+            superseded += 1
+            if superseded > MAX_SUPERSEDED:
+                raise TransientLakeError(f"{e}; it kept changing over {superseded} passes") from e
+            log.info("ingest %s: %s; ingesting the newest version", raw_path, e)
+            force = force or e.committed
+            continue
         except TransientLakeError as e:
             if attempt == retries:
                 raise
@@ -82,14 +105,19 @@ def ingest(
                 wait,
             )
             time.sleep(wait)
-    raise RuntimeError("unreachable: the last attempt returns or raises")
+            attempt += 1
 
 
 def _ingest_once(
-    lake: Lake, out: Outputs, invocation_id: str, force: bool, progress: Progress | None
+    lake: Lake,
+    out: Outputs,
+    invocation_id: str,
+    force: bool,
+    progress: Progress | None,
+    given: dict[str, Mapping] | None,
 ) -> dict[str, Any]:
     info = lake.stat(out.raw)
-    mappings = load_mappings()
+    mappings = current_mappings() if given is None else given
     previous = _read_json(lake, out.manifest) or _read_json(lake, out.error)
     if previous and previous.get("raw", {}).get("path") not in (None, out.raw):
         return _quarantine(
@@ -105,7 +133,8 @@ def _ingest_once(
                 other=previous["raw"]["path"],
             ),
             None,
-            touch_outputs=False,
+            mappings,
+            error_path=out.collision_error,
         )
     if not force and previous and _unchanged(previous, info.etag, mappings):
         log.info("ingest %s: unchanged (etag %s); outputs kept", out.raw, info.etag)
@@ -127,7 +156,7 @@ def _ingest_once(
     if isinstance(result, Repeated):
         raise RuntimeError(f"{out.raw}: keys still repeat after the first-wins pass")
     if isinstance(result, Unreadable):
-        return _quarantine(lake, out, info.etag, invocation_id, started, result.error, result.raw)
+        return _quarantine(lake, out, info.etag, invocation_id, started, result.error, result.raw, mappings)
     mapping, outputs = result.mapping, result.outputs
     manifest = {
         "manifest_version": 1,
@@ -146,6 +175,7 @@ def _ingest_once(
     }
     if not outputs.get("rejected"):
         lake.delete(out.rejected)
+    check_current(lake, out.raw, result.raw["etag"], committed=True)
     lake.write_bytes(out.manifest, _dump(manifest))
     lake.delete(out.error)
     return manifest
@@ -175,26 +205,33 @@ def _quarantine(
     started: str,
     error: DataError,
     raw_meta: dict[str, Any] | None,
-    touch_outputs: bool = True,
+    mappings: dict[str, Mapping],
+    error_path: str | None = None,
 ) -> dict[str, Any]:
+    """Write the error record of a file quarantined as a whole. At ``out.error`` (the
+    default) it replaces the file's earlier outputs; at another ``error_path`` (a collision)
+    it leaves the outputs, which belong to another raw file, alone."""
+    raw = {"path": out.raw, "etag": etag, **(raw_meta or {})}
     record = {
         "manifest_version": 1,
         "status": "quarantined",
         "dataset": out.dataset,
         "schema_version": SCHEMA_VERSION,
-        "raw": {"path": out.raw, "etag": etag, **(raw_meta or {})},
+        "raw": raw,
         "format": None,
         "error": {"reason": error.reason, "message": error.message, "details": error.details},
-        "mappings_sha256": mappings_digest(load_mappings()),
+        "mappings_sha256": mappings_digest(mappings),
         "started_at": started,
         "finished_at": clock.now_iso(),
         "code_version": CODE_VERSION,
         "invocation_id": invocation_id,
     }
+    check_current(lake, out.raw, raw["etag"])
     log.warning("ingest %s: quarantined (%s): %s", out.raw, error.reason, error.message)
-    if touch_outputs:
+    if error_path is None:
         # outputs of an earlier version of this raw file no longer describe it
         for stale in (out.curated, out.manifest, out.rejected):
             lake.delete(stale)
-        lake.write_bytes(out.error, _dump(record))
+    record["error_record"] = error_path or out.error
+    lake.write_bytes(error_path or out.error, _dump(record))
     return record

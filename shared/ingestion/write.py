@@ -25,7 +25,7 @@ from shared.ingestion.detect import open_batches
 from shared.ingestion.formats import Mapping
 from shared.ingestion.layout import Outputs
 from shared.ingestion.readers import DataError, open_decoded, sniff_kind
-from shared.lake import HashingReader, HashingWriter, Lake
+from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError
 
 Progress = Callable[[int, int], None]
 
@@ -47,6 +47,26 @@ class Repeated:
     """Key hashes seen more than once: nothing was committed; pass again with them."""
 
     hashes: np.ndarray
+
+
+class Superseded(Exception):
+    """The raw file changed while it was read: what was read is discarded, so that a slow
+    ingest of an old version never overwrites the outputs of a newer one. ``committed``: some
+    outputs of the old version were already committed (the next pass must rewrite them)."""
+
+    def __init__(self, path: str, read: str, now: str | None, committed: bool) -> None:
+        super().__init__(f"{path} changed while it was ingested (read {read}, now {now or 'deleted'})")
+        self.committed = committed
+
+
+def check_current(lake: Lake, raw_path: str, etag: str, committed: bool = False) -> None:
+    """Raise :class:`Superseded` unless ``raw_path`` is still the version ``etag`` that was read."""
+    try:
+        now: str | None = lake.stat(raw_path).etag
+    except NotFoundError:
+        now = None
+    if now != etag:
+        raise Superseded(raw_path, etag, now, committed)
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,9 @@ def _pass(
     first_wins = FirstWins(repeated, hash_key) if repeated is not None else None
     folder = Folder(ds.key, mapping, conv.schema) if mapping.aggregate else None
     rows: dict[str, Any] = {"read": 0, "written": 0, "rejected": 0, "output": 0, "rejected_by_rule": {}}
-    with lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
+    # the duplicate search's spill files go whatever ends the pass (an error, Ctrl-C)
+    spill = contextlib.closing(counter) if counter is not None else contextlib.nullcontext()
+    with spill, lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
         csv_out = CsvOut(sink, conv.schema)
         for batch in batches:
             try:
@@ -187,6 +209,8 @@ def _pass(
         if folder is not None:
             csv_out.write(folder.finish())
         curated = csv_out.close()
+        # the last moment before the writers commit: leaving by an exception discards them
+        check_current(lake, out.raw, raw["etag"])
     rows["output"] = curated.pop("rows")
     outputs: dict[str, Any] = {"curated": {"path": out.curated, **curated}, "rejected": None}
     if rejected_out.result:

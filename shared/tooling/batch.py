@@ -4,16 +4,20 @@ lake's ``raw/``, ingest them one by one with progress, and total what became of 
 from __future__ import annotations
 
 import hashlib
-import time
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from shared.ingestion.datasets import SOURCES
+from shared.ingestion.formats import Mapping
 from shared.ingestion.service import ingest
-from shared.lake import Lake, NotFoundError
-from shared.telemetry import Throttle
+from shared.ingestion.write import Progress
+from shared.lake import Lake, LakeError, NotFoundError
+from shared.tooling.progress import bar, say
+
+log = logging.getLogger(__name__)
 
 
 def upload_tree(lake: Lake, folder: Path) -> list[str]:
@@ -53,41 +57,89 @@ def raw_paths(lake: Lake) -> list[str]:
     return [p for source in SOURCES for p in lake.list(f"raw/{source}")]
 
 
-def ingest_all(lake: Lake, paths: Sequence[str], out: TextIO, force: bool = False) -> list[dict[str, Any]]:
-    """Ingest ``paths`` one by one: a line per file for a few files; for many, a progress line
-    every few seconds and a line per file that had a problem."""
+#: the command line's exit codes (``python -m shared --help`` and the README list them)
+OK, FAILED, USAGE, QUARANTINED, INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def ingest_all(
+    lake: Lake,
+    paths: Sequence[str],
+    out: TextIO,
+    force: bool = False,
+    mappings: dict[str, Mapping] | None = None,
+) -> list[dict[str, Any]]:
+    """Ingest ``paths`` one by one: a line per file for a few files; for many, a line per file
+    that had a problem, and a progress bar (files, rate, ETA) on a terminal's stderr.
+
+    A file the service cannot handle (a fault of the app) is recorded as ``failed`` and the
+    batch goes on; storage errors end the batch (the storage is down for every file)."""
     run_id = uuid.uuid4().hex[:12]
     results = []
     each = len(paths) <= 60
     width = max((len(p) for p in paths), default=10)
-    if each:
-        print(f"{'raw file':<{width}}  {'format':<32} {'read':>8} {'written':>8} {'rejected':>8}  status", file=out)
-    t0 = last = time.monotonic()
-    for i, path in enumerate(paths, 1):
-        progress = Throttle(
-            lambda rows, nbytes, path=path: print(
-                f"  ... {path}: {rows:,} rows, {nbytes / 1e6:,.1f} MB read", file=out, flush=True
-            ),
-            5.0,
-        )
-        m = ingest(lake, path, invocation_id=f"cli-{run_id}-{i}", force=force, progress=progress)
-        results.append(m)
-        rows = m.get("rows") or {}
-        fmt = (m.get("format") or {}).get("id", "-")
-        status = m["status"] + (" (unchanged)" if m.get("unchanged") else "")
-        if m["status"] == "quarantined":
-            status += f": {m['error']['reason']}"
-        if each or m["status"] == "quarantined" or rows.get("rejected"):
-            print(
-                f"{path:<{width}}  {fmt:<32} {rows.get('read', '-'):>8} {rows.get('written', '-'):>8} "
-                f"{rows.get('rejected', '-'):>8}  {status}",
-                file=out,
-                flush=True,
-            )
-        elif time.monotonic() - last > 5 or i == len(paths):
-            last = time.monotonic()
-            print(f"  ingested {i:,} of {len(paths):,} files ({time.monotonic() - t0:.0f} s)", file=out, flush=True)
+    if each and paths:
+        say(f"{'raw file':<{width}}  {'format':<32} {'read':>8} {'written':>8} {'rejected':>8}  status", out)
+    with bar(len(paths), "ingesting", "file") as files:
+        for i, path in enumerate(paths, 1):
+
+            def show(rows: int, nbytes: int, path: str = path) -> None:
+                files.set_postfix_str(f"{path}: {rows:,} rows, {nbytes / 1e6:,.1f} MB", refresh=False)
+
+            m = _ingest_one(lake, path, f"cli-{run_id}-{i}", force, mappings, show)
+            results.append(m)
+            rows = m.get("rows") or {}
+            if each or m["status"] != "ingested" or rows.get("rejected"):
+                say(_line(m, path, width), out)
+            files.update(1)
     return results
+
+
+def _ingest_one(
+    lake: Lake,
+    path: str,
+    invocation_id: str,
+    force: bool,
+    mappings: dict[str, Mapping] | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    try:
+        return ingest(lake, path, invocation_id=invocation_id, force=force, progress=progress, mappings=mappings)
+    except LakeError as e:
+        if not isinstance(e, NotFoundError):
+            raise
+        reason, message = "not_found", f"{path}: not found (removed while the batch ran?)"
+    except Exception as e:  # a fault of the app on one file: record it, and go on with the others
+        log.exception("ingest %s failed", path)
+        reason, message = "internal_error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+    source = path.split("/")[1] if path.count("/") >= 2 else ""
+    return {
+        "status": "failed",
+        "dataset": SOURCES.get(source, "-"),
+        "raw": {"path": path},
+        "error": {"reason": reason, "message": message},
+    }
+
+
+def _line(m: dict[str, Any], path: str, width: int) -> str:
+    rows = m.get("rows") or {}
+    fmt = (m.get("format") or {}).get("id", "-")
+    status = m["status"] + (" (unchanged)" if m.get("unchanged") else "")
+    if m["status"] != "ingested":
+        status += f": {m['error']['reason']}"
+        if m["status"] == "failed":
+            status += f" ({m['error']['message']})"
+    return (
+        f"{path:<{width}}  {fmt:<32} {rows.get('read', '-'):>8} {rows.get('written', '-'):>8} "
+        f"{rows.get('rejected', '-'):>8}  {status}"
+    )
+
+
+def outcome(results: list[dict[str, Any]]) -> int:
+    """The exit code of a batch: FAILED if a file failed, QUARANTINED if one was quarantined."""
+    statuses = {m["status"] for m in results}
+    if "failed" in statuses:
+        return FAILED
+    return QUARANTINED if "quarantined" in statuses else OK
 
 
 def summarise(results: list[dict[str, Any]], out: TextIO) -> None:
@@ -107,11 +159,13 @@ def summarise(results: list[dict[str, Any]], out: TextIO) -> None:
                 file=out,
             )
     total = {k: sum(d[k] for d in per.values()) for k in ("read", "written", "rejected", "quarantined")}
+    failed = sum(m["status"] == "failed" for m in results)
     unchanged = sum(bool(m.get("unchanged")) for m in results)
     if unchanged:
         print(f"{unchanged} file(s) unchanged since their last ingest: outputs left as they were", file=out)
     print(
         f"{len(results)} file(s): {total['read']} rows read, {total['written']} written, "
-        f"{total['rejected']} rejected; {total['quarantined']} file(s) quarantined",
+        f"{total['rejected']} rejected; {total['quarantined']} file(s) quarantined"
+        + (f"; {failed} file(s) failed (see above)" if failed else ""),
         file=out,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,9 +22,13 @@ from typing import Any, TextIO
 from shared.aml import runs
 from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
+from shared.aml.status import TERMINAL
+from shared.ingestion.datasets import SOURCES
+from shared.ingestion.formats import Mapping
 from shared.lake import Lake
 from shared.tooling import report, synth
-from shared.tooling.batch import ingest_all, raw_paths, summarise, upload_tree
+from shared.tooling.batch import FAILED, ingest_all, outcome, raw_paths, summarise, upload_tree
+from shared.tooling.progress import bar, say
 from shared.watch import loop, policy
 
 
@@ -40,6 +45,65 @@ class Size:
     seed: int = 7
 
 
+#: the largest local batch, in store-SKU-weeks: about 4.5 times the default weekly batch
+#: (87,360, ingested and forecast in about 1.5 minutes); beyond it generation and training
+#: take tens of minutes and gigabytes of temporary files
+MAX_STORE_SKU_WEEKS = 400_000
+#: weeks of training rows the forecast pipeline needs (its train step cross-validates in 3
+#: folds); each training row also needs its features' lag (as long as the holdout) behind it
+MIN_TRAIN_WEEKS = 4
+
+
+def min_weeks(holdout_weeks: int) -> int:
+    """The fewest generated weeks the forecast pipeline runs on: holdout, lag, training."""
+    return holdout_weeks + max(holdout_weeks, 2) + MIN_TRAIN_WEEKS
+
+
+def check_size(size: Size, holdout_weeks: int | None) -> None:
+    """``ValueError``, in one line, for a batch that could not run to its end: too short for
+    the pipeline's holdout (``holdout_weeks``; None without the pipeline) or too large."""
+    for name, v in (
+        ("regions", size.regions),
+        ("stores-per-region", size.stores_per_region),
+        ("skus", size.skus),
+        ("weeks", size.weeks),
+    ):
+        if v < 1:
+            raise ValueError(f"--{name} {v}: must be at least 1")
+    if holdout_weeks is not None and size.weeks < min_weeks(holdout_weeks):
+        raise ValueError(
+            f"--weeks {size.weeks}: the forecast pipeline holds out the last {holdout_weeks} weeks, lags its "
+            f"features by {max(holdout_weeks, 2)} and trains on at least {MIN_TRAIN_WEEKS}; give --weeks "
+            f"{min_weeks(holdout_weeks)} or more (or --no-pipeline)"
+        )
+    total = size.regions * size.stores_per_region * size.skus * size.weeks
+    if total > MAX_STORE_SKU_WEEKS:
+        raise ValueError(
+            f"--regions {size.regions} --stores-per-region {size.stores_per_region} --skus {size.skus} "
+            f"--weeks {size.weeks} is {total:,} store-SKU-weeks; a batch on this machine takes at most "
+            f"{MAX_STORE_SKU_WEEKS:,} (the default is {_DEFAULT_TOTAL:,}): make it smaller"
+        )
+
+
+_DEFAULT_TOTAL = Size().regions * Size().stores_per_region * Size().skus * Size().weeks
+
+
+def check_samples(folder: Path) -> None:
+    """``ValueError`` unless ``folder`` holds raw files under ``weather/``, ``shipments/`` or
+    ``demographics/``."""
+    if not folder.is_dir():
+        raise ValueError(f"--samples {folder}: no such folder")
+    if not any(f.is_file() for source in SOURCES for f in (folder / source).rglob("*")):
+        raise ValueError(
+            f"--samples {folder}: no raw file in it (raw files go in its {', '.join(f'{s}/' for s in SOURCES)} folders)"
+        )
+
+
+def holdout_weeks(pipeline: str = "forecast") -> int:
+    default = load_catalog()[pipeline].parameters["holdout_weeks"].default
+    return int(default) if isinstance(default, int | float | str) else 8
+
+
 def _step(out: TextIO, n: int, text: str) -> None:
     print(f"\n[{n}/5] {text}", file=out, flush=True)
 
@@ -54,58 +118,106 @@ def run(
     pipeline: str = "forecast",
     with_pipeline: bool = True,
     force: bool = False,
+    mappings: dict[str, Mapping] | None = None,
 ) -> int:
-    """Run the main job; 0 when every step ran (the health verdict is reported, not fatal)."""
+    """Run the main job. The exit code: OK when every step ran (the health verdict is
+    reported, not fatal), QUARANTINED when some raw files were quarantined, FAILED when a
+    file failed or the pipeline did not complete."""
     t0 = time.perf_counter()
-    if samples is not None:
-        _step(out, 1, f"raw files from {samples}")
-        uploaded = upload_tree(lake, samples)
-    else:
-        _step(
-            out,
-            1,
-            f"generating raw files: {size.regions} regions x {size.stores_per_region} stores x {size.skus} SKUs "
-            f"x {size.weeks} weeks (seed {size.seed})",
-        )
-        with tempfile.TemporaryDirectory(prefix="forecastops-raw-") as tmp:
-            synth.generate(
-                Path(tmp),
-                regions=size.regions,
-                stores_per_region=size.stores_per_region,
-                skus=size.skus,
-                weeks=size.weeks,
-                start=size.start,
-                seed=size.seed,
-            )
-            uploaded = upload_tree(lake, Path(tmp))
+    uploaded = _raw_files(lake, out, samples, size)
     print(f"{len(uploaded)} raw file(s) in {lake.describe('raw/x')[:-2]}", file=out, flush=True)
 
     _step(out, 2, "ingesting every raw file (the blob triggers' service)")
-    paths = raw_paths(lake)
-    results = ingest_all(lake, paths, out, force=force)
+    results = ingest_all(lake, raw_paths(lake), out, force=force, mappings=mappings)
     summarise(results, out)
+    code = outcome(results)
+    if code == FAILED:
+        print("error: some raw files failed to ingest (listed above); the pipeline is not submitted", file=out)
+        return FAILED
     if not with_pipeline:
         print(f"\ndone in {time.perf_counter() - t0:.0f} s", file=out)
-        return 0
+        return code
+    done = _pipeline(lake, backend, out, pipeline)
+    print(f"done in {time.perf_counter() - t0:.0f} s", file=out, flush=True)
+    return code if done else FAILED
 
+
+def _raw_files(lake: Lake, out: TextIO, samples: Path | None, size: Size) -> list[str]:
+    if samples is not None:
+        _step(out, 1, f"raw files from {samples}")
+        return upload_tree(lake, samples)
+    _step(
+        out,
+        1,
+        f"generating raw files: {size.regions} regions x {size.stores_per_region} stores x {size.skus} SKUs "
+        f"x {size.weeks} weeks (seed {size.seed})",
+    )
+    # removed however the block ends: an error, Ctrl-C, or a SIGTERM (the command line turns
+    # it into an interrupt)
+    with (
+        tempfile.TemporaryDirectory(prefix="forecastops-raw-") as tmp,
+        bar(len(synth.PHASES), "generating", "phase") as phases,
+    ):
+
+        def show(phase: str) -> None:
+            phases.set_description(f"generating: {phase}")
+            phases.update(synth.PHASES.index(phase) - phases.n)
+
+        synth.generate(
+            Path(tmp),
+            regions=size.regions,
+            stores_per_region=size.stores_per_region,
+            skus=size.skus,
+            weeks=size.weeks,
+            start=size.start,
+            seed=size.seed,
+            progress=show,
+        )
+        phases.update(len(synth.PHASES) - phases.n)
+        return upload_tree(lake, Path(tmp))
+
+
+def _pipeline(lake: Lake, backend: Backend, out: TextIO, pipeline: str) -> bool:
+    """Steps 3 to 5: submit, follow, report; False when the run did not complete."""
     _step(out, 3, f"submitting the {pipeline} pipeline ({backend.name} backend, trigger_aml's service)")
     status, body, _ = runs.submit(backend, load_catalog(), pipeline, json.dumps({}).encode(), "")
     if status >= 400:
         print(f"error: the submit was refused ({status}): {json.dumps(body)}", file=out)
-        return 1
+        return False
     run_id = body["run_id"]
     print(f"run {run_id}: {body['aml_status']} ({body['portal_url']})", file=out, flush=True)
 
     _step(out, 4, "following the run with the durable watch's policy")
-    final = _follow(backend, run_id, out)
+    try:
+        final = _follow(backend, run_id, out)
+    except KeyboardInterrupt:
+        _stop(backend, run_id)
+        raise
     if final.runs[0].outcome not in ("completed", "gate_failed"):
         err = final.runs[0].error or {}
         print(
             f"error: the run ended {final.runs[0].aml_status}: {err.get('step') or ''} {err.get('message')}", file=out
         )
-        return 1
+        return False
 
     _step(out, 5, "results")
+    _results(lake, out, run_id)
+    return True
+
+
+def _stop(backend: Backend, run_id: str) -> None:
+    """Interrupted while a run goes on in the background: cancel it, or say how to."""
+    try:
+        status, _, _ = runs.cancel(backend, run_id)
+    except Exception:
+        status = 500
+    if status < 400:
+        print(f"the pipeline run {run_id} was canceled", file=sys.stderr)
+    else:
+        print(f"the pipeline run {run_id} goes on; stop it with: python -m shared cancel {run_id}", file=sys.stderr)
+
+
+def _results(lake: Lake, out: TextIO, run_id: str) -> None:
     base = f"runs/{run_id}/outputs"
     metrics = report.read_csv(lake.read_bytes(f"{base}/evaluate/metrics/metrics.csv"))
     forecasts = report.read_csv(lake.read_bytes(f"{base}/score/scores/forecasts.csv"))
@@ -117,21 +229,26 @@ def run(
     page = f"reports/forecast-{run_id}.html"
     lake.write_bytes(page, report.html_report(run_id, models, overall, forecasts, now).encode())
     print(f"report: {lake.describe(page)}", file=out)
-    print(f"done in {time.perf_counter() - t0:.0f} s", file=out, flush=True)
-    return 0
 
 
 def _follow(backend: Backend, run_id: str, out: TextIO) -> policy.WatchState:
     seen: dict[str, str] = {}
+    with bar(None, "pipeline", "step") as steps:
 
-    def show_steps(status: dict[str, Any]) -> None:
-        for step in status["steps"]:
-            if seen.get(step["name"]) != step["aml_status"]:
-                seen[step["name"]] = step["aml_status"]
-                print(f"  step {step['name']}: {step['aml_status']}", file=out, flush=True)
+        def show_steps(status: dict[str, Any]) -> None:
+            if steps.total is None and status["steps"]:
+                steps.reset(total=len(status["steps"]))
+            for step in status["steps"]:
+                if seen.get(step["name"]) != step["aml_status"]:
+                    seen[step["name"]] = step["aml_status"]
+                    say(f"  step {step['name']}: {step['aml_status']}", out)
+            finished = sum(s["aml_status"] in TERMINAL for s in status["steps"])
+            running = [s["name"] for s in status["steps"] if s["aml_status"] not in TERMINAL]
+            steps.update(finished - steps.n)
+            steps.set_postfix_str(", ".join(running[:1]))
 
-    options = policy.WatchOptions(timeout_s=3 * 3600, polling=policy.Polling(first_s=1.0, factor=1.3, max_s=10.0))
-    final = loop.follow(backend, [run_id], options, on_status=show_steps)
+        options = policy.WatchOptions(timeout_s=3 * 3600, polling=policy.Polling(first_s=1.0, factor=1.3, max_s=10.0))
+        final = loop.follow(backend, [run_id], options, on_status=show_steps)
     r = final.runs[0]
     print(f"run {run_id}: {r.aml_status}; {len(r.gate_failures)} health gate(s) failed", file=out, flush=True)
     return final

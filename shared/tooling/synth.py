@@ -49,6 +49,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -710,8 +711,20 @@ def _write_demographics(wr: _Writer, stores: list[Store]) -> None:
 # --------------------------------------------------------------------------------------
 
 
+#: the phases of :func:`generate`, in order, as its ``progress`` callback names them
+PHASES = ("simulating weather", "simulating demand", "writing weather", "writing shipments", "writing demographics")
+
+
 def generate(
-    out_dir: Path, *, regions: int, stores_per_region: int, skus: int, weeks: int, start: date, seed: int
+    out_dir: Path,
+    *,
+    regions: int,
+    stores_per_region: int,
+    skus: int,
+    weeks: int,
+    start: date,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write one simulated world's raw vendor files under ``out_dir``; return a summary.
 
@@ -719,8 +732,10 @@ def generate(
     weather is observed from that Sunday to the last week-ending Saturday. The summary has
     ``files`` (path, code, layout, rows, bytes, in write order), totals, the stores
     (id, zip, region, format, raw sources) and the SKU ids. Existing files at the same paths
-    are overwritten; nothing else in ``out_dir`` is touched.
+    are overwritten; nothing else in ``out_dir`` is touched. ``progress`` is called with the
+    name of each phase (:data:`PHASES`) as it starts.
     """
+    step = progress or (lambda phase: None)
     for name, v in (("regions", regions), ("stores_per_region", stores_per_region), ("skus", skus), ("weeks", weeks)):
         if int(v) < 1:
             raise ValueError(f"{name} must be >= 1 (got {v})")
@@ -736,15 +751,20 @@ def generate(
     all_days = [first_sunday + timedelta(days=k) for k in range(n_obs + FORECAST_DAYS)]
     obs_days = all_days[:n_obs]
 
+    step(PHASES[0])
     truth = _simulate_weather(rng_wx, zips, all_days)
     zpos = np.array([s.zip.index for s in stores])
     wk_tmax = truth["tmax"][:, :n_obs].reshape(len(zips), weeks, 7).mean(axis=2)[zpos]
     wk_prcp = truth["prcp"][:, :n_obs].reshape(len(zips), weeks, 7).sum(axis=2)[zpos]
+    step(PHASES[1])
     sku_ids, units, upc, ret_p = _simulate_demand(rng_dem, stores, skus, week_ends, first_sunday, wk_tmax, wk_prcp)
 
     wr = _Writer(out_dir)
+    step(PHASES[2])
     _write_weather(wr, rng_wxout, zips, obs_days, truth, week_ends, all_days)
+    step(PHASES[3])
     _write_shipments(wr, rng_ship, stores, sku_ids, units, upc, ret_p, week_ends)
+    step(PHASES[4])
     _write_demographics(wr, stores)
 
     return {
