@@ -84,7 +84,7 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
                 runtime.record_watch(end.value, context.current_utc_datetime)
             return end.value
         if isinstance(command, loop.Renew) and not (yield from driver.cancel_first()):
-            context.continue_as_new({"state": command.state.model_dump(mode="json")})
+            context.continue_as_new({"state": command.state.to_input()})
             return None
         reply = True if isinstance(command, loop.Renew) else (yield from driver.answer(command))
 

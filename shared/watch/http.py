@@ -28,7 +28,7 @@ from shared.aml.catalog import Pipeline
 from shared.aml.request import validate_request
 from shared.http import Answer, Problem, error, invalid_request, json_body, problem
 from shared.watch.gates import Gates
-from shared.watch.policy import RunState, WatchOptions, start
+from shared.watch.policy import RunState, WatchOptions, WatchState, start
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def plan_start(
         return None, problems
     state = start(runs, options, now)
     state.request = req.fingerprint()
-    return {"state": state.model_dump(mode="json"), "idempotency_key": req.idempotency_key}, None
+    return {"state": state.to_input(), "idempotency_key": req.idempotency_key}, None
 
 
 def _runs(req: StartRequest, catalog: dict[str, Pipeline]) -> tuple[list[RunState], list[Problem]]:
@@ -264,7 +264,8 @@ async def start_watch(
         "status_url": url,
         "cancel_url": cancel_url(base_url, instance_id, code),
     }
-    return 202, answer, {"Location": url, "Retry-After": str(int(plan["state"]["options"]["polling"]["first_s"]))}
+    first_poll = WatchState.model_validate(plan["state"]).options.polling.first_s
+    return 202, answer, {"Location": url, "Retry-After": str(int(first_poll))}
 
 
 async def _existing(client: Any, instance_id: str, plan: dict[str, Any]) -> tuple[bool, Answer | None]:

@@ -92,6 +92,11 @@ class WatchState(BaseModel):
     #: the fingerprint of the request that started the watch (its idempotency key's content)
     request: str | None = None
 
+    def to_input(self) -> dict[str, Any]:
+        """The state as an orchestration's input: JSON, without the fields at their defaults
+        (a 500-run batch's state stays well under the payload a durable message carries)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
 
 def start(runs: list[RunState], options: WatchOptions, now: dt.datetime) -> WatchState:
     return WatchState(
