@@ -341,3 +341,10 @@ def test_aml_models_without_a_card_are_not_read(fake, aml):
     assert aml.versions(NAME) == [] and aml.names() == [NAME]
     with pytest.raises(ModelNotFound):
         aml.get(NAME, 1)
+
+
+def test_aml_a_version_whose_tags_are_not_a_card_is_reported(fake, aml):
+    aml.register(candidate(0.31), FILES)
+    del fake.model_versions(NAME)["1"]["properties"]["tags"]["trained_at"]  # someone edited the tags in the studio
+    with pytest.raises(RegistryError, match="its tags are not a model card"):
+        aml.get(NAME, 1)

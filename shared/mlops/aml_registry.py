@@ -186,6 +186,14 @@ def _tags(card: ModelCard) -> dict[str, str]:
 
 
 def _card(model: Model) -> ModelCard:
+    """The card a version's tags hold; :class:`RegistryError` when they do not make one."""
+    try:
+        return _read_tags(model)
+    except (KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        raise RegistryError(f"{model.name} version {model.version}: its tags are not a model card ({e})") from e
+
+
+def _read_tags(model: Model) -> ModelCard:
     tags: dict[str, Any] = dict(model.tags or {})
     decision = None
     if "decision.outcome" in tags:
