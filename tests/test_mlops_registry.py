@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from azure.ai.ml import MLClient
 from azure.ai.ml.entities import Model
+from azure.core.exceptions import HttpResponseError
 
 from shared.aml.catalog import Gates
 from shared.lake import Lake, LocalLake
@@ -21,6 +22,7 @@ from shared.mlops.registry import LakeRegistry, ModelNotFound, Registry, Registr
 from shared.mlops.staleness import stale_models
 from tests.aml.credential import FakeCredential
 from tests.aml.fake import FakeAML
+from tests.aml.models import ASSET_PATH_MESSAGE
 
 NOW = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)
 NAME = "northeast.large.fast"
@@ -348,3 +350,30 @@ def test_aml_a_version_whose_tags_are_not_a_card_is_reported(fake, aml):
     del fake.model_versions(NAME)["1"]["properties"]["tags"]["trained_at"]  # someone edited the tags in the studio
     with pytest.raises(RegistryError, match="its tags are not a model card"):
         aml.get(NAME, 1)
+
+
+def test_aml_errors_other_than_a_taken_version_are_raised_not_retried(fake, aml):
+    fake.inject("PUT", rf"/models/{NAME}/versions/1$", [403])
+    with pytest.raises(HttpResponseError) as e:
+        aml.register(candidate(0.31), FILES)
+    assert e.value.status_code == 403 and len(fake.requests_to("PUT", r"/models/")) == 1
+
+
+def test_aml_registration_gives_up_after_its_attempts(fake, local_lake):
+    client = MLClient(FakeCredential(), fake.subscription_id, "rg", "ws", transport=fake.transport())
+    body = fake._error_response("UserError", ASSET_PATH_MESSAGE)
+    fake.inject("PUT", r"/models/", [400], body=body, forever=True)
+    with pytest.raises(RegistryError, match="no free version after 3 attempts"):
+        AzureRegistry(client, local_lake, attempts=3).register(candidate(0.31), FILES)
+    assert [r.path.rsplit("/", 1)[1] for r in fake.requests_to("PUT", r"/models/")] == ["1", "2", "3"]
+
+
+def test_aml_an_unknown_model_has_no_versions_even_when_aml_answers_404(fake, aml):
+    fake.inject("GET", rf"/models/{NAME}/versions$", [404])
+    assert aml.versions(NAME) == []
+
+
+def test_a_lake_card_that_is_not_valid_is_reported(local_lake):
+    local_lake.write_bytes(f"models/{NAME}/1/card.json", b'{"name": "x"}')
+    with pytest.raises(RegistryError, match="is not valid"):
+        LakeRegistry(local_lake).get(NAME, 1)
