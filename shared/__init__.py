@@ -11,6 +11,8 @@ Where things are:
   pipeline catalog and run requests, the run API, the ``azureml`` and ``local`` backends);
 - :mod:`shared.watch`: the durable watch (policy and gates, the one decision loop the
   orchestrator and the command line both drive, the watch's HTTP API);
+- :mod:`shared.mlops`: the model registry (model cards, the promotion rules, the registry in
+  the lake and in Azure ML, the staleness check);
 - :mod:`shared.tooling`: local tooling, not deployed (command line, main job, report, data
   generator);
 - beside them, what every room uses: :mod:`shared.settings`, :mod:`shared.lake`,

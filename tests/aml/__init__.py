@@ -34,5 +34,6 @@ Modules, one concern each:
 * ``jobs``: MFE jobs: submit, get (status scripts), list, cancel, failures, pipeline child runs.
 * ``runhistory``: Run History: runs, run details, child runs.
 * ``tracking``: MLflow's tracking REST API: runs, metrics, search.
+* ``models``: the model registry: model containers and versions (PUT, GET, list).
 * ``fake``: ``FakeAML`` composing them, with request recording, fault injection and the route table.
 """

@@ -1,5 +1,5 @@
 """``FakeAML``: one stateful fake AML workspace (ARM/MFE, discovery, Run History, MLflow) composed of the
-jobs / Run History / tracking parts, with what every request goes through: recording, injected faults, and a
+jobs / Run History / tracking / model registry parts, with what every request goes through: recording, injected faults, and a
 route table (hosts, method, compiled path regex, handler) that dispatches the rest."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.aml.contract import ARM_HOST, PROVIDER
 from tests.aml.jobs import JobsMixin
+from tests.aml.models import ModelsMixin
 from tests.aml.runhistory import RunHistoryMixin
 from tests.aml.transport import FakeTransport, RecordedRequest, Reply, request_body
 
@@ -39,8 +40,8 @@ class _Route:
     handler: Callable[..., Reply]  # called with the pattern's groups, then the RecordedRequest
 
 
-class FakeAML(JobsMixin, RunHistoryMixin):
-    """Stateful fake of one AML workspace (ARM/MFE + discovery + Run History + MLflow)."""
+class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin):
+    """Stateful fake of one AML workspace (ARM/MFE + discovery + Run History + MLflow + model registry)."""
 
     def __init__(
         self,
@@ -100,6 +101,11 @@ class FakeAML(JobsMixin, RunHistoryMixin):
             (arm, "GET", ws + r"/jobs/([^/]+)", self._get_job),
             (arm, "POST", ws + r"/jobs/([^/]+)/cancel", self._cancel_job),
             (arm, "GET", ws + r"/jobs", self._list_jobs),
+            (arm, "PUT", ws + r"/models/([^/]+)/versions/([^/]+)", self._put_model_version),
+            (arm, "GET", ws + r"/models/([^/]+)/versions/([^/]+)", self._get_model_version),
+            (arm, "GET", ws + r"/models/([^/]+)/versions", self._list_model_versions),
+            (arm, "GET", ws + r"/models/([^/]+)", self._get_model_container),
+            (arm, "GET", ws + r"/models", self._list_model_containers),
             (arm, "GET", operations + r"/([^/]+)", self._operation_result),
             (regional, "GET", r"/(?-i:discovery)/*", self._get_discovery),
             (regional, "GET POST", hist + r"/runs/([^/]+)/children", self._run_children),

@@ -1,0 +1,216 @@
+"""The model registry in Azure ML, through azure-ai-ml's ``MLClient.models``.
+
+Imported only where the Azure registry is used: azure-ai-ml costs about a second of import.
+
+How a card maps onto AML:
+
+- **Name.** The card's name (``northeast.large.fast``) is the AML model name unchanged: AML
+  model names take letters, digits, ``-``, ``_`` and ``.``, and a card's name is lower-case
+  letters, digits, ``_`` and ``-`` in three ``.``-separated segments. Other models in the
+  workspace are left alone: only versions tagged ``forecastops.card`` are read as cards.
+- **Version.** ``1``, ``2``, ``3``... (the highest existing one plus one). Each registration has
+  its own artifact folder, so when two registrations pick the same number, AML refuses the
+  second PUT (a version's path cannot change: ``Asset paths cannot be updated``) and it takes
+  the next number: two registrations never share a version.
+- **Files.** Written to the lake (the workspace's ``lake`` datastore) under
+  ``models/<name>/files/<registration id>/`` and registered by their ``azureml://datastores/
+  <datastore>/paths/...`` URI, so azure-ai-ml uploads nothing (a local folder would make it
+  upload through the workspace's default datastore with its own credentials and hashing).
+- **Facts, stage and decision** as the version's tags: ``mape``, ``rmse_0``, ``rmse_all``,
+  ``baseline_mape``, ``wape`` (``repr`` of the float; absent when null), ``trained_at`` (epoch
+  seconds), ``run_id``, ``data.<dataset>`` (its version), ``files`` (comma-separated),
+  ``stage`` (``candidate``, ``production``, ``retired``), and the last decision as
+  ``decision.outcome``, ``decision.rule``, ``decision.reason``, ``decision.decided_at``,
+  ``decision.production_version``.
+- **Production.** The version tagged ``stage=production``. azure-ai-ml 1.35 offers no custom
+  label or alias on workspace models (its only label is the managed ``latest``), so the tag is
+  the pointer. Promotion tags the new version first, then retires the old one; should a
+  crash leave two tagged, the one promoted last is production.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from azure.ai.ml import MLClient
+from azure.ai.ml.entities import Model
+from azure.ai.ml.exceptions import AssetPathException
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared.lake import Lake
+from shared.mlops.cards import NAME_PATTERN, Decision, Metrics, ModelCard, Stage
+from shared.mlops.registry import (
+    ModelNotFound,
+    Registry,
+    RegistryError,
+    as_candidate,
+    check_decision,
+    check_files,
+)
+
+__all__ = ["AzureRegistry"]
+
+TAG_CARD = "forecastops.card"
+_METRICS = ("mape", "rmse_0", "rmse_all", "baseline_mape", "wape")
+_DECISION = ("outcome", "rule", "reason", "decided_at")
+_PATH_TAKEN = "Asset paths cannot be updated"
+
+
+class AzureRegistry(Registry):
+    """Model versions in the AML workspace ``client`` names; model files in ``lake`` (the
+    workspace's datastore ``datastore``)."""
+
+    def __init__(self, client: MLClient, lake: Lake, datastore: str = "lake", top: str = "models", attempts: int = 20):
+        self.client = client
+        self.lake = lake
+        self.datastore = datastore
+        self.top = top.strip("/")
+        self.attempts = attempts
+
+    # the interface -----------------------------------------------------------------------------
+    def register(self, card: ModelCard, files: Mapping[str, bytes]) -> ModelCard:
+        names = check_files(files)
+        folder = f"{self.top}/{card.name}/files/{uuid.uuid4().hex}"
+        for file_name in names:
+            self.lake.write_bytes(f"{folder}/{file_name}", files[file_name])
+        path = f"azureml://datastores/{self.datastore}/paths/{folder}/"
+        version = max((c.version or 0 for c in self.versions(card.name)), default=0) + 1
+        for _ in range(self.attempts):
+            claimed = as_candidate(card, version, names)
+            model = Model(
+                name=card.name,
+                version=str(version),
+                path=path,
+                type="custom_model",
+                description=f"{card.name}, trained by run {card.run_id}",
+                tags=_tags(claimed),
+            )
+            try:
+                self.client.models.create_or_update(model)
+                return claimed
+            except (AssetPathException, HttpResponseError) as e:
+                if not _path_taken(e):
+                    raise
+            # another registration holds this version (with its own path): take the next one
+            version += 1
+        raise RegistryError(f"{card.name}: no free version after {self.attempts} attempts")
+
+    def get(self, name: str, version: int) -> ModelCard:
+        return _card(self._model(name, version))
+
+    def read_file(self, name: str, version: int, file_name: str) -> bytes:
+        model = self._model(name, version)
+        if file_name not in _card(model).files:
+            raise ModelNotFound(f"version {version} of model {name} has no file {file_name!r}")
+        # azureml://[subscriptions/.../workspaces/<ws>/]datastores/<datastore>/paths/<lake path>/
+        m = re.search(r"/datastores/([^/]+)/paths/(.+?)/?$", str(model.path))
+        if m is None or m.group(1) != self.datastore:
+            raise RegistryError(f"{name} version {version} lives at {model.path}, not in datastore {self.datastore}")
+        return self.lake.read_bytes(f"{m.group(2)}/{file_name}")
+
+    def versions(self, name: str) -> list[ModelCard]:
+        try:
+            models = list(self.client.models.list(name=name))
+        except ResourceNotFoundError:
+            return []
+        cards = [_card(m) for m in models if TAG_CARD in (m.tags or {})]
+        return sorted(cards, key=lambda c: c.version or 0)
+
+    def names(self) -> list[str]:
+        return sorted(m.name for m in self.client.models.list() if m.name and re.match(NAME_PATTERN, m.name))
+
+    def production(self, name: str) -> ModelCard | None:
+        serving = [c for c in self.versions(name) if c.stage == "production"]
+        if not serving:
+            return None
+        return max(serving, key=lambda c: (c.decision.decided_at if c.decision else "", c.version or 0))
+
+    def promote(self, name: str, version: int, decision: Decision) -> ModelCard:
+        check_decision(version, decision, "promoted")
+        model = self._model(name, version)
+        previous = self.production(name)
+        promoted = _card(model).model_copy(update={"stage": "production", "decision": decision})
+        self._retag(model, promoted)
+        if previous is not None and previous.version != version:
+            self._retag(self._model(name, int(previous.version or 0)), previous.model_copy(update={"stage": "retired"}))
+        return promoted
+
+    def keep(self, name: str, version: int, decision: Decision) -> ModelCard:
+        check_decision(version, decision, "kept")
+        model = self._model(name, version)
+        kept = _card(model).model_copy(update={"decision": decision})
+        self._retag(model, kept)
+        return kept
+
+    def decisions(self, name: str) -> list[Decision]:
+        found = [c.decision for c in self.versions(name) if c.decision is not None]
+        return sorted(found, key=lambda d: (d.decided_at, d.candidate_version))
+
+    # helpers ------------------------------------------------------------------------------------
+    def _model(self, name: str, version: int) -> Model:
+        try:
+            model = self.client.models.get(name, str(version))
+        except ResourceNotFoundError:
+            raise ModelNotFound(f"no version {version} of model {name}") from None
+        if TAG_CARD not in (model.tags or {}):
+            raise ModelNotFound(f"version {version} of model {name} is not a ForecastOps model (no card tags)")
+        return model
+
+    def _retag(self, model: Model, card: ModelCard) -> None:
+        # same version, same path: AML updates the tags in place
+        model.tags = _tags(card)
+        self.client.models.create_or_update(model)
+
+
+def _path_taken(e: Exception) -> bool:
+    """AML refused a PUT because the version exists with another path."""
+    return isinstance(e, AssetPathException) or _PATH_TAKEN in str(e)
+
+
+def _tags(card: ModelCard) -> dict[str, str]:
+    tags = {TAG_CARD: "1", "stage": card.stage, "trained_at": repr(card.trained_at), "run_id": card.run_id}
+    for key, value in card.metrics.model_dump().items():
+        if value is not None:
+            tags[key] = repr(value)
+    tags.update({f"data.{k}": v for k, v in card.data_versions.items()})
+    tags["files"] = ",".join(card.files)
+    if card.decision is not None:
+        d = card.decision
+        tags.update({f"decision.{k}": str(getattr(d, k)) for k in _DECISION})
+        if d.production_version is not None:
+            tags["decision.production_version"] = str(d.production_version)
+    return tags
+
+
+def _card(model: Model) -> ModelCard:
+    """The card a version's tags hold; :class:`RegistryError` when they do not make one."""
+    try:
+        return _read_tags(model)
+    except (KeyError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        raise RegistryError(f"{model.name} version {model.version}: its tags are not a model card ({e})") from e
+
+
+def _read_tags(model: Model) -> ModelCard:
+    tags: dict[str, Any] = dict(model.tags or {})
+    decision = None
+    if "decision.outcome" in tags:
+        decision = Decision(
+            **{k: tags[f"decision.{k}"] for k in _DECISION},
+            candidate_version=int(str(model.version)),
+            production_version=tags.get("decision.production_version"),
+        )
+    stage: Stage = tags.get("stage", "candidate")
+    return ModelCard(
+        name=str(model.name),
+        version=int(str(model.version)),
+        metrics=Metrics(**{k: float(tags[k]) for k in _METRICS if k in tags}),
+        trained_at=float(tags["trained_at"]),
+        run_id=tags["run_id"],
+        data_versions={k[len("data.") :]: v for k, v in tags.items() if k.startswith("data.")},
+        stage=stage,
+        decision=decision,
+        files=[f for f in tags.get("files", "").split(",") if f],
+    )

@@ -1,0 +1,115 @@
+"""The promotion rules: a pure decision, with no I/O, about one registered candidate.
+
+In order:
+
+1. **Gates.** The candidate must pass its pipeline's health gates (:class:`shared.aml.catalog.Gates`):
+   a finite MAPE at most ``max_mape``, trained no more than ``max_age_days`` ago, every required
+   metric present. A candidate that fails is never promoted, even when there is no production
+   model: serving nothing new is better than serving a model the gates call unhealthy.
+2. **No production model:** the candidate is promoted.
+3. **Stale production model** (older than ``stale_days``, 60 by default, or whose MAPE is not a
+   number): the candidate is promoted whatever it scores against it.
+4. **Comparison.** With ``max_mape_increase`` (an absolute difference in MAPE, 0.02 by default:
+   MAPE 0.35 against production's 0.33 is within it), the candidate is promoted when its MAPE is
+   at most production's plus the margin (a newer model trained on newer data that is about as
+   good replaces the older one), and kept otherwise.
+
+The decision says which rule decided and, for a person, why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from shared.aml.catalog import Gates
+from shared.clock import iso
+from shared.mlops.cards import Decision, ModelCard
+from shared.watch.gates import age_failure, finite, mape_failure
+
+__all__ = ["DEFAULT_MAX_MAPE_INCREASE", "DEFAULT_STALE_DAYS", "age_days", "decide", "gate_problems"]
+
+#: how much worse (absolute MAPE) a candidate may be than production and still replace it
+DEFAULT_MAX_MAPE_INCREASE = 0.02
+#: a production model older than this (days since ``trained_at``) is replaced by any healthy candidate
+DEFAULT_STALE_DAYS = 60.0
+
+# float noise: 0.35 - 0.33 is 0.01999..., which must count as within a 0.02 margin
+_EPSILON = 1e-9
+
+
+def age_days(card: ModelCard, now: dt.datetime) -> float:
+    return (now.timestamp() - card.trained_at) / 86400
+
+
+def gate_problems(card: ModelCard, gates: Gates, now: dt.datetime) -> list[str]:
+    """Why ``card`` fails the gates, one sentence each; empty when it passes."""
+    problems = []
+    mape = card.metrics.mape
+    if mape is None or not finite(mape):
+        problems.append("MAPE is not a number")
+    elif (failure := mape_failure(mape, gates)) is not None:
+        problems.append(f"MAPE {mape:.2f} fails the {failure['limit']:.2f} gate")
+    if (failure := age_failure(card.trained_at, gates, now)) is not None:
+        problems.append(f"trained {failure['value']:.0f} days ago, beyond the {failure['limit']:.0f}-day gate")
+    metrics = card.metrics.model_dump()
+    for name in gates.required:
+        if name in metrics and metrics[name] is None:
+            problems.append(f"{name} is missing or not a number")
+    return problems
+
+
+def decide(
+    candidate: ModelCard,
+    production: ModelCard | None,
+    gates: Gates,
+    now: dt.datetime,
+    max_mape_increase: float = DEFAULT_MAX_MAPE_INCREASE,
+    stale_days: float = DEFAULT_STALE_DAYS,
+) -> Decision:
+    """Promote ``candidate`` or keep ``production`` (see the module's rules)."""
+    version = candidate.version
+    if version is None:
+        raise ValueError("decide on a registered candidate (its version is not set)")
+    if production is not None and production.version == candidate.version:
+        raise ValueError(f"version {candidate.version} of {candidate.name} is already in production")
+
+    def result(outcome: Literal["promoted", "kept"], rule: str, reason: str) -> Decision:
+        return Decision(
+            outcome=outcome,
+            rule=rule,
+            reason=reason,
+            decided_at=iso(now),
+            candidate_version=version,
+            production_version=production.version if production is not None else None,
+        )
+
+    incumbent = "no production model" if production is None else f"production stays version {production.version}"
+    problems = gate_problems(candidate, gates, now)
+    mape = candidate.metrics.mape
+    if problems or mape is None:
+        return result("kept", "gate", f"{'; '.join(problems)}: not promoted ({incumbent})")
+    if production is None:
+        return result("promoted", "no_production", f"MAPE {mape:.2f} passes the gates; no production model yet")
+    age = age_days(production, now)
+    if age > stale_days:
+        reason = f"production (version {production.version}) is {age:.0f} days old: stale, replaced"
+        return result("promoted", "stale_production", reason)
+    theirs = production.metrics.mape
+    if theirs is None:
+        reason = f"production's MAPE (version {production.version}) is not a number: replaced by MAPE {mape:.2f}"
+        return result("promoted", "stale_production", reason)
+    worse_by = mape - theirs
+    if worse_by <= _EPSILON:
+        return result("promoted", "better", f"MAPE {mape:.2f} beats production's {theirs:.2f}")
+    if worse_by <= max_mape_increase + _EPSILON:
+        reason = (
+            f"MAPE {mape:.2f} is worse than production's {theirs:.2f} by {worse_by:.2f}, "
+            f"within the {max_mape_increase:.2f} margin: the newer model is promoted"
+        )
+        return result("promoted", "within_margin", reason)
+    reason = (
+        f"MAPE {mape:.2f} is worse than production's {theirs:.2f} by {worse_by:.2f}, "
+        f"beyond the {max_mape_increase:.2f} margin: {incumbent}"
+    )
+    return result("kept", "beyond_margin", reason)

@@ -1,0 +1,241 @@
+"""The model registry: one interface, two homes.
+
+- :class:`LakeRegistry` (here): a folder in the lake, local or Blob Storage::
+
+      models/<name>/<version>/card.json        the model card (versions 1, 2, 3...)
+      models/<name>/<version>/<model files>
+      models/<name>/production.json            the production pointer: which version serves
+      models/<name>/decisions/<time>-v<version>-<id>.json   every decision, one file each, never rewritten
+
+- ``AzureRegistry`` (:mod:`shared.mlops.aml_registry`): Azure ML's model registry through
+  azure-ai-ml, the card's facts as the model version's tags.
+
+In the lake, a registration claims its version by creating ``card.json`` (create-if-absent:
+of two writers racing for a version, one gets it and the other takes the next), then writes
+the model files; a version whose files are missing is never promoted. The pointer is written
+whole (atomic replace) and is the truth about production: the cards' stages follow it. Two
+promotions of the same model at once are not arbitrated (the loop reviews one model at a time).
+
+The production model changes only through :meth:`Registry.promote`; :func:`review` applies the
+promotion rules (:mod:`shared.mlops.promotion`) to a registered candidate and records the
+decision either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from shared.aml.catalog import Gates
+from shared.lake import Lake, NotFoundError
+from shared.mlops.cards import Decision, ModelCard
+from shared.mlops.promotion import DEFAULT_MAX_MAPE_INCREASE, DEFAULT_STALE_DAYS, decide
+
+__all__ = ["LakeRegistry", "ModelNotFound", "Registry", "RegistryError", "review"]
+
+
+class RegistryError(Exception):
+    """The registry refused or could not do what was asked."""
+
+
+class ModelNotFound(RegistryError):
+    """No such model version."""
+
+
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_files(files: Mapping[str, bytes]) -> list[str]:
+    """The file names, sorted, if each is a plain file name (no folder, not the card's own)."""
+    for name in files:
+        if not _FILE_NAME.match(name) or name == "card.json":
+            raise RegistryError(f"{name!r} is not a model file name (letters, digits, '_', '-', '.'; not card.json)")
+    return sorted(files)
+
+
+def check_decision(version: int, decision: Decision, outcome: str) -> None:
+    """Refuse a decision recorded against the wrong version or with the wrong outcome."""
+    if decision.outcome != outcome or decision.candidate_version != version:
+        raise RegistryError(
+            f"decision {decision.outcome} for version {decision.candidate_version} "
+            f"does not fit a {outcome} of version {version}"
+        )
+
+
+def as_candidate(card: ModelCard, version: int, files: list[str]) -> ModelCard:
+    """``card`` as a new registry version: a candidate with no decision yet."""
+    return card.model_copy(update={"version": version, "stage": "candidate", "decision": None, "files": files})
+
+
+class Registry(ABC):
+    """What the MLOps loop needs of a model registry."""
+
+    @abstractmethod
+    def register(self, card: ModelCard, files: Mapping[str, bytes]) -> ModelCard:
+        """Store a new version of ``card.name`` with its files, as a candidate; the card with
+        its version (the next free one: two concurrent registrations never share a version)."""
+
+    @abstractmethod
+    def get(self, name: str, version: int) -> ModelCard:
+        """One version's card; raises :class:`ModelNotFound`."""
+
+    @abstractmethod
+    def read_file(self, name: str, version: int, file_name: str) -> bytes:
+        """One of a version's model files; raises :class:`ModelNotFound`."""
+
+    @abstractmethod
+    def versions(self, name: str) -> list[ModelCard]:
+        """Every version of ``name``, oldest first (empty for an unknown name)."""
+
+    @abstractmethod
+    def names(self) -> list[str]:
+        """Every model name the registry holds, sorted."""
+
+    @abstractmethod
+    def production(self, name: str) -> ModelCard | None:
+        """The version of ``name`` in production, if any."""
+
+    @abstractmethod
+    def promote(self, name: str, version: int, decision: Decision) -> ModelCard:
+        """Put ``version`` in production (the previous production version is retired) and
+        record ``decision``; the promoted card."""
+
+    @abstractmethod
+    def keep(self, name: str, version: int, decision: Decision) -> ModelCard:
+        """Record that ``version`` was not promoted, and why; it stays a candidate."""
+
+    @abstractmethod
+    def decisions(self, name: str) -> list[Decision]:
+        """Every decision recorded for ``name``, oldest first."""
+
+    def production_models(self) -> list[ModelCard]:
+        """Every model's production version (models with none are left out), by name."""
+        return [card for name in self.names() if (card := self.production(name)) is not None]
+
+
+def review(
+    registry: Registry,
+    name: str,
+    version: int,
+    gates: Gates,
+    now: dt.datetime,
+    max_mape_increase: float = DEFAULT_MAX_MAPE_INCREASE,
+    stale_days: float = DEFAULT_STALE_DAYS,
+) -> Decision:
+    """Apply the promotion rules to a registered candidate, then promote it or record that
+    production stays; the decision either way."""
+    candidate = registry.get(name, version)
+    production = registry.production(name)
+    decision = decide(candidate, production, gates, now, max_mape_increase, stale_days)
+    if decision.outcome == "promoted":
+        registry.promote(name, version, decision)
+    else:
+        registry.keep(name, version, decision)
+    return decision
+
+
+class LakeRegistry(Registry):
+    """The registry in a lake folder (``models/`` by default: a container in Blob Storage)."""
+
+    def __init__(self, lake: Lake, top: str = "models") -> None:
+        self.lake = lake
+        self.top = top.strip("/")
+
+    # paths ------------------------------------------------------------------------------------
+    def _card_path(self, name: str, version: int) -> str:
+        return f"{self.top}/{name}/{version}/card.json"
+
+    def _pointer_path(self, name: str) -> str:
+        return f"{self.top}/{name}/production.json"
+
+    def _version_numbers(self, name: str) -> list[int]:
+        pattern = re.compile(rf"^{re.escape(self.top)}/{re.escape(name)}/([1-9][0-9]*)/card\.json$")
+        return sorted(int(m.group(1)) for p in self.lake.list(f"{self.top}/{name}") if (m := pattern.match(p)))
+
+    # the interface -----------------------------------------------------------------------------
+    def register(self, card: ModelCard, files: Mapping[str, bytes]) -> ModelCard:
+        names = check_files(files)
+        version = max(self._version_numbers(card.name), default=0) + 1
+        while True:
+            claimed = as_candidate(card, version, names)
+            # create-if-absent is the version's lock: of two writers, one gets it, the other tries the next
+            if self.lake.create(self._card_path(card.name, version), claimed.to_json()):
+                break
+            version += 1
+        for file_name in names:
+            self.lake.write_bytes(f"{self.top}/{card.name}/{version}/{file_name}", files[file_name])
+        return claimed
+
+    def get(self, name: str, version: int) -> ModelCard:
+        try:
+            data = self.lake.read_bytes(self._card_path(name, version))
+        except NotFoundError:
+            raise ModelNotFound(f"no version {version} of model {name}") from None
+        try:
+            return ModelCard.from_json(data)
+        except ValidationError as e:
+            raise RegistryError(f"the card of {name} version {version} is not valid: {e}") from e
+
+    def read_file(self, name: str, version: int, file_name: str) -> bytes:
+        if file_name not in self.get(name, version).files:
+            raise ModelNotFound(f"version {version} of model {name} has no file {file_name!r}")
+        return self.lake.read_bytes(f"{self.top}/{name}/{version}/{file_name}")
+
+    def versions(self, name: str) -> list[ModelCard]:
+        return [self.get(name, v) for v in self._version_numbers(name)]
+
+    def names(self) -> list[str]:
+        found = {p[len(self.top) + 1 :].split("/")[0] for p in self.lake.list(self.top) if p.endswith("/card.json")}
+        return sorted(found)
+
+    def production(self, name: str) -> ModelCard | None:
+        try:
+            pointer = json.loads(self.lake.read_bytes(self._pointer_path(name)))
+        except NotFoundError:
+            return None
+        return self.get(name, int(pointer["version"]))
+
+    def promote(self, name: str, version: int, decision: Decision) -> ModelCard:
+        check_decision(version, decision, "promoted")
+        card = self.get(name, version)
+        # the card claims its version before the files are written: a registration that died
+        # in between leaves a card whose files are missing, and such a version never serves
+        missing = [f for f in card.files if not self.lake.exists(f"{self.top}/{name}/{version}/{f}")]
+        if missing:
+            raise RegistryError(f"{name} version {version} is incomplete (missing {', '.join(missing)}): not promoted")
+        previous = self.production(name)
+        self._record(name, decision)
+        promoted = card.model_copy(update={"stage": "production", "decision": decision})
+        self.lake.write_bytes(self._card_path(name, version), promoted.to_json())
+        # the pointer is the truth: once it moves the new version serves, whatever a crash leaves behind
+        pointer = {"name": name, "version": version, "promoted_at": decision.decided_at, "reason": decision.reason}
+        self.lake.write_bytes(self._pointer_path(name), json.dumps(pointer, indent=2).encode("utf-8"))
+        if previous is not None and previous.version != version:
+            retired = previous.model_copy(update={"stage": "retired"})
+            self.lake.write_bytes(self._card_path(name, int(previous.version or 0)), retired.to_json())
+        return promoted
+
+    def keep(self, name: str, version: int, decision: Decision) -> ModelCard:
+        check_decision(version, decision, "kept")
+        card = self.get(name, version)
+        self._record(name, decision)
+        kept = card.model_copy(update={"decision": decision})
+        self.lake.write_bytes(self._card_path(name, version), kept.to_json())
+        return kept
+
+    def decisions(self, name: str) -> list[Decision]:
+        prefix = f"{self.top}/{name}/decisions"
+        found = [Decision.model_validate_json(self.lake.read_bytes(p)) for p in self.lake.list(prefix)]
+        return sorted(found, key=lambda d: (d.decided_at, d.candidate_version))
+
+    # helpers ------------------------------------------------------------------------------------
+    def _record(self, name: str, decision: Decision) -> None:
+        stamp = re.sub(r"[^0-9TZ]", "", decision.decided_at)
+        path = f"{self.top}/{name}/decisions/{stamp}-v{decision.candidate_version}-{uuid.uuid4().hex[:8]}.json"
+        self.lake.create(path, decision.model_dump_json(indent=2).encode("utf-8"))
