@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from forecast_lib import CATEGORICAL, NUMERIC, SKU_INTERACTIONS, TARGET, mape
+from forecast_lib import NUMERIC, SKU_INTERACTIONS, TARGET, mape
 from sklearn.linear_model import LassoCV
 from sklearn.model_selection import TimeSeriesSplit
 from sklearn.neural_network import MLPRegressor
@@ -38,19 +38,36 @@ DEFAULT_WEIGHTS = {"lasso": 0.1, "mlp": 0.1, "lgbm": 0.5, "seasonal": 0.3}
 MIN_WEEKS_FOR_TREND = 52
 
 
+#: one-hot categories of both members, each at most MAX_LEVELS levels (the largest by units;
+#: the others all zeros, known by their level features): a group's columns stop growing with
+#: its series, so training time grows linearly with its rows
+ONE_HOT = ("series", "store_id", "sku", "region", "store_format")
+MAX_LEVELS = 60
+#: SKUs with their own seasonal, weather and event slopes in the LASSO (the largest by units)
+MAX_INTERACTION_SKUS = 20
+
+
 @dataclass
 class Encoder:
-    """Standardised numeric features, one-hot categories (unseen -> all zeros) and, for the
-    LASSO, per-SKU copies of the seasonal, weather and event features."""
+    """Standardised numeric features, one-hot categories (unseen or beyond MAX_LEVELS -> all
+    zeros) and, for the LASSO, per-SKU copies of the seasonal, weather and event features (for
+    MAX_INTERACTION_SKUS SKUs). Every statistic comes from the rows it is fit on (before the
+    origin)."""
 
     categories: dict[str, list[str]] = field(default_factory=dict)
+    interaction_skus: list[str] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
     low: dict[str, float] = field(default_factory=dict)
     high: dict[str, float] = field(default_factory=dict)
 
     def fit(self, df: pd.DataFrame) -> Encoder:
-        self.categories = {c: sorted(df[c].astype(str).unique()) for c in CATEGORICAL}
+        def largest(col: str, n: int) -> list[str]:
+            units = df.groupby(df[col].astype(str))[TARGET].sum().sort_values(ascending=False, kind="stable")
+            return sorted(units.index[:n])
+
+        self.categories = {c: largest(c, MAX_LEVELS) for c in ONE_HOT}
+        self.interaction_skus = largest("sku", MAX_INTERACTION_SKUS)
         # less than a year of history: a linear trend would be extrapolated from a season
         short = df["week_start"].nunique() < MIN_WEEKS_FOR_TREND
         for c in NUMERIC:
@@ -72,15 +89,18 @@ class Encoder:
     def numeric(self, df: pd.DataFrame) -> np.ndarray:
         return np.column_stack([self.scaled(df, c) for c in NUMERIC])
 
-    def onehot(self, df: pd.DataFrame, col: str) -> np.ndarray:
-        cats = self.categories[col]
+    @staticmethod
+    def _onehot(df: pd.DataFrame, col: str, cats: list[str]) -> np.ndarray:
         values = df[col].astype(str).to_numpy()
         return (values[:, None] == np.asarray(cats, dtype=object)[None, :]).astype(float)
 
+    def onehot(self, df: pd.DataFrame, col: str) -> np.ndarray:
+        return self._onehot(df, col, self.categories[col])
+
     def transform(self, df: pd.DataFrame, *, interactions: bool) -> np.ndarray:
-        parts = [self.numeric(df)] + [self.onehot(df, c) for c in CATEGORICAL]
+        parts = [self.numeric(df)] + [self.onehot(df, c) for c in ONE_HOT]
         if interactions:
-            sku = self.onehot(df, "sku")
+            sku = self._onehot(df, "sku", self.interaction_skus)
             inter = np.column_stack([self.scaled(df, c) for c in SKU_INTERACTIONS])
             parts.append((sku[:, :, None] * inter[:, None, :]).reshape(len(df), -1))
         return np.hstack(parts)
