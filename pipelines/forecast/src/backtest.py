@@ -51,6 +51,8 @@ LGBM_PARAMS = {
 LGBM_ROUNDS = 300
 #: a training row's target week takes one lead in this many (1: every lead)
 LGBM_LEAD_EVERY = 4
+#: fewer training rows than this: no gradient-boosting member
+LGBM_MIN_ROWS = 500
 
 
 class Data:
@@ -281,10 +283,14 @@ class Booster:
         return x
 
     @classmethod
-    def fit(cls, data: Data, origin: str, seed: int, threads: int = 0) -> Booster:
+    def fit(cls, data: Data, origin: str, seed: int, threads: int = 0) -> Booster | None:
+        """The member fit on the rows before ``origin``; None with fewer than LGBM_MIN_ROWS
+        (too short a history: the blend then uses the pooled seasonal naive in its place)."""
         import lightgbm as lgb
 
         rows, x, offset, y = data.lgbm_training_rows(origin)
+        if len(y) < LGBM_MIN_ROWS:
+            return None
         categories = {c: sorted(rows[c].astype(str).unique()) for c in LGBM_CATEGORICAL}
         frame = cls.matrix(x, rows, categories)
         params = {**LGBM_PARAMS, "seed": seed, "num_threads": threads}

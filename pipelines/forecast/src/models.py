@@ -10,7 +10,8 @@ The blend is a weighted mean of the members' forecasts in units; its weights (a 
 simplex) are chosen per group on the validation window: the horizon weeks before the origin,
 forecast by the members fit on the weeks before that (the previous backtest origin's), so no
 weight ever sees the horizon it is measured on. They minimise the WAPE (not the MAPE, which
-rewards forecasting low). The "old blend" (the LASSO's weight in 0, 0.25, .., 1 with the
+rewards forecasting low); a group's weights are the mean of those chosen on its own rows and
+those chosen on every group's rows of the window. The "old blend" (the LASSO's weight in 0, 0.25, .., 1 with the
 lowest MAPE, the MLP the rest) is kept for comparison.
 """
 
@@ -208,6 +209,15 @@ def choose_weights(
     distance = np.abs(w - default).sum(axis=1)
     best = min(range(len(grid)), key=lambda i: (round(float(errors[i]), 4), distance[i]))
     return {m: round(float(v), 4) for m, v in zip(members, w[best], strict=True)}
+
+
+def group_weights(val: pd.DataFrame, group: str, pooled: dict[str, float] | None = None) -> dict[str, float]:
+    """A group's blend weights: the mean of the weights chosen on its own rows of the
+    validation window ``val`` and of those chosen on every group's (``pooled``, computed when
+    not given): a group's 8 weeks are few rows, and the pooled choice steadies it."""
+    pooled = choose_weights(val) if pooled is None else pooled
+    own = choose_weights(val[val["group"] == group])
+    return {m: round(0.5 * own[m] + 0.5 * pooled[m], 4) for m in MEMBERS}
 
 
 def choose_old_weight(val: pd.DataFrame) -> float:

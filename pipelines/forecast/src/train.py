@@ -1,13 +1,15 @@
 """Step 2, train: the backtest and the models. At every forecast origin of prepare's
 ``meta.json`` (oldest first), on the rows before that origin only: the global LightGBM member
 and, per group (region x store format x product velocity), the LASSO and the MLP; each origin
-forecasts its horizon. An origin's blend weights (per group) are chosen on the previous
-origin's horizon, which is its validation window; the first origin only validates.
+forecasts its horizon. An origin's blend weights (per group, steadied by those of all groups)
+are chosen on the previous origin's horizon, which is its validation window; the first origin
+only validates.
 
 Writes ``<out>/<group>.pkl`` per group and ``lgbm.txt`` / ``lgbm.json`` (the models of the
 last origin, the holdout's, which score uses), ``backtest.csv`` (every backtest origin's
 horizon: each member, the blend, the old blend, both baselines, the actual, the MASE scale;
-``role`` validation for the first origin, which only validates, else backtest)
+``role`` validation for the first origin, which only validates, else backtest; with a single
+origin, too short a history for more, it is the backtest and the weights are the defaults)
 and ``manifest.json`` (``trained_at`` in epoch seconds, the origins, per-group row counts,
 weights, the LASSO's alpha, the MLP's iterations, seconds). Logs ``<group>.trained_at`` and
 the train row counts.
@@ -25,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from backtest import Booster, Data
 from forecast_lib import log_metrics, write_json
-from models import FORECASTS, choose_old_weight, choose_weights, fit_group, forecast
+from models import FORECASTS, choose_old_weight, choose_weights, fit_group, forecast, group_weights
 from threadpoolctl import threadpool_limits
 
 
@@ -56,19 +58,21 @@ def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print)
             fitted = list(pool.map(_fit, work)) if pool else [_fit(w) for w in work]
             models = {m.group: m for m, _ in fitted}
             seconds = {m.group: s for m, s in fitted}
-            for group, model in models.items():
-                if previous is not None:  # the validation window: the previous origin's horizon
-                    val = previous[previous["group"] == group]
-                    model.weights = choose_weights(val)
-                    model.lasso_weight = choose_old_weight(val)
+            if previous is not None:  # the validation window: the previous origin's horizon
+                pooled = choose_weights(previous)
+                for group, model in models.items():
+                    model.weights = group_weights(previous, group, pooled)
+                    model.lasso_weight = choose_old_weight(previous[previous["group"] == group])
             horizon = data.horizon_rows(origin)
             pred = forecast(models, booster, data, horizon, origin)
-            frames.append(pred.assign(role="validation" if k == 0 else "backtest"))
+            role = "validation" if k == 0 and len(origins) > 1 else "backtest"
+            frames.append(pred.assign(role=role))
             previous = pred
             notes.append(
                 {
                     "origin": origin,
-                    "role": "validation" if k == 0 else "backtest",
+                    "role": role,
+                    "lgbm": booster is not None,
                     "train_rows": len(train),
                     "lgbm_seconds": round(t_lgbm, 2),
                     "seconds": round(time.monotonic() - t0, 2),
@@ -107,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     for group, model in models.items():
         with open(a.out / f"{group}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-    booster.save(a.out)
+    for stale in ("lgbm.txt", "lgbm.json"):
+        (a.out / stale).unlink(missing_ok=True)
+    if booster is not None:
+        booster.save(a.out)
     backtest.to_csv(a.out / "backtest.csv", index=False, float_format="%.6g")
     last = notes[-1]
     manifest = [
