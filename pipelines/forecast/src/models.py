@@ -11,8 +11,8 @@ simplex) are chosen per group on the validation window: the horizon weeks before
 forecast by the members fit on the weeks before that (the previous backtest origin's), so no
 weight ever sees the horizon it is measured on. They minimise the WAPE (not the MAPE, which
 rewards forecasting low); a group's weights are the mean of those chosen on its own rows and
-those chosen on every group's rows of the window. The "old blend" (the LASSO's weight in 0, 0.25, .., 1 with the
-lowest MAPE, the MLP the rest) is kept for comparison.
+those chosen on every group's rows of the window. The "old blend" (the LASSO's weight in 0,
+0.25, .., 1 with the lowest MAPE, the MLP the rest) is kept for comparison.
 """
 
 from __future__ import annotations
