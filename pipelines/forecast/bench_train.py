@@ -1,8 +1,8 @@
 """How long the forecast pipeline's train step takes, and how good the backtest is (prints
 numbers; not a test).
 
-For each size (the default weekly batch, and groups of ~250 series: 1 region x 50 stores x 20
-SKUs), generates the raw files with the oracle, ingests them into a lake of their own (kept
+For each size (the default weekly batch; groups of ~250 series: 1 region x 50 stores x 20
+SKUs; of ~500; and ~30 SKUs per group), generates the raw files with the oracle, ingests them into a lake of their own (kept
 under ``--work``, reused on a second run), then runs prepare, train, score and evaluate as the
 components' commands do and prints the train step's wall time and evaluate's table and
 targets. ``--baseline REV`` also times the train step of the pipeline at git revision REV
@@ -27,6 +27,10 @@ SRC = ROOT / "pipelines" / "forecast" / "src"
 SIZES = {
     "default": {"regions": 14, "stores_per_region": 6, "skus": 10},
     "groups250": {"regions": 1, "stores_per_region": 50, "skus": 20},
+    # twice the rows per group: the train time of a group should double, not more
+    "groups500": {"regions": 1, "stores_per_region": 100, "skus": 20},
+    # many SKUs per group (about 30), like a real chain's panel
+    "skus60": {"regions": 1, "stores_per_region": 15, "skus": 60},
 }
 STEPS = ("prepare.py", "train.py", "score.py", "evaluate.py")
 
