@@ -2,11 +2,11 @@
 numbers; not a test).
 
 For each size (the default weekly batch; groups of ~250 series: 1 region x 50 stores x 20
-SKUs; of ~500; and ~30 SKUs per group), generates the raw files with the oracle, ingests them into a lake of their own (kept
-under ``--work``, reused on a second run), then runs prepare, train, score and evaluate as the
-components' commands do and prints the train step's wall time and evaluate's table and
-targets. ``--baseline REV`` also times the train step of the pipeline at git revision REV
-(e.g. the commit before the backtest) on the same lake.
+SKUs; of ~500; and ~30 SKUs per group), generates the raw files with the oracle, ingests them
+into a lake of their own (kept under ``--work``, reused on a second run), then runs prepare,
+train, score and evaluate as the components' commands do and prints the train step's wall
+time and evaluate's table and targets. ``--baseline REV`` also times the train step of the
+pipeline at git revision REV (e.g. the commit before the backtest) on the same lake.
 
     .venv/bin/python pipelines/forecast/bench_train.py [--sizes default,groups250] [--baseline REV]
 """
