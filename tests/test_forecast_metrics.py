@@ -53,8 +53,10 @@ def test_backtest_origins_are_back_to_back_horizons_ending_at_the_lake_end() -> 
     # in front that only validates the first
     assert lib.origin_indices(104, 8, 4) == [64, 72, 80, 88, 96]
     assert lib.origin_indices(104, 8, 1) == [88, 96]
-    # too little history for more: what fits, at least the holdout
-    assert lib.origin_indices(40, 8, 4) == [32]
+    # too little history for more: what fits, at least the holdout, and a validation-only
+    # origin when it has 16 weeks before it
+    assert lib.origin_indices(40, 8, 4) == [24, 32]
+    assert lib.origin_indices(26, 8, 4) == [18]
     assert lib.origin_indices(20, 8, 4) == [12]
 
 

@@ -29,8 +29,9 @@ ROLL_WINDOWS = (4, 13)
 #: backtest: forecast origins whose horizons (``holdout_weeks`` each, back to back) end at the
 #: last week of the lake; one more origin before them only serves as the first one's validation
 BACKTEST_ORIGINS = 4
-#: weeks of history an origin needs before it (level features, a validation window)
+#: weeks of history a backtest origin needs before it, and the validation-only origin in front
 MIN_TRAIN_WEEKS = 26
+MIN_VALIDATION_WEEKS = 16
 #: climatology: observed weeks of the same zip within this many weeks of the year
 CLIMATE_WINDOW = 2
 WEATHER_OBSERVED = ("tmax_c", "tmin_c", "precip_mm", "snow_mm")
@@ -160,13 +161,13 @@ def origin_indices(n_weeks: int, horizon: int, n_origins: int = BACKTEST_ORIGINS
     """Week indices of the forecast origins (each the first week of its horizon), oldest
     first: the last one is the holdout (the last ``horizon`` weeks), each earlier one
     ``horizon`` weeks before the next, so that an origin's validation window (the
-    ``horizon`` weeks before it) is the previous origin's horizon. ``n_origins`` backtest
-    origins plus one validation-only origin in front, as many as have MIN_TRAIN_WEEKS of
-    history (at least the holdout)."""
+    ``horizon`` weeks before it) is the previous origin's horizon. Up to ``n_origins``
+    backtest origins with MIN_TRAIN_WEEKS of history (at least the holdout), plus one
+    validation-only origin in front when it has MIN_VALIDATION_WEEKS."""
     last = n_weeks - horizon
-    out = [last - horizon * k for k in range(n_origins + 1)]
-    out = [i for i in out if i >= MIN_TRAIN_WEEKS] or [last]
-    return sorted(out)
+    backtest = [i for i in (last - horizon * k for k in range(n_origins)) if i >= MIN_TRAIN_WEEKS] or [last]
+    first = min(backtest) - horizon
+    return ([first] if first >= MIN_VALIDATION_WEEKS else []) + sorted(backtest)
 
 
 def week_of_year(weeks: pd.Series) -> np.ndarray:

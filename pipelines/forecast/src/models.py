@@ -200,7 +200,9 @@ def choose_weights(
     the default ones."""
     actual = val["actual"].to_numpy(float)
     if len(val) == 0 or actual.sum() <= 0:
-        return dict(DEFAULT_WEIGHTS)
+        default = {m: DEFAULT_WEIGHTS[m] for m in members}
+        total = sum(default.values())
+        return {m: round(w / total, 4) for m, w in default.items()} if total else dict(DEFAULT_WEIGHTS)
     pred = val[list(members)].to_numpy(float)
     grid = _grid(members, step)
     w = np.array([[g[m] for m in members] for g in grid])
@@ -211,13 +213,16 @@ def choose_weights(
     return {m: round(float(v), 4) for m, v in zip(members, w[best], strict=True)}
 
 
-def group_weights(val: pd.DataFrame, group: str, pooled: dict[str, float] | None = None) -> dict[str, float]:
-    """A group's blend weights: the mean of the weights chosen on its own rows of the
-    validation window ``val`` and of those chosen on every group's (``pooled``, computed when
-    not given): a group's 8 weeks are few rows, and the pooled choice steadies it."""
-    pooled = choose_weights(val) if pooled is None else pooled
-    own = choose_weights(val[val["group"] == group])
-    return {m: round(0.5 * own[m] + 0.5 * pooled[m], 4) for m in MEMBERS}
+def group_weights(
+    val: pd.DataFrame, group: str, pooled: dict[str, float] | None = None, members: tuple[str, ...] = MEMBERS
+) -> dict[str, float]:
+    """A group's blend weights over ``members`` (the others 0): the mean of the weights chosen
+    on its own rows of the validation window ``val`` and of those chosen on every group's
+    (``pooled``, computed when not given): a group's 8 weeks are few rows, and the pooled
+    choice steadies it."""
+    pooled = choose_weights(val, members) if pooled is None else pooled
+    own = choose_weights(val[val["group"] == group], members)
+    return {m: round(0.5 * own.get(m, 0.0) + 0.5 * pooled.get(m, 0.0), 4) for m in MEMBERS}
 
 
 def choose_old_weight(val: pd.DataFrame) -> float:

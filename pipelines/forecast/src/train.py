@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from backtest import Booster, Data
 from forecast_lib import log_metrics, write_json
-from models import FORECASTS, choose_old_weight, choose_weights, fit_group, forecast, group_weights
+from models import FORECASTS, MEMBERS, choose_old_weight, choose_weights, fit_group, forecast, group_weights
 from threadpoolctl import threadpool_limits
 
 
@@ -44,6 +44,7 @@ def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print)
     origin's forecasts of its horizon and per-origin notes."""
     origins = data.origins
     previous: pd.DataFrame | None = None
+    previous_has: dict[str, bool] = {}
     frames, notes = [], []
     models: dict = {}
     booster = None
@@ -59,15 +60,18 @@ def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print)
             models = {m.group: m for m, _ in fitted}
             seconds = {m.group: s for m, s in fitted}
             if previous is not None:  # the validation window: the previous origin's horizon
-                pooled = choose_weights(previous)
+                # a member the window did not have (no LightGBM on too short a history) weighs 0
+                members = tuple(m for m in MEMBERS if previous_has.get(m))
+                pooled = choose_weights(previous, members)
                 for group, model in models.items():
-                    model.weights = group_weights(previous, group, pooled)
+                    model.weights = group_weights(previous, group, pooled, members)
                     model.lasso_weight = choose_old_weight(previous[previous["group"] == group])
             horizon = data.horizon_rows(origin)
             pred = forecast(models, booster, data, horizon, origin)
             role = "validation" if k == 0 and len(origins) > 1 else "backtest"
             frames.append(pred.assign(role=role))
             previous = pred
+            previous_has = {m: m != "lgbm" or booster is not None for m in MEMBERS}
             notes.append(
                 {
                     "origin": origin,
