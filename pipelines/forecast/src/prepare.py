@@ -219,12 +219,13 @@ def build(
     obs = obs[obs["week_start"] < holdout_from]
     at_origin = known[known["origin"].isin([holdout_from, future_from])].drop(columns=["origin", "source"])
     panel = panel.merge(pd.concat([obs, at_origin], ignore_index=True), on=["zip_code", "week_start"], how="left")
+    early = panel["week_start"] < origins[0]  # a zip without any weather: the mean known at every origin
     for col in WEATHER_OBSERVED:
-        panel[col] = panel[col].fillna(panel[col].mean()).fillna(0.0)
+        panel[col] = panel[col].fillna(panel.loc[early, col].mean()).fillna(0.0)
     zip_mean = known.loc[known["origin"] == holdout_from].groupby("zip_code")["zip_tmax_mean"].first()
     future_mean = known.loc[known["origin"] == future_from].groupby("zip_code")["zip_tmax_mean"].first()
     mean = np.where(panel["split"] == "future", panel["zip_code"].map(future_mean), panel["zip_code"].map(zip_mean))
-    panel["tmax_anom"] = panel["tmax_c"] - pd.Series(mean, index=panel.index).fillna(panel["tmax_c"].mean())
+    panel["tmax_anom"] = panel["tmax_c"] - pd.Series(mean, index=panel.index).fillna(panel.loc[early, "tmax_c"].mean())
     panel = panel.drop(columns="zip_tmax_mean", errors="ignore")
 
     panel["log_population"] = np.log(panel["store_id"].map(stores["population"]).astype(float))
