@@ -31,6 +31,10 @@ from shared.tooling.batch import FAILED, ingest_all, outcome, raw_paths, summari
 from shared.tooling.progress import bar, say
 from shared.watch import loop, policy
 
+#: where the generator's expected demand (the oracle) goes in the lake, outside raw/
+ORACLE_FOLDER = "oracle"
+ORACLE_FILE = "expected_demand.csv"
+
 
 @dataclass(frozen=True)
 class Size:
@@ -156,6 +160,7 @@ def _raw_files(lake: Lake, out: TextIO, samples: Path | None, size: Size) -> lis
     # it into an interrupt)
     with (
         tempfile.TemporaryDirectory(prefix="forecastops-raw-") as tmp,
+        tempfile.TemporaryDirectory(prefix="forecastops-oracle-") as oracle,
         bar(len(synth.PHASES), "generating", "phase") as phases,
     ):
 
@@ -172,15 +177,22 @@ def _raw_files(lake: Lake, out: TextIO, samples: Path | None, size: Size) -> lis
             start=size.start,
             seed=size.seed,
             progress=show,
+            # the noise floor the pipeline measures its models against: outside raw/
+            oracle_dir=Path(oracle),
         )
         phases.update(len(synth.PHASES) - phases.n)
+        with open(Path(oracle) / ORACLE_FILE, "rb") as f:
+            lake.upload(f"{ORACLE_FOLDER}/{ORACLE_FILE}", f)
         return upload_tree(lake, Path(tmp))
 
 
 def _pipeline(lake: Lake, backend: Backend, out: TextIO, pipeline: str) -> bool:
     """Steps 3 to 5: submit, follow, report; False when the run did not complete."""
     _step(out, 3, f"submitting the {pipeline} pipeline ({backend.name} backend, trigger_aml's service)")
-    status, body, _ = runs.submit(backend, load_catalog(), pipeline, json.dumps({}).encode(), "")
+    request: dict[str, Any] = {}
+    if lake.exists(f"{ORACLE_FOLDER}/{ORACLE_FILE}"):
+        request["inputs"] = {"oracle": f"azureml://datastores/lake/paths/{ORACLE_FOLDER}"}
+    status, body, _ = runs.submit(backend, load_catalog(), pipeline, json.dumps(request).encode(), "")
     if status >= 400:
         print(f"error: the submit was refused ({status}): {json.dumps(body)}", file=out)
         return False

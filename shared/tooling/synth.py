@@ -395,8 +395,10 @@ def _simulate_demand(
     first_sunday: date,
     wk_tmax: np.ndarray,
     wk_prcp: np.ndarray,
+    expected: dict[str, np.ndarray] | None = None,
 ):
-    """Weekly units (stores x skus x weeks) and SKU attributes."""
+    """Weekly units (stores x skus x weeks) and SKU attributes; ``expected["mu"]`` receives
+    the expected units each week's draw came from (the oracle), when ``expected`` is given."""
     S, K, W = len(stores), n_sku, len(week_ends)
     sku_ids = [f"SKU-{v}" for v in np.sort(10000 + rng.choice(90000, size=K, replace=False)).tolist()]
     fast = rng.random(K) < 0.45
@@ -440,6 +442,8 @@ def _simulate_demand(
             lift[:, wk] += aff * strength * w
     log_mu += lift[None]
     mu = np.exp(log_mu)
+    if expected is not None:
+        expected["mu"] = mu
     lam = mu * rng.gamma(disp[None, :, None], 1.0 / disp[None, :, None], size=(S, K, W))
     units = rng.poisson(lam).astype(np.int64)
     return sku_ids, units, upc.astype(np.int64), ret_p
@@ -706,6 +710,26 @@ def _write_demographics(wr: _Writer, stores: list[Store]) -> None:
         wr.text("demographics/store_master.jsonl", "D2", None, d2)
 
 
+def write_oracle(
+    oracle_dir: Path, stores: list[Store], sku_ids: list[str], week_ends: list[date], mu: np.ndarray
+) -> str:
+    """The oracle: ``expected_demand.csv`` with ``store_id,sku,week_start,expected_units``, the
+    mean of the distribution each week's units were drawn from (before the demand noise, the
+    case rounding and the split into deliveries, all unbiased), one row per store x SKU x week,
+    ``week_start`` the Monday of the Sunday..Saturday week as in the curated shipments.
+    No forecast can know more; its error is the noise floor."""
+    path = Path(oracle_dir) / "expected_demand.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mondays = [(w - timedelta(days=5)).isoformat() for w in week_ends]
+    lines = ["store_id,sku,week_start,expected_units"]
+    for s, store in enumerate(stores):
+        for k, sku in enumerate(sku_ids):
+            values = _f1(mu[s, k], 4)
+            lines.extend(f"{store.store_id},{sku},{mondays[w]},{values[w]}" for w in range(len(week_ends)))
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+    return str(path)
+
+
 # --------------------------------------------------------------------------------------
 # API
 # --------------------------------------------------------------------------------------
@@ -725,6 +749,7 @@ def generate(
     start: date,
     seed: int,
     progress: Callable[[str], None] | None = None,
+    oracle_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write one simulated world's raw vendor files under ``out_dir``; return a summary.
 
@@ -734,6 +759,11 @@ def generate(
     (id, zip, region, format, raw sources) and the SKU ids. Existing files at the same paths
     are overwritten; nothing else in ``out_dir`` is touched. ``progress`` is called with the
     name of each phase (:data:`PHASES`) as it starts.
+
+    With ``oracle_dir`` (a folder outside ``out_dir``, so that it never lands in the lake's
+    raw area), also writes ``<oracle_dir>/expected_demand.csv``: the expected units each
+    week's shipments were drawn from (see :func:`write_oracle`). The raw files are the same
+    with or without it.
     """
     step = progress or (lambda phase: None)
     for name, v in (("regions", regions), ("stores_per_region", stores_per_region), ("skus", skus), ("weeks", weeks)):
@@ -757,7 +787,10 @@ def generate(
     wk_tmax = truth["tmax"][:, :n_obs].reshape(len(zips), weeks, 7).mean(axis=2)[zpos]
     wk_prcp = truth["prcp"][:, :n_obs].reshape(len(zips), weeks, 7).sum(axis=2)[zpos]
     step(PHASES[1])
-    sku_ids, units, upc, ret_p = _simulate_demand(rng_dem, stores, skus, week_ends, first_sunday, wk_tmax, wk_prcp)
+    expected: dict[str, np.ndarray] = {}
+    sku_ids, units, upc, ret_p = _simulate_demand(
+        rng_dem, stores, skus, week_ends, first_sunday, wk_tmax, wk_prcp, expected
+    )
 
     wr = _Writer(out_dir)
     step(PHASES[2])
@@ -766,8 +799,10 @@ def generate(
     _write_shipments(wr, rng_ship, stores, sku_ids, units, upc, ret_p, week_ends)
     step(PHASES[4])
     _write_demographics(wr, stores)
+    oracle = write_oracle(Path(oracle_dir), stores, sku_ids, week_ends, expected["mu"]) if oracle_dir else None
 
     return {
+        "oracle": oracle,
         "out_dir": str(out_dir),
         "config": {
             "regions": regions,
@@ -808,6 +843,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=date.fromisoformat, default=date(2026, 6, 29), help="YYYY-MM-DD (a Monday)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--clean", action="store_true", help="first delete OUT/weather, OUT/shipments and OUT/demographics")
+    p.add_argument(
+        "--oracle-dir",
+        type=Path,
+        help="also write ORACLE_DIR/expected_demand.csv (the expected units behind each week's draw); "
+        "keep it outside OUT so that it never reaches the lake's raw area",
+    )
     args = p.parse_args(argv)
     if args.clean:
         for sub in ("weather", "shipments", "demographics"):
@@ -821,10 +862,13 @@ def main(argv: list[str] | None = None) -> int:
         weeks=args.weeks,
         start=args.start,
         seed=args.seed,
+        oracle_dir=args.oracle_dir,
     )
     for f in summary["files"]:
         print(f"{f['code']:<4} {f['rows']:>8} rows {f['bytes']:>10} B  {f['path']}")
     print(f"total: {summary['n_files']} files, {summary['total_rows']} rows, {summary['total_bytes']} bytes")
+    if summary["oracle"]:
+        print(f"oracle: {summary['oracle']}")
     return 0
 
 

@@ -26,6 +26,15 @@ FAST_UNITS_PER_STORE_WEEK = 20.0
 FUTURE_WEEKS = 2
 #: rolling windows (weeks) of the level features
 ROLL_WINDOWS = (4, 13)
+#: backtest: forecast origins whose horizons (``holdout_weeks`` each, back to back) end at the
+#: last week of the lake; one more origin before them only serves as the first one's validation
+BACKTEST_ORIGINS = 4
+#: weeks of history a backtest origin needs before it, and the validation-only origin in front
+MIN_TRAIN_WEEKS = 26
+MIN_VALIDATION_WEEKS = 16
+#: climatology: observed weeks of the same zip within this many weeks of the year
+CLIMATE_WINDOW = 2
+WEATHER_OBSERVED = ("tmax_c", "tmin_c", "precip_mm", "snow_mm")
 
 HOLIDAYS = (
     "super_bowl",
@@ -148,17 +157,63 @@ def calendar_features(weeks: pd.Series) -> pd.DataFrame:
     return out
 
 
+def origin_indices(n_weeks: int, horizon: int, n_origins: int = BACKTEST_ORIGINS) -> list[int]:
+    """Week indices of the forecast origins (each the first week of its horizon), oldest
+    first: the last one is the holdout (the last ``horizon`` weeks), each earlier one
+    ``horizon`` weeks before the next, so that an origin's validation window (the
+    ``horizon`` weeks before it) is the previous origin's horizon. Up to ``n_origins``
+    backtest origins with MIN_TRAIN_WEEKS of history (at least the holdout), plus one
+    validation-only origin in front when it has MIN_VALIDATION_WEEKS."""
+    last = n_weeks - horizon
+    backtest = [i for i in (last - horizon * k for k in range(n_origins)) if i >= MIN_TRAIN_WEEKS] or [last]
+    first = min(backtest) - horizon
+    return ([first] if first >= MIN_VALIDATION_WEEKS else []) + sorted(backtest)
+
+
+def week_of_year(weeks: pd.Series) -> np.ndarray:
+    """0..52: the week of the year of a Monday-named sales week (by its Wednesday)."""
+    mid = pd.to_datetime(weeks) + pd.Timedelta(days=2)
+    return ((mid.dt.day_of_year.to_numpy() - 1) // 7).astype(int)
+
+
 # ---------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------
 
 
-def mape(actual: np.ndarray, forecast: np.ndarray) -> float:
-    """Mean absolute percentage error over the rows whose actual is > 0 (a zero actual has
-    no percentage error: those rows are measured by RMSE_0). NaN when no actual is > 0."""
+def mape(actual: np.ndarray, forecast: np.ndarray, floor: float = 0.0) -> float:
+    """Mean absolute percentage error over the rows whose actual is > ``floor`` (by default
+    > 0: a zero actual has no percentage error, those rows are measured by RMSE_0). With a
+    currency target, a floor (e.g. 10 currency units) keeps a few tiny actuals from
+    dominating the mean. NaN when no actual is above the floor."""
     a, f = np.asarray(actual, float), np.asarray(forecast, float)
-    pos = a > 0
+    pos = a > floor
     return float(np.mean(np.abs(f[pos] - a[pos]) / a[pos])) if pos.any() else math.nan
+
+
+def wape(actual: np.ndarray, forecast: np.ndarray) -> float:
+    """Weighted absolute percentage error: sum |forecast - actual| / sum actual (NaN when the
+    actuals sum to 0). Big weeks weigh more; zero and tiny actuals do not explode it."""
+    a, f = np.asarray(actual, float), np.asarray(forecast, float)
+    total = a.sum()
+    return float(np.abs(f - a).sum() / total) if total > 0 else math.nan
+
+
+def bias(actual: np.ndarray, forecast: np.ndarray) -> float:
+    """Forecast total / actual total (1.0 = unbiased; 0.9 = forecasts 10% low)."""
+    a, f = np.asarray(actual, float), np.asarray(forecast, float)
+    total = a.sum()
+    return float(f.sum() / total) if total > 0 else math.nan
+
+
+def mase(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> float:
+    """Mean absolute scaled error: mean over rows of |forecast - actual| / scale, ``scale``
+    being the row's series' in-sample mean absolute week-on-week change (the one-step naive
+    forecast's error) over the weeks before the forecast origin. Rows whose scale is not > 0
+    are left out. Below 1: better than a naive forecast's in-sample error."""
+    a, f, s = (np.asarray(x, float) for x in (actual, forecast, scale))
+    ok = np.isfinite(s) & (s > 0)
+    return float(np.mean(np.abs(f[ok] - a[ok]) / s[ok])) if ok.any() else math.nan
 
 
 def rmse(actual: np.ndarray, forecast: np.ndarray) -> float:

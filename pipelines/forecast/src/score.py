@@ -1,8 +1,10 @@
-"""Step 3, score: every group's model forecasts its ``holdout`` weeks (actuals known) and its
-``future`` weeks (no actuals yet).
+"""Step 3, score: the models of the holdout's origin forecast the ``holdout`` weeks (actuals
+known) from the holdout's origin, and the ``future`` weeks (no actuals yet) from the week
+after the lake, each with the features known at its origin.
 
 Writes ``<out>/forecasts.csv``: group, series, store_id, sku, week_start, split, forecast (the
-ensemble), lasso, mlp, baseline, actual (empty when not known).
+blend), lasso, mlp, lgbm, snaive (the seasonal naive), old_blend, baseline (the historical
+average), actual (empty when not known), scale (the MASE scale), origin.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from forecast_lib import TARGET
+from backtest import Booster, Data
+from models import FORECASTS, forecast
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,29 +28,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     t0 = time.monotonic()
-    table = pd.read_csv(a.features / "features.csv", dtype={"store_id": str, "sku": str, "zip_code": str})
-    rows = table[table["split"].isin(["holdout", "future"])]
-    frames, missing = [], []
-    for group, part in rows.groupby("group", sort=True):
+    data = Data(a.features)
+    groups = sorted(data.table.loc[data.table["split"].isin(["holdout", "future"]), "group"].unique())
+    models, missing = {}, []
+    for group in groups:
         path = a.models / f"{group}.pkl"
         if not path.exists():
             missing.append(group)
             continue
         with open(path, "rb") as f:
-            model = pickle.load(f)
-        pred = model.predict(part)
-        frames.append(pd.concat([part[["group", "series", "store_id", "sku", "week_start", "split"]], pred], axis=1))
-        frames[-1]["actual"] = part[TARGET]
+            models[group] = pickle.load(f)
     if missing:
         print(f"score: no model for {len(missing)} group(s): {', '.join(missing)}", file=sys.stderr)
-    if not frames:
+    if not models:
         print("score: nothing to score", file=sys.stderr)
         return 2
-    out = pd.concat(frames).sort_values(["group", "series", "week_start"])
-    for col in ("forecast", "lasso", "mlp", "baseline"):
+    booster = Booster.load(a.models) if (a.models / "lgbm.txt").exists() else None
+    holdout, future = data.meta["holdout_from"], data.meta["future_from"]
+    frames = [
+        forecast(models, booster, data, data.horizon_rows(holdout), holdout),
+        forecast(models, booster, data, data.horizon_rows(future, data.meta["future_weeks"]), future),
+    ]
+    out = pd.concat([f for f in frames if len(f)]).sort_values(["group", "series", "week_start"])
+    for col in FORECASTS:
         out[col] = np.round(out[col], 3)
     a.out.mkdir(parents=True, exist_ok=True)
-    out.to_csv(a.out / "forecasts.csv", index=False)
+    out.to_csv(a.out / "forecasts.csv", index=False, float_format="%.6g")
     counts = out.groupby("split").size().to_dict()
     print(f"score: {counts} rows, {out['group'].nunique()} groups, {time.monotonic() - t0:.1f}s", flush=True)
     return 0

@@ -1,9 +1,18 @@
-"""Step 2, train: one ensemble model (LASSO + MLP, see models.py) per group (region x store
-format x product velocity) on the prepared table's ``train`` rows.
+"""Step 2, train: the backtest and the models. At every forecast origin of prepare's
+``meta.json`` (oldest first), on the rows before that origin only: the global LightGBM member
+and, per group (region x store format x product velocity), the LASSO and the MLP; each origin
+forecasts its horizon. An origin's blend weights (per group, steadied by those of all groups)
+are chosen on the previous origin's horizon, which is its validation window; the first origin
+only validates.
 
-Writes ``<out>/<group>.pkl`` per group and ``<out>/manifest.json`` (``trained_at`` in epoch
-seconds, per-group row counts, the LASSO's alpha, the MLP's iterations). Logs
-``<group>.trained_at`` and the train row counts.
+Writes ``<out>/<group>.pkl`` per group and ``lgbm.txt`` / ``lgbm.json`` (the models of the
+last origin, the holdout's, which score uses), ``backtest.csv`` (every backtest origin's
+horizon: each member, the blend, the old blend, both baselines, the actual, the MASE scale;
+``role`` validation for the first origin, which only validates, else backtest; with a single
+origin, too short a history for more, it is the backtest and the weights are the defaults)
+and ``manifest.json`` (``trained_at`` in epoch seconds, the origins, per-group row counts,
+weights, the LASSO's alpha, the MLP's iterations, seconds). Logs ``<group>.trained_at`` and
+the train row counts.
 """
 
 from __future__ import annotations
@@ -16,27 +25,70 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+from backtest import Booster, Data
 from forecast_lib import log_metrics, write_json
-from models import fit_group
+from models import FORECASTS, MEMBERS, choose_old_weight, choose_weights, fit_group, forecast, group_weights
+from threadpoolctl import threadpool_limits
 
 
-def _fit(args: tuple[str, pd.DataFrame, int, float, Path]) -> dict:
-    group, rows, seed, trained_at, out = args
+def _fit(args: tuple[str, pd.DataFrame, int, float, str]):
+    group, rows, seed, trained_at, origin = args
     t0 = time.monotonic()
-    model = fit_group(group, rows, seed, trained_at)
-    with open(out / f"{group}.pkl", "wb") as f:
-        pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return {
-        "group": group,
-        "file": f"{group}.pkl",
-        "n_train": model.n_train,
-        "n_series": int(rows["series"].nunique()),
-        "lasso_alpha": float(model.lasso.alpha_),
-        "lasso_nonzero": int((model.lasso.coef_ != 0).sum()),
-        "mlp_iterations": int(model.mlp.n_iter_),
-        "lasso_weight": model.lasso_weight,
-        "seconds": round(time.monotonic() - t0, 2),
-    }
+    with threadpool_limits(limits=1):
+        model = fit_group(group, rows, seed, trained_at, origin)
+    return model, round(time.monotonic() - t0, 2)
+
+
+def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print):
+    """Fit every origin in turn; returns the last origin's group models and booster, every
+    origin's forecasts of its horizon and per-origin notes."""
+    origins = data.origins
+    previous: pd.DataFrame | None = None
+    previous_has: dict[str, bool] = {}
+    frames, notes = [], []
+    models: dict = {}
+    booster = None
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    try:
+        for k, origin in enumerate(origins):
+            t0 = time.monotonic()
+            train = data.train_rows(origin)
+            booster = Booster.fit(data, origin, seed, threads=1)
+            t_lgbm = time.monotonic() - t0
+            work = [(g, rows, seed, trained_at, origin) for g, rows in train.groupby("group", sort=True)]
+            fitted = list(pool.map(_fit, work)) if pool else [_fit(w) for w in work]
+            models = {m.group: m for m, _ in fitted}
+            seconds = {m.group: s for m, s in fitted}
+            if previous is not None:  # the validation window: the previous origin's horizon
+                # a member the window did not have (no LightGBM on too short a history) weighs 0
+                members = tuple(m for m in MEMBERS if previous_has.get(m))
+                pooled = choose_weights(previous, members)
+                for group, model in models.items():
+                    model.weights = group_weights(previous, group, pooled, members)
+                    model.lasso_weight = choose_old_weight(previous[previous["group"] == group])
+            horizon = data.horizon_rows(origin)
+            pred = forecast(models, booster, data, horizon, origin)
+            role = "validation" if k == 0 and len(origins) > 1 else "backtest"
+            frames.append(pred.assign(role=role))
+            previous = pred
+            previous_has = {m: m != "lgbm" or booster is not None for m in MEMBERS}
+            notes.append(
+                {
+                    "origin": origin,
+                    "role": role,
+                    "lgbm": booster is not None,
+                    "train_rows": len(train),
+                    "lgbm_seconds": round(t_lgbm, 2),
+                    "seconds": round(time.monotonic() - t0, 2),
+                    "group_seconds": seconds,
+                }
+            )
+            log(f"train: origin {origin} ({notes[-1]['role']}): {len(models)} groups, {notes[-1]['seconds']:.1f}s")
+    finally:
+        if pool:
+            pool.shutdown()
+    backtest = pd.concat(frames) if frames else pd.DataFrame(columns=["origin", *FORECASTS])
+    return models, booster, backtest, notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,25 +99,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     t0 = time.monotonic()
-    table = pd.read_csv(a.features / "features.csv", dtype={"store_id": str, "sku": str, "zip_code": str})
-    train = table[table["split"] == "train"]
-    a.out.mkdir(parents=True, exist_ok=True)
-    trained_at = time.time()
-    work = [(g, rows, a.seed, trained_at, a.out) for g, rows in train.groupby("group", sort=True)]
-    if not work:
+    data = Data(a.features)
+    if not (data.table["split"] == "train").any():
         print("train: no train rows", file=sys.stderr)
         return 2
-    if a.jobs > 1:
-        with ProcessPoolExecutor(max_workers=a.jobs) as pool:
-            models = list(pool.map(_fit, work))
-    else:
-        models = [_fit(w) for w in work]
-    write_json(a.out / "manifest.json", {"trained_at": trained_at, "seed": a.seed, "models": models})
-    metrics = {f"{m['group']}.trained_at": trained_at for m in models}
-    metrics.update({f"{m['group']}.n_train": m["n_train"] for m in models})
-    metrics["models_trained"] = len(models)
-    log_metrics(metrics, run_name="train", params={"seed": a.seed, "models": len(models)})
-    print(f"train: {len(models)} models in {time.monotonic() - t0:.1f}s", flush=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    trained_at = time.time()
+    # one thread per process for BLAS and OpenMP: on a shared machine their spinning threads
+    # made training 3x slower; --jobs trains groups in parallel processes instead
+    with threadpool_limits(limits=1):
+        models, booster, backtest, notes = run_backtest(data, a.seed, a.jobs, trained_at)
+    if not models:
+        print("train: no train rows", file=sys.stderr)
+        return 2
+    for group, model in models.items():
+        with open(a.out / f"{group}.pkl", "wb") as f:
+            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+    for stale in ("lgbm.txt", "lgbm.json"):
+        (a.out / stale).unlink(missing_ok=True)
+    if booster is not None:
+        booster.save(a.out)
+    backtest.to_csv(a.out / "backtest.csv", index=False, float_format="%.6g")
+    last = notes[-1]
+    manifest = [
+        {
+            "group": g,
+            "file": f"{g}.pkl",
+            "origin": m.origin,
+            "n_train": m.n_train,
+            "lasso_alpha": float(m.lasso.alpha_),
+            "lasso_nonzero": int((m.lasso.coef_ != 0).sum()),
+            "mlp_iterations": int(m.mlp.n_iter_),
+            "lasso_weight": m.lasso_weight,
+            "weights": m.weights,
+            "seconds": last["group_seconds"][g],
+        }
+        for g, m in sorted(models.items())
+    ]
+    seconds = round(time.monotonic() - t0, 2)
+    write_json(
+        a.out / "manifest.json",
+        {"trained_at": trained_at, "seed": a.seed, "origins": notes, "models": manifest, "seconds": seconds},
+    )
+    metrics = {f"{m['group']}.trained_at": trained_at for m in manifest}
+    metrics.update({f"{m['group']}.n_train": m["n_train"] for m in manifest})
+    metrics["models_trained"] = len(manifest)
+    metrics["train_seconds"] = seconds
+    log_metrics(metrics, run_name="train", params={"seed": a.seed, "models": len(manifest), "origins": len(notes)})
+    print(f"train: {len(manifest)} models, {len(notes)} origins in {seconds:.1f}s", flush=True)
     return 0
 
 

@@ -58,6 +58,23 @@ def plan(pipeline: Pipeline, request: RunRequest, lake: Lake, work: Path) -> lis
         raise ValueError(f"pipeline {pipeline.name} has no local definition")
     job_file = ROOT / pipeline.local.job
     job = _yaml(job_file)
+    values = _pipeline_values(job, request, lake, work)
+    steps: list[Step] = []
+    produced: dict[str, dict[str, Path]] = {}
+    for step_name, step in (job.get("jobs") or {}).items():
+        ref = step["component"]
+        if isinstance(ref, str) and ref.startswith("azureml:"):
+            comp_file = ROOT / pipeline.local.components[ref.split(":")[1]]
+        else:
+            comp_file = (job_file.parent / str(ref).removeprefix("file:")).resolve()
+        steps.append(_step(step_name, step, comp_file, job, values, produced, work))
+        produced[step_name] = steps[-1].outputs
+    return steps
+
+
+def _pipeline_values(job: dict[str, Any], request: RunRequest, lake: Lake, work: Path) -> dict[str, str]:
+    """The pipeline's inputs: defaults, then the request's parameters and inputs (data inputs
+    as folders on this machine)."""
     values: dict[str, str] = {}
     for name, spec in (job.get("inputs") or {}).items():
         default = spec.get("default", spec.get("path")) if isinstance(spec, dict) else spec
@@ -68,33 +85,36 @@ def plan(pipeline: Pipeline, request: RunRequest, lake: Lake, work: Path) -> lis
     for name, spec in (job.get("inputs") or {}).items():
         if isinstance(spec, dict) and spec.get("type") in ("uri_folder", "uri_file", "mltable") and name in values:
             values[name] = _local_path(values[name], lake, work, name)
-    steps: list[Step] = []
-    produced: dict[str, dict[str, Path]] = {}
-    for step_name, step in (job.get("jobs") or {}).items():
-        ref = step["component"]
-        if isinstance(ref, str) and ref.startswith("azureml:"):
-            comp_name = ref.split(":")[1]
-            comp_file = ROOT / pipeline.local.components[comp_name]
-        else:
-            comp_file = (job_file.parent / str(ref).removeprefix("file:")).resolve()
-        comp = _yaml(comp_file)
-        outputs = {o: work / "outputs" / step_name / o for o in (comp.get("outputs") or {})}
-        inputs: dict[str, str] = {}
-        for name, spec in (comp.get("inputs") or {}).items():
-            if isinstance(spec, dict) and spec.get("default") is not None:
-                inputs[name] = str(spec["default"])
-        for name, bound in (step.get("inputs") or {}).items():
-            inputs[name] = _bind(str(bound), values, produced)
-        context = {
-            **{f"inputs.{k}": v for k, v in inputs.items()},
-            **{f"outputs.{k}": str(v) for k, v in outputs.items()},
-        }
-        argv = shlex.split(_render(comp["command"], context, comp_file))
-        if argv and argv[0] in ("python", "python3"):
-            argv[0] = sys.executable
-        steps.append(Step(step_name, argv, (comp_file.parent / comp.get("code", ".")).resolve(), outputs))
-        produced[step_name] = outputs
-    return steps
+    return values
+
+
+def _step(
+    name: str,
+    step: dict[str, Any],
+    comp_file: Path,
+    job: dict[str, Any],
+    values: dict[str, str],
+    produced: dict[str, dict[str, Path]],
+    work: Path,
+) -> Step:
+    comp = _yaml(comp_file)
+    outputs = {o: work / "outputs" / name / o for o in (comp.get("outputs") or {})}
+    inputs: dict[str, str] = {}
+    for input_name, spec in (comp.get("inputs") or {}).items():
+        if isinstance(spec, dict) and spec.get("default") is not None:
+            inputs[input_name] = str(spec["default"])
+    for input_name, bound in (step.get("inputs") or {}).items():
+        if _unset_optional(str(bound), job, values):
+            continue  # as AML does: an optional pipeline input with no value binds nothing
+        inputs[input_name] = _bind(str(bound), values, produced)
+    context = {
+        **{f"inputs.{k}": v for k, v in inputs.items()},
+        **{f"outputs.{k}": str(v) for k, v in outputs.items()},
+    }
+    argv = shlex.split(_render(comp["command"], context, comp_file))
+    if argv and argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return Step(name, argv, (comp_file.parent / comp.get("code", ".")).resolve(), outputs)
 
 
 def _render(command: str, context: dict[str, str], where: Path) -> str:
@@ -111,6 +131,15 @@ def _lookup(name: str, context: dict[str, str], where: Path) -> str:
     if name not in context:
         raise ValueError(f"{where}: ${{{{{name}}}}} is not bound")
     return shlex.quote(context[name])
+
+
+def _unset_optional(bound: str, job: dict[str, Any], values: dict[str, str]) -> bool:
+    """``${{parent.inputs.x}}`` for an optional pipeline input ``x`` given no value."""
+    m = re.fullmatch(r"\$\{\{\s*parent\.inputs\.([A-Za-z0-9_]+)\s*\}\}", bound.strip())
+    if m is None:
+        return False
+    spec = (job.get("inputs") or {}).get(m.group(1))
+    return isinstance(spec, dict) and bool(spec.get("optional")) and m.group(1) not in values
 
 
 def _bind(value: str, values: dict[str, str], produced: dict[str, dict[str, Path]]) -> str:
