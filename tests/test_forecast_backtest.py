@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import synth
+from shared.tooling import synth
 
 SRC = Path(__file__).resolve().parents[1] / "pipelines" / "forecast" / "src"
 WEEKS = 72

@@ -40,7 +40,7 @@ def lake_for(work: Path, name: str) -> Path:
     sys.path.insert(0, str(ROOT))
     from datetime import date
 
-    from shared import cli, synth
+    from shared.tooling import cli, synth
 
     base = work / name
     if (base / "lake" / "curated").is_dir() and (base / "oracle" / "expected_demand.csv").is_file():

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.aml.backend import Backend, BackendError, RunNotFound
-from shared.aml.status import TERMINAL
+from shared.aml.status import STUCK, TERMINAL
 from shared.http import json_safe
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,11 @@ def compact(status: dict[str, Any]) -> dict[str, Any]:
     for key in ("error", "pipeline", "metrics_error"):
         if status.get(key):
             out[key] = status[key]
+    if status["aml_status"] in TERMINAL or status["aml_status"] in STUCK:
+        out["portal_url"] = status.get("portal_url")
     if status["aml_status"] in TERMINAL:
         out["metrics"] = json_safe(status.get("metrics") or {})
-        for key in ("portal_url", "started_at", "ended_at"):
+        for key in ("started_at", "ended_at"):
             if status.get(key):
                 out[key] = status[key]
     return out
