@@ -80,7 +80,9 @@ def watch_pipeline_runs(context: df.DurableOrchestrationContext):
             command = steps.send(reply)
         except StopIteration as end:
             context.set_custom_status(policy.progress(state))
-            if not context.is_replaying:  # once, in the episode that ends the watch
+            if not context.is_replaying:
+                # like a log line: once, in the episode that ends the watch, never on replay,
+                # and it never decides anything (the answer does not depend on it)
                 runtime.record_watch(end.value, context.current_utc_datetime)
             return end.value
         if isinstance(command, loop.Renew) and not (yield from driver.cancel_first()):

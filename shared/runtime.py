@@ -9,6 +9,7 @@ own through :func:`make_backend`, for a lake it names). Nothing here imports
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from shared.settings import Settings, get_settings
 if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestion app never loads them
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -49,9 +52,13 @@ def aml_backend() -> Backend:
 
 
 def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
-    """A finished watch's telemetry (outcomes, durations, the models' metrics), from the worker."""
-    telemetry.configure(get_settings(), export_logs=False)
-    telemetry.record_watch(result, now)
+    """A finished watch's telemetry (outcomes, durations, the models' metrics), from the worker.
+    Telemetry never fails the watch: a fault here is logged and the answer stands."""
+    try:
+        telemetry.configure(get_settings(), export_logs=False)
+        telemetry.record_watch(result, now)
+    except Exception:
+        log.warning("the watch's telemetry could not be recorded", exc_info=True)
 
 
 def catalog() -> dict[str, Pipeline]:
