@@ -158,6 +158,8 @@ def observe(state: WatchState, index: int, status: dict[str, Any], now: dt.datet
                 }
             )
         run.outcome = "gate_failed" if run.gate_failures else "completed"
+        if run.outcome == "completed":
+            run.portal_url = None  # a passed run's answer has no use for it: the state stays small
     else:
         run.outcome = "failed" if run.aml_status == "Failed" else "canceled"
 
