@@ -4,8 +4,9 @@
 2. every raw file ingested by the service behind the blob triggers;
 3. the forecast pipeline submitted by the service behind ``trigger_aml``;
 4. the run followed with the durable watch's policy (backoff, gates, timeout);
-5. a summary per model (MAPE, RMSE_0, RMSE_All, baseline MAPE, healthy or not) and an HTML
-   report under ``reports/`` in the lake.
+5. a summary per model (MAPE, RMSE_0, RMSE_All, baseline MAPE, healthy or not), a verdict, a
+   line with WAPE, bias, the seasonal naive's and the oracle's figures and the targets, and an
+   HTML report under ``reports/`` in the lake with an index over every report.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def _pipeline(lake: Lake, backend: Backend, out: TextIO, pipeline: str) -> bool:
         return False
 
     _step(out, 5, "results")
-    _results(lake, out, run_id)
+    _results(lake, out, run_id, pipeline)
     return True
 
 
@@ -229,18 +230,17 @@ def _stop(backend: Backend, run_id: str) -> None:
         print(f"the pipeline run {run_id} goes on; stop it with: python -m shared cancel {run_id}", file=sys.stderr)
 
 
-def _results(lake: Lake, out: TextIO, run_id: str) -> None:
-    base = f"runs/{run_id}/outputs"
-    metrics = report.read_csv(lake.read_bytes(f"{base}/evaluate/metrics/metrics.csv"))
-    forecasts = report.read_csv(lake.read_bytes(f"{base}/score/scores/forecasts.csv"))
+def _results(lake: Lake, out: TextIO, run_id: str, pipeline: str = "forecast") -> None:
+    results = report.load(lake, run_id)
     now = dt.datetime.now(dt.UTC)
-    models = report.models(metrics, now)
-    overall = next((r for r in metrics if r["model"] == "overall"), None)
+    gates = load_catalog()[pipeline].gates
+    models = report.models(results.metrics, now, gates)
     print(report.summary_table(models), file=out)
-    print(f"\n{report.verdict(models, overall)}", file=out)
-    page = f"reports/forecast-{run_id}.html"
-    lake.write_bytes(page, report.html_report(run_id, models, overall, forecasts, now).encode())
+    print(f"\n{report.verdict(models, results.overall, gates)}", file=out)
+    print(report.targets_line(results.overall, results.targets), file=out)
+    page = report.write_report(lake, results, gates, now)
     print(f"report: {lake.describe(page)}", file=out)
+    print(f"every report: {lake.describe('reports/index.html')}", file=out)
 
 
 def _follow(backend: Backend, run_id: str, out: TextIO) -> policy.WatchState:
