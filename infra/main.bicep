@@ -189,6 +189,7 @@ module bridge 'modules/function-app.bicep' = {
       AML_WORKSPACE: amlName
       FORECASTOPS_WATCH_EVENTS: amlEventsEnabled ? 'true' : 'false'
       FORECASTOPS_WATCH_SAFETY_POLL_S: '900'
+      FORECASTOPS_STALENESS_SCHEDULE: '0 0 6 * * *'
     }
     keyVaultName: vault.outputs.name
     storeFunctionKey: appsDeployed

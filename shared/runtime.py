@@ -20,6 +20,7 @@ from shared.settings import Settings, get_settings
 if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestion app never loads them
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
+    from shared.mlops.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,21 @@ def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
         telemetry.record_watch(result, now)
     except Exception:
         log.warning("the watch's telemetry could not be recorded", exc_info=True)
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The worker's model registry: AML's (azureml backend) or a folder in the lake (local)."""
+    backend = aml_backend()
+    if get_settings().aml_backend == "azureml":
+        from shared.aml.azureml import AzureMLBackend
+        from shared.mlops.aml_registry import AzureRegistry
+
+        if isinstance(backend, AzureMLBackend):
+            return AzureRegistry(backend.client, lake())
+    from shared.mlops.registry import LakeRegistry
+
+    return LakeRegistry(lake())
 
 
 def catalog() -> dict[str, Pipeline]:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: AML's job events reach the watch (an Event Grid subscription to ``aml_job_event``): the
     #: watch then polls only as a safety net, every ``watch_safety_poll_s``
     watch_events: bool = Field(False, validation_alias=AliasChoices("FORECASTOPS_WATCH_EVENTS"))
+    #: when the daily staleness check of the production models runs (NCRONTAB, UTC); the
+    #: timer binding reads the app setting itself (``%FORECASTOPS_STALENESS_SCHEDULE%``)
+    staleness_schedule: str = Field("0 0 6 * * *", validation_alias=AliasChoices("FORECASTOPS_STALENESS_SCHEDULE"))
     watch_safety_poll_s: float = Field(
         900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
     )

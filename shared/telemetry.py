@@ -45,6 +45,7 @@ METRICS = {
     "model_rmse_all": "a model's RMSE over all rows",
     "model_baseline_mape": "the historical-average baseline's MAPE for the model's group",
     "model_age_days": "days since the model was trained",
+    "stale_models": "production models older than the staleness limit, at the daily check",
 }
 #: each metric's dimensions (custom dimensions in Application Insights)
 METRIC_DIMENSIONS = {
@@ -61,10 +62,19 @@ METRIC_DIMENSIONS = {
     "model_rmse_all": ("model", "week"),
     "model_baseline_mape": ("model", "week"),
     "model_age_days": ("model", "stage"),
+    "stale_models": ("stage",),
 }
 #: metrics read as their last value (the others add up)
 LAST_VALUE = frozenset(
-    {"pipeline_duration_s", "model_mape", "model_rmse_0", "model_rmse_all", "model_baseline_mape", "model_age_days"}
+    {
+        "pipeline_duration_s",
+        "model_mape",
+        "model_rmse_0",
+        "model_rmse_all",
+        "model_baseline_mape",
+        "model_age_days",
+        "stale_models",
+    }
 )
 #: a run's metric (its last name) -> the custom metric that carries it per model
 MODEL_METRICS = {
@@ -201,6 +211,15 @@ def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
             continue
         for values in (run.get("metrics") or {}).values():
             _record_models(values, week, now)
+
+
+def record_staleness(ages: dict[str, float], stale: int) -> None:
+    """The daily staleness check: each production model's age, and how many are stale."""
+    if not _configured.get("measures"):
+        return
+    for model, age in ages.items():
+        _record({"model_age_days": age}, {"model": model, "stage": "production"})
+    _record({"stale_models": stale}, {"stage": "production"})
 
 
 def _record_models(values: dict[str, Any], week: str, now: dt.datetime) -> None:

@@ -24,6 +24,7 @@ APPS = {
     "ingest_demographics": {"ingest_demographics_blob", "ingest_demographics_http"},
     "trigger_aml,poll_aml_durable": {
         "pipelines_list",
+        "models_staleness_check",
         "pipeline_runs_submit",
         "pipeline_runs_get",
         "pipeline_runs_cancel",

@@ -243,6 +243,7 @@ NOT_IN_INGEST_APPS = {
     "AML_WORKSPACE": "the same",
     "FORECASTOPS_WATCH_EVENTS": "the watch runs in the bridge only",
     "FORECASTOPS_WATCH_SAFETY_POLL_S": "the same",
+    "FORECASTOPS_STALENESS_SCHEDULE": "the daily model check runs in the bridge only",
 }
 # settings only Azure needs, and why
 AZURE_ONLY = {

@@ -187,3 +187,18 @@ def test_a_finished_watch_reports_outcomes_durations_and_its_models(ingestion_st
     assert by_name["forecastops/model_mape"] == [(0.3, {"model": "ne.large.fast", "week": "2026-W48"})]
     ((age, props),) = by_name["forecastops/model_age_days"]
     assert age == pytest.approx(3.0) and props == {"model": "ne.large.fast", "stage": "candidate"}
+
+
+def test_the_staleness_check_reports_every_production_models_age_and_the_stale_count(ingestion_stub):
+    conn, received = ingestion_stub
+    telemetry.configure(Settings(applicationinsights_connection_string=conn))
+    telemetry.record_staleness({"west.large.fast": 75.0, "west.small.slow": 10.0}, 1)
+    telemetry.shutdown()
+    sent = [
+        (m["data"]["baseData"]["metrics"][0], m["data"]["baseData"]["properties"])
+        for m in _sent(received, "MetricData")
+    ]
+    ages = {p["model"]: metric["value"] for metric, p in sent if metric["name"] == "forecastops/model_age_days"}
+    # (opencensus keeps every series it saw in the process: other tests' models may be there too)
+    assert ages["west.large.fast"] == 75.0 and ages["west.small.slow"] == 10.0
+    assert [metric["value"] for metric, _ in sent if metric["name"] == "forecastops/stale_models"] == [1]

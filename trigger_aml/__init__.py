@@ -1,8 +1,9 @@
-"""The ADF -> Azure ML bridge: submit, read and cancel AML pipeline runs over HTTP."""
+"""The ADF -> Azure ML bridge: submit, read and cancel AML pipeline runs over HTTP; and the
+daily check of the production models' age."""
 
 import azure.functions as func
 
-from shared import http, runtime
+from shared import clock, http, runtime
 from shared.aml import runs
 
 bp = func.Blueprint()
@@ -41,3 +42,13 @@ def pipeline_runs_get(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="pipelines/runs/{run_id}/cancel", methods=["POST"])
 def pipeline_runs_cancel(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(runs.answer(lambda: runs.cancel(runtime.aml_backend(), req.route_params["run_id"])))
+
+
+@bp.function_name("models_staleness_check")
+@bp.timer_trigger(arg_name="timer", schedule="%FORECASTOPS_STALENESS_SCHEDULE%")
+def models_staleness_check(timer: func.TimerRequest) -> None:
+    from shared.aml.catalog import load_catalog
+    from shared.mlops import staleness
+
+    limit = load_catalog()["forecast"].gates.max_age_days or staleness.DEFAULT_STALE_DAYS
+    staleness.check(runtime.registry(), clock.now(), limit)

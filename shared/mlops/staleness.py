@@ -1,18 +1,41 @@
-"""Which production models are too old: the detection half of the daily staleness check (the
-timer function that logs them, counts them in a custom metric and retrains their groups builds
-on it)."""
+"""Which production models are too old, and the daily check that says so: each one is logged
+(name, version, age), every production model's age and the count of stale ones go to
+Application Insights (``model_age_days``, ``stale_models``). The next weekly batch retrains a
+stale model's group: a stale incumbent is replaced by any candidate that passes the gates
+(:mod:`shared.mlops.promotion`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
+from shared import telemetry
 from shared.mlops.cards import ModelCard
 from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
 from shared.mlops.registry import Registry
 
-__all__ = ["stale_models"]
+__all__ = ["check", "stale_models"]
+
+log = logging.getLogger(__name__)
 
 
 def stale_models(registry: Registry, now: dt.datetime, max_age_days: float = DEFAULT_STALE_DAYS) -> list[ModelCard]:
     """Every production model trained more than ``max_age_days`` before ``now``, by name."""
     return [card for card in registry.production_models() if age_days(card, now) > max_age_days]
+
+
+def check(registry: Registry, now: dt.datetime, max_age_days: float = DEFAULT_STALE_DAYS) -> list[ModelCard]:
+    """The daily check: every stale production model logged and counted; the stale ones."""
+    production = registry.production_models()
+    stale = [card for card in production if age_days(card, now) > max_age_days]
+    for card in stale:
+        log.warning(
+            "model %s version %s is %.0f days old (limit %.0f): its group is retrained in the next batch",
+            card.name,
+            card.version,
+            age_days(card, now),
+            max_age_days,
+        )
+    telemetry.record_staleness({card.name: age_days(card, now) for card in production}, len(stale))
+    log.info("staleness check: %d production model(s), %d stale", len(production), len(stale))
+    return stale

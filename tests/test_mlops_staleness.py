@@ -1,0 +1,68 @@
+"""The daily staleness check of the production models: the timer function in the bridge app, on
+the local lake's registry; a stale model is logged and counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from azure.functions.timer import TimerRequest
+
+from shared import runtime
+from shared.mlops import staleness
+from shared.mlops.cards import Decision, ModelCard
+from shared.mlops.registry import LakeRegistry
+from tests.drivers import indexed_functions
+
+NOW = dt.datetime(2026, 11, 28, 6, tzinfo=dt.UTC)
+
+
+def production(registry, name, days_old, version_note="run"):
+    card = registry.register(
+        ModelCard(
+            name=name, trained_at=(NOW - dt.timedelta(days=days_old)).timestamp(), run_id=f"{version_note}-{name}"
+        ),
+        {"model.pkl": b"x"},
+    )
+    decision = Decision(
+        outcome="promoted",
+        rule="no_production",
+        reason="test",
+        decided_at="2026-11-28T06:00:00Z",
+        candidate_version=card.version,
+        production_version=None,
+    )
+    return registry.promote(name, card.version, decision)
+
+
+def test_a_production_model_older_than_the_limit_is_logged_and_returned(local_lake, caplog):
+    registry = LakeRegistry(local_lake)
+    production(registry, "west.large.fast", days_old=75)
+    production(registry, "west.small.slow", days_old=10)
+    registry.register(  # a stale candidate is nobody's concern: only production models count
+        ModelCard(name="east.large.fast", trained_at=(NOW - dt.timedelta(days=90)).timestamp(), run_id="r"), {}
+    )
+    with caplog.at_level(logging.WARNING, logger="shared.mlops.staleness"):
+        stale = staleness.check(registry, NOW, 60)
+    assert [c.name for c in stale] == ["west.large.fast"]
+    assert any("west.large.fast" in r.getMessage() and "75 days old" in r.getMessage() for r in caplog.records)
+    assert not any("west.small.slow" in r.getMessage() for r in caplog.records)
+
+
+def test_the_daily_timer_checks_the_workers_registry(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FORECASTOPS_LAKE_ROOT", str(tmp_path / "lake"))
+    runtime.lake.cache_clear()
+    runtime.aml_backend.cache_clear()
+    runtime.registry.cache_clear()
+    try:
+        production(runtime.registry(), "plains.small.slow", days_old=61)
+        fn = indexed_functions()["models_staleness_check"]
+        trigger = fn.get_trigger()
+        assert trigger.schedule == "%FORECASTOPS_STALENESS_SCHEDULE%"
+        with caplog.at_level(logging.WARNING, logger="shared.mlops.staleness"):
+            fn.get_user_function()(timer=TimerRequest(past_due=False))
+        assert any("plains.small.slow" in r.getMessage() for r in caplog.records)
+    finally:
+        runtime.lake.cache_clear()
+        runtime.aml_backend.cache_clear()
+        runtime.registry.cache_clear()
