@@ -138,3 +138,25 @@ def test_the_forecast_pipeline_declares_its_gates_and_the_smoke_pipeline_require
     assert catalog["forecast"].gates.required == ("mape", "trained_at")
     assert catalog["forecast"].gates.max_mape == 0.45 and catalog["forecast"].gates.max_age_days == 60
     assert catalog["smoke"].gates.required == ()
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"DataStoreName": "lake", "RelativePath": "../../../etc"},
+        {"DataStoreName": "a/paths/x", "RelativePath": "curated"},
+        {"DataStoreName": "lake", "RelativePath": ""},
+    ],
+    ids=["dotdot", "store-with-a-path", "empty"],
+)
+def test_an_adf_data_path_that_leaves_the_lake_is_refused(smoke, ref):
+    from shared.aml.catalog import Input, Pipeline
+
+    p = Pipeline(**{**smoke.model_dump(), "inputs": {"data": Input()}})
+    _, problems = validate_request(p, {"experimentName": "x", "dataPathAssignments": {"data": ref}})
+    assert [x["field"] for x in problems] == ["dataPathAssignments.data"]
+    ok, problems = validate_request(
+        p,
+        {"experimentName": "x", "dataPathAssignments": {"data": {"DataStoreName": "lake", "RelativePath": "/curated"}}},
+    )
+    assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake/paths/curated"

@@ -695,3 +695,40 @@ def test_a_vendor_layout_in_the_extra_mappings_folder_is_used_by_the_ingest(tmp_
     put(lake, "raw/demographics/new_vendor.csv", "Store,Postcode\nS1,2134\n")
     m = ingest(lake, "raw/demographics/new_vendor.csv")
     assert m["status"] == "ingested" and m["format"]["id"] == "demographics_new_vendor"
+
+
+def test_a_gzip_json_lines_file_cut_after_its_first_mib_is_quarantined_not_raised(local_lake):
+    import gzip as gz
+    import json as js
+
+    lines = "".join(
+        js.dumps({"store_id": f"S{i:05d}", "zip": "02134", "region": "northeast", "format": "Large", "pad": "x" * 40})
+        + "\n"
+        for i in range(60_000)
+    )
+    data = gz.compress(lines.encode(), mtime=0)
+    put(local_lake, "raw/demographics/cut.jsonl.gz", data[: len(data) * 2 // 3])
+    m = ingest(local_lake, "raw/demographics/cut.jsonl.gz")
+    assert m["status"] == "quarantined" and m["error"]["reason"] == "truncated"
+    assert local_lake.exists("quarantine/store_demographics/v1/cut.jsonl.error.json")
+
+
+def test_a_pass_that_fails_commits_none_of_its_rejected_rows(local_lake, monkeypatch):
+    """Rejected rows are written as they come; a pass interrupted after some of them (Ctrl-C,
+    a superseded version, a storage error) must leave no rejected.csv behind."""
+    rows = [f"{z},01/{d:02d}/2026,50,32,0," for z in range(10000, 10010) for d in range(1, 29)]
+    rows[3] = "10000,01/04/2026,50,999,0,"  # tmin above tmax: a rejected row in the first batch
+    put(local_lake, WEATHER, lines(US_OBS_HEADER, *rows))
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1024)
+    calls = []
+
+    def interrupt(rows_read, nbytes):
+        calls.append(rows_read)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest(local_lake, WEATHER, progress=interrupt)
+    out = outputs_for(WEATHER)
+    assert not local_lake.exists(out.rejected) and not local_lake.exists(out.curated)
+    assert not local_lake.exists(out.manifest)

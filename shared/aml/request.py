@@ -91,7 +91,7 @@ class DataPath(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    DataStoreName: str = Field(min_length=1)
+    DataStoreName: str = Field(pattern=r"^[A-Za-z0-9_]{1,255}$")
     RelativePath: str
 
 
@@ -270,8 +270,12 @@ def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) ->
         path = _adf_path(value) if adf else value
         if name not in pipeline.inputs:
             problems.append(problem(f"{field}.{name}", f"unknown input; {pipeline.name} takes {takes}"))
-        elif adf and path is None:
-            problems.append(problem(f"{field}.{name}", "expected {DataStoreName, RelativePath}"))
+        elif adf and (path is None or not input_path_ok(path)):
+            problems.append(
+                problem(
+                    f"{field}.{name}", "expected {DataStoreName, RelativePath}, a path inside the datastore (no '..')"
+                )
+            )
         elif not adf and (not isinstance(path, str) or not input_path_ok(path)):
             problems.append(
                 problem(
@@ -289,6 +293,7 @@ def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) ->
     return inputs, problems
 
 
+_ADF_PATH_EXPECTED = "expected {DataStoreName, RelativePath}, a path inside the datastore (no '..')"
 _PATH_EXPECTED = "expected azureml://datastores/<store>/paths/<path> or a lake path (no '..')"
 
 

@@ -26,12 +26,14 @@ def ingest_blob(path: str, invocation_id: str, target: Lake) -> dict[str, Any]:
     """
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
         try:
-            manifest = ingest(target, path, invocation_id=invocation_id, progress=_progress_log(path))
+            outputs_for(path)
         except ValueError as e:
             # a blob whose name no output can have (a control character, a source folder we
             # do not know): no retry can ingest it, so none is asked for
             log.error("ingest %s: refused: %s", path, e)
             return {"status": "refused", "raw": {"path": path}, "error": {"reason": "bad_path", "message": str(e)}}
+        # anything else raises: the host retries, and the error is in its log
+        manifest = ingest(target, path, invocation_id=invocation_id, progress=_progress_log(path))
         if not manifest.get("unchanged"):  # a redelivery is not new rows
             telemetry.record_ingest(manifest)
         _log_result(manifest)

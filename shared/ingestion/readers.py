@@ -290,7 +290,10 @@ def _record_columns(mapping: Mapping) -> list[str]:
 
 
 def load_json(src: Any, prefix: bytes, encoding: str) -> Any:
-    data = prefix + read_up_to(src, JSON_MAX_BYTES + 1 - len(prefix))
+    try:
+        data = prefix + read_up_to(src, JSON_MAX_BYTES + 1 - len(prefix))
+    except (OSError, EOFError) as e:  # a gzip stream that ends early or is corrupt
+        raise DataError("truncated", f"the file ends early or is corrupt: {e}") from e
     if len(data) > JSON_MAX_BYTES:
         raise DataError("too_large", f"a JSON document over {JSON_MAX_BYTES >> 20} MiB; send JSON Lines instead")
     try:
@@ -381,6 +384,8 @@ def jsonl_batches(src: Any, prefix: bytes, mapping: Mapping) -> Iterator[RawBatc
                 rows, lines, bad = [], [], []
     except UnicodeDecodeError as e:
         raise DataError("bad_encoding", f"the file is not valid {mapping.encoding}: {e.reason}") from e
+    except (OSError, EOFError) as e:  # a gzip stream that ends early or is corrupt
+        raise DataError("truncated", f"the file ends early or is corrupt: {e}") from e
     if rows or bad:
         yield _jsonl_batch(rows, lines, wanted, bad)
 

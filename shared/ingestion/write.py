@@ -121,10 +121,11 @@ class LazyCsv:
             self._csv = CsvOut(self._stack.enter_context(self.lake.writer(self.path)), self.schema)
         self._csv.write(table)
 
-    def __exit__(self, *exc: object) -> None:
-        with self._stack:
-            if self._csv is not None and exc[0] is None:
-                self.result = self._csv.close()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        # the writer must see the exception: only a pass that ended well commits its rejects
+        if self._csv is not None and exc_type is None:
+            self.result = self._csv.close()
+        return bool(self._stack.__exit__(exc_type, exc, tb))
 
 
 def write_outputs(
