@@ -241,3 +241,19 @@ def test_a_nan_metric_is_null_in_the_status(fake, backend):
     _, final, _ = runs.get(backend, run_id)
     assert final["metrics"]["evaluate"] == {"mape": None, "rmse_all": 4.2}
     json.dumps(final, allow_nan=False)
+
+
+def test_a_steps_stack_trace_stays_in_the_log_not_in_the_answer(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k-trace"})
+    run_id = body["run_id"]
+    message = (
+        "UserError: train failed: MAPE 0.61 is above the gate\n"
+        "Traceback (most recent call last):\n"
+        '  File "/mnt/azureml/cr/j/abc/exe/wd/train.py", line 40, in <module>\n'
+        "ValueError: boom"
+    )
+    fake.fail(run_id, step="train", message=message)
+    _, final, _ = runs.get(backend, run_id)
+    text = json.dumps(final)
+    assert "MAPE 0.61 is above the gate" in final["error"]["message"]
+    assert "Traceback" not in text and "/mnt/azureml" not in text

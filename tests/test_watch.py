@@ -410,3 +410,33 @@ def test_a_run_whose_status_stays_unavailable_is_cancelled_best_effort():
     run = watch.result(final)["runs"][0]
     assert run["outcome"] == "failed" and run["error"]["code"] == "status_unavailable"
     assert run["cancel_requested"] is False and "AML answered 503 again" in run["cancel_error"]
+
+
+def test_the_command_line_holds_a_run_to_its_pipelines_gates():
+    """``loop.follow`` (the CLI's watch, the main job) knows the catalog's gates: a forecast
+    run that completes without its models' metrics fails them, as in Azure."""
+    from shared.aml.backend import Backend
+    from shared.aml.status import RunStatus
+
+    class Completed(Backend):
+        name = "stub"
+
+        def submit(self, pipeline, request, run_id):
+            raise NotImplementedError
+
+        def get(self, run_id, known_status=None):
+            return RunStatus.of(run_id, "Completed", pipeline="forecast", backend=self.name)
+
+        def cancel(self, run_id):
+            raise NotImplementedError
+
+    final = loop.follow(Completed(), ["forecast-1"], watch.WatchOptions())
+    assert final.runs[0].outcome == "gate_failed"
+    assert {g["gate"] for g in final.runs[0].gate_failures} == {"metrics"}
+
+
+def test_the_apps_default_polling_does_not_change_the_requests_fingerprint():
+    body = b'{"pipeline": "smoke", "idempotency_key": "adf-1"}'
+    plain, _ = watch_api.plan_start(body, load_catalog(), T0)
+    safety, _ = watch_api.plan_start(body, load_catalog(), T0, {"first_s": 900, "factor": 1.0, "max_s": 900})
+    assert plain["state"]["request"] == safety["state"]["request"]

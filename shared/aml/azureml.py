@@ -291,7 +291,7 @@ class AzureMLBackend(Backend):
         try:
             details = self.client.jobs._runs_operations.get_run_details(run_id)
             message = details.error.error.message if details.error and details.error.error else None
-            return re.sub(r"\s+", " ", message)[:2000] if message else None
+            return _for_client(message, run_id) if message else None
         except Exception as e:  # a missing message must not hide the failure itself
             log.warning("error of step %s: not readable (%s)", run_id, e)
             return None
@@ -370,4 +370,13 @@ def _error_message(error: Any) -> str | None:
     """Run History's ``{"error": {"message": ...}}`` as one line, if it has one."""
     inner = error.get("error") if isinstance(error, dict) else None
     message = inner.get("message") if isinstance(inner, dict) else None
-    return re.sub(r"\s+", " ", message)[:2000] if isinstance(message, str) and message.strip() else None
+    return _for_client(message, "a step") if isinstance(message, str) and message.strip() else None
+
+
+def _for_client(message: str, where: str) -> str:
+    """AML's step error as an answer may carry it: up to a stack trace (the script's, with the
+    compute's file paths), one line; the whole text goes to the log."""
+    if "Traceback" in message:
+        log.warning("error of %s, as AML reported it: %s", where, message)
+    head = message.split("Traceback", 1)[0].strip() or message.strip().splitlines()[-1]
+    return re.sub(r"\s+", " ", head)[:500]

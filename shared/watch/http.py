@@ -154,6 +154,7 @@ def plan_start(
         return None, {"unknown_pipeline": f"no pipeline {named!r}; known: {', '.join(sorted(catalog))}"}
     try:
         req = StartRequest.model_validate(data)
+        fingerprint = req.fingerprint()  # what the caller asked, before the app's defaults
         if req.polling is None and default_polling is not None:
             req = req.model_copy(update={"polling": default_polling})
         options, problems = req.options(catalog)
@@ -165,7 +166,7 @@ def plan_start(
     if problems:
         return None, problems
     state = start(runs, options, now)
-    state.request = req.fingerprint()
+    state.request = fingerprint
     return {"state": state.to_input(), "idempotency_key": req.idempotency_key}, None
 
 

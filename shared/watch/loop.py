@@ -19,6 +19,7 @@ from typing import Any
 from shared import clock
 from shared.aml import runs
 from shared.aml.backend import Backend
+from shared.aml.catalog import load_catalog
 from shared.watch import policy
 from shared.watch.policy import RunState, WatchState
 
@@ -224,7 +225,10 @@ def follow(
     on_change: Callable[[WatchState], None] | None = None,
 ) -> WatchState:
     """Follow runs in this process with the durable watch's policy: the command line and the
-    main job wait exactly as the orchestrator does. ``on_status`` sees every status read."""
+    main job wait exactly as the orchestrator does, each run held to its own pipeline's gates
+    from the catalog. ``on_status`` sees every status read."""
+    if not options.pipeline_gates:
+        options = options.model_copy(update={"pipeline_gates": {n: p.gates for n, p in load_catalog().items()}})
 
     def get_status(run_id: str) -> dict[str, Any]:
         code, body, _ = runs.get(backend, run_id)
