@@ -17,6 +17,7 @@ from azure.durable_functions.models.Task import TaskState
 
 from shared import clock, http, runtime
 from shared.aml import runs
+from shared.aml.request import job_name_for
 from shared.settings import get_settings
 from shared.watch import events, loop, policy, reads
 from shared.watch import http as watch_api
@@ -137,8 +138,14 @@ class _Driver:
             for chunk in chunks
         ]
         outcomes: list[loop.Outcome] = []
+        lost: list[str] = []
         for chunk, (ok, answer) in zip(chunks, (yield from _gather(self.context, tasks)), strict=True):
             outcomes += [(a["ok"], a["answer"]) for a in answer] if ok else [(False, answer)] * len(chunk)
+            if not ok:  # the activity gave up: some of its jobs may exist in AML all the same
+                lost += [job_name_for(str(r.pipeline), f"{self.context.instance_id}-{r.index}") for r in chunk]
+        if lost:  # best effort: a job nobody follows must not keep AML's compute busy
+            tasks = [self.context.call_activity_with_retry(CANCEL, RETRY, j, expected_type=dict) for j in lost]
+            yield from _gather(self.context, tasks)
         return outcomes
 
     def _poll(self, runs_: list[policy.RunState]):

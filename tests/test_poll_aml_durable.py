@@ -631,3 +631,21 @@ def test_two_starts_with_one_key_racing_start_one_instance(local_api):
     assert sorted(a[0] for a in answers) == [202, 202]
     assert sorted(a[1]["attached"] for a in answers) == [False, True]
     assert len(host.instances) == 1 and stub.overridable == "NonRunningStates"
+
+
+def test_jobs_of_a_submit_that_gave_up_are_cancelled_in_aml():
+    """The submit activity failed after its retries: some of its jobs may exist all the same
+    (the answer was lost, not the job); each expected job is asked to stop."""
+    from shared.aml.request import job_name_for
+
+    aml = ScriptedAML()
+
+    def unreachable(requests):
+        raise RuntimeError("AML answered 503 every time")
+
+    host = host_for(aml)
+    host.activities[poll_aml_durable.SUBMIT] = unreachable
+    iid = host.start(watch_input(batch=2))
+    out = host.status(iid).output
+    assert [r["outcome"] for r in out["runs"]] == ["failed", "failed"]
+    assert sorted(aml.canceled) == sorted(job_name_for("smoke", f"{iid}-{i}") for i in range(2))

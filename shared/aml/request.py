@@ -52,9 +52,14 @@ class RunRequest(BaseModel):
         same key always names the same job (and a second submit finds the first)."""
         if self.idempotency_key is None:
             return f"{self.pipeline}-{uuid.uuid4().hex[:20]}"
-        digest = hashlib.sha256(f"{self.pipeline}\n{self.idempotency_key}".encode()).hexdigest()[:16]
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", self.idempotency_key).strip("-")[:40]
-        return f"{self.pipeline}-{slug}-{digest}" if slug else f"{self.pipeline}-{digest}"
+        return job_name_for(self.pipeline, self.idempotency_key)
+
+
+def job_name_for(pipeline: str, key: str) -> str:
+    """The job a pipeline's run with this idempotency key is, whoever asks (a pure function)."""
+    digest = hashlib.sha256(f"{pipeline}\n{key}".encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", key).strip("-")[:40]
+    return f"{pipeline}-{slug}-{digest}" if slug else f"{pipeline}-{digest}"
 
 
 def _experiment(value: str) -> str:
