@@ -54,6 +54,11 @@ class LakeAccessError(LakeError):
     retrying cannot help."""
 
 
+class ChangedWhileReadError(LakeError):
+    """The blob was replaced while it was read (the download pins its first ETag): what was
+    read is of no version, and the newest version is to be read instead."""
+
+
 #: the storage client's own retries are off: the ingest service's retries (3 attempts, 1 s
 #: and 2 s apart) are the one retry layer, and each call waits at most this long to connect
 #: and for an answer, so that an unreachable endpoint fails in seconds, not minutes
@@ -295,6 +300,7 @@ def _translate(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run an SDK call, turning its errors into the lake's own."""
     from azure.core.exceptions import (
         HttpResponseError,
+        ResourceModifiedError,
         ResourceNotFoundError,
         ServiceRequestError,
         ServiceResponseError,
@@ -304,6 +310,8 @@ def _translate(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return call(*args, **kwargs)
     except ResourceNotFoundError as e:
         raise NotFoundError(str(e).splitlines()[0]) from e
+    except ResourceModifiedError as e:
+        raise ChangedWhileReadError(f"the blob changed while it was read: {_first_line(e)}") from e
     except (ServiceRequestError, ServiceResponseError) as e:
         raise TransientLakeError(f"storage unreachable: {_first_line(e)}") from e
     except HttpResponseError as e:

@@ -732,3 +732,25 @@ def test_a_pass_that_fails_commits_none_of_its_rejected_rows(local_lake, monkeyp
     out = outputs_for(WEATHER)
     assert not local_lake.exists(out.rejected) and not local_lake.exists(out.curated)
     assert not local_lake.exists(out.manifest)
+
+
+def test_a_newer_version_ingested_while_the_manifest_is_written_still_wins(lake, monkeypatch):
+    """Version 2 arrives and is ingested in full just as version 1's ingest writes its manifest
+    (after its last check): no event would come to correct the old manifest, so the ingest
+    checks once more after writing, and the newest version wins."""
+    put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/31/2026,50,32,0,"))
+    out = outputs_for(WEATHER)
+    real, done = lake.write_bytes, []
+
+    def v2_lands_first(path, data):
+        if path == out.manifest and not done:
+            done.append(True)
+            put(lake, WEATHER, lines(US_OBS_HEADER, "2134,02/28/2026,50,32,0,"))
+            ingest(lake, WEATHER, invocation_id="fast-v2")
+        return real(path, data)
+
+    monkeypatch.setattr(lake, "write_bytes", v2_lands_first)
+    ingest(lake, WEATHER, invocation_id="slow-v1")
+    manifest = read_json(lake, out.manifest)
+    assert manifest["raw"]["etag"] == lake.stat(WEATHER).etag
+    assert [r["date"] for r in read_csv(lake, out.curated)] == ["2026-02-28"]

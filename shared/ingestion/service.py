@@ -37,7 +37,7 @@ from shared.ingestion.write import (
     check_current,
     write_outputs,
 )
-from shared.lake import Lake, NotFoundError, TransientLakeError
+from shared.lake import ChangedWhileReadError, Lake, NotFoundError, TransientLakeError
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,14 @@ def ingest(
     while True:
         try:
             return _ingest_once(lake, out, invocation_id, force, progress, mappings)
-        except Superseded as e:
+        except (Superseded, ChangedWhileReadError) as e:
             # a newer version arrived while this one was read: the newest wins (it may well
             # be ingested already: then its outputs are current and kept)
             superseded += 1
             if superseded > MAX_SUPERSEDED:
                 raise TransientLakeError(f"{e}; it kept changing over {superseded} passes") from e
             log.info("ingest %s: %s; ingesting the newest version", raw_path, e)
-            force = force or e.committed
+            force = force or getattr(e, "committed", False)
             continue
         except TransientLakeError as e:
             if attempt == retries:
@@ -178,6 +178,9 @@ def _ingest_once(
     check_current(lake, out.raw, result.raw["etag"], committed=True)
     lake.write_bytes(out.manifest, _dump(manifest))
     lake.delete(out.error)
+    # a newer version ingested in full between the check above and these writes would now be
+    # described by this older one, and no event would come to correct it: the newest wins
+    check_current(lake, out.raw, result.raw["etag"], committed=True)
     return manifest
 
 
@@ -234,4 +237,5 @@ def _quarantine(
             lake.delete(stale)
     record["error_record"] = error_path or out.error
     lake.write_bytes(error_path or out.error, _dump(record))
+    check_current(lake, out.raw, raw["etag"], committed=True)  # as after a manifest: the newest wins
     return record
