@@ -337,3 +337,16 @@ def test_progress_shows_a_rate_and_an_eta_on_a_terminal_and_nothing_otherwise(tm
     assert main(["--lake", str(root), "ingest", "--force"], out=io.StringIO()) == 0
     drawn = terminal.getvalue()
     assert re.search(r"ingesting: +\d+%.*\d+/5 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(file/s|s/file)[,\]]", drawn), drawn
+
+
+def test_an_error_inside_the_app_is_a_failure_not_a_wrong_use(tmp_path, monkeypatch, capsys):
+    """Exit 2 says the command was used wrongly; a ValueError deep inside the app is a failure
+    (exit 1), named as unexpected."""
+    from shared.tooling import cli, mainjob
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal conversion went wrong")
+
+    monkeypatch.setattr(mainjob, "run", broken)
+    code = cli.main(["--lake", str(tmp_path / "lake"), "run", "--samples", str(cli.SAMPLES), "--no-pipeline"])
+    assert code == 1 and "unexpected ValueError" in capsys.readouterr().err

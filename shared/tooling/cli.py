@@ -61,7 +61,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValueError as e:  # an app setting in the environment that does not parse
+        raise UsageError(f"the settings: {e}") from None
     if args.lake:
         settings = settings.model_copy(update={"lake_root": args.lake, "lake_backend": "local"})
     if args.mappings:
@@ -70,7 +73,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _mappings(args: argparse.Namespace) -> dict[str, Mapping]:
-    return current_mappings(_settings(args))
+    try:
+        return current_mappings(_settings(args))
+    except ValueError as e:  # a mapping file that does not load names itself and its problems
+        raise UsageError(str(e)) from None
 
 
 def _lake(args: argparse.Namespace, create: bool = False) -> Lake:
@@ -124,7 +130,10 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
     lake = _lake(args)
     mappings = _mappings(args)
     for path in args.paths:
-        outputs_for(path)  # a path that is not raw/<source>/...: ValueError, a usage error
+        try:
+            outputs_for(path)
+        except ValueError as e:  # a path that is not raw/<source>/...
+            raise UsageError(str(e)) from None
         if not lake.exists(path):
             raise UsageError(f"{path}: not found in the lake ({lake.describe(path)})")
     paths = args.paths or raw_paths(lake)
@@ -161,7 +170,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"{what} {item!r}: expected NAME=VALUE")
+            raise UsageError(f"{what} {item!r}: expected NAME=VALUE")
         pairs[name] = value
     return pairs
 
@@ -315,7 +324,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             return int(args.func(args, out))
     except KeyboardInterrupt:
         return _fail(INTERRUPTED, "interrupted; rerun to resume (files already ingested are kept)")
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except (UsageError, FileNotFoundError) as e:
+        # wrong use only: an error of the app's own (a ValueError deep inside) is a failure
         return _fail(USAGE, f"error: {_one_line(e)}")
     except LakeError as e:
         return _fail(FAILED, f"error: {_one_line(e)}")
