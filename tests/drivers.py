@@ -195,3 +195,20 @@ def _return_problems(name: str, ret: Any, return_type: str | None) -> list[str]:
     if not _converter(return_type).check_output_type_annotation(ret):
         return [f"{name}: return annotation {ret.__name__} does not fit {return_type!r}"]
     return []
+
+
+# the forecast pipeline's step modules -------------------------------------------------------
+FORECAST_SRC = ROOT_DIR / "pipelines" / "forecast" / "src"
+
+
+def forecast_step_module(name: str) -> Any:
+    """A module of the forecast pipeline's ``src/`` (the steps import each other by plain name,
+    as they run on AML), imported the way the component's command line finds it."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(FORECAST_SRC))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(FORECAST_SRC))

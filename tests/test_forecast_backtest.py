@@ -7,10 +7,8 @@ and 2 backtest origins: a few seconds each."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,8 +17,8 @@ import pandas as pd
 import pytest
 
 from shared.tooling import synth
+from tests.drivers import forecast_step_module
 
-SRC = Path(__file__).resolve().parents[1] / "pipelines" / "forecast" / "src"
 WEEKS = 72
 HORIZON = 4
 ORIGINS = 2
@@ -30,19 +28,11 @@ STORES = [("S1", "r0", "large", "00101"), ("S2", "r0", "small", "00101"), ("S3",
 SKUS = {"A": 60.0, "B": 45.0, "C": 6.0, "D": 4.0}  # two fast and two slow movers
 
 
-def _import(name: str):
-    sys.path.insert(0, str(SRC))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(SRC))
-
-
-prepare = _import("prepare")
-train = _import("train")
-score = _import("score")
-backtest = _import("backtest")
-models = _import("models")
+prepare = forecast_step_module("prepare")
+train = forecast_step_module("train")
+score = forecast_step_module("score")
+backtest = forecast_step_module("backtest")
+models = forecast_step_module("models")
 
 
 def write_lake(curated: Path, *, seed: int = 3) -> None:

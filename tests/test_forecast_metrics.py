@@ -3,28 +3,16 @@ origins, and evaluate's tables (mean and spread over origins, the oracle, the ta
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "pipelines" / "forecast" / "src"
+from tests.drivers import forecast_step_module
 
-
-def _import(name: str):
-    sys.path.insert(0, str(SRC))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(SRC))
-
-
-lib = _import("forecast_lib")
-evaluate = _import("evaluate")
+lib = forecast_step_module("forecast_lib")
+evaluate = forecast_step_module("evaluate")
 
 ACTUAL = np.array([0.0, 2.0, 4.0, 10.0])
 FORECAST = np.array([1.0, 1.0, 5.0, 8.0])
