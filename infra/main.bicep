@@ -190,6 +190,11 @@ module bridge 'modules/function-app.bicep' = {
       FORECASTOPS_WATCH_EVENTS: amlEventsEnabled ? 'true' : 'false'
       FORECASTOPS_WATCH_SAFETY_POLL_S: '900'
       FORECASTOPS_STALENESS_SCHEDULE: '0 0 6 * * *'
+      FORECASTOPS_BATCH_SCHEDULE: '0 0 9 * * 1'
+      FORECASTOPS_BATCH_INCOMPLETE: 'wait'
+      FORECASTOPS_RETRAIN: 'changed'
+      FORECASTOPS_STALE_RETRAIN: 'next_batch'
+      FORECASTOPS_PROMOTION_MARGIN: '0.02'
     }
     keyVaultName: vault.outputs.name
     storeFunctionKey: appsDeployed

@@ -63,6 +63,28 @@ class Settings(BaseSettings):
     #: when the daily staleness check of the production models runs (NCRONTAB, UTC); the
     #: timer binding reads the app setting itself (``%FORECASTOPS_STALENESS_SCHEDULE%``)
     staleness_schedule: str = Field("0 0 6 * * *", validation_alias=AliasChoices("FORECASTOPS_STALENESS_SCHEDULE"))
+    #: the storage queue, in the lake's account, on which the ingest apps announce a week whose
+    #: data is complete; the bridge's queue trigger starts that week's batch (empty: no announcing)
+    batch_queue: str = Field("forecastops-batches", validation_alias=AliasChoices("FORECASTOPS_BATCH_QUEUE"))
+    #: when the weekly fallback starts the last finished week's batch if its data never completed
+    #: (NCRONTAB, UTC; the timer binding reads ``%FORECASTOPS_BATCH_SCHEDULE%``): Mondays 09:00
+    batch_schedule: str = Field("0 0 9 * * 1", validation_alias=AliasChoices("FORECASTOPS_BATCH_SCHEDULE"))
+    #: what the weekly fallback does when a source is missing for the week: ``wait`` (start
+    #: nothing, record and log which sources are missing) or ``partial`` (train on what is there
+    #: and say so in the batch's summary)
+    batch_incomplete: Literal["wait", "partial"] = Field(
+        "wait", validation_alias=AliasChoices("FORECASTOPS_BATCH_INCOMPLETE")
+    )
+    #: which groups a batch retrains: ``changed`` (inputs changed since the production model was
+    #: trained, no production model, or a stale one) or ``all``
+    retrain: Literal["changed", "all"] = Field("changed", validation_alias=AliasChoices("FORECASTOPS_RETRAIN"))
+    #: a stale production model (older than the gates' max age) is retrained ``next_batch`` or
+    #: ``at_once`` (the daily staleness check starts a batch for the stale groups)
+    stale_retrain: Literal["next_batch", "at_once"] = Field(
+        "next_batch", validation_alias=AliasChoices("FORECASTOPS_STALE_RETRAIN")
+    )
+    #: how much worse (absolute MAPE) a candidate may be than production and still replace it
+    promotion_margin: float = Field(0.02, ge=0, le=1, validation_alias=AliasChoices("FORECASTOPS_PROMOTION_MARGIN"))
     watch_safety_poll_s: float = Field(
         900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
     )

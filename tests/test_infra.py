@@ -244,6 +244,11 @@ NOT_IN_INGEST_APPS = {
     "FORECASTOPS_WATCH_EVENTS": "the watch runs in the bridge only",
     "FORECASTOPS_WATCH_SAFETY_POLL_S": "the same",
     "FORECASTOPS_STALENESS_SCHEDULE": "the daily model check runs in the bridge only",
+    "FORECASTOPS_BATCH_SCHEDULE": "the weekly batch runs in the bridge only",
+    "FORECASTOPS_BATCH_INCOMPLETE": "the same",
+    "FORECASTOPS_RETRAIN": "the same",
+    "FORECASTOPS_STALE_RETRAIN": "the same",
+    "FORECASTOPS_PROMOTION_MARGIN": "the same",
 }
 # settings only Azure needs, and why
 AZURE_ONLY = {

@@ -149,6 +149,7 @@ var baseSettings = {
   FORECASTOPS_BLOB_TRIGGER_SOURCE: 'EventGrid'
   FORECASTOPS_LAKE_CHUNK_BYTES: '4194304'
   FORECASTOPS_LOG_LEVEL: 'INFO'
+  FORECASTOPS_BATCH_QUEUE: 'forecastops-batches'
 }
 var appSettings = union(baseSettings, amlSettings)
 // END app settings
