@@ -167,6 +167,7 @@ def _ingest_once(
         "format": {"id": mapping.id, "detected_by": result.detected_by, "mapping_sha256": mapping.sha256},
         "rows": result.rows,
         "outputs": outputs,
+        "coverage": result.coverage,
         "started_at": started,
         "finished_at": clock.now_iso(),
         "duration_s": round(time.perf_counter() - t0, 3),
@@ -193,6 +194,8 @@ def mappings_digest(mappings: dict[str, Mapping]) -> str:
 def _unchanged(previous: dict[str, Any], etag: str, mappings: dict[str, Mapping]) -> bool:
     if previous.get("raw", {}).get("etag") != etag or previous.get("code_version") != CODE_VERSION:
         return False
+    if previous.get("status") == "ingested" and "coverage" not in previous:
+        return False  # written before manifests had a coverage: ingested once more to gain it
     fmt = previous.get("format") or {}
     if fmt.get("id") is None:  # quarantined before a format was chosen
         return previous.get("mappings_sha256") == mappings_digest(mappings)

@@ -25,6 +25,7 @@ from shared.ingestion.detect import open_batches
 from shared.ingestion.formats import Mapping
 from shared.ingestion.layout import Outputs
 from shared.ingestion.readers import DataError, open_decoded, sniff_kind
+from shared.ingestion.weeks import Coverage
 from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError
 
 Progress = Callable[[int, int], None]
@@ -33,13 +34,15 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class Written:
     """The outputs are written: the row counts, the raw file's facts, the mapping and how it
-    was found, and each output's path, sha256 and bytes."""
+    was found, each output's path, sha256 and bytes, and the weeks and keys the curated rows
+    cover (:meth:`Coverage.result`)."""
 
     rows: dict[str, Any]
     raw: dict[str, Any]
     mapping: Mapping
     detected_by: str
     outputs: dict[str, Any]
+    coverage: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ def _pass(
     first_wins = FirstWins(repeated, hash_key) if repeated is not None else None
     folder = Folder(ds.key, mapping, conv.schema) if mapping.aggregate else None
     rows: dict[str, Any] = {"read": 0, "written": 0, "rejected": 0, "output": 0, "rejected_by_rule": {}}
+    # gathered from the rows as they go to the curated CSV: the same rows, no second read
+    coverage = Coverage(out.dataset)
     # the duplicate search's spill files go whatever ends the pass (an error, Ctrl-C)
     spill = contextlib.closing(counter) if counter is not None else contextlib.nullcontext()
     with spill, lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
@@ -198,6 +203,7 @@ def _pass(
                 folder.add(good)
             else:
                 csv_out.write(good)
+                coverage.add(good)
             rejected_out.write(rejects)
             if progress:
                 progress(rows["read"], hashing.bytes)
@@ -208,7 +214,9 @@ def _pass(
                 # leaving the writers by an exception discards what they staged
                 raise _Again(found)
         if folder is not None:
-            csv_out.write(folder.finish())
+            folded = folder.finish()
+            csv_out.write(folded)
+            coverage.add(folded)
         curated = csv_out.close()
         # the last moment before the writers commit: leaving by an exception discards them
         check_current(lake, out.raw, raw["etag"])
@@ -220,7 +228,7 @@ def _pass(
     rows["rejected_by_rule"] = dict(sorted(rows["rejected_by_rule"].items()))
     if rows["read"] != rows["written"] + rows["rejected"]:
         raise RuntimeError(f"{out.raw}: rows do not balance: {rows}")
-    return Written(rows, raw, mapping, detected_by, outputs)
+    return Written(rows, raw, mapping, detected_by, outputs, coverage.result())
 
 
 def _first_wins(
