@@ -21,11 +21,15 @@ bp = func.Blueprint()
     source=func.BlobSource(runtime.blob_trigger_source()),
 )
 def ingest_shipments_blob(client: blob.BlobClient, context: func.Context) -> None:
-    ingestion.ingest_blob(f"{client.container_name}/{client.blob_name}", context.invocation_id, runtime.lake())
+    ingestion.ingest_blob(
+        f"{client.container_name}/{client.blob_name}", context.invocation_id, runtime.lake(), runtime.batch_signal()
+    )
 
 
 @bp.function_name("ingest_shipments_http")
 @bp.route(route="ingest/shipments", methods=["POST"])
 def ingest_shipments_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    answer = ingestion.reingest_request("shipments", req.get_body(), context.invocation_id, runtime.lake())
+    answer = ingestion.reingest_request(
+        "shipments", req.get_body(), context.invocation_id, runtime.lake(), runtime.batch_signal()
+    )
     return func.HttpResponse(**http.response_fields(answer))

@@ -20,6 +20,7 @@ from shared.settings import Settings, get_settings
 if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestion app never loads them
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
+    from shared.ingestion.announce import Signal
     from shared.mlops.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,15 @@ def lake() -> Lake:
     # the host forwards the worker's log records itself: only the custom metrics from here
     telemetry.configure(settings, export_logs=False)
     return make_lake(settings)
+
+
+@lru_cache(maxsize=1)
+def batch_signal() -> Signal | None:
+    """Where the worker announces a week whose data is complete (the lake account's batch
+    queue), or None when announcing is off; built on first use."""
+    from shared.ingestion.announce import signal_from_settings
+
+    return signal_from_settings(get_settings())
 
 
 def make_backend(settings: Settings, lake: Lake) -> Backend:

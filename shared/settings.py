@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     lake_storage_service_uri: str | None = Field(
         None, validation_alias=AliasChoices("LAKE_STORAGE__blobServiceUri", "LAKE_STORAGE__serviceUri")
     )
+    #: the same account's queue endpoint, used with the app's identity: the ingest apps
+    #: announce complete weeks on ``batch_queue`` there (with a connection string, its queue)
+    lake_storage_queue_uri: str | None = Field(None, validation_alias=AliasChoices("LAKE_STORAGE__queueServiceUri"))
     #: the blob triggers' source: ``EventGrid`` in Azure (Flex Consumption, ADLS Gen2),
     #: ``LogsAndContainerScan`` with Azurite and ``func start``
     blob_trigger_source: Literal["EventGrid", "LogsAndContainerScan"] = Field(

@@ -1,6 +1,7 @@
 """The ingestion services the function folders call: a blob's arrival, and the re-ingest
-route ``POST /api/ingest/<source>``. Both log with the invocation id and the raw path, and
-record telemetry for every new version ingested."""
+route ``POST /api/ingest/<source>``. Both log with the invocation id and the raw path, record
+telemetry for every new version ingested, index the weeks the file covers and, with a
+``signal``, announce a week whose data is now complete (:mod:`shared.ingestion.announce`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from shared import telemetry
 from shared.http import Answer, Problem, error, internal_error, invalid_request, json_body, problem
+from shared.ingestion.announce import Signal, after_ingest
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.layout import outputs_for
 from shared.ingestion.service import ingest
@@ -17,12 +19,14 @@ from shared.lake import Lake, NotFoundError, TransientLakeError
 log = logging.getLogger(__name__)
 
 
-def ingest_blob(path: str, invocation_id: str, target: Lake) -> dict[str, Any]:
-    """Blob-arrival ingestion of ``path`` (``raw/<source>/...``).
+def ingest_blob(path: str, invocation_id: str, target: Lake, signal: Signal | None = None) -> dict[str, Any]:
+    """Blob-arrival ingestion of ``path`` (``raw/<source>/...``), then its weeks indexed and,
+    with a ``signal``, the week it completes announced (an announcement that fails is logged,
+    never raised: the weekly timer is the fallback).
 
     Data errors end in quarantine and return normally, so the host does not retry a bad file
     (a blob whose name cannot be ingested at all is logged and refused, for the same reason);
-    transient storage errors raise, so that it does.
+    transient storage errors raise (indexing's too), so that it does.
     """
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
         try:
@@ -37,6 +41,9 @@ def ingest_blob(path: str, invocation_id: str, target: Lake) -> dict[str, Any]:
         if not manifest.get("unchanged"):  # a redelivery is not new rows
             telemetry.record_ingest(manifest)
         _log_result(manifest)
+        # a redelivery too: it fills an index a failed attempt left short, and announces again
+        # a week whose announcement failed
+        after_ingest(target, manifest, signal)
         return manifest
 
 
@@ -60,8 +67,11 @@ def _log_result(manifest: dict[str, Any]) -> None:
         )
 
 
-def reingest_request(source: str, body: bytes, invocation_id: str, target: Lake) -> Answer:
-    """``POST /api/ingest/<source>`` with ``{"path": "raw/<source>/...", "force": false}``.
+def reingest_request(
+    source: str, body: bytes, invocation_id: str, target: Lake, signal: Signal | None = None
+) -> Answer:
+    """``POST /api/ingest/<source>`` with ``{"path": "raw/<source>/...", "force": false}``; the
+    file's weeks are indexed and, with a ``signal``, the week it completes announced.
 
     200 with the manifest when the file was ingested (rows may have been rejected); 422 with
     the error record when the whole file was quarantined; 400 listing every problem of the
@@ -73,6 +83,7 @@ def reingest_request(source: str, body: bytes, invocation_id: str, target: Lake)
     with telemetry.log_context(invocation_id=invocation_id, subject=path):
         try:
             manifest = ingest(target, path, invocation_id=invocation_id, force=force, progress=_progress_log(path))
+            after_ingest(target, manifest, signal)
         except NotFoundError:
             return error(404, "not_found", f"no raw file at {path}")
         except TransientLakeError as e:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from shared.ingestion.announce import Signal, after_ingest
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.formats import Mapping
 from shared.ingestion.service import ingest
@@ -67,9 +68,14 @@ def ingest_all(
     out: TextIO,
     force: bool = False,
     mappings: dict[str, Mapping] | None = None,
+    signal: Signal | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest ``paths`` one by one: a line per file for a few files; for many, a line per file
     that had a problem, and a progress bar (files, rate, ETA) on a terminal's stderr.
+
+    Every file's weeks are indexed in the lake (``batches/index/``), as the triggers do; with
+    a ``signal`` (the main job's :class:`~shared.ingestion.announce.CollectSignal`), a week
+    whose data becomes complete is announced on it.
 
     A file the service cannot handle (a fault of the app) is recorded as ``failed`` and the
     batch goes on; storage errors end the batch (the storage is down for every file)."""
@@ -85,7 +91,7 @@ def ingest_all(
             def show(rows: int, nbytes: int, path: str = path) -> None:
                 files.set_postfix_str(f"{path}: {rows:,} rows, {nbytes / 1e6:,.1f} MB", refresh=False)
 
-            m = _ingest_one(lake, path, f"cli-{run_id}-{i}", force, mappings, show)
+            m = _ingest_one(lake, path, f"cli-{run_id}-{i}", force, mappings, show, signal)
             results.append(m)
             rows = m.get("rows") or {}
             if each or m["status"] != "ingested" or rows.get("rejected"):
@@ -101,9 +107,12 @@ def _ingest_one(
     force: bool,
     mappings: dict[str, Mapping] | None,
     progress: Progress,
+    signal: Signal | None = None,
 ) -> dict[str, Any]:
     try:
-        return ingest(lake, path, invocation_id=invocation_id, force=force, progress=progress, mappings=mappings)
+        m = ingest(lake, path, invocation_id=invocation_id, force=force, progress=progress, mappings=mappings)
+        after_ingest(lake, m, signal)
+        return m
     except LakeError as e:
         if not isinstance(e, NotFoundError):
             raise
