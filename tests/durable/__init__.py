@@ -7,9 +7,10 @@ One module per concern, each usable on its own:
 * ``replay``: ``replay(fn, history)`` runs the orchestrator over it exactly as the worker does
   (``DurableOrchestrationContext.from_json`` + ``Orchestrator(fn).handle``) and returns the parsed
   orchestrator state (``ReplayResult``); ``find_function`` / ``activities_of`` read a DFApp or Blueprint.
-* ``host``: ``DurableHost`` plays the durable extension for one orchestrator and a dict of activities: it
-  replays the orchestrator episode by episode, runs the activities it asks for, fires timers on a virtual
-  clock, delivers queued external events, handles retries and ``continue_as_new``.
+* ``host``: ``DurableHost`` plays the durable extension for one orchestrator, a dict of activities and the
+  orchestrators it calls as sub-orchestrations: it replays the orchestrator episode by episode, runs the
+  activities it asks for, fires timers on a virtual clock, delivers queued external events, handles retries and
+  ``continue_as_new``, runs sub-orchestrations as instances of their own and reports their end to the parent.
 * ``instance``: ``InstanceState``, what the host keeps per instance, and the ``TERMINAL`` runtime statuses.
 * ``rpc``: ``DurableRpcStub`` is a loopback HTTP server that answers the extension's HTTP API (the calls
   ``df.DurableOrchestrationClient`` makes) from a ``DurableHost``.

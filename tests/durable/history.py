@@ -23,6 +23,9 @@ class EventType:
     TASK_SCHEDULED = 4
     TASK_COMPLETED = 5
     TASK_FAILED = 6
+    SUB_ORCHESTRATION_INSTANCE_CREATED = 7
+    SUB_ORCHESTRATION_INSTANCE_COMPLETED = 8
+    SUB_ORCHESTRATION_INSTANCE_FAILED = 9
     TIMER_CREATED = 10
     TIMER_FIRED = 11
     ORCHESTRATOR_STARTED = 12
@@ -35,9 +38,13 @@ class History:
     """Builds the orchestration-trigger payload the durable extension sends to a Python orchestrator.
 
     Every method appends one event and returns ``self`` (chainable). EventIds of TaskScheduled /
-    TimerCreated are allocated sequentially from 0, like the SDK's own sequence numbers (the orchestrator's
-    n-th scheduled activity or timer has id n); pass ``event_id=`` to force one. Completion events refer to
-    them through ``task_id`` / ``timer_id``. Events before the last OrchestratorStarted are sent with
+    SubOrchestrationInstanceCreated / TimerCreated are allocated sequentially from 0, like the SDK's own
+    sequence numbers (the orchestrator's n-th scheduled activity, sub-orchestration or timer has id n); pass
+    ``event_id=`` to force one. Completion events refer to them through ``task_id`` / ``timer_id``.
+
+    A sub-orchestration's history names its parent: ``parent_instance_id`` becomes the payload's
+    ``parentInstanceId`` (what ``context.parent_instance_id`` reads) and ``parent_instance`` the
+    ExecutionStarted event's ``ParentInstance`` (the extension writes it; the SDK does not read it). Events before the last OrchestratorStarted are sent with
     ``IsPlayed: true`` (they are the replayed part), the rest with ``IsPlayed: false``.
     """
 
@@ -51,8 +58,14 @@ class History:
         upper_schema_version: int = 2,
         input_json: str | None = None,
         start: bool = True,
+        execution_id: str | None = None,
+        parent_instance_id: str | None = None,
+        parent_instance: dict[str, Any] | None = None,
     ) -> None:
         self.instance_id = instance_id
+        self.execution_id = execution_id or uuid.uuid4().hex
+        self.parent_instance_id = parent_instance_id
+        self.parent_instance = parent_instance
         self.name = name
         self.upper_schema_version = upper_schema_version
         self.clock = as_utc(start_time)
@@ -97,12 +110,16 @@ class History:
             self.input_json = None if input is None else to_json(input)
         if input_json is not None:
             self.input_json = input_json
+        fields: dict[str, Any] = {}
+        if self.parent_instance is not None:
+            fields["ParentInstance"] = self.parent_instance
         return self._event(
             EventType.EXECUTION_STARTED,
             Name=self.name,
             Version="",
             Input=self.input_json,
-            OrchestrationInstance={"InstanceId": self.instance_id, "ExecutionId": uuid.uuid4().hex},
+            OrchestrationInstance={"InstanceId": self.instance_id, "ExecutionId": self.execution_id},
+            **fields,
         )
 
     def task_scheduled(
@@ -126,6 +143,43 @@ class History:
 
     def task_failed(self, task_id: int, reason: str, details: str = "") -> History:
         return self._event(EventType.TASK_FAILED, TaskScheduledId=task_id, Reason=reason, Details=details)
+
+    def sub_orchestration_created(
+        self,
+        name: str,
+        instance_id: str,
+        input: Any = None,
+        *,
+        event_id: int | None = None,
+        input_json: str | None = None,
+        version: str = "",
+    ) -> History:
+        """SubOrchestrationInstanceCreated: what the extension writes for a CallSubOrchestrator(WithRetry) action.
+        The SDK skips this event; its EventId is the sequence number the completion's TaskScheduledId names."""
+        event_id = self._allocate(event_id)
+        return self._event(
+            EventType.SUB_ORCHESTRATION_INSTANCE_CREATED,
+            event_id,
+            Name=name,
+            Version=version,
+            InstanceId=instance_id,
+            Input=input_json if input_json is not None else to_json(input),
+        )
+
+    def sub_orchestration_completed(
+        self, task_id: int, result: Any = None, *, result_json: str | None = None
+    ) -> History:
+        return self._event(
+            EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
+            TaskScheduledId=task_id,
+            Result=result_json if result_json is not None else to_json(result),
+        )
+
+    def sub_orchestration_failed(self, task_id: int, reason: str, details: str = "") -> History:
+        """The SDK raises ``Exception(f"{Reason} \\n {Details}")`` from the parent's ``yield``."""
+        return self._event(
+            EventType.SUB_ORCHESTRATION_INSTANCE_FAILED, TaskScheduledId=task_id, Reason=reason, Details=details
+        )
 
     def timer_created(self, fire_at: datetime, *, event_id: int | None = None) -> History:
         event_id = self._allocate(event_id)
@@ -160,7 +214,7 @@ class History:
             "input": self.input_json,
             "instanceId": self.instance_id,
             "isReplaying": False,
-            "parentInstanceId": None,
+            "parentInstanceId": self.parent_instance_id,
             "upperSchemaVersion": self.upper_schema_version,
         }
 

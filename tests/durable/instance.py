@@ -1,6 +1,6 @@
 """What the fake durable host keeps per orchestration instance: ``InstanceState`` (the status the HTTP API
-reports, the current generation's history and pending work, counters tests read), and ``TERMINAL``, the
-runtime statuses that end an instance."""
+reports, the current generation's history and pending work, its parent and children, counters tests read),
+``Work`` (one piece of pending work), and ``TERMINAL``, the runtime statuses that end an instance."""
 
 from __future__ import annotations
 
@@ -20,15 +20,21 @@ TERMINAL = ("Completed", "Failed", "Terminated")
 
 @dataclass
 class Work:
-    """One piece of pending work: an activity to run or a timer to fire."""
+    """One piece of pending work: an activity to run, a timer to fire, a sub-orchestration running
+    ("sub_orchestration") or its outcome waiting to be delivered to the parent ("child")."""
 
-    kind: str  # "activity" | "timer"
+    kind: str  # "activity" | "timer" | "sub_orchestration" | "child"
     event_id: int
     name: str = ""
     input_json: str | None = None
     fire_at: datetime | None = None
-    retry: dict[str, Any] | None = None  # {"options": {...}, "attempt": n, "name":, "input_json":}
+    # {"options": {...}, "attempt": n, "name":, "input_json":, "kind": "activity" | "sub_orchestration",
+    #  "instance_id": (sub-orchestrations: the id the orchestrator asked for, or None), "version":}
+    retry: dict[str, Any] | None = None
     retry_timer: bool = False
+    instance_id: str | None = None  # sub-orchestrations: the child's instance id
+    result_json: str | None = None  # "child": the child's output (SubOrchestrationInstanceCompleted.Result)
+    failure: tuple[str, str] | None = None  # "child": (Reason, Details) of SubOrchestrationInstanceFailed
 
 
 @dataclass
@@ -51,8 +57,14 @@ class InstanceState:
     replays: int = 0
     warnings: list[str] = field(default_factory=list)
     step_limit_hit: bool = False
-    paused_timer: int | None = None  # the timer advance() stopped in front of
+    paused_timer: tuple[str, int] | None = None  # (instance id, timer id) advance() stopped in front of (roots)
+    # sub-orchestrations: the parent (instance, execution, TaskScheduledId) and the children this instance created
+    parent_instance_id: str | None = None
+    parent_execution_id: str | None = None
+    parent_task_id: int | None = None
+    children: list[str] = field(default_factory=list)  # every child instance id, all generations, in creation order
     # current generation
+    execution_id: str = ""
     history: History | None = None
     known_actions: list[dict[str, Any]] = field(default_factory=list)
     action_ids: list[int | None] = field(default_factory=list)
@@ -60,6 +72,8 @@ class InstanceState:
     timers: dict[int, Work] = field(default_factory=dict)
     waiters: dict[str, int] = field(default_factory=dict)
     pending_events: deque[tuple[str, str | None]] = field(default_factory=deque)
+    sub_orchestrations: dict[int, Work] = field(default_factory=dict)  # running children by TaskScheduledId
+    child_results: deque[Work] = field(default_factory=deque)  # children's outcomes not yet delivered
     last_result: ReplayResult | None = None
 
     @property

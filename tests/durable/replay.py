@@ -1,6 +1,7 @@
 """One replay through the SDK: ``replay(orchestrator, history)`` runs an orchestrator over a history with the
-SDK's own engine and returns a ``ReplayResult``; ``find_function`` / ``activities_of`` find functions on a
-DFApp or Blueprint, ``resolve_orchestrator`` the user generator behind any form an orchestrator takes."""
+SDK's own engine and returns a ``ReplayResult``; ``find_function`` / ``activities_of`` / ``orchestrators_of``
+find functions on a DFApp or Blueprint, ``resolve_orchestrator`` the user generator behind any form an
+orchestrator takes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ __all__ = [
     "ReplayResult",
     "activities_of",
     "find_function",
+    "orchestrators_of",
     "replay",
     "resolve_orchestrator",
 ]
@@ -177,4 +179,15 @@ def activities_of(app: Any) -> dict[str, Callable[[Any], Any]]:
         trigger = function.get_trigger()
         if trigger is not None and trigger.get_binding_name() == "activityTrigger":
             found[function.get_function_name()] = function.get_user_function()
+    return found
+
+
+def orchestrators_of(app: Any) -> dict[str, Any]:
+    """{orchestrator name: indexed function} for every ``orchestration_trigger`` function of a DFApp or Blueprint
+    (the form ``replay`` and ``DurableHost`` take, decorator ``input_type`` included)."""
+    found: dict[str, Any] = {}
+    for function in _functions_of(app):
+        trigger = function.get_trigger()
+        if trigger is not None and trigger.get_binding_name() == "orchestrationTrigger":
+            found[function.get_function_name()] = function
     return found

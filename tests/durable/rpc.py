@@ -41,6 +41,9 @@ class _Route:
 class DurableRpcStub:
     """ThreadingHTTPServer on 127.0.0.1 answering the extension's HTTP API from a DurableHost.
 
+    Every instance the host holds is visible (sub-orchestrations included: status, raise event, terminate);
+    start_new accepts any orchestrator the host knows (``host.orchestrators``).
+
     ``on_start`` / ``on_event`` say what happens after start_new / raise_event: "run" (run the instance until
     it completes or only waits for an event), "advance" (until it waits on a timer), "none" (leave it Pending /
     just queue the event). Requests are recorded in ``requests`` as (method, path-with-query).
@@ -188,7 +191,7 @@ class DurableRpcStub:
 
     def _start_new(self, call: _Call) -> tuple[int, Any]:
         name, instance_id = call.args
-        if name != self.host.name:
+        if name not in self.host.orchestrators:
             return 400, {
                 "Message": "One or more of the arguments submitted is incorrect",
                 "ExceptionMessage": f"The function '{name}' doesn't exist, is disabled, or is not an "
@@ -205,7 +208,7 @@ class DurableRpcStub:
             }
         body = call.body
         input_json = body if isinstance(body, str) or body is None else json.dumps(body)
-        instance_id = self.host.start(instance_id=instance_id or None, input_json=input_json, run=False)
+        instance_id = self.host.start(instance_id=instance_id or None, input_json=input_json, run=False, name=name)
         self._after(instance_id, self.on_start)
         return 202, self.management_payload(instance_id)
 
