@@ -160,3 +160,36 @@ def test_an_adf_data_path_that_leaves_the_lake_is_refused(smoke, ref):
         {"experimentName": "x", "dataPathAssignments": {"data": {"DataStoreName": "lake", "RelativePath": "/curated"}}},
     )
     assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake/paths/curated"
+
+
+def test_the_forecast_pipeline_retrains_all_groups_unless_told_otherwise():
+    forecast = load_catalog()["forecast"]
+    assert forecast.parameters["groups"].type == "string" and forecast.parameters["groups"].default == "all"
+    req, problems = validate_request(forecast, {"parameters": {"groups": "florida.large.fast,florida.small.slow"}})
+    assert problems == [] and req.parameters["groups"] == "florida.large.fast,florida.small.slow"
+
+
+def test_the_score_pipeline_needs_production_models_and_no_model_metrics():
+    import yaml
+
+    catalog = load_catalog()
+    score, forecast = catalog["score"], catalog["forecast"]
+    assert score.gates.required == ()
+    assert set(score.local.components) == {"forecastops_forecast_prepare", "forecastops_forecast_score_production"}
+    assert (
+        score.local.components["forecastops_forecast_prepare"]
+        == forecast.local.components["forecastops_forecast_prepare"]
+    )
+    for name in ("holdout_weeks", "origins", "regions"):  # prepare's, as the forecast pipeline's
+        assert score.parameters[name] == forecast.parameters[name].model_copy(
+            update={"description": score.parameters[name].description}
+        )
+    assert score.inputs["curated"].default == forecast.inputs["curated"].default
+    assert score.inputs["production"].required and score.inputs["production"].type == "uri_folder"
+    _, problems = validate_request(score, {})
+    assert [p["field"] for p in problems] == ["inputs.production"]
+    job = yaml.safe_load((ROOT_DIR / score.definition.job).read_text())
+    assert {step["component"].split(":")[1] for step in job["jobs"].values()} == set(score.local.components)
+    component = yaml.safe_load((ROOT_DIR / score.local.components["forecastops_forecast_score_production"]).read_text())
+    assert component["name"] == "forecastops_forecast_score_production"
+    assert set(component["inputs"]) == {"features", "production"} and set(component["outputs"]) == {"scores"}

@@ -5,14 +5,21 @@ forecasts its horizon. An origin's blend weights (per group, steadied by those o
 are chosen on the previous origin's horizon, which is its validation window; the first origin
 only validates.
 
+``--groups`` (default ``all``; comma-separated group names) fits the per-group members and
+weights of the listed groups only, at every origin; the global LightGBM still learns from every
+row of the lake (it is one model per run). A listed group that is not in the data is an error
+(exit 2). A group's blend weights are steadied by those of the groups trained with it.
+
 Writes ``<out>/<group>.pkl`` per group and ``lgbm.txt`` / ``lgbm.json`` (the models of the
-last origin, the holdout's, which score uses), ``backtest.csv`` (every backtest origin's
-horizon: each member, the blend, the old blend, both baselines, the actual, the MASE scale;
-``role`` validation for the first origin, which only validates, else backtest; with a single
-origin, too short a history for more, it is the backtest and the weights are the defaults)
-and ``manifest.json`` (``trained_at`` in epoch seconds, the origins, per-group row counts,
-weights, the LASSO's alpha, the MLP's iterations, seconds). Logs ``<group>.trained_at`` and
-the train row counts.
+last origin, the holdout's, which score uses; a group's pickle and the run's booster are the
+group's whole model, registered as a model version's ``model.pkl``, ``lgbm.txt`` and
+``lgbm.json``), ``backtest.csv`` (every backtest origin's horizon: each member, the blend, the
+old blend, both baselines, the actual, the MASE scale; ``role`` validation for the first
+origin, which only validates, else backtest; with a single origin, too short a history for
+more, it is the backtest and the weights are the defaults) and ``manifest.json``
+(``trained_at`` in epoch seconds, ``groups``: the groups asked for, ``all`` or their sorted
+names; the origins, per-group row counts, weights, the LASSO's alpha, the MLP's iterations,
+seconds). Logs ``<group>.trained_at`` and the train row counts of the groups trained.
 """
 
 from __future__ import annotations
@@ -39,9 +46,18 @@ def _fit(args: tuple[str, pd.DataFrame, int, float, str]):
     return model, round(time.monotonic() - t0, 2)
 
 
-def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print):
+def parse_groups(text: str) -> list[str] | None:
+    """``all`` (any case) -> None (every group); else the comma-separated names, sorted."""
+    if text.strip().lower() == "all":
+        return None
+    return sorted({g.strip() for g in text.split(",") if g.strip()})
+
+
+def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print, groups: list[str] | None = None):
     """Fit every origin in turn; returns the last origin's group models and booster, every
-    origin's forecasts of its horizon and per-origin notes."""
+    origin's forecasts of its horizon and per-origin notes. ``groups``: the groups whose
+    members are fit (None: every group); the booster learns from every row either way."""
+    wanted = None if groups is None else set(groups)
     origins = data.origins
     previous: pd.DataFrame | None = None
     previous_has: dict[str, bool] = {}
@@ -55,7 +71,11 @@ def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print)
             train = data.train_rows(origin)
             booster = Booster.fit(data, origin, seed, threads=1)
             t_lgbm = time.monotonic() - t0
-            work = [(g, rows, seed, trained_at, origin) for g, rows in train.groupby("group", sort=True)]
+            work = [
+                (g, rows, seed, trained_at, origin)
+                for g, rows in train.groupby("group", sort=True)
+                if wanted is None or g in wanted
+            ]
             fitted = list(pool.map(_fit, work)) if pool else [_fit(w) for w in work]
             models = {m.group: m for m, _ in fitted}
             seconds = {m.group: s for m, s in fitted}
@@ -96,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--jobs", type=int, default=1, help="groups trained in parallel (processes)")
+    p.add_argument("--groups", default="all", help='"all" or comma-separated groups (<region>.<format>.<velocity>)')
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     t0 = time.monotonic()
@@ -103,15 +124,30 @@ def main(argv: list[str] | None = None) -> int:
     if not (data.table["split"] == "train").any():
         print("train: no train rows", file=sys.stderr)
         return 2
+    groups = parse_groups(a.groups)
+    if groups is not None:
+        if not groups:
+            print(f"train: --groups names no group: {a.groups!r}", file=sys.stderr)
+            return 2
+        unknown = sorted(set(groups) - set(data.table["group"]))
+        if unknown:
+            print(f"train: group(s) not in the data: {', '.join(unknown)}", file=sys.stderr)
+            return 2
     a.out.mkdir(parents=True, exist_ok=True)
     trained_at = time.time()
     # one thread per process for BLAS and OpenMP: on a shared machine their spinning threads
     # made training 3x slower; --jobs trains groups in parallel processes instead
     with threadpool_limits(limits=1):
-        models, booster, backtest, notes = run_backtest(data, a.seed, a.jobs, trained_at)
+        models, booster, backtest, notes = run_backtest(data, a.seed, a.jobs, trained_at, groups=groups)
     if not models:
         print("train: no train rows", file=sys.stderr)
         return 2
+    untrained = sorted(set(groups or ()) - set(models))
+    if untrained:
+        print(f"train: no train rows at the holdout's origin for: {', '.join(untrained)}", file=sys.stderr)
+    for stale in a.out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
+        if stale.stem not in models:
+            stale.unlink()
     for group, model in models.items():
         with open(a.out / f"{group}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -139,13 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     seconds = round(time.monotonic() - t0, 2)
     write_json(
         a.out / "manifest.json",
-        {"trained_at": trained_at, "seed": a.seed, "origins": notes, "models": manifest, "seconds": seconds},
+        {
+            "trained_at": trained_at,
+            "seed": a.seed,
+            "groups": "all" if groups is None else groups,
+            "origins": notes,
+            "models": manifest,
+            "seconds": seconds,
+        },
     )
     metrics = {f"{m['group']}.trained_at": trained_at for m in manifest}
     metrics.update({f"{m['group']}.n_train": m["n_train"] for m in manifest})
     metrics["models_trained"] = len(manifest)
     metrics["train_seconds"] = seconds
-    log_metrics(metrics, run_name="train", params={"seed": a.seed, "models": len(manifest), "origins": len(notes)})
+    listed = "all" if groups is None else ",".join(groups)[:500]  # MLflow's limit on a param's length
+    params = {"seed": a.seed, "models": len(manifest), "origins": len(notes), "groups": listed}
+    log_metrics(metrics, run_name="train", params=params)
     print(f"train: {len(manifest)} models, {len(notes)} origins in {seconds:.1f}s", flush=True)
     return 0
 
