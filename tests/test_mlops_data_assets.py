@@ -23,9 +23,9 @@ from shared.aml.local.runner import Runner, run_paths
 from shared.aml.request import validate_request
 from shared.ingestion.service import ingest
 from shared.lake import Lake, LocalLake
+from shared.mlops.aml_data_assets import AzureDataCatalog
 from shared.mlops.cards import Metrics, ModelCard
 from shared.mlops.data_assets import (
-    AzureDataCatalog,
     DataCatalog,
     DataCatalogError,
     DataVersionNotFound,
@@ -325,6 +325,15 @@ def test_a_record_that_is_not_valid_is_reported(local_lake):
 
 
 # ----------------------------------------------------------------------------------------------- AML's data assets
+def test_the_data_catalog_and_the_local_backend_never_import_azure_ml():
+    import subprocess
+    import sys
+
+    code = "import sys, shared.mlops.data_assets, shared.aml.local.plan; print('azure.ai.ml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT_DIR, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 @pytest.fixture
 def aml(fake, local_lake) -> AzureDataCatalog:
     return AzureDataCatalog(ml_client(fake), local_lake)

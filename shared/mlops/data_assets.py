@@ -22,11 +22,12 @@ The lake records (``top`` = ``batches/data`` by default)::
     batches/data/<name>/<version>/runs/<run_id>.json     a run that used it: name, version, run_id, kind, linked_at
 
 - :class:`LakeDataCatalog` keeps only these.
-- :class:`AzureDataCatalog` also registers each version as an AML ``uri_folder`` data asset
-  (the same name and version; tags ``week``, ``content_hash``, ``files`` (the count) and
-  ``datasets`` (comma-separated)), and keeps the lake records: AML holds the hash, not the file
-  list, and cannot answer "which versions hold this file, which runs used them", so the lake
-  records are the lineage index in both homes.
+- ``AzureDataCatalog`` (:mod:`shared.mlops.aml_data_assets`, apart so that azure-ai-ml's import
+  is paid only where it is used, as for the model registry) also registers each version as an AML
+  ``uri_folder`` data asset (the same name and version; tags ``week``, ``content_hash``,
+  ``files`` (the count) and ``datasets`` (comma-separated)), and keeps the lake records: AML
+  holds the hash, not the file list, and cannot answer "which versions hold this file, which
+  runs used them", so the lake records are the lineage index in both homes.
 
 A folder is a live folder: a version's ``path`` names the curated folder, which later ingests
 change; the record's files and hash say what it held when the version was registered.
@@ -43,7 +44,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -51,14 +52,9 @@ from shared import clock
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.lake import Lake, LocalLake, NotFoundError, check_path
 
-if TYPE_CHECKING:
-    from azure.ai.ml import MLClient
-    from azure.ai.ml.entities import Data
-
 __all__ = [
     "DATASETS",
     "LAKE_DATASTORE",
-    "AzureDataCatalog",
     "DataCatalog",
     "DataCatalogError",
     "DataVersion",
@@ -84,7 +80,7 @@ READ_WORKERS = 16
 _QUEUED_PER_WORKER = 4
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
-_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([2-9]|[1-9]\d+))?$")
+VERSION_PATTERN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([2-9]|[1-9]\d+))?$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _REFERENCE = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,254})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -135,11 +131,6 @@ class DataVersion(BaseModel):
         """``azureml:<name>:<version>``: how a run request names this version as an input."""
         return f"azureml:{self.name}:{self.version}"
 
-    @property
-    def lake_folder(self) -> str:
-        """The lake folder ``path`` names (``curated``)."""
-        return lake_folder(self.path)
-
     def to_json(self) -> bytes:
         return self.model_dump_json(indent=2).encode("utf-8")
 
@@ -148,12 +139,6 @@ class DataVersion(BaseModel):
 def datastore_uri(lake_path: str, datastore: str = LAKE_DATASTORE) -> str:
     """``azureml://datastores/<datastore>/paths/<lake path>``."""
     return f"azureml://datastores/{datastore}/paths/{lake_path.strip('/')}"
-
-
-def lake_folder(uri: str) -> str:
-    """The lake path in ``azureml://datastores/<store>/paths/<path>`` (or a bare lake path)."""
-    m = re.match(r"^azureml://(?:.*/)?datastores/[^/]+/paths/(.*)$", uri)
-    return (m.group(1) if m else uri).strip("/")
 
 
 def is_reference(value: str) -> bool:
@@ -189,14 +174,14 @@ def check_week(week: str) -> str:
     return week
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"{name!r} is not a data asset name (letters, digits, '_' and '-'; at most 255)")
     return name
 
 
 def _check_version(version: str) -> str:
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
         raise DataVersionNotFound(f"{version!r} is not a data version (<week> or <week>.<n>)")
     return version
 
@@ -211,16 +196,16 @@ def _check_files(files: Mapping[str, str]) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def _version(week: str, n: int) -> str:
+def version_name(week: str, n: int) -> str:
     return week if n == 1 else f"{week}.{n}"
 
 
-def _version_key(version: str) -> tuple[str, int]:
-    m = _VERSION.match(version)
+def version_key(version: str) -> tuple[str, int]:
+    m = VERSION_PATTERN.match(version)
     return (m.group(1), int(m.group(2) or 1)) if m else (version, 0)
 
 
-def _datasets(files: Iterable[str]) -> list[str]:
+def datasets_of(files: Iterable[str]) -> list[str]:
     """The datasets of ``curated/<dataset>/...`` paths, sorted."""
     return sorted({p.split("/")[1] for p in files if p.count("/") >= 2})
 
@@ -350,21 +335,21 @@ class LakeDataCatalog(DataCatalog):
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
         candidate = self._candidate(name, week, files)
         for n in range(1, self.attempts + 1):
-            version = self._claim(candidate, _version(week, n))
+            version = self._claim(candidate, version_name(week, n))
             if version.content_hash == candidate.content_hash:
                 return version
         raise DataCatalogError(f"{name}: no free version for week {week} after {self.attempts} attempts")
 
     def get(self, name: str, version: str) -> DataVersion:
-        found = self._read(_check_name(name), _check_version(version))
+        found = self._read(check_name(name), _check_version(version))
         if found is None:
             raise DataVersionNotFound(f"no version {version} of data {name}")
         return found
 
     def versions(self, name: str) -> list[DataVersion]:
-        _check_name(name)
+        check_name(name)
         found = [v for v in self._records(self._record_paths(f"{self.top}/{name}")) if v.name == name]
-        return sorted(found, key=lambda v: _version_key(v.version))
+        return sorted(found, key=lambda v: version_key(v.version))
 
     def link_run(self, name: str, version: str, run_id: str, kind: RunKind = "train") -> RunLink:
         if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
@@ -384,7 +369,7 @@ class LakeDataCatalog(DataCatalog):
         return link
 
     def runs_of(self, name: str, version: str) -> list[RunLink]:
-        folder = self._runs_folder(_check_name(name), _check_version(version))
+        folder = self._runs_folder(check_name(name), _check_version(version))
         records = [json.loads(self.lake.read_bytes(p)) for p in self.lake.list(folder) if p.endswith(".json")]
         records.sort(key=lambda r: (r.get("linked_at", ""), r["run_id"]))
         return [RunLink(name, version, r["run_id"], r["kind"]) for r in records]
@@ -395,14 +380,14 @@ class LakeDataCatalog(DataCatalog):
             for v in self._records(self._record_paths(self.top))
             if curated_path in v.files and (sha256 is None or v.files[curated_path] == sha256)
         ]
-        return sorted(found, key=lambda v: (v.name, *_version_key(v.version)))
+        return sorted(found, key=lambda v: (v.name, *version_key(v.version)))
 
     # helpers ------------------------------------------------------------------------------------
     def _candidate(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
         """What ``register`` would record (its version is set when claimed)."""
         checked = _check_files(files)
         return DataVersion(
-            name=_check_name(name),
+            name=check_name(name),
             version=check_week(week),
             week=week,
             path=datastore_uri(self.folder, self.datastore),
@@ -440,7 +425,7 @@ class LakeDataCatalog(DataCatalog):
         """The version records below ``prefix`` (``<top>/<name>/<version>.json``, not run links)."""
         for path in self.lake.list(prefix):
             parts = path[len(self.top) + 1 :].split("/")
-            if len(parts) == 2 and parts[1].endswith(".json") and _VERSION.match(parts[1][: -len(".json")]):
+            if len(parts) == 2 and parts[1].endswith(".json") and VERSION_PATTERN.match(parts[1][: -len(".json")]):
                 yield path
 
     def _records(self, paths: Iterable[str]) -> Iterator[DataVersion]:
@@ -454,126 +439,3 @@ class LakeDataCatalog(DataCatalog):
 
         # one record at a time in memory (a record lists every file)
         return (v for v in _map(self.lake, read, paths) if v is not None)
-
-
-# --------------------------------------------------------------------------------------------- Azure ML
-TAG_WEEK = "week"
-TAG_HASH = "content_hash"
-TAG_FILES = "files"
-TAG_DATASETS = "datasets"
-#: AML's refusal of a PUT that would move an existing version to another path
-_PATH_TAKEN = "Asset paths cannot be updated"
-
-
-class AzureDataCatalog(LakeDataCatalog):
-    """Data versions as AML ``uri_folder`` data assets in the workspace ``client`` names, with
-    the lake records (in ``lake``) as the lineage index. azure-ai-ml is imported on first use."""
-
-    def __init__(
-        self,
-        client: MLClient,
-        lake: Lake,
-        top: str = "batches/data",
-        folder: str = "curated",
-        datastore: str = LAKE_DATASTORE,
-        attempts: int = 20,
-    ) -> None:
-        super().__init__(lake, top, folder, datastore, attempts)
-        self.client = client
-
-    def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
-        candidate = self._candidate(name, week, files)
-        for n in range(1, self.attempts + 1):
-            version = _version(week, n)
-            asset = self._asset(name, version)
-            if asset is not None and _tag(asset, TAG_HASH) != candidate.content_hash:
-                continue  # AML holds other content under this version
-            claimed = self._claim(candidate, version)
-            if claimed.content_hash != candidate.content_hash:
-                continue  # the lake holds other content under this version
-            if asset is None:
-                # a registration that died after its lake claim left no asset: this puts it
-                self._put(claimed)
-            return claimed
-        raise DataCatalogError(f"{name}: no free version for week {week} after {self.attempts} attempts")
-
-    def get(self, name: str, version: str) -> DataVersion:
-        record = super().get(name, version)
-        asset = self._asset(name, version)
-        if asset is None:
-            raise DataVersionNotFound(
-                f"{name} version {version} is recorded in the lake but is not a data asset in workspace "
-                f"{self.client.workspace_name}: register it again"
-            )
-        if _tag(asset, TAG_HASH) != record.content_hash:
-            raise DataCatalogError(
-                f"{name} version {version}: the data asset's content_hash tag ({_tag(asset, TAG_HASH)}) "
-                f"is not the lake record's ({record.content_hash})"
-            )
-        return record
-
-    def versions(self, name: str) -> list[DataVersion]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        _check_name(name)
-        try:
-            assets = list(self.client.data.list(name=name))
-        except ResourceNotFoundError:
-            return []
-        found = []
-        for asset in assets:
-            version = str(asset.version)
-            if TAG_HASH not in (asset.tags or {}) or not _VERSION.match(version):
-                continue  # not one of ours
-            record = self._read(name, version)
-            if record is None or record.content_hash != _tag(asset, TAG_HASH):
-                log.warning("data %s version %s: no matching lake record; left out", name, version)
-                continue
-            found.append(record)
-        return sorted(found, key=lambda v: _version_key(v.version))
-
-    # helpers ------------------------------------------------------------------------------------
-    def _asset(self, name: str, version: str) -> Data | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return self.client.data.get(name, version)
-        except ResourceNotFoundError:
-            return None
-
-    def _put(self, record: DataVersion) -> None:
-        from azure.ai.ml.entities import Data
-        from azure.ai.ml.exceptions import AssetPathException
-        from azure.core.exceptions import HttpResponseError
-
-        datasets = _datasets(record.files)
-        asset = Data(
-            name=record.name,
-            version=record.version,
-            path=record.path,
-            type="uri_folder",
-            description=(
-                f"{self.folder} as of week {record.week}: {len(record.files)} files of {', '.join(datasets)} "
-                f"(ForecastOps; the file list is in the lake's {self._record_path(record.name, record.version)})"
-            ),
-            tags={
-                TAG_WEEK: record.week,
-                TAG_HASH: record.content_hash,
-                TAG_FILES: str(len(record.files)),
-                TAG_DATASETS: ",".join(datasets),
-            },
-        )
-        try:
-            self.client.data.create_or_update(asset)
-        except (AssetPathException, HttpResponseError) as e:
-            if not isinstance(e, AssetPathException) and _PATH_TAKEN not in str(e):
-                raise
-            # another registration put this version with another folder between our GET and PUT
-            raise DataCatalogError(
-                f"{record.name} version {record.version} exists in workspace {self.client.workspace_name} "
-                f"with another path: {e}"
-            ) from e
-
-
-def _tag(asset: Any, key: str) -> str | None:
-    return (asset.tags or {}).get(key)
