@@ -10,7 +10,7 @@ from azure.ai.ml import MLClient
 
 from shared.aml import runs
 from shared.aml.azureml import AzureMLBackend, Retry
-from shared.aml.backend import RunNotFound
+from shared.aml.backend import BackendError, RunNotFound
 from shared.aml.catalog import load_catalog
 from tests.aml.credential import FakeCredential
 from tests.aml.fake import FakeAML
@@ -257,3 +257,102 @@ def test_a_steps_stack_trace_stays_in_the_log_not_in_the_answer(fake, backend):
     text = json.dumps(final)
     assert "MAPE 0.61 is above the gate" in final["error"]["message"]
     assert "Traceback" not in text and "/mnt/azureml" not in text
+
+
+# ----------------------------------------------------------------------------------------------- data in the lake
+def test_every_steps_outputs_land_in_the_lake_under_the_run(fake, backend):
+    _, body, _ = submit(backend, {"idempotency_key": "k-outputs"})
+    run_id = body["run_id"]
+    (put,) = fake.requests_to("PUT", r"/jobs/")
+    jobs = put.json["properties"]["jobs"]
+    assert {step: jobs[step]["outputs"] for step in STEPS} == {
+        step: {
+            "out": {
+                "uri": f"azureml://datastores/lake/paths/runs/{run_id}/outputs/{step}/out",
+                "job_output_type": "uri_folder",
+            }
+        }
+        for step in STEPS
+    }
+    # the three steps share one component: its outputs are asked of AML once
+    assert len(fake.requests_to("GET", r"/components/forecastops_smoke_step/versions/1$")) == 1
+    assert fake.unhandled == []
+
+
+DATA_PIPELINE = """\
+$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+inputs:
+  curated:
+    type: uri_folder
+    path: azureml://datastores/lake/paths/curated
+outputs:
+  report:
+    type: uri_folder
+jobs:
+  prepare:
+    type: command
+    component: azureml:forecastops_smoke_step:1
+    inputs:
+      step_name: prepare
+      upstream: ${{parent.inputs.curated}}
+  train:
+    type: command
+    component: azureml:forecastops_smoke_step:1
+    inputs:
+      step_name: train
+      upstream: ${{parent.jobs.prepare.outputs.out}}
+    outputs:
+      out: ${{parent.outputs.report}}
+"""
+
+
+def data_pipeline(tmp_path):
+    from shared.aml.catalog import Pipeline
+
+    (tmp_path / "pipeline.yml").write_text(DATA_PIPELINE)
+    return Pipeline(
+        name="data",
+        description="a step reading a uri_folder input",
+        experiment="forecastops-data",
+        compute="cpu-cluster",
+        definition={"kind": "pipeline_job", "job": str(tmp_path / "pipeline.yml")},
+        inputs={"curated": {"type": "uri_folder", "default": "azureml://datastores/lake/paths/curated"}},
+    )
+
+
+def test_a_registered_data_asset_input_goes_to_aml_as_the_asset(fake, backend, tmp_path):
+    from shared.aml.request import validate_request
+
+    pipeline = data_pipeline(tmp_path)
+    request, problems = validate_request(pipeline, {"inputs": {"curated": "azureml:curated:2026-11-23.2"}})
+    assert problems == []
+    status, created = backend.submit(pipeline, request, "data-run-1")
+    assert created and fake.unhandled == []
+    (put,) = fake.requests_to("PUT", r"/jobs/")
+    props = put.json["properties"]
+    # azure-ai-ml writes azureml:<name>:<version> as the asset's ARM id; AML resolves it, nothing is read here
+    assert props["inputs"]["curated"] == {
+        "uri": f"{WS}/data/curated/versions/2026-11-23.2",
+        "jobInputType": "uri_folder",
+    }
+    assert not fake.requests_to("GET", r"/data/")
+    assert props["jobs"]["prepare"]["outputs"]["out"]["uri"] == (
+        "azureml://datastores/lake/paths/runs/data-run-1/outputs/prepare/out"
+    )
+    # an output bound to the pipeline's own output keeps that binding
+    assert props["jobs"]["train"]["outputs"]["out"] == {"value": "${{parent.outputs.report}}", "type": "literal"}
+
+
+def test_a_step_whose_component_is_not_registered_is_a_missing_asset(fake, tmp_path):
+    from shared.aml.request import validate_request
+
+    empty = FakeAML()
+    credential, transport = FakeCredential(), empty.transport()
+    client = MLClient(credential, SUB, "rg", "ws", transport=transport, retry_total=0)
+    pipeline = data_pipeline(tmp_path)
+    request, _ = validate_request(pipeline, {})
+    with pytest.raises(BackendError) as e:
+        AzureMLBackend(client, credential, transport).submit(pipeline, request, "data-run-2")
+    assert e.value.code == "missing_asset" and "forecastops_smoke_step" in e.value.message
+    assert not empty.requests_to("PUT", r"/jobs/")

@@ -10,15 +10,24 @@ retried by the client's retry policy with backoff, bounded so that an HTTP calle
 an answer in seconds; what remains becomes a 503 to retry later. Other AML errors become
 answers a data engineer can act on (403: the app's identity has no rights on the workspace;
 a missing component: its name).
+
+Inputs: a lake path or ``azureml://datastores/...`` URI, or a registered data asset version
+(``azureml:<name>:<version>``), passed to the job as it is: AML resolves it. Outputs: every step
+of a pipeline job YAML writes its outputs into the lake, at
+``azureml://datastores/lake/paths/runs/<run_id>/outputs/<step>/<output>``, where the local backend
+puts them (a registered pipeline component's inner steps keep AML's default outputs).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
+import yaml
 from azure.ai.ml import Input, MLClient, load_job
 from azure.ai.ml.entities import Job, PipelineJob, PipelineJobSettings
 from azure.core.exceptions import (
@@ -35,6 +44,7 @@ from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBack
 from shared.aml.catalog import Pipeline
 from shared.aml.request import RunRequest
 from shared.aml.status import TERMINAL, RunError, RunStatus, StepStatus, normalise
+from shared.mlops.data_assets import LAKE_DATASTORE, datastore_uri
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,7 +170,8 @@ class AzureMLBackend(Backend):
         for name, path in request.inputs.items():
             inputs[name] = Input(type=pipeline.inputs[name].type, path=path)
         if d.kind == "pipeline_job":
-            job = cast(PipelineJob, load_job(ROOT / str(d.job)))
+            job_file = ROOT / str(d.job)
+            job = cast(PipelineJob, load_job(job_file, params_override=self._outputs_in_lake(job_file, run_id)))
             for name, value in inputs.items():
                 # attribute, not item, assignment: an item replaces the input's wrapper object
                 # and create_or_update then fails to serialise it
@@ -178,6 +189,60 @@ class AzureMLBackend(Backend):
             settings.continue_on_step_failure = True
         job.settings = settings
         return self._call("create job", self.client.jobs.create_or_update, job)
+
+    def _outputs_in_lake(self, job_file: Path, run_id: str) -> list[dict[str, Any]]:
+        """``load_job`` overrides that put every step's outputs at
+        ``azureml://datastores/lake/paths/runs/<run_id>/outputs/<step>/<output>``, where the local
+        backend puts them, so that a run's models and scores are read from the same lake paths
+        in both homes. A step's outputs are its component's (asked of AML once per component for
+        a registered one); an output bound to a pipeline output is left to that binding."""
+        with open(job_file, encoding="utf-8") as f:
+            spec = yaml.safe_load(f) or {}
+        components: dict[str, dict[str, str]] = {}
+        overrides: list[dict[str, Any]] = []
+        for step, node in (spec.get("jobs") or {}).items():
+            if not isinstance(node, dict):
+                continue
+            declared = node.get("outputs") or {}
+            outputs = {**self._component_outputs(node.get("component"), job_file, components)}
+            outputs.update({k: v["type"] for k, v in declared.items() if isinstance(v, dict) and v.get("type")})
+            placed = {
+                name: {
+                    **(declared[name] if isinstance(declared.get(name), dict) else {}),
+                    "type": kind,
+                    "path": datastore_uri(f"runs/{run_id}/outputs/{step}/{name}", LAKE_DATASTORE),
+                }
+                for name, kind in outputs.items()
+                if not isinstance(declared.get(name), str)  # ${{parent.outputs.x}}: the pipeline's output
+            }
+            if placed:
+                overrides.append({f"jobs.{step}.outputs": {**declared, **placed}})
+        return overrides
+
+    def _component_outputs(self, ref: Any, job_file: Path, seen: dict[str, dict[str, str]]) -> dict[str, str]:
+        """A step's component's outputs (name -> type): a registered one's from AML, a local
+        file's or an inline one's from its YAML."""
+        key = json.dumps(ref, sort_keys=True, default=str)
+        if key in seen:
+            return seen[key]
+        outputs: dict[str, Any]
+        if isinstance(ref, dict):
+            outputs = ref.get("outputs") or {}
+        elif isinstance(ref, str) and ref.startswith("azureml:"):
+            name, _, version = ref.removeprefix("azureml:").partition(":")
+            if not version:
+                name, _, label = name.partition("@")
+                component = self._call("get component", self.client.components.get, name, label=label or "latest")
+            else:
+                component = self._call("get component", self.client.components.get, name, version)
+            outputs = {k: {"type": v.type} for k, v in (component.outputs or {}).items()}
+        elif isinstance(ref, str):
+            with open((job_file.parent / ref.removeprefix("file:")).resolve(), encoding="utf-8") as f:
+                outputs = (yaml.safe_load(f) or {}).get("outputs") or {}
+        else:
+            outputs = {}
+        seen[key] = {k: (v.get("type") if isinstance(v, dict) else None) or "uri_folder" for k, v in outputs.items()}
+        return seen[key]
 
     def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
         """The job's status, steps and, once it ended, metrics. A caller that already knows

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from shared.aml.catalog import NAME_PATTERN, Parameter, Pipeline
 from shared.http import Problem, problem
+from shared.mlops.data_assets import is_reference
 
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 #: the tag that records what a run was asked to do (the same key with another request: 409)
@@ -257,7 +258,10 @@ def _from_text(t: str, value: str) -> Any:
 
 
 def input_path_ok(value: str) -> bool:
-    """An AML data URI, or a relative lake path that stays inside the lake."""
+    """An AML data URI, a registered data asset version (``azureml:<name>:<version>``), or a
+    relative lake path that stays inside the lake."""
+    if value.startswith("azureml:") and not value.startswith("azureml://"):
+        return is_reference(value)
     m = re.match(r"^azureml://datastores/[A-Za-z0-9_]+/paths/(.*)$", value)
     rel = m.group(1) if m else value
     if re.match(r"^[a-z]+://", rel) or rel.startswith("/") or "\\" in rel:
@@ -266,8 +270,8 @@ def input_path_ok(value: str) -> bool:
 
 
 def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) -> tuple[dict[str, str], list[Problem]]:
-    """The pipeline's inputs as paths, defaults filled in: ours name a path, ADF's a datastore
-    and a relative path."""
+    """The pipeline's inputs as paths, defaults filled in: ours name a path or a registered
+    data asset version (``azureml:<name>:<version>``), ADF's a datastore and a relative path."""
     problems: list[Problem] = []
     inputs: dict[str, str] = {}
     takes = ", ".join(pipeline.inputs) or "none"
@@ -282,11 +286,7 @@ def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) ->
                 )
             )
         elif not adf and (not isinstance(path, str) or not input_path_ok(path)):
-            problems.append(
-                problem(
-                    f"{field}.{name}", "expected azureml://datastores/<store>/paths/<path> or a lake path (no '..')"
-                )
-            )
+            problems.append(problem(f"{field}.{name}", _PATH_EXPECTED))
         else:
             inputs[name] = str(path)
     for name, spec in pipeline.inputs.items():
@@ -298,8 +298,9 @@ def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) ->
     return inputs, problems
 
 
-_ADF_PATH_EXPECTED = "expected {DataStoreName, RelativePath}, a path inside the datastore (no '..')"
-_PATH_EXPECTED = "expected azureml://datastores/<store>/paths/<path> or a lake path (no '..')"
+_PATH_EXPECTED = (
+    "expected azureml://datastores/<store>/paths/<path>, a data asset azureml:<name>:<version> or a lake path (no '..')"
+)
 
 
 def _adf_path(value: Any) -> str | None:

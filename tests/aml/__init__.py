@@ -35,5 +35,6 @@ Modules, one concern each:
 * ``runhistory``: Run History: runs, run details, child runs.
 * ``tracking``: MLflow's tracking REST API: runs, metrics, search.
 * ``models``: the model registry: model containers and versions (PUT, GET, list).
+* ``data``: data assets: data containers and versions (PUT, GET, list).
 * ``fake``: ``FakeAML`` composing them, with request recording, fault injection and the route table.
 """

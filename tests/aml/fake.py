@@ -1,6 +1,7 @@
 """``FakeAML``: one stateful fake AML workspace (ARM/MFE, discovery, Run History, MLflow) composed of the
-jobs / Run History / tracking / model registry parts, with what every request goes through: recording, injected faults, and a
-route table (hosts, method, compiled path regex, handler) that dispatches the rest."""
+jobs / Run History / tracking / model registry / data asset parts, with what every request goes through:
+recording, injected faults, and a route table (hosts, method, compiled path regex, handler) that dispatches the
+rest."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.aml.contract import ARM_HOST, PROVIDER
+from tests.aml.data import DataMixin
 from tests.aml.jobs import JobsMixin
 from tests.aml.models import ModelsMixin
 from tests.aml.runhistory import RunHistoryMixin
@@ -40,8 +42,9 @@ class _Route:
     handler: Callable[..., Reply]  # called with the pattern's groups, then the RecordedRequest
 
 
-class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin):
-    """Stateful fake of one AML workspace (ARM/MFE + discovery + Run History + MLflow + model registry)."""
+class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin):
+    """Stateful fake of one AML workspace (ARM/MFE + discovery + Run History + MLflow + model registry + data
+    assets)."""
 
     def __init__(
         self,
@@ -106,6 +109,11 @@ class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin):
             (arm, "GET", ws + r"/models/([^/]+)/versions", self._list_model_versions),
             (arm, "GET", ws + r"/models/([^/]+)", self._get_model_container),
             (arm, "GET", ws + r"/models", self._list_model_containers),
+            (arm, "PUT", ws + r"/data/([^/]+)/versions/([^/]+)", self._put_data_version),
+            (arm, "GET", ws + r"/data/([^/]+)/versions/([^/]+)", self._get_data_version),
+            (arm, "GET", ws + r"/data/([^/]+)/versions", self._list_data_versions),
+            (arm, "GET", ws + r"/data/([^/]+)", self._get_data_container),
+            (arm, "GET", ws + r"/data", self._list_data_containers),
             (arm, "GET", operations + r"/([^/]+)", self._operation_result),
             (regional, "GET", r"/(?-i:discovery)/*", self._get_discovery),
             (regional, "GET POST", hist + r"/runs/([^/]+)/children", self._run_children),

@@ -70,6 +70,11 @@ class Workspace:
             spec = yaml.safe_load(Path(spec).read_text())
         version = str(version)
         spec = {**copy.deepcopy(spec), "name": name, "version": version}
+        code = spec.get("code")
+        if isinstance(code, str) and not re.match(r"^(azureml:|[a-z+]+://)", code):
+            # AML uploads a local code folder as a code asset and the component names it by ARM id
+            code_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.ws_scope}/components/{name}/{version}")
+            spec["code"] = f"azureml:{self.arm_id('codes', str(code_id), '1')}"
         body = {
             "id": self.arm_id("components", name, version),
             "name": version,

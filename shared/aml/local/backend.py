@@ -4,7 +4,9 @@
 that two identical submits start one run) and starts a detached runner process, then returns
 at once. The runner (``python -m shared.aml.local.runner <run_id>``) resolves the pipeline job YAML
 and its component YAMLs the way AML does (``${{parent.inputs.x}}``,
-``${{parent.jobs.<step>.outputs.<o>}}``, ``${{inputs.x}}``, ``$[[optional]]``), runs each
+``${{parent.jobs.<step>.outputs.<o>}}``, ``${{inputs.x}}``, ``$[[optional]]``; an input naming a
+registered data asset version, ``azureml:<name>:<version>``, is the lake folder its record in the
+lake's data catalog names, and ``submit`` refuses one the catalog does not hold), runs each
 step's command as a subprocess, and keeps ``runs/<run_id>/status.json`` current (with a
 heartbeat), step logs under ``runs/<run_id>/logs/`` and outputs under
 ``runs/<run_id>/outputs/``. Any process that sees the same lake reads the status; cancel is
@@ -23,10 +25,12 @@ from pathlib import Path
 from shared import ROOT, clock
 from shared.aml.backend import Backend, BackendError, RunNotFound
 from shared.aml.catalog import Pipeline
+from shared.aml.local.plan import resolve_input
 from shared.aml.local.runner import run_paths
 from shared.aml.request import RunRequest
 from shared.aml.status import TERMINAL, RunError, RunStatus, StepStatus
 from shared.lake import Lake, NotFoundError
+from shared.mlops.data_assets import DataCatalogError
 from shared.settings import Settings, settings_env
 
 #: a runner silent for this long is reported NotResponding (AML's word for it)
@@ -43,6 +47,9 @@ class LocalBackend(Backend):
     def submit(self, pipeline: Pipeline, request: RunRequest, run_id: str) -> tuple[RunStatus, bool]:
         if pipeline.local is None:
             raise BackendError(f"pipeline {pipeline.name} has no local definition", status=501, code="not_local")
+        if self.lake.exists(run_paths(run_id)["run"]):
+            return self.get(run_id), False
+        self._check_assets(request)
         record = {
             "run_id": run_id,
             "pipeline": pipeline.name,
@@ -76,6 +83,19 @@ class LocalBackend(Backend):
             }
             self.lake.write_bytes(run_paths(run_id)["status"], json.dumps(status).encode())
         return self.get(run_id), True
+
+    def _check_assets(self, request: RunRequest) -> None:
+        """Refuse, before anything starts, an input naming a data asset version
+        (``azureml:<name>:<version>``) the lake's catalog does not hold."""
+        for name, value in request.inputs.items():
+            try:
+                resolve_input(value, self.lake)
+            except DataCatalogError as e:
+                raise BackendError(
+                    f"input {name}: {value} is not a data asset registered in the lake ({e})",
+                    status=400,
+                    code="missing_asset",
+                ) from e
 
     def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
         paths = run_paths(run_id)

@@ -16,6 +16,7 @@ from shared import ROOT
 from shared.aml.catalog import Pipeline
 from shared.aml.request import RunRequest
 from shared.lake import Lake, LocalLake
+from shared.mlops.data_assets import LakeDataCatalog, is_reference
 
 
 @dataclass
@@ -38,8 +39,19 @@ def _yaml(path: Path) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
+def resolve_input(value: str, lake: Lake) -> str:
+    """A data asset version (``azureml:<name>:<version>``) as the lake folder its record names
+    (``azureml://datastores/lake/paths/curated``); any other value unchanged. An asset the lake's
+    catalog does not hold raises :class:`DataVersionNotFound`."""
+    if not is_reference(value):
+        return value
+    return LakeDataCatalog(lake).resolve(value).path
+
+
 def _local_path(value: str, lake: Lake, work: Path, name: str) -> str:
-    """A uri input (``azureml://datastores/<store>/paths/<p>`` or a lake path) as a folder here."""
+    """A uri input (``azureml://datastores/<store>/paths/<p>``, a lake path, or a data asset
+    version the lake's catalog holds) as a folder here."""
+    value = resolve_input(value, lake)
     m = re.match(r"^azureml://datastores/[^/]+/paths/(.*)$", value)
     rel = (m.group(1) if m else value).strip("/")
     if isinstance(lake, LocalLake):

@@ -21,6 +21,7 @@ from shared.aml.local.plan import Step, plan
 from shared.aml.request import RunRequest
 from shared.aml.status import normalise
 from shared.lake import Lake, LocalLake, make_lake
+from shared.mlops.data_assets import DataCatalogError
 from shared.settings import Settings, get_settings
 
 HEARTBEAT_S = 2.0
@@ -59,7 +60,7 @@ class Runner:
         self.status["started_at"] = clock.now_iso()
         try:
             steps = plan(pipeline, request, self.lake, self.work)
-        except (ValueError, KeyError, OSError) as e:
+        except (ValueError, KeyError, OSError, DataCatalogError) as e:
             self.finish("Failed", {"step": None, "message": f"the pipeline could not be prepared: {e}", "code": "plan"})
             return
         self.status["steps"] = [

@@ -1,0 +1,441 @@
+"""Registered data: which curated files a weekly batch trained or scored on, and lineage both
+ways (a model card -> its data version -> the files; a file -> the versions holding it -> the
+runs that used them).
+
+A **data version** is the state of the lake's curated folder as of a week ``W`` (a Monday,
+``YYYY-MM-DD``): every ingested curated CSV's path and sha256, read from the manifests beside
+them (:func:`snapshot`), one hash over them (:func:`content_hash`), and the folder as an AML
+data URI (``azureml://datastores/lake/paths/curated``). Its reference, ``azureml:<name>:<version>``,
+is what a run request passes as an input: Azure ML resolves it itself; the local backend
+resolves it through the lake records below.
+
+Versions: the first content registered for a week is version ``<week>``; registering the same
+content again returns that version (idempotent); other content for the same week (a late or a
+corrected file) gets the next free ``<week>.2``, ``<week>.3``... A version is claimed by creating
+its record with ``Lake.create`` (create-if-absent): of two concurrent registrations with other
+content, one gets the version and the other the next one; with the same content, both get the
+same version. A record is never rewritten.
+
+The lake records (``top`` = ``batches/data`` by default)::
+
+    batches/data/<name>/<version>.json                   the version (DataVersion as JSON, with every file)
+    batches/data/<name>/<version>/runs/<run_id>.json     a run that used it: name, version, run_id, kind, linked_at
+
+- :class:`LakeDataCatalog` keeps only these.
+- ``AzureDataCatalog`` (:mod:`shared.mlops.aml_data_assets`, apart so that azure-ai-ml's import
+  is paid only where it is used, as for the model registry) also registers each version as an AML
+  ``uri_folder`` data asset (the same name and version; tags ``week``, ``content_hash``,
+  ``files`` (the count) and ``datasets`` (comma-separated)), and keeps the lake records: AML
+  holds the hash, not the file list, and cannot answer "which versions hold this file, which
+  runs used them", so the lake records are the lineage index in both homes.
+
+A folder is a live folder: a version's ``path`` names the curated folder, which later ingests
+change; the record's files and hash say what it held when the version was registered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Literal, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared import clock
+from shared.ingestion.datasets import SCHEMA_VERSION
+from shared.lake import Lake, LocalLake, NotFoundError, check_path
+
+__all__ = [
+    "DATASETS",
+    "LAKE_DATASTORE",
+    "DataCatalog",
+    "DataCatalogError",
+    "DataVersion",
+    "DataVersionNotFound",
+    "LakeDataCatalog",
+    "RunKind",
+    "RunLink",
+    "content_hash",
+    "datastore_uri",
+    "is_reference",
+    "parse_reference",
+    "snapshot",
+]
+
+log = logging.getLogger(__name__)
+
+#: the standard datasets a data version covers
+DATASETS = ("weather_daily", "shipments_weekly", "store_demographics")
+#: the workspace's datastore over the lake (the model registry and the pipelines use the same)
+LAKE_DATASTORE = "lake"
+#: threads reading manifests or records from a remote lake, and how many reads each may have queued
+READ_WORKERS = 16
+_QUEUED_PER_WORKER = 4
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+VERSION_PATTERN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([2-9]|[1-9]\d+))?$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_REFERENCE = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,254})$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+RunKind = Literal["train", "score"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class DataCatalogError(Exception):
+    """The catalog refused or could not do what was asked."""
+
+
+class DataVersionNotFound(DataCatalogError, LookupError):
+    """No such data version."""
+
+
+class RunLink(NamedTuple):
+    """A run that used a data version (``kind``: it trained or scored on it)."""
+
+    name: str
+    version: str
+    run_id: str
+    kind: str
+
+
+class DataVersion(BaseModel):
+    """One registered state of the curated folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    #: ``<week>``, then ``<week>.2``, ``<week>.3``... for other content in the same week
+    version: str
+    #: the Monday the batch trains as of (``YYYY-MM-DD``)
+    week: str
+    #: the asset's folder as an AML data URI (``azureml://datastores/lake/paths/curated``)
+    path: str
+    #: :func:`content_hash` of ``files``
+    content_hash: str
+    #: curated csv path -> its sha256
+    files: dict[str, str]
+    #: ISO 8601, UTC, ``Z``
+    created_at: str
+
+    @property
+    def reference(self) -> str:
+        """``azureml:<name>:<version>``: how a run request names this version as an input."""
+        return f"azureml:{self.name}:{self.version}"
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def datastore_uri(lake_path: str, datastore: str = LAKE_DATASTORE) -> str:
+    """``azureml://datastores/<datastore>/paths/<lake path>``."""
+    return f"azureml://datastores/{datastore}/paths/{lake_path.strip('/')}"
+
+
+def is_reference(value: str) -> bool:
+    """Whether ``value`` names a registered data asset version (``azureml:<name>:<version>``)."""
+    return _REFERENCE.match(value) is not None
+
+
+def parse_reference(reference: str) -> tuple[str, str]:
+    """``azureml:<name>:<version>`` -> ``(name, version)``; ``ValueError`` for anything else."""
+    m = _REFERENCE.match(reference)
+    if m is None:
+        raise ValueError(f"{reference!r} is not a data asset reference: expected azureml:<name>:<version>")
+    return m.group(1), m.group(2)
+
+
+def content_hash(files: Mapping[str, str]) -> str:
+    """sha256 over the sorted ``"<path> <sha256>"`` lines (each ending in a newline): the same
+    files with the same contents give the same hash, whatever the mapping's order."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path} {files[path]}\n".encode())
+    return digest.hexdigest()
+
+
+def check_week(week: str) -> str:
+    """``week`` if it is a Monday written ``YYYY-MM-DD``, else ``ValueError``."""
+    try:
+        day = dt.date.fromisoformat(week)
+    except (TypeError, ValueError):
+        raise ValueError(f"week {week!r} is not a date written YYYY-MM-DD") from None
+    if day.isoformat() != week or day.weekday() != 0:
+        raise ValueError(f"week {week!r} is not a Monday written YYYY-MM-DD")
+    return week
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"{name!r} is not a data asset name (letters, digits, '_' and '-'; at most 255)")
+    return name
+
+
+def _check_version(version: str) -> str:
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        raise DataVersionNotFound(f"{version!r} is not a data version (<week> or <week>.<n>)")
+    return version
+
+
+def _check_files(files: Mapping[str, str]) -> dict[str, str]:
+    if not files:
+        raise ValueError("a data version needs at least one file")
+    for path, sha in files.items():
+        check_path(path)
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise ValueError(f"{path}: {sha!r} is not a sha256 (64 lower-case hex digits)")
+    return dict(sorted(files.items()))
+
+
+def version_name(week: str, n: int) -> str:
+    return week if n == 1 else f"{week}.{n}"
+
+
+def version_key(version: str) -> tuple[str, int]:
+    m = VERSION_PATTERN.match(version)
+    return (m.group(1), int(m.group(2) or 1)) if m else (version, 0)
+
+
+def datasets_of(files: Iterable[str]) -> list[str]:
+    """The datasets of ``curated/<dataset>/...`` paths, sorted."""
+    return sorted({p.split("/")[1] for p in files if p.count("/") >= 2})
+
+
+def _map(lake: Lake, fn: Callable[[T], R], items: Iterable[T], workers: int = READ_WORKERS) -> Iterator[R]:
+    """``fn`` over ``items`` in order: in this thread on a local lake; on a remote one in a
+    thread pool with a bounded queue, so that memory stays bounded however many items."""
+    if isinstance(lake, LocalLake) or workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="lake-read") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers * _QUEUED_PER_WORKER:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+# --------------------------------------------------------------------------------------------- snapshot
+def snapshot(lake: Lake, datasets: Iterable[str] = DATASETS, workers: int = READ_WORKERS) -> dict[str, str]:
+    """Curated csv path -> sha256 for every ingested file of ``datasets``, read from the
+    manifests beside them (never the CSVs). Manifests of another status, without a curated
+    output, unreadable or gone meanwhile (a re-ingest in between) are skipped."""
+    manifests = (
+        path
+        for dataset in datasets
+        for path in lake.list(f"curated/{dataset}/v{SCHEMA_VERSION}")
+        if path.endswith(".manifest.json")
+    )
+    found: dict[str, str] = {}
+    for entry in _map(lake, lambda p: _curated_file(lake, p), manifests, workers):
+        if entry is not None:
+            found[entry[0]] = entry[1]
+    return dict(sorted(found.items()))
+
+
+def _curated_file(lake: Lake, manifest_path: str) -> tuple[str, str] | None:
+    try:
+        manifest = json.loads(lake.read_bytes(manifest_path))
+    except NotFoundError:
+        return None
+    except ValueError as e:
+        log.warning("snapshot: manifest %s is not JSON (%s): skipped", manifest_path, e)
+        return None
+    if not isinstance(manifest, dict) or manifest.get("status") != "ingested":
+        return None
+    curated = (manifest.get("outputs") or {}).get("curated") or {}
+    path, sha = curated.get("path"), curated.get("sha256")
+    if not isinstance(path, str) or not isinstance(sha, str) or not path or not sha:
+        log.warning("snapshot: manifest %s names no curated path and sha256: skipped", manifest_path)
+        return None
+    return path, sha
+
+
+# --------------------------------------------------------------------------------------------- the catalogs
+class DataCatalog(ABC):
+    """What the weekly batch needs of a data catalog."""
+
+    @abstractmethod
+    def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
+        """The version of ``name`` holding ``files`` as of ``week``: the existing one when this
+        week already has one with the same content, else a new one (``<week>``, or the next
+        free ``<week>.<n>``). ``ValueError`` for a bad name, week or file list."""
+
+    @abstractmethod
+    def get(self, name: str, version: str) -> DataVersion:
+        """One version; raises :class:`DataVersionNotFound`."""
+
+    @abstractmethod
+    def versions(self, name: str) -> list[DataVersion]:
+        """Every version of ``name``, by week, then ``<n>`` (empty for an unknown name)."""
+
+    @abstractmethod
+    def link_run(self, name: str, version: str, run_id: str, kind: RunKind = "train") -> RunLink:
+        """Record that run ``run_id`` trained or scored on this version (idempotent; a run
+        linked with another kind is refused)."""
+
+    @abstractmethod
+    def runs_of(self, name: str, version: str) -> list[RunLink]:
+        """The runs linked to a version, in the order they were linked."""
+
+    @abstractmethod
+    def versions_with_file(self, curated_path: str, sha256: str | None = None) -> list[DataVersion]:
+        """Every version (of every name) holding ``curated_path`` (with this content, when
+        ``sha256`` is given), by name, week, ``<n>``."""
+
+    def runs_for_file(self, curated_path: str, sha256: str | None = None) -> list[RunLink]:
+        """Every run that used a version holding ``curated_path``: ``(name, version, run_id, kind)``."""
+        return [link for v in self.versions_with_file(curated_path, sha256) for link in self.runs_of(v.name, v.version)]
+
+    def resolve(self, reference: str) -> DataVersion:
+        """The version ``azureml:<name>:<version>`` names; :class:`DataVersionNotFound`."""
+        try:
+            name, version = parse_reference(reference)
+        except ValueError as e:
+            raise DataVersionNotFound(str(e)) from None
+        return self.get(name, version)
+
+
+class LakeDataCatalog(DataCatalog):
+    """The catalog as records in the lake (see the module's docstring for the layout)."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        top: str = "batches/data",
+        folder: str = "curated",
+        datastore: str = LAKE_DATASTORE,
+        attempts: int = 1000,
+    ) -> None:
+        self.lake = lake
+        self.top = top.strip("/")
+        self.folder = folder.strip("/")
+        self.datastore = datastore
+        self.attempts = attempts
+
+    # paths ------------------------------------------------------------------------------------
+    def _record_path(self, name: str, version: str) -> str:
+        return f"{self.top}/{name}/{version}.json"
+
+    def _runs_folder(self, name: str, version: str) -> str:
+        return f"{self.top}/{name}/{version}/runs"
+
+    # the interface -----------------------------------------------------------------------------
+    def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
+        candidate = self._candidate(name, week, files)
+        for n in range(1, self.attempts + 1):
+            version = self._claim(candidate, version_name(week, n))
+            if version.content_hash == candidate.content_hash:
+                return version
+        raise DataCatalogError(f"{name}: no free version for week {week} after {self.attempts} attempts")
+
+    def get(self, name: str, version: str) -> DataVersion:
+        found = self._read(check_name(name), _check_version(version))
+        if found is None:
+            raise DataVersionNotFound(f"no version {version} of data {name}")
+        return found
+
+    def versions(self, name: str) -> list[DataVersion]:
+        check_name(name)
+        found = [v for v in self._records(self._record_paths(f"{self.top}/{name}")) if v.name == name]
+        return sorted(found, key=lambda v: version_key(v.version))
+
+    def link_run(self, name: str, version: str, run_id: str, kind: RunKind = "train") -> RunLink:
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+            raise ValueError(f"{run_id!r} is not a run id (letters, digits, '_', '-', '.')")
+        if kind not in ("train", "score"):
+            raise ValueError(f"kind {kind!r} is neither train nor score")
+        self.get(name, version)  # a link to a version that does not exist is refused
+        link = RunLink(name, version, run_id, kind)
+        path = f"{self._runs_folder(name, version)}/{run_id}.json"
+        record = {**link._asdict(), "linked_at": clock.now_iso()}
+        if not self.lake.create(path, json.dumps(record, indent=2).encode("utf-8")):
+            existing = json.loads(self.lake.read_bytes(path))
+            if existing.get("kind") != kind:
+                raise DataCatalogError(
+                    f"run {run_id} is already linked to {name} version {version} as {existing.get('kind')}, not {kind}"
+                )
+        return link
+
+    def runs_of(self, name: str, version: str) -> list[RunLink]:
+        folder = self._runs_folder(check_name(name), _check_version(version))
+        records = [json.loads(self.lake.read_bytes(p)) for p in self.lake.list(folder) if p.endswith(".json")]
+        records.sort(key=lambda r: (r.get("linked_at", ""), r["run_id"]))
+        return [RunLink(name, version, r["run_id"], r["kind"]) for r in records]
+
+    def versions_with_file(self, curated_path: str, sha256: str | None = None) -> list[DataVersion]:
+        found = [
+            v
+            for v in self._records(self._record_paths(self.top))
+            if curated_path in v.files and (sha256 is None or v.files[curated_path] == sha256)
+        ]
+        return sorted(found, key=lambda v: (v.name, *version_key(v.version)))
+
+    # helpers ------------------------------------------------------------------------------------
+    def _candidate(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
+        """What ``register`` would record (its version is set when claimed)."""
+        checked = _check_files(files)
+        return DataVersion(
+            name=check_name(name),
+            version=check_week(week),
+            week=week,
+            path=datastore_uri(self.folder, self.datastore),
+            content_hash=content_hash(checked),
+            files=checked,
+            created_at=clock.now_iso(),
+        )
+
+    def _claim(self, candidate: DataVersion, version: str) -> DataVersion:
+        """The record of ``version``: ``candidate``'s, if this call created it (create-if-absent
+        is the version's lock), else the one already there."""
+        existing = self._read(candidate.name, version)
+        if existing is not None:
+            return existing
+        claimed = candidate.model_copy(update={"version": version})
+        if self.lake.create(self._record_path(candidate.name, version), claimed.to_json()):
+            return claimed
+        existing = self._read(candidate.name, version)  # another registration claimed it meanwhile
+        if existing is None:
+            raise DataCatalogError(f"{candidate.name} version {version}: claimed, then gone")
+        return existing
+
+    def _read(self, name: str, version: str) -> DataVersion | None:
+        path = self._record_path(name, version)
+        try:
+            data = self.lake.read_bytes(path)
+        except NotFoundError:
+            return None
+        try:
+            return DataVersion.model_validate_json(data)
+        except ValidationError as e:
+            raise DataCatalogError(f"the record of {name} version {version} ({path}) is not valid: {e}") from e
+
+    def _record_paths(self, prefix: str) -> Iterator[str]:
+        """The version records below ``prefix`` (``<top>/<name>/<version>.json``, not run links)."""
+        for path in self.lake.list(prefix):
+            parts = path[len(self.top) + 1 :].split("/")
+            if len(parts) == 2 and parts[1].endswith(".json") and VERSION_PATTERN.match(parts[1][: -len(".json")]):
+                yield path
+
+    def _records(self, paths: Iterable[str]) -> Iterator[DataVersion]:
+        def read(path: str) -> DataVersion | None:
+            try:
+                return DataVersion.model_validate_json(self.lake.read_bytes(path))
+            except NotFoundError:
+                return None
+            except ValidationError as e:
+                raise DataCatalogError(f"the data version record {path} is not valid: {e}") from e
+
+        # one record at a time in memory (a record lists every file)
+        return (v for v in _map(self.lake, read, paths) if v is not None)
