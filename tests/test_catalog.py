@@ -31,6 +31,20 @@ def test_catalog_parameters_are_the_pipeline_yaml_inputs():
             assert set(p.parameters) | set(p.inputs) <= set(job["inputs"]), p.name
 
 
+def test_every_pipeline_job_and_component_loads_with_azure_ai_ml():
+    """What the azureml backend submits must load: azure-ai-ml's own schema (a pipeline job's
+    input cannot say ``optional``; this caught the forecast pipeline's oracle input)."""
+    from azure.ai.ml import load_component, load_job
+
+    for p in load_catalog().values():
+        if p.definition.kind != "pipeline_job":
+            continue
+        job = load_job(ROOT_DIR / p.definition.job)
+        assert set(p.parameters) | set(p.inputs) <= set(job.inputs), p.name
+        for component in (p.local.components if p.local else {}).values():
+            load_component(ROOT_DIR / component)
+
+
 def test_a_broken_catalog_lists_every_problem(tmp_path):
     (tmp_path / "pipelines").mkdir()
     bad = tmp_path / "pipelines" / "catalog.toml"

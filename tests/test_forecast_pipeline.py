@@ -240,17 +240,33 @@ def test_score_and_evaluate_cover_the_trained_groups_only(run: dict[str, Path], 
     assert {k.rsplit(".", 1)[0] for k in metrics if k.endswith(".mape")} == {*groups[:2], "overall"}
 
 
-def test_train_refuses_a_group_not_in_the_data(run: dict[str, Path]) -> None:
-    listed = f"{groups_of(run)[0]},atlantis.large.fast"
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--features", run["features"], "--groups", listed, "--out", run["tmp"] / "bad"],
-        cwd=SRC,
-        capture_output=True,
-        text=True,
-    )
+def test_train_leaves_out_a_listed_group_not_in_the_data_and_refuses_when_none_is(run: dict[str, Path]) -> None:
+    known = groups_of(run)[0]
+
+    def train(listed: str, out: str) -> subprocess.CompletedProcess:
+        args = [
+            sys.executable,
+            "train.py",
+            "--features",
+            run["features"],
+            "--groups",
+            listed,
+            "--out",
+            run["tmp"] / out,
+        ]
+        return subprocess.run(args, cwd=SRC, capture_output=True, text=True)
+
+    proc = train("atlantis.large.fast", "bad")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "train: group(s) not in the data: atlantis.large.fast"
+    assert proc.stderr.strip().splitlines() == [
+        "train: group(s) not in the data, left out: atlantis.large.fast",
+        "train: none of the listed groups is in the data",
+    ]
     assert not (run["tmp"] / "bad").exists()
+    proc = train(f"{known},atlantis.large.fast", "one")
+    assert proc.returncode == 0, proc.stderr
+    assert "left out: atlantis.large.fast" in proc.stderr
+    assert sorted(p.name for p in (run["tmp"] / "one").glob("*.pkl")) == [f"{known}.pkl"]
 
 
 # the score pipeline: scoring with production models ----------------------------------------------

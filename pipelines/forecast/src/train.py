@@ -7,8 +7,10 @@ only validates.
 
 ``--groups`` (default ``all``; comma-separated group names) fits the per-group members and
 weights of the listed groups only, at every origin; the global LightGBM still learns from every
-row of the lake (it is one model per run). A listed group that is not in the data is an error
-(exit 2). A group's blend weights are steadied by those of the groups trained with it.
+row of the lake (it is one model per run). A listed group that is not in the data is named on
+stderr and left out (the weekly batch lists both velocities of a new region and format before
+the data says which it has); none of them in the data is an error (exit 2). A group's blend
+weights are steadied by those of the groups trained with it.
 
 Writes ``<out>/<group>.pkl`` per group and ``lgbm.txt`` / ``lgbm.json`` (the models of the
 last origin, the holdout's, which score uses; a group's pickle and the run's booster are the
@@ -51,6 +53,20 @@ def parse_groups(text: str) -> list[str] | None:
     if text.strip().lower() == "all":
         return None
     return sorted({g.strip() for g in text.split(",") if g.strip()})
+
+
+def known_groups(text: str, present: set[str]) -> tuple[list[str] | None, str | None]:
+    """The groups ``--groups`` asks for that the data has (None: every group), or the problem."""
+    groups = parse_groups(text)
+    if groups is None:
+        return None, None
+    if not groups:
+        return None, f"--groups names no group: {text!r}"
+    unknown = sorted(set(groups) - present)
+    if unknown:
+        print(f"train: group(s) not in the data, left out: {', '.join(unknown)}", file=sys.stderr)
+    groups = [g for g in groups if g in present]
+    return (groups, None) if groups else (None, "none of the listed groups is in the data")
 
 
 def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print, groups: list[str] | None = None):
@@ -124,15 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (data.table["split"] == "train").any():
         print("train: no train rows", file=sys.stderr)
         return 2
-    groups = parse_groups(a.groups)
-    if groups is not None:
-        if not groups:
-            print(f"train: --groups names no group: {a.groups!r}", file=sys.stderr)
-            return 2
-        unknown = sorted(set(groups) - set(data.table["group"]))
-        if unknown:
-            print(f"train: group(s) not in the data: {', '.join(unknown)}", file=sys.stderr)
-            return 2
+    groups, problem = known_groups(a.groups, set(data.table["group"]))
+    if problem:
+        print(f"train: {problem}", file=sys.stderr)
+        return 2
     a.out.mkdir(parents=True, exist_ok=True)
     trained_at = time.time()
     # one thread per process for BLAS and OpenMP: on a shared machine their spinning threads

@@ -145,13 +145,20 @@ def _lookup(name: str, context: dict[str, str], where: Path) -> str:
     return shlex.quote(context[name])
 
 
+_DATA_TYPES = ("uri_folder", "uri_file", "mltable")
+
+
 def _unset_optional(bound: str, job: dict[str, Any], values: dict[str, str]) -> bool:
-    """``${{parent.inputs.x}}`` for an optional pipeline input ``x`` given no value."""
+    """``${{parent.inputs.x}}`` for a pipeline input ``x`` that may go without a value and was
+    given none: a data input declared with its type only (no path: a pipeline job's inputs
+    cannot say ``optional``, azure-ai-ml refuses it) or one marked ``optional``."""
     m = re.fullmatch(r"\$\{\{\s*parent\.inputs\.([A-Za-z0-9_]+)\s*\}\}", bound.strip())
     if m is None:
         return False
     spec = (job.get("inputs") or {}).get(m.group(1))
-    return isinstance(spec, dict) and bool(spec.get("optional")) and m.group(1) not in values
+    if not isinstance(spec, dict) or m.group(1) in values:
+        return False
+    return bool(spec.get("optional")) or (spec.get("type") in _DATA_TYPES and not spec.get("path"))
 
 
 def _bind(value: str, values: dict[str, str], produced: dict[str, dict[str, Path]]) -> str:
