@@ -1,4 +1,7 @@
-"""The durable watch: start (or follow) AML pipeline runs and answer ADF when they end.
+"""The durable watch: start (or follow) AML pipeline runs and answer ADF when they end; and the
+weekly batch (new data -> retrain what changed -> gate -> promote -> score with production),
+an orchestration over the watch with three entry points: the data-complete queue message,
+the weekly schedule, and ADF by HTTP.
 
 The orchestrator is a pure generator that drives the watch's one decision loop
 (``shared.watch.loop``) with durable activities and timers: time from the context, no I/O.
@@ -18,6 +21,7 @@ from azure.durable_functions.models.Task import TaskState
 from shared import clock, http, runtime
 from shared.aml import runs
 from shared.aml.request import job_name_for
+from shared.mlops import batch, start
 from shared.settings import get_settings
 from shared.watch import events, loop, policy, reads
 from shared.watch import http as watch_api
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 SUBMIT = "aml_submit_runs"
 STATUS = "aml_runs_status"
 CANCEL = "aml_cancel_run"
+BATCH_STEP = "batch_step"
+WATCH = "watch_pipeline_runs"
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=4)
 #: runs submitted by one activity: a 500-run batch is 20 activities, not 500
 SUBMIT_CHUNK = 25
@@ -127,6 +133,7 @@ class _Driver:
                     {
                         "pipeline": r.pipeline,
                         "parameters": r.parameters,
+                        "inputs": r.inputs,
                         # the same key on every retry and replay: AML gets one run per entry
                         "idempotency_key": f"{self.context.instance_id}-{r.index}",
                         # the watch's instance on the job: AML's job events find their way back
@@ -224,7 +231,12 @@ def aml_submit_runs(requests: list) -> list:
     outcomes = []
     for request in requests:
         tags = {events.TAG_WATCH: request["watch"]} if request.get("watch") else {}
-        body = {"parameters": request["parameters"], "idempotency_key": request["idempotency_key"], "tags": tags}
+        body = {
+            "parameters": request["parameters"],
+            "inputs": request.get("inputs") or {},
+            "idempotency_key": request["idempotency_key"],
+            "tags": tags,
+        }
         answer = runs.submit(backend, catalog, request["pipeline"], json.dumps(body).encode(), "")
         try:
             outcomes.append({"ok": True, "answer": _check(answer, "submit", request["idempotency_key"])})
@@ -251,3 +263,97 @@ async def aml_job_event(event: func.EventGridEvent, client: df.DurableOrchestrat
     """AML's job status events (Event Grid): wake the watch that follows the job at once. An
     event for a job no watch follows, or for a watch that has ended, is ignored."""
     await events.wake(client, event.event_type, event.get_json())
+
+
+# --- the weekly batch ---------------------------------------------------------------------------
+
+
+@bp.route(route="batches/{week}", methods=["POST", "GET"])
+@bp.durable_client_input(client_name="client")
+async def weekly_batch_http(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """ADF's entry: POST starts the week's batch (once; body optional: ``partial``, ``retrain``),
+    GET answers its state (202 running, 200 done, 502 failed, 200 waiting_for_data)."""
+    week, base, code = req.route_params["week"], http.origin(req.url), req.params.get("code")
+    if req.method == "GET":
+        return _respond(await http.guarded_async(start.batch_status(client, runtime.lake(), week, base, code)))
+    inp, refused = start.parse_start(week, req.get_body(), "http")
+    if inp is None:
+        return _respond(refused or http.error(400, "invalid_request", "the request was refused"))
+    answer = start.start_batch(client, runtime.lake(), inp, base, clock.now(), code)
+    return _respond(await http.guarded_async(answer))
+
+
+@bp.function_name("weekly_batch_queue")
+@bp.queue_trigger(arg_name="msg", queue_name="%FORECASTOPS_BATCH_QUEUE%", connection="LAKE_STORAGE")
+@bp.durable_client_input(client_name="client")
+async def weekly_batch_queue(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
+    """An ingest app announced a week whose data is complete (or the staleness check asks for
+    a retrain at once): start that week's batch, once. A message that is not a start raises,
+    and after the host's retries lands in the poison queue, where it can be read."""
+    message = msg.get_json()
+    if not isinstance(message, dict):
+        raise ValueError("a batch message is a JSON object with a week")
+    # what the announcer adds for people (when, which raw file) is not part of the start
+    inp = batch.BatchInput.model_validate({k: v for k, v in message.items() if k in batch.BatchInput.model_fields})
+    status, body, _ = await start.start_batch(client, runtime.lake(), inp, "", clock.now())
+    if status >= 500:
+        raise RuntimeError(f"weekly batch {inp.week}: {body.get('message')}")
+    if status >= 400:
+        log.warning("weekly batch %s not started (%s): %s", inp.week, body.get("error"), body.get("message"))
+
+
+@bp.function_name("weekly_batch_schedule")
+@bp.timer_trigger(arg_name="timer", schedule="%FORECASTOPS_BATCH_SCHEDULE%")
+@bp.durable_client_input(client_name="client")
+async def weekly_batch_schedule(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """The weekly fallback: the last finished week's batch, if its data never completed it."""
+    partial = get_settings().batch_incomplete == "partial"
+    await start.schedule_batch(client, runtime.lake(), partial, clock.now())
+
+
+@bp.orchestration_trigger(context_name="context")
+def weekly_batch(context: df.DurableOrchestrationContext):
+    """The batch's one sequence (``shared.mlops.batch.steps``): its steps as one activity,
+    its pipeline runs as sub-orchestrations of the watch."""
+    given = context.get_input(expected_type=dict) or {}
+    sequence = batch.steps(given)
+    reply = None
+    while True:
+        try:
+            command = sequence.send(reply)
+        except StopIteration as end:
+            context.set_custom_status({"week": given.get("week"), "step": "done"})
+            return end.value
+        if isinstance(command, batch.Call):
+            context.set_custom_status({"week": given.get("week"), "step": command.step})
+            request = {"step": command.step, "payload": command.payload, "now": clock.iso(context.current_utc_datetime)}
+            reply = yield context.call_activity_with_retry(BATCH_STEP, RETRY, request, expected_type=dict)
+        else:
+            context.set_custom_status({"week": given.get("week"), "step": command.kind})
+            reply = yield from _watch(context, command)
+
+
+def _watch(context: df.DurableOrchestrationContext, command: batch.Watch):
+    run = policy.RunState(index=0, pipeline=command.pipeline, parameters=command.parameters, inputs=command.inputs)
+    options = policy.WatchOptions.model_validate(command.options)
+    state = policy.start([run], options, context.current_utc_datetime)
+    try:
+        return (
+            yield context.call_sub_orchestrator(
+                WATCH, {"state": state.to_input()}, instance_id=f"{context.instance_id}-{command.kind}"
+            )
+        )
+    except Exception as e:  # the watch itself failed: this run's failure, and the batch says so
+        if not context.is_replaying:
+            log.warning("weekly batch %s: the %s watch failed: %s", context.instance_id, command.kind, e)
+        return {"runs": [{"outcome": "failed", "error": {"message": f"the {command.kind} watch failed"}}]}
+
+
+@bp.activity_trigger(input_name="request")
+def batch_step(request: dict) -> dict:
+    """One step of the weekly batch (plan, register, production, publish), at the
+    orchestrator's time so that a replayed decision is the same decision."""
+    from shared.mlops import steps
+
+    now = clock.parse_iso(request["now"])
+    return steps.run_step(runtime.batch_context(), request["step"], request["payload"], now)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestio
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
     from shared.ingestion.announce import Signal
+    from shared.mlops.data_assets import DataCatalog
     from shared.mlops.registry import Registry
+    from shared.mlops.steps import Context
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,38 @@ def registry() -> Registry:
     from shared.mlops.registry import LakeRegistry
 
     return LakeRegistry(lake())
+
+
+@lru_cache(maxsize=1)
+def data_catalog() -> DataCatalog:
+    """The worker's data catalog: AML data assets (azureml backend), and the lake's records."""
+    backend = aml_backend()
+    if get_settings().aml_backend == "azureml":
+        from shared.aml.azureml import AzureMLBackend
+        from shared.mlops.aml_data_assets import AzureDataCatalog
+
+        if isinstance(backend, AzureMLBackend):
+            return AzureDataCatalog(backend.client, lake())
+    from shared.mlops.data_assets import LakeDataCatalog
+
+    return LakeDataCatalog(lake())
+
+
+def batch_context(settings: Settings | None = None) -> Context:
+    """What the weekly batch's steps work with, from the settings."""
+    from shared.mlops.steps import Context, watch_options
+
+    settings = settings or get_settings()
+    pipelines = catalog()
+    return Context(
+        lake=lake(),
+        registry=registry(),
+        data=data_catalog(),
+        gates=pipelines["forecast"].gates,
+        retrain=settings.retrain,
+        margin=settings.promotion_margin,
+        watch=watch_options(pipelines, settings.watch_polling()),
+    )
 
 
 def catalog() -> dict[str, Pipeline]:

@@ -36,6 +36,11 @@ APPS = {
         "aml_runs_status",
         "aml_cancel_run",
         "aml_job_event",
+        "weekly_batch_http",
+        "weekly_batch_queue",
+        "weekly_batch_schedule",
+        "weekly_batch",
+        "batch_step",
     },
 }
 

@@ -1,12 +1,16 @@
 """The ADF -> Azure ML bridge: submit, read and cancel AML pipeline runs over HTTP; and the
 daily check of the production models' age."""
 
+import logging
+
 import azure.functions as func
 
 from shared import clock, http, runtime
 from shared.aml import runs
+from shared.settings import get_settings
 
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 
 def _respond(answer: http.Answer) -> func.HttpResponse:
@@ -51,4 +55,15 @@ def models_staleness_check(timer: func.TimerRequest) -> None:
     from shared.mlops import staleness
 
     limit = load_catalog()["forecast"].gates.max_age_days or staleness.DEFAULT_STALE_DAYS
-    staleness.check(runtime.registry(), clock.now(), limit)
+    now = clock.now()
+    stale = staleness.check(runtime.registry(), now, limit)
+    settings = get_settings()
+    if stale and settings.stale_retrain == "at_once":
+        from shared.ingestion.weeks import last_finished_week, latest_week
+
+        signal = runtime.batch_signal()
+        if signal is None:
+            log.warning("staleness check: FORECASTOPS_BATCH_QUEUE is empty: the stale groups wait for the next batch")
+            return
+        week = latest_week(runtime.lake()) or last_finished_week(now)
+        staleness.retrain_at_once(stale, week, signal)

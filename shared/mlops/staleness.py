@@ -1,20 +1,23 @@
 """Which production models are too old, and the daily check that says so: each one is logged
 (name, version, age), every production model's age and the count of stale ones go to
 Application Insights (``model_age_days``, ``stale_models``). The next weekly batch retrains a
-stale model's group: a stale incumbent is replaced by any candidate that passes the gates
-(:mod:`shared.mlops.promotion`)."""
+stale model's group (its plan sees the age); with ``FORECASTOPS_STALE_RETRAIN=at_once`` the
+check asks for a batch of the stale groups at once (:func:`retrain_at_once`: a message on the
+batch queue, which the bridge's queue trigger starts like any other). A stale incumbent is
+replaced by any candidate that passes the gates (:mod:`shared.mlops.promotion`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any, Protocol
 
 from shared import telemetry
 from shared.mlops.cards import ModelCard
 from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
 from shared.mlops.registry import Registry
 
-__all__ = ["check", "stale_models"]
+__all__ = ["check", "retrain_at_once", "stale_models"]
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +42,18 @@ def check(registry: Registry, now: dt.datetime, max_age_days: float = DEFAULT_ST
     telemetry.record_staleness({card.name: age_days(card, now) for card in production}, len(stale))
     log.info("staleness check: %d production model(s), %d stale", len(production), len(stale))
     return stale
+
+
+class _Signal(Protocol):
+    def send(self, message: dict[str, Any]) -> None: ...
+
+
+def retrain_at_once(stale: list[ModelCard], week: str, signal: _Signal) -> dict[str, Any] | None:
+    """Ask for a batch of the week ``week`` (the latest with data) that retrains the stale
+    groups now; the message sent, or None when nothing is stale."""
+    if not stale:
+        return None
+    message = {"week": week, "by": "staleness", "groups": sorted(card.name for card in stale)}
+    signal.send(message)
+    log.warning("staleness check: a batch of the week of %s retrains %d stale group(s) at once", week, len(stale))
+    return message

@@ -59,6 +59,8 @@ class RunState(BaseModel):
     run_id: str | None = None
     pipeline: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: the run's inputs by reference (``azureml:<data asset>:<version>`` or a lake URI)
+    inputs: dict[str, str] = Field(default_factory=dict)
     aml_status: str = "NotStarted"
     status: str = "queued"
     done: bool = False

@@ -1,0 +1,204 @@
+"""The weekly batch's one idempotent start, behind its three entry points: the data-complete
+announcement (a queue message from an ingest app), the weekly schedule, and ADF by HTTP.
+
+A week's batch is the durable instance ``weekly-batch-<W>``: a start of a week that already
+has one (running or ended) is a no-op that answers the existing one. Starters race (a hundred
+files completing the same week, the schedule, ADF): each claims ``batches/week=<W>/started.json``
+with create-if-absent, and only the claimant calls ``start_new``; a claimant that died before
+starting is replaced once its claim is older than :data:`CLAIM_TIMEOUT_S`. A week whose data is
+not complete is not started (the caller is told which sources are missing) unless the start
+asks for ``partial``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic import ValidationError
+
+from shared import clock
+from shared.http import Answer, error, invalid_request, json_body, problem
+from shared.ingestion.weeks import readiness
+from shared.lake import Lake, NotFoundError
+from shared.mlops.batch import BatchInput, batch_path, check_week, instance_id_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ORCHESTRATOR", "batch_status", "parse_start", "start_batch"]
+
+#: the orchestrator function's name
+ORCHESTRATOR = "weekly_batch"
+#: a claim older than this whose instance never appeared: its starter died; start again
+CLAIM_TIMEOUT_S = 300.0
+_ACTIVE = ("Pending", "Running", "ContinuedAsNew", "Suspended")
+
+
+def status_url(base_url: str, week: str, code: str | None = None) -> str:
+    url = f"{base_url.rstrip('/')}/api/batches/{week}"
+    return f"{url}?{urlencode({'code': code})}" if code else url
+
+
+def _runtime(status: Any) -> str | None:
+    runtime = getattr(status, "runtime_status", None)
+    return getattr(runtime, "value", runtime)
+
+
+def parse_start(week: str, body: bytes, by: str) -> tuple[BatchInput | None, Answer | None]:
+    """The start asked for by ``body`` (optional JSON: ``partial``, ``retrain``, ``groups``)
+    for ``week``; or the 400 listing every problem."""
+    data: Any = {}
+    if body.strip():
+        data, problems = json_body(body)
+        if problems:
+            return None, invalid_request(problems)
+        if not isinstance(data, dict):
+            return None, invalid_request([problem("body", "must be a JSON object")])
+    try:
+        return BatchInput.model_validate({**data, "week": week, "by": by}), None
+    except ValidationError as e:
+        found = [problem(".".join(str(p) for p in err["loc"]) or "body", err["msg"]) for err in e.errors()]
+        return None, invalid_request(found)
+
+
+async def start_batch(
+    client: Any, lake: Lake, inp: BatchInput, base_url: str, now: dt.datetime, code: str | None = None
+) -> Answer:
+    """Start the week's batch once: 202 with the status URL for a new one, 200 for the one the
+    week already has, 409 ``data_incomplete`` naming the missing sources (unless ``partial``)."""
+    instance_id = instance_id_for(inp)
+    url = status_url(base_url, inp.week, code)
+    existing = await client.get_status(instance_id)
+    if _runtime(existing) is not None:
+        return _attached(instance_id, inp, existing, url)
+    ready = readiness(lake, inp.week)
+    if ready.missing and not inp.partial:
+        message = (
+            f"no curated {', '.join(ready.missing)} for the week of {inp.week}; "
+            "start with partial=true to train on what is there"
+        )
+        return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing))
+    claim = json.dumps({"instance_id": instance_id, "by": inp.by, "claimed_at": clock.iso(now)}).encode()
+    path = batch_path(inp.week, f"started-{instance_id}.json")
+    if not lake.create(path, claim) and not _claim_expired(lake, path, now):
+        # another starter holds the claim and is starting it: the same batch
+        return 200, {"instance_id": instance_id, "week": inp.week, "started": False, "status_url": url}, {}
+    try:
+        await client.start_new(ORCHESTRATOR, instance_id, inp.model_dump(mode="json"))
+    except Exception:
+        # NonRunningStates (host.json): a racing start of the same instance is refused
+        existing = await client.get_status(instance_id)
+        if _runtime(existing) is None:
+            with contextlib.suppress(NotFoundError):
+                lake.delete(path)  # nobody started it: the next starter may
+            raise
+        return _attached(instance_id, inp, existing, url)
+    log.info("weekly batch %s started by %s (%s)", inp.week, inp.by, instance_id)
+    body = {"instance_id": instance_id, "week": inp.week, "by": inp.by, "started": True, "status_url": url}
+    if ready.missing:
+        body["missing"] = list(ready.missing)
+    return 202, body, {"Location": url, "Retry-After": "60"}
+
+
+def _claim_expired(lake: Lake, path: str, now: dt.datetime) -> bool:
+    try:
+        claimed = clock.parse_iso(json.loads(lake.read_bytes(path))["claimed_at"])
+    except (NotFoundError, ValueError, KeyError, TypeError):
+        return False
+    if (now - claimed).total_seconds() <= CLAIM_TIMEOUT_S:
+        return False
+    # replace it, so that only one of the starters that find it expired goes on
+    with contextlib.suppress(NotFoundError):
+        lake.delete(path)
+    return lake.create(path, json.dumps({"claimed_at": clock.iso(now), "replaced": True}).encode())
+
+
+def _attached(instance_id: str, inp: BatchInput, status: Any, url: str) -> Answer:
+    body = {
+        "instance_id": instance_id,
+        "week": inp.week,
+        "started": False,
+        "runtime_status": _runtime(status),
+        "status_url": url,
+    }
+    return 200, body, {}
+
+
+async def batch_status(client: Any, lake: Lake, week: str, base_url: str, code: str | None = None) -> Answer:
+    """``GET /api/batches/{week}``: 202 while it runs; 200 with the summary when it succeeded;
+    502 with the summary when it failed; 200 ``waiting_for_data`` with the missing sources
+    when the schedule found the week incomplete; 404 for a week with no batch."""
+    try:
+        check_week(week)
+    except ValueError as e:
+        return invalid_request([problem("week", str(e))])
+    instance_id = f"weekly-batch-{week}"
+    url = status_url(base_url, week, code)
+    status = await client.get_status(instance_id)
+    runtime = _runtime(status)
+    if runtime is None:
+        try:
+            waiting = json.loads(lake.read_bytes(batch_path(week, "waiting.json")))
+        except NotFoundError:
+            return error(404, "unknown_batch", f"no batch for the week of {week}")
+        return (
+            200,
+            {
+                "week": week,
+                "outcome": "waiting_for_data",
+                "missing": waiting.get("missing", []),
+                "reason": waiting.get("reason"),
+            },
+            {},
+        )
+    if runtime in _ACTIVE:
+        custom = getattr(status, "custom_status", None)
+        return (
+            202,
+            {"instance_id": instance_id, "week": week, "runtime_status": runtime, "progress": custom},
+            {"Location": url, "Retry-After": "60"},
+        )
+    output = getattr(status, "output", None)
+    if isinstance(output, str):
+        with contextlib.suppress(ValueError):
+            output = json.loads(output)
+    if runtime == "Completed" and isinstance(output, dict):
+        outcome = output.get("outcome")
+        if outcome in ("succeeded", "waiting_for_data"):
+            return 200, {"instance_id": instance_id, **output}, {}
+        message = "; ".join(output.get("problems") or []) or "the batch failed"
+        return 502, {"error": "batch_failed", "message": message, "instance_id": instance_id, **output}, {}
+    if runtime in ("Terminated", "Canceled"):
+        return error(409, "terminated", f"the batch was {runtime.lower()}", instance_id=instance_id)
+    log.error("weekly batch %s failed: %s", instance_id, output)
+    return error(
+        500, "batch_failed", "the batch itself failed; the app's logs have the details", instance_id=instance_id
+    )
+
+
+async def schedule_batch(client: Any, lake: Lake, partial: bool, now: dt.datetime) -> Answer:
+    """The weekly fallback: start the last finished week's batch if nothing started it. When
+    its data is not complete: with ``partial`` it trains on what is there; otherwise it starts
+    nothing and records which sources are missing (``batches/week=<W>/waiting.json``, which
+    ``GET /api/batches/<W>`` answers) until data or a later start completes the week."""
+    from shared.ingestion.weeks import last_finished_week
+
+    week = last_finished_week(now)
+    answer = await start_batch(client, lake, BatchInput(week=week, by="schedule", partial=partial), "", now)
+    status, body, _ = answer
+    if status == 409 and body.get("error") == "data_incomplete":
+        waiting = {
+            "week": week,
+            "by": "schedule",
+            "status": "waiting_for_data",
+            "missing": body.get("missing", []),
+            "reason": body.get("message"),
+            "at": clock.iso(now),
+        }
+        lake.write_bytes(batch_path(week, "waiting.json"), json.dumps(waiting, indent=2).encode("utf-8"))
+        log.warning("weekly batch %s not started: %s", week, body.get("message"))
+    return answer

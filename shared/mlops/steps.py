@@ -1,0 +1,417 @@
+"""The weekly batch's steps (:data:`shared.mlops.batch.STEPS`): what each does with the lake, the
+model registry and the data catalog. Each takes and returns JSON (an activity's payload), and
+each may run twice (an activity retried) with the same result: a model registered from a run
+is found again by its run, not registered twice; files are written whole.
+
+Records in the lake (``batches/week=<W>/``): ``plan.json``, ``waiting.json`` (the week's data
+was not complete: which sources are missing), ``production/`` (the production models handed
+to the scoring run) and ``summary.json``; the forecasts go to
+``curated/forecasts/v1/week=<W>/<group>.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shared.aml.catalog import Gates
+from shared.clock import iso
+from shared.ingestion.weeks import readiness
+from shared.lake import Lake, NotFoundError
+from shared.mlops import inputs as group_inputs
+from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path
+from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
+from shared.mlops.data_assets import DataCatalog
+from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
+from shared.mlops.registry import Registry, review
+
+log = logging.getLogger(__name__)
+
+#: the forecast pipeline's product-velocity classes (its groups' last segment)
+VELOCITIES = ("fast", "slow")
+#: where the published forecasts go: a standard dataset
+FORECASTS = "curated/forecasts/v1"
+#: changed files named in a reason; the rest are counted
+_NAMED = 2
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the steps work with (the composition root builds it once per worker)."""
+
+    lake: Lake
+    registry: Registry
+    data: DataCatalog
+    #: the forecast pipeline's gates (the catalog's)
+    gates: Gates
+    retrain: str = "changed"
+    margin: float = 0.02
+    watch: dict[str, Any] | None = None
+    #: more inputs of the training run besides the curated data (the main job's oracle)
+    train_inputs: dict[str, str] | None = None
+
+
+def _stale_days(ctx: Context) -> float:
+    """The age beyond which a production model is stale: the gates' max age (60 days)."""
+    return ctx.gates.max_age_days if ctx.gates.max_age_days is not None else DEFAULT_STALE_DAYS
+
+
+def _write_json(lake: Lake, path: str, doc: Any) -> None:
+    lake.write_bytes(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
+
+
+# --- plan ----------------------------------------------------------------------------------------
+def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Is the week ready, which data version, and which groups to retrain (and why)."""
+    inp = BatchInput.model_validate(payload)
+    ready = readiness(ctx.lake, inp.week)
+    base: dict[str, Any] = {
+        "week": inp.week,
+        "by": inp.by,
+        "started_at": iso(now),
+        "missing": list(ready.missing),
+        "partial": bool(ready.missing),
+        "watch": ctx.watch or {},
+    }
+    if ready.missing and not inp.partial:
+        reason = f"no curated {', '.join(ready.missing)} for the week of {inp.week}: waiting for the data"
+        waiting = base | {"status": "waiting_for_data", "reason": reason}
+        _write_json(ctx.lake, batch_path(inp.week, "waiting.json"), waiting)
+        log.warning("weekly batch %s: %s", inp.week, reason)
+        return waiting
+    files = group_inputs.curated_files(ctx.lake)
+    stores = group_inputs.read_stores(ctx.lake, files)
+    version = ctx.data.register(DATA_ASSET, inp.week, {f.path: f.sha256 for f in files})
+    pairs = sorted(stores.pairs())
+    fingerprints = {
+        f"{r}.{fmt}": group_inputs.fingerprint(group_inputs.group_files(f"{r}.{fmt}.x", files, stores))
+        for r, fmt in pairs
+    }
+    groups = _decide_groups(ctx, inp, files, stores, fingerprints, now)
+    retrain = [g for g, d in groups.items() if d["action"] == "retrain"]
+    known = set(ctx.registry.names())
+    # nothing registered yet (the first batch): every group the data has, whatever it is called
+    train: str | list[str] = "all" if not known else retrain
+    result = base | {
+        "status": "ready",
+        "data": {
+            "name": version.name,
+            "version": version.version,
+            "reference": version.reference,
+            "content_hash": version.content_hash,
+            "files": len(version.files),
+        },
+        "fingerprints": fingerprints,
+        "groups": groups,
+        "train": train,
+        "train_inputs": dict(ctx.train_inputs or {}),
+    }
+    if ready.missing:
+        result["reason"] = f"trained on what is there: no curated {', '.join(ready.missing)} for the week"
+    _write_json(ctx.lake, batch_path(inp.week, "plan.json"), result)
+    return result
+
+
+def _decide_groups(
+    ctx: Context,
+    inp: BatchInput,
+    files: list[group_inputs.CuratedFile],
+    stores: group_inputs.Stores,
+    fingerprints: dict[str, str],
+    now: dt.datetime,
+) -> dict[str, dict[str, Any]]:
+    names = set(ctx.registry.names())
+    # a region and format the store master has and no model covers yet: both velocities are new
+    for pair in fingerprints:
+        if not any(n.startswith(f"{pair}.") for n in names) and names:
+            names.update(f"{pair}.{v}" for v in VELOCITIES)
+    force = (inp.retrain or ctx.retrain) == "all"
+    decided: dict[str, dict[str, Any]] = {}
+    for name in sorted(names):
+        region, fmt, _ = group_inputs.split_group(name)
+        fp = fingerprints.get(f"{region}.{fmt}")
+        production = ctx.registry.production(name)
+        pv = production.version if production else None
+
+        def go(action: str, reason: str, name: str = name, fp: str | None = fp, pv: int | None = pv) -> None:
+            decided[name] = {"action": action, "reason": reason, "fingerprint": fp, "production_version": pv}
+
+        if fp is None:
+            go("skip", "no store of this region and format in the store master: nothing to train on")
+        elif force:
+            go("retrain", "every group is retrained (retrain=all)")
+        elif name in inp.groups:
+            go("retrain", f"asked by the {inp.by.replace('_', ' ')} check")
+        elif production is None:
+            go("retrain", "no production model")
+        elif (age := age_days(production, now)) > _stale_days(ctx):
+            go("retrain", f"production v{pv} is {age:.0f} days old (stale: over {_stale_days(ctx):.0f})")
+        elif production.data_versions.get("inputs") != fp:
+            go("retrain", f"inputs changed since v{pv}: {_changed(ctx, production, name, files, stores)}")
+        else:
+            go("skip", f"inputs unchanged since v{pv} (trained {age:.0f} days ago)")
+    return decided
+
+
+def _changed(
+    ctx: Context, production: ModelCard, name: str, files: list[group_inputs.CuratedFile], stores: group_inputs.Stores
+) -> str:
+    """Which of the group's files are new or changed since the data its model was trained on."""
+    reference = production.data_versions.get("curated", "")
+    _, _, version = reference.rpartition(":")
+    try:
+        before = ctx.data.get(DATA_ASSET, version).files if version else None
+    except Exception:
+        before = None
+    if before is None:
+        return "its data version is not known"
+    mine = group_inputs.group_files(name, files, stores)
+    changed = [f.path for f in mine if before.get(f.path) != f.sha256]
+    gone = len({p for p in before if p not in {f.path for f in files}})
+    if not changed and gone:
+        return f"{gone} file(s) removed"
+    shown = ", ".join(p.rsplit("/", 1)[-1] for p in changed[:_NAMED])
+    more = f" and {len(changed) - _NAMED} more" if len(changed) > _NAMED else ""
+    return f"{len(changed)} file(s) new or changed ({shown}{more})"
+
+
+# --- register --------------------------------------------------------------------------------------
+def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Every model the training run produced, registered and reviewed (promoted or kept)."""
+    plan, train = payload["plan"], payload.get("train")
+    if train is None:
+        return {"trained": False, "groups": {}}
+    if train.get("outcome") not in ("completed", "gate_failed"):
+        error = train.get("error") or {}
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return {
+            "trained": False,
+            "error": f"the training run {train.get('run_id')} ended {train.get('outcome')}: {message}",
+            "groups": {},
+        }
+    run_id = str(train["run_id"])
+    metrics = model_metrics(train.get("metrics") or {})
+    models = f"runs/{run_id}/outputs/train/models"
+    present = {p.rsplit("/", 1)[-1] for p in ctx.lake.list(models)}
+    booster: dict[str, bytes] = {
+        name: ctx.lake.read_bytes(f"{models}/{name}") for name in ("lgbm.txt", "lgbm.json") if name in present
+    }
+    data = plan["data"]
+    out: dict[str, dict[str, Any]] = {}
+    for group in sorted(metrics):
+        if not re.match(NAME_PATTERN, group) or f"{group}.pkl" not in present:
+            continue
+        out[group] = _register_one(ctx, plan, run_id, group, metrics[group], models, booster, now)
+    ctx.data.link_run(DATA_ASSET, data["version"], run_id, "train")
+    return {"trained": True, "run_id": run_id, "groups": out}
+
+
+def model_metrics(by_step: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A run's metrics as the watch reports them (per step, ``<group>.<metric>``) per model."""
+    models: dict[str, dict[str, Any]] = {}
+    for values in by_step.values():
+        for name, value in (values or {}).items():
+            group, _, metric = str(name).rpartition(".")
+            if re.match(NAME_PATTERN, group):
+                models.setdefault(group, {})[metric] = value
+    return models
+
+
+def _register_one(
+    ctx: Context,
+    plan: dict[str, Any],
+    run_id: str,
+    group: str,
+    measured: dict[str, Any],
+    models: str,
+    booster: dict[str, bytes],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    trained_at = measured.get("trained_at")
+    if not isinstance(trained_at, int | float):
+        return {"registered": False, "reason": "the run reported no trained_at for it: not registered"}
+    region, fmt, _ = group_inputs.split_group(group)
+    # a retried step finds the version it registered from this run, and its decision
+    card = next((c for c in ctx.registry.versions(group) if c.run_id == run_id), None)
+    if card is None:
+        files = {"model.pkl": ctx.lake.read_bytes(f"{models}/{group}.pkl"), **booster}
+        card = ctx.registry.register(
+            ModelCard(
+                name=group,
+                metrics=Metrics(**{k: measured.get(k) for k in Metrics.model_fields}),
+                trained_at=float(trained_at),
+                run_id=run_id,
+                data_versions={
+                    "curated": plan["data"]["reference"],
+                    "curated_hash": plan["data"]["content_hash"],
+                    "inputs": plan["fingerprints"].get(f"{region}.{fmt}", ""),
+                },
+            ),
+            files,
+        )
+    version = int(card.version or 0)
+    decision = card.decision
+    if decision is None:
+        decision = review(ctx.registry, group, version, ctx.gates, now, ctx.margin, _stale_days(ctx))
+    return {
+        "registered": True,
+        "version": version,
+        "mape": card.metrics.mape,
+        "outcome": decision.outcome,
+        "rule": decision.rule,
+        "reason": decision.reason,
+    }
+
+
+# --- production --------------------------------------------------------------------------------------
+def production(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The production models, copied where the scoring run reads them, with ``production.json``."""
+    week = payload["plan"]["week"]
+    folder = batch_path(week, "production")
+    models: dict[str, dict[str, Any]] = {}
+    for card in ctx.registry.production_models():
+        version = int(card.version or 0)
+        for file_name in card.files:
+            data = ctx.registry.read_file(card.name, version, file_name)
+            ctx.lake.write_bytes(f"{folder}/{card.name}/{file_name}", data)
+        models[card.name] = {
+            "name": card.name,
+            "version": version,
+            "trained_at": card.trained_at,
+            "stale": age_days(card, now) > _stale_days(ctx),
+        }
+    _write_json(ctx.lake, f"{folder}/production.json", {"week": week, "models": models})
+    return {"uri": f"azureml://datastores/lake/paths/{folder}", "models": models}
+
+
+# --- publish -------------------------------------------------------------------------------------------
+def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The forecasts into ``curated/forecasts/v1/week=<W>/`` and the batch's summary."""
+    plan = payload["plan"]
+    week = plan["week"]
+    if plan["status"] != "ready":
+        summary = {
+            "week": week,
+            "by": plan["by"],
+            "outcome": plan["status"],
+            "missing": plan["missing"],
+            "reason": plan.get("reason"),
+            "started_at": plan["started_at"],
+            "finished_at": iso(now),
+        }
+        _write_json(ctx.lake, batch_path(week, "summary.json"), summary)
+        return summary
+    registered = payload.get("registered") or {}
+    prod = (payload.get("production") or {}).get("models") or {}
+    score = payload.get("score")
+    scored = _copy_forecasts(ctx, week, score, prod) if score and score.get("outcome") == "completed" else {}
+    if score and score.get("run_id") and scored:
+        ctx.data.link_run(DATA_ASSET, plan["data"]["version"], str(score["run_id"]), "score")
+    groups = _group_lines(plan, registered, prod, scored)
+    train = payload.get("train")
+    problems = []
+    if registered.get("error"):
+        problems.append(registered["error"])
+    if score is None and prod:
+        problems.append("the scoring run did not start")
+    elif score is not None and score.get("outcome") != "completed":
+        error = score.get("error") or {}
+        message = error.get("message") if isinstance(error, dict) else error
+        problems.append(f"the scoring run {score.get('run_id')} ended {score.get('outcome')}: {message}")
+    elif not prod:
+        problems.append("no model is in production: nothing was scored")
+    counts: dict[str, int] = {}
+    for g in groups.values():
+        for key in (g["training"], g.get("decision") or "-", "scored" if g.get("scored_with") else "not scored"):
+            counts[key] = counts.get(key, 0) + 1
+    summary = {
+        "week": week,
+        "by": plan["by"],
+        "outcome": "failed" if problems else "succeeded",
+        "problems": problems,
+        "partial": plan["partial"],
+        "missing": plan["missing"],
+        "data": plan["data"],
+        "train_run": train.get("run_id") if train else None,
+        "score_run": score.get("run_id") if score else None,
+        "forecasts": f"{FORECASTS}/week={week}/",
+        "counts": counts,
+        "groups": groups,
+        "started_at": plan["started_at"],
+        "finished_at": iso(now),
+    }
+    _write_json(ctx.lake, batch_path(week, "summary.json"), summary)
+    return summary
+
+
+def _copy_forecasts(ctx: Context, week: str, score: dict[str, Any], prod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The scoring run's ``<group>.csv`` files into the forecasts dataset (a group no longer
+    scored loses its old file); per group, the version it was scored with and its rows."""
+    outputs = f"runs/{score['run_id']}/outputs"
+    found = {p.rsplit("/", 1)[-1][:-4]: p for p in ctx.lake.list(outputs) if p.endswith(".csv") and "/forecasts/" in p}
+    target = f"{FORECASTS}/week={week}"
+    scored: dict[str, dict[str, Any]] = {}
+    for group, path in sorted(found.items()):
+        if group not in prod:
+            continue
+        data = ctx.lake.read_bytes(path)
+        ctx.lake.write_bytes(f"{target}/{group}.csv", data)
+        scored[group] = {"version": prod[group]["version"], "rows": max(0, data.count(b"\n") - 1)}
+    for path in list(ctx.lake.list(target)):
+        if path.endswith(".csv") and path.rsplit("/", 1)[-1][:-4] not in scored:
+            with contextlib.suppress(NotFoundError):
+                ctx.lake.delete(path)
+    return scored
+
+
+def _group_lines(
+    plan: dict[str, Any], registered: dict[str, Any], prod: dict[str, Any], scored: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per group: retrained or skipped (why), promoted or kept (why), scored with which version."""
+    trained = registered.get("groups") or {}
+    planned = plan.get("groups") or {}
+    lines: dict[str, dict[str, Any]] = {}
+    for group in sorted(set(planned) | set(trained) | set(prod)):
+        p = planned.get(group) or {"action": "retrain", "reason": "no production model"}
+        t = trained.get(group)
+        line: dict[str, Any] = {"training": "skipped" if p["action"] == "skip" else "retrained", "why": p["reason"]}
+        if p["action"] == "retrain" and not (t and t.get("registered")):
+            line["training"] = "failed"
+            line["why"] = (
+                registered.get("error") or (t or {}).get("reason") or "the training run produced no model for it"
+            )
+        if t and t.get("registered"):
+            line |= {"version": t["version"], "mape": t["mape"], "decision": t["outcome"], "decision_why": t["reason"]}
+        line["scored_with"] = scored[group]["version"] if group in scored else None
+        line["rows"] = scored[group]["rows"] if group in scored else 0
+        if group in prod and prod[group].get("stale"):
+            line["stale_production"] = True
+        lines[group] = line
+    return lines
+
+
+STEP_FUNCTIONS = {"plan": plan, "register": register, "production": production, "publish": publish}
+
+
+def run_step(ctx: Context, step: str, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """One step by name (the orchestrator's one activity, and the command line)."""
+    if step not in STEP_FUNCTIONS:
+        raise ValueError(f"no batch step {step!r}")
+    return STEP_FUNCTIONS[step](ctx, payload, now)
+
+
+def watch_options(pipelines: dict[str, Any], polling: dict[str, float] | None) -> dict[str, Any]:
+    """How the batch's runs are followed: each pipeline held to its own gates from the catalog,
+    the app's polling (the safety poll when job events wake the watch), six hours at most."""
+    options: dict[str, Any] = {
+        "timeout_s": 6 * 3600.0,
+        "pipeline_gates": {name: p.gates.model_dump(mode="json") for name, p in pipelines.items()},
+    }
+    if polling:
+        options["polling"] = polling
+    return options
