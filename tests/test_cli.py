@@ -100,7 +100,9 @@ def test_the_readme_submit_body_is_a_valid_request():
 
 
 def test_the_whole_weekly_batch_end_to_end_at_a_small_size(tmp_path):
-    """Generated raw data -> ingest -> forecast pipeline (local backend) -> watch -> summary and report."""
+    """Two weeks of the loop: generated raw data -> ingest (which announces the complete week)
+    -> the weekly batch (train, register, promote, score with production) -> one more week of
+    data -> its batch (retrain what changed, promote or keep, score) -> summary and report."""
     from html.parser import HTMLParser
 
     out = io.StringIO()
@@ -119,8 +121,24 @@ def test_the_whole_weekly_batch_end_to_end_at_a_small_size(tmp_path):
     ]
     assert main(args, out=out) == 0, out.getvalue()
     text = out.getvalue()
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]"):
         assert step in text
+    announced = re.findall(r"^the data of the week of (\S+) is complete: its weekly batch starts", text, re.M)
+    assert len(announced) == 2 and announced[0] < announced[1], text
+    week2 = announced[1]
+    summary = json.loads((tmp_path / "batches" / f"week={week2}" / "summary.json").read_text())
+    assert summary["outcome"] == "succeeded" and summary["by"] == "data_complete", summary
+    assert re.search(rf"^week of {week2} \(data complete\): \d+ retrained", text, re.M), text
+    for name, line in summary["groups"].items():
+        pointer = tmp_path / "models" / name / "production.json"
+        serving = json.loads(pointer.read_text())["version"] if pointer.exists() else None
+        assert line["scored_with"] == serving, (name, line)  # scored with production, whatever was trained
+        if line["training"] == "retrained":
+            assert line["decision"] in ("promoted", "kept") and line["decision_why"]
+        if serving is not None:
+            csv = (tmp_path / "curated" / "forecasts" / "v1" / f"week={week2}" / f"{name}.csv").read_text().splitlines()
+            assert csv[0] == "store_id,sku,week_start,forecast,model,model_version"
+            assert {row.split(",")[4:] == [name, str(serving)] for row in csv[1:]} == {True}
     m = re.search(r"(\d+) of (\d+) models healthy .*?; (\d+) of (\d+) beat the historical-average baseline", text)
     assert m, text
     healthy, models, beat, _ = map(int, m.groups())

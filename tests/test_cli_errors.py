@@ -288,11 +288,13 @@ def test_an_interrupted_main_job_cancels_the_pipeline_run_it_started(tmp_path, c
         started["backend"], started["run_id"] = backend, answer[1]["run_id"]
         return answer
 
-    def follow_then_ctrl_c(backend, run_id, out):
+    def follow_then_ctrl_c(backend, run_id, options, out):
         raise KeyboardInterrupt
 
+    from shared.tooling import weekly
+
     monkeypatch.setattr(runs, "submit", submit)
-    monkeypatch.setattr(mainjob, "_follow", follow_then_ctrl_c)
+    monkeypatch.setattr(weekly, "_follow", follow_then_ctrl_c)
     code, _, err = run_cli(capsys, "--lake", str(tmp_path), "run", "--samples", str(SAMPLES))
     assert code == 130
     assert err == [

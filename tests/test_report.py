@@ -49,8 +49,21 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str,
         assert main([*args, "--weeks", "40"], out=out) == 0, out.getvalue()
         get_settings.cache_clear()
     text = out.getvalue()
-    run_id = re.search(r"^run (\S+): ", text, re.M).group(1)
+    run_id = re.search(r"^report: .*/forecast-(\S+)\.html$", text, re.M).group(1)
     yield root, text, run_id
+
+
+def test_the_report_shows_the_weekly_batchs_decision_for_every_model(batch):
+    page = _page(batch)
+    rows = _grids(page).grids["decisions"]
+    assert rows[0] == ["model", "training", "why", "decision", "why", "serving"]
+    models = [r[0] for r in rows[1:]]
+    assert len(models) == 8 and models == sorted(models)
+    for _, training, why, decision, decision_why, serving in rows[1:]:
+        assert training in ("retrained", "skipped") and why
+        assert decision in ("promoted", "kept") and decision_why
+        assert serving == "not scored" or re.fullmatch(r"v\d+", serving)
+    assert "The weekly batch: week of" in page and "curated/forecasts/v1/week=" in page
 
 
 def _page(batch: tuple[Path, str, str]) -> str:
@@ -401,5 +414,6 @@ def test_the_report_renders_in_headless_chromium_without_errors_and_with_visible
     assert layout["title"] == f"Demand forecast: run {run_id}"
     assert len(layout["svgs"]) == 3 and all(w > 100 and h > 100 for w, h in layout["svgs"]), layout
     assert layout["rows"] == 8 + 1  # the model table: a header and 8 models
-    assert layout["gridRows"][0] == 1 + 2 and len(layout["gridRows"]) >= 2  # region x format: 2 regions
+    # the batch's decisions (a header and 8 models), then region x format (2 regions)
+    assert layout["gridRows"][:2] == [1 + 8, 1 + 2] and len(layout["gridRows"]) >= 3
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -118,9 +118,12 @@ def _json_files(lake: Lake, prefix: str, suffix: str) -> list[dict[str, Any]]:
     return [parse_json(lake.read_bytes(p)) for p in lake.list(prefix) if p.endswith(suffix)]
 
 
-def write_report(lake: Lake, res: RunResults, gates: Gates, now: dt.datetime) -> str:
+def write_report(
+    lake: Lake, res: RunResults, gates: Gates, now: dt.datetime, batch: dict[str, Any] | None = None
+) -> str:
     """Writes ``reports/forecast-<run_id>.html`` (and its figures for the index, ``.json``
-    beside it), rewrites ``reports/index.html``; returns the report's path."""
+    beside it), rewrites ``reports/index.html``; returns the report's path. With ``batch``
+    (the weekly batch's summary), the report shows its decisions per group."""
     rows = models(res.metrics, now, gates)
     quality = data_quality(
         _json_files(lake, "curated", ".manifest.json"), _json_files(lake, "quarantine", ".error.json")
@@ -138,6 +141,7 @@ def write_report(lake: Lake, res: RunResults, gates: Gates, now: dt.datetime) ->
         panels=_panels(res, rows),
         summary=res.summary,
         forecasts_link=f"../{output_path(res.run_id, 'forecasts')}",
+        batch=batch,
     )
     page = f"{REPORTS}/forecast-{res.run_id}.html"
     lake.write_bytes(page, html_report(inputs).encode())

@@ -43,6 +43,8 @@ class ReportInputs:
     panels: list[GroupSeries]
     summary: list[dict[str, str]]
     forecasts_link: str
+    #: the weekly batch's summary (:mod:`shared.mlops.steps`), when the run was one
+    batch: dict[str, Any] | None = None
 
 
 def grid(headers: list[str], rows: list[list[tuple[str, str]]], label: str) -> str:
@@ -142,6 +144,38 @@ def _targets(inp: ReportInputs) -> str:
     return f"<p>{html.escape(targets_line(inp.overall, inp.targets))}.</p><ul>{items}</ul>"
 
 
+def _decisions(summary: dict[str, Any] | None) -> str:
+    """The weekly batch's decisions: per group, retrained or skipped, promoted or kept, and the
+    version that scored the coming weeks, each with its reason."""
+    if not summary or not summary.get("groups"):
+        return ""
+    esc = html.escape
+    rows = []
+    for name, g in summary["groups"].items():
+        decision = g.get("decision") or "-"
+        bad = "no" if g["training"] == "failed" or decision == "kept" else ""
+        serving = f"v{g['scored_with']}" if g.get("scored_with") else "not scored"
+        rows.append(
+            [
+                (name, ""),
+                (g["training"], bad if g["training"] == "failed" else ""),
+                (str(g.get("why") or ""), ""),
+                (decision, bad if decision == "kept" else ("ok" if decision == "promoted" else "")),
+                (str(g.get("decision_why") or ""), ""),
+                (serving, ""),
+            ]
+        )
+    counts = summary.get("counts") or {}
+    told = ", ".join(f"{v} {esc(k)}" for k, v in counts.items() if k not in ("-", "not scored"))
+    data = summary.get("data") or {}
+    headers = ["model", "training", "why", "decision", "why", "serving"]
+    return f"""<h2>The weekly batch: week of {esc(str(summary["week"]))}</h2>
+<p>Started by {esc(str(summary["by"]).replace("_", " "))}; data {esc(str(data.get("reference", "")))};
+{told}. Forecasts of the coming weeks, each group by its production model:
+<code>{esc(str(summary.get("forecasts", "")))}</code>.</p>
+{grid(headers, rows, "decisions")}"""
+
+
 def html_report(inp: ReportInputs) -> str:
     m = inp.meta
     holdout_from = str(m.get("holdout_from", ""))
@@ -159,6 +193,7 @@ def html_report(inp: ReportInputs) -> str:
 <p><strong>{html.escape(verdict(inp.rows, inp.overall, inp.gates))}.</strong></p>
 {_targets(inp)}
 {_windows(inp)}
+{_decisions(inp.batch)}
 <h2>Error per model</h2>
 <p>Each model's MAPE, mean over the backtest origins, from the lowest (green: healthy, red: not).
 Black ticks: the historical-average baseline's MAPE. Dashed line: the {inp.gates.max_mape} gate.</p>
