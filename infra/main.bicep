@@ -202,7 +202,10 @@ module bridge 'modules/function-app.bicep' = {
 }
 
 // Least privilege on the lake: each ingest app reads its own raw/<source>/ container and writes
-// curated/ and quarantine/; the bridge keeps the local backend's runs/ and reads models/.
+// curated/, quarantine/ and batches/ (the week index, the data-complete announcements); the
+// bridge reads raw/ never, writes runs/ (pipeline outputs), models/ (the registry), batches/
+// (plans, claims, summaries, data records) and curated/ (forecasts/v1, a standard dataset), and
+// takes the batch queue's messages.
 module ingestLakeAccess 'modules/lake-access.bicep' = [
   for (app, i) in ingestApps: {
     name: 'lake-access-${app.service}'
@@ -211,8 +214,9 @@ module ingestLakeAccess 'modules/lake-access.bicep' = [
       lakeName: lake.outputs.name
       principalId: ingest[i].outputs.principalId
       readContainers: ['raw']
-      writeContainers: ['curated', 'quarantine']
-      // the blob trigger keeps its poison queue in the account its connection names
+      writeContainers: ['curated', 'quarantine', 'batches']
+      // the blob trigger keeps its poison queue in the account its connection names; the
+      // batch queue is there too
       queueAccess: true
     }
   }
@@ -224,9 +228,10 @@ module bridgeLakeAccess 'modules/lake-access.bicep' = {
   params: {
     lakeName: lake.outputs.name
     principalId: bridge.outputs.principalId
-    readContainers: ['curated', 'models']
-    writeContainers: ['runs']
-    queueAccess: false
+    readContainers: []
+    writeContainers: ['curated', 'runs', 'models', 'batches']
+    // the batch queue's trigger (and the staleness check's retrain-at-once message)
+    queueAccess: true
   }
 }
 

@@ -331,10 +331,10 @@ def test_aml_job_events_are_off_unless_asked_for():
         assert event in aml
 
 
-def test_the_lake_has_a_hierarchical_namespace_and_the_five_containers():
+def test_the_lake_has_a_hierarchical_namespace_and_the_six_containers():
     lake = (INFRA / "modules" / "lake.bicep").read_text()
     assert "isHnsEnabled: true" in lake
-    assert "var containers = ['raw', 'curated', 'quarantine', 'runs', 'models']" in lake
+    assert "var containers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches']" in lake
 
 
 # --- azure.yaml and the parameter files ---------------------------------------------------------
