@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from pathlib import Path
 
 import pytest
 from azure.mgmt.datafactory import models
 
-from shared.aml.catalog import load_catalog
-from shared.watch.http import StartRequest
 from tests.drivers import indexed_functions
 from tests.test_infra import MAIN, apps
 
@@ -189,15 +186,25 @@ def web_calls(pipeline) -> list[tuple[models.WebActivity, str, str]]:
     found = []
     for a in activities(pipeline.activities):
         if isinstance(a, models.WebActivity) and "/api/" in a.url["value"]:
+            url = a.url["value"]
+            # a path segment computed by an expression (the batch's week) stands as {week}
+            url = url.replace(f"', {WEEK_EXPRESSION}, '", "{week}")
             m = re.fullmatch(
                 r"@concat\(pipeline\(\)\.globalParameters\.(\w+), '/api/([^'?]+)(\?code=', uriComponent\((.+)\))?'?\)",
-                a.url["value"],
+                url,
             )
             assert m, a.url
             if m.group(3):  # the key in the URL too: the same one as in the header
                 assert m.group(4) == a.headers["x-functions-key"]["value"].removeprefix("@"), a.url
             found.append((a, m.group(1), m.group(2)))
     return found
+
+
+#: the week the batch starts for: the parameter, or the Monday of the last finished week
+WEEK_EXPRESSION = (
+    "if(empty(pipeline().parameters.week), formatDateTime(addDays(utcnow(), mul(-1, add(dayOfWeek(utcnow()), 6))), "
+    "'yyyy-MM-dd'), pipeline().parameters.week)"
+)
 
 
 def test_every_url_is_a_route_the_app_at_that_url_registers_with_that_method(pipeline):
@@ -207,10 +214,10 @@ def test_every_url_is_a_route_the_app_at_that_url_registers_with_that_method(pip
         "ingest/weather",
         "ingest/shipments",
         "ingest/demographics",
-        "orchestrations/pipeline-runs",
+        "batches/{week}",
     }
     for activity, param, path in calls:
-        name, module = route_for(path, activity.method)
+        name, module = route_for(path.replace("{week}", "2026-12-21"), activity.method)
         app = apps_by_param[param]
         assert module in app["functions"].split(","), f"{activity.name}: {name} is not on {app['service']}"
 
@@ -255,7 +262,7 @@ def _expand(body: str, item: str, run_id: str) -> dict:
 def test_the_starter_gets_the_key_in_its_url_so_that_location_carries_it(pipeline):
     """ADF's documentation does not say whether the Web activity re-sends its headers when it
     follows Location: the starter echoes a ``code`` query parameter into Location."""
-    (start,) = [a for a, _, path in web_calls(pipeline) if path == "orchestrations/pipeline-runs"]
+    (start,) = [a for a, _, path in web_calls(pipeline) if path == "batches/{week}"]
     assert "?code=', uriComponent(activity('" in start.url["value"] and start.policy.secure_input is True
 
 
@@ -276,18 +283,34 @@ def test_replays_post_the_path_to_the_ingest_route_of_its_source(pipeline):
     assert isinstance(default, models.FailActivity)
 
 
-def test_the_batch_starts_through_the_durable_starter_and_follows_location(pipeline):
+def test_the_batch_starts_through_the_batch_route_and_follows_location(pipeline):
+    from shared.mlops.start import parse_start
+
     (start,) = [a for a in pipeline.activities if a.name == "Start weekly batch"]
     assert start.method == "POST" and start.turn_off_async is False
-    body = _expand(start.body["value"], "", str(uuid.uuid4()))
-    assert body["pipeline"] == "forecast" and set(body) == {"pipeline", "idempotency_key"}
-    assert start.body["value"].count('"idempotency_key": "@{pipeline().RunId}"') == 1
-    StartRequest.model_validate(body)  # the starter accepts it
-    assert "forecast" in load_catalog()
-    # the activity waits as long as the watch may run (its default timeout: 12 hours)
+    for partial in ("true", "false"):
+        text = start.body["value"].replace("@{if(pipeline().parameters.partial, 'true', 'false')}", partial)
+        assert "@" not in text
+        inp, refused = parse_start("2026-12-21", text.encode(), "http")  # the route accepts it
+        assert refused is None and inp is not None and inp.partial is (partial == "true")
+    assert pipeline.parameters["week"].type == "string" and pipeline.parameters["partial"].type == "bool"
+    # the activity waits as long as a batch may run (two watched runs)
     days, rest = start.policy.timeout.split(".")
     hours = int(days) * 24 + int(rest.split(":")[0])
     assert hours >= 12
+
+
+@pytest.mark.parametrize("day", range(14))
+def test_the_week_adf_computes_is_the_last_finished_week_as_the_app_computes_it(day):
+    """ADF's expression (dayOfWeek: 0 is Sunday) against shared.ingestion.weeks."""
+    import datetime as dt
+
+    from shared.ingestion.weeks import last_finished_week
+
+    now = dt.datetime(2026, 12, 20, 9, 30, tzinfo=dt.UTC) + dt.timedelta(days=day)
+    day_of_week = (now.weekday() + 1) % 7  # ADF's dayOfWeek
+    adf = (now + dt.timedelta(days=-1 * (day_of_week + 6))).strftime("%Y-%m-%d")
+    assert adf == last_finished_week(now)
 
 
 def test_a_failed_batch_fails_the_pipeline(pipeline):
