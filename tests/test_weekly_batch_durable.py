@@ -188,8 +188,8 @@ def test_adf_starts_a_week_once_and_reads_its_state(bridge):
         status, body, headers = http(stub, "POST", W, code="k")
         assert status == 202 and body["instance_id"] == f"weekly-batch-{W}" and body["started"] is True
         assert headers["Location"] == f"http://localhost:7071/api/batches/{W}?code=k"
-        again = http(stub, "POST", W)
-        assert again[0] == 200 and again[1]["started"] is False
+        again = http(stub, "POST", W)  # running: ADF waits for the batch the week already has
+        assert again[0] == 202 and again[1]["started"] is False and again[2]["Location"].endswith(W)
         assert len(host.instances) == 1
         assert http(stub, "GET", W)[0] == 202
         assert http(stub, "GET", "2026-12-22")[0] == 400
@@ -258,12 +258,14 @@ def test_a_hundred_concurrent_starters_of_one_week_start_one_batch(blob_lake):
 
             return await asyncio.gather(*(one(i) for i in range(100)))
 
-        answers = [status for status, _, _ in run_async(everyone())]
+        answered = run_async(everyone())
+        answers = [status for status, _, _ in answered]
+        started = [body["started"] for _, body, _ in answered]
         starts = [r for r in stub.requests if r[0] == "POST" and "orchestrators/weekly_batch" in r[1]]
         looks = [r for r in stub.requests if r[0] == "GET"]
     assert len(looks) >= 100  # every starter looked for the instance before one started it
     assert len(host.instances) == 1 and len(starts) == 1
-    assert answers.count(202) == 1 and answers.count(200) == 99
+    assert answers.count(202) == 100 and started.count(True) == 1  # all wait on the one batch
 
 
 def test_a_claim_whose_starter_died_is_taken_over_after_its_timeout(bridge):
@@ -278,7 +280,8 @@ def test_a_claim_whose_starter_died_is_taken_over_after_its_timeout(bridge):
             client = DurableOrchestrationClient(stub.client_binding_json())
             return await start.start_batch(client, bridge, BatchInput(week=W), "http://x", now)
 
-        assert run_async(go(dt.datetime(2026, 12, 28, 8, 1, tzinfo=dt.UTC)))[0] == 200  # still being started
+        being_started = run_async(go(dt.datetime(2026, 12, 28, 8, 1, tzinfo=dt.UTC)))
+        assert being_started[0] == 202 and being_started[1]["started"] is False
         assert not host.instances
         assert run_async(go(dt.datetime(2026, 12, 28, 8, 10, tzinfo=dt.UTC)))[0] == 202
         assert list(host.instances) == [f"weekly-batch-{W}"]

@@ -68,8 +68,10 @@ def parse_start(week: str, body: bytes, by: str) -> tuple[BatchInput | None, Ans
 async def start_batch(
     client: Any, lake: Lake, inp: BatchInput, base_url: str, now: dt.datetime, code: str | None = None
 ) -> Answer:
-    """Start the week's batch once: 202 with the status URL for a new one, 200 for the one the
-    week already has, 409 ``data_incomplete`` naming the missing sources (unless ``partial``)."""
+    """Start the week's batch once: 202 with the status URL for a new one (``started: true``);
+    for the one the week already has, its state as the status route answers it (202 while it
+    runs, so that ADF's Web activity waits for it; 200 or 502 once it ended), ``started: false``;
+    409 ``data_incomplete`` naming the missing sources (unless ``partial``)."""
     instance_id = instance_id_for(inp)
     url = status_url(base_url, inp.week, code)
     existing = await client.get_status(instance_id)
@@ -85,8 +87,9 @@ async def start_batch(
     claim = json.dumps({"instance_id": instance_id, "by": inp.by, "claimed_at": clock.iso(now)}).encode()
     path = batch_path(inp.week, f"started-{instance_id}.json")
     if not lake.create(path, claim) and not _claim_expired(lake, path, now):
-        # another starter holds the claim and is starting it: the same batch
-        return 200, {"instance_id": instance_id, "week": inp.week, "started": False, "status_url": url}, {}
+        # another starter holds the claim and is starting it: the same batch, soon running
+        body = {"instance_id": instance_id, "week": inp.week, "started": False, "status_url": url}
+        return 202, body, {"Location": url, "Retry-After": "60"}
     try:
         await client.start_new(ORCHESTRATOR, instance_id, inp.model_dump(mode="json"))
     except Exception:
@@ -118,14 +121,35 @@ def _claim_expired(lake: Lake, path: str, now: dt.datetime) -> bool:
 
 
 def _attached(instance_id: str, inp: BatchInput, status: Any, url: str) -> Answer:
-    body = {
-        "instance_id": instance_id,
-        "week": inp.week,
-        "started": False,
-        "runtime_status": _runtime(status),
-        "status_url": url,
-    }
-    return 200, body, {}
+    """The answer for a week that already has its batch: its state, as the status route gives
+    it (so that ADF's Web activity waits for a running one), with ``started: false``."""
+    code, body, headers = answer_for(status, instance_id, inp.week, url)
+    return code, {**body, "started": False, "status_url": url}, headers
+
+
+def answer_for(status: Any, instance_id: str, week: str, url: str) -> Answer:
+    """An existing batch's state as HTTP: 202 + Location while it runs, 200 with its summary when
+    it succeeded (or waits for data), 502 with it when it failed, 409 when it was stopped."""
+    runtime = _runtime(status)
+    if runtime in _ACTIVE:
+        custom = getattr(status, "custom_status", None)
+        body = {"instance_id": instance_id, "week": week, "runtime_status": runtime, "progress": custom}
+        return 202, body, {"Location": url, "Retry-After": "60"}
+    output = getattr(status, "output", None)
+    if isinstance(output, str):
+        with contextlib.suppress(ValueError):
+            output = json.loads(output)
+    if runtime == "Completed" and isinstance(output, dict):
+        if output.get("outcome") in ("succeeded", "waiting_for_data"):
+            return 200, {"instance_id": instance_id, **output}, {}
+        message = "; ".join(output.get("problems") or []) or "the batch failed"
+        return 502, {"error": "batch_failed", "message": message, "instance_id": instance_id, **output}, {}
+    if runtime in ("Terminated", "Canceled"):
+        return error(409, "terminated", f"the batch was {str(runtime).lower()}", instance_id=instance_id)
+    log.error("weekly batch %s failed: %s", instance_id, output)
+    return error(
+        500, "batch_failed", "the batch itself failed; the app's logs have the details", instance_id=instance_id
+    )
 
 
 async def batch_status(client: Any, lake: Lake, week: str, base_url: str, code: str | None = None) -> Answer:
@@ -139,45 +163,19 @@ async def batch_status(client: Any, lake: Lake, week: str, base_url: str, code: 
     instance_id = f"weekly-batch-{week}"
     url = status_url(base_url, week, code)
     status = await client.get_status(instance_id)
-    runtime = _runtime(status)
-    if runtime is None:
+    if _runtime(status) is None:
         try:
             waiting = json.loads(lake.read_bytes(batch_path(week, "waiting.json")))
         except NotFoundError:
             return error(404, "unknown_batch", f"no batch for the week of {week}")
-        return (
-            200,
-            {
-                "week": week,
-                "outcome": "waiting_for_data",
-                "missing": waiting.get("missing", []),
-                "reason": waiting.get("reason"),
-            },
-            {},
-        )
-    if runtime in _ACTIVE:
-        custom = getattr(status, "custom_status", None)
-        return (
-            202,
-            {"instance_id": instance_id, "week": week, "runtime_status": runtime, "progress": custom},
-            {"Location": url, "Retry-After": "60"},
-        )
-    output = getattr(status, "output", None)
-    if isinstance(output, str):
-        with contextlib.suppress(ValueError):
-            output = json.loads(output)
-    if runtime == "Completed" and isinstance(output, dict):
-        outcome = output.get("outcome")
-        if outcome in ("succeeded", "waiting_for_data"):
-            return 200, {"instance_id": instance_id, **output}, {}
-        message = "; ".join(output.get("problems") or []) or "the batch failed"
-        return 502, {"error": "batch_failed", "message": message, "instance_id": instance_id, **output}, {}
-    if runtime in ("Terminated", "Canceled"):
-        return error(409, "terminated", f"the batch was {runtime.lower()}", instance_id=instance_id)
-    log.error("weekly batch %s failed: %s", instance_id, output)
-    return error(
-        500, "batch_failed", "the batch itself failed; the app's logs have the details", instance_id=instance_id
-    )
+        body = {
+            "week": week,
+            "outcome": "waiting_for_data",
+            "missing": waiting.get("missing", []),
+            "reason": waiting.get("reason"),
+        }
+        return 200, body, {}
+    return answer_for(status, instance_id, week, url)
 
 
 async def schedule_batch(client: Any, lake: Lake, partial: bool, now: dt.datetime) -> Answer:
