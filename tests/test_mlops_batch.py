@@ -350,3 +350,23 @@ def test_every_entry_point_of_a_week_is_the_same_batch_and_a_staleness_retrain_i
     assert stale.startswith(f"weekly-batch-{W}-stale-") and stale != batch.instance_id_for(
         BatchInput(week=W, by="staleness", groups=[NE[1]])
     )
+
+
+def test_a_replayed_plan_asks_for_the_same_runs_and_a_new_plan_for_new_ones():
+    """The runs' keys follow the plan: a replay or a retried step re-attaches to the run it
+    started; the week planned anew (its instance purged, or the command line again) does not
+    re-attach to the old run, which may have failed."""
+    keys = []
+
+    def watch(command: batch.Watch) -> dict:
+        keys.append(command.key)
+        return {"runs": [{"run_id": "r", "outcome": "completed", "metrics": {}}]}
+
+    def call_for(started_at: str):
+        return Recorder(PLAN | {"train": "all", "started_at": started_at}, {"models": {"a.b.c": {}}, "uri": "x"}).call
+
+    for started_at in ("2026-12-28T09:00:00Z", "2026-12-28T09:00:00Z", "2026-12-29T09:00:00Z"):
+        batch.run_here(BatchInput(week=W), call_for(started_at), watch)
+    train = keys[0::2]
+    assert train[0] == train[1] != train[2] and all(k.startswith(f"batch-{W}-train-") for k in train)
+    assert keys[1] == keys[3] != keys[5]

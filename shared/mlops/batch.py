@@ -117,22 +117,36 @@ Command = Call | Watch
 Steps = Generator[Command, Any, dict[str, Any]]
 
 
+#: the per-model metrics a model card keeps (the others stay in the run)
+CARD_METRICS = ("mape", "rmse_0", "rmse_all", "baseline_mape", "wape", "trained_at")
+
+
 def run_of(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The one run of a :class:`Watch`'s result: id, outcome, metrics and error, if any."""
+    """The one run of a :class:`Watch`'s result: id, outcome, error, and the metrics a model
+    card keeps (per step, ``<model>.<metric>``; the rest would only weigh on the history)."""
     if not result or not result.get("runs"):
         return None
     run = result["runs"][0]
+    metrics = {
+        step: {k: v for k, v in (values or {}).items() if str(k).rpartition(".")[2] in CARD_METRICS}
+        for step, values in (run.get("metrics") or {}).items()
+    }
     return {
         "run_id": run.get("run_id"),
         "outcome": run.get("outcome"),
         "aml_status": run.get("aml_status"),
-        "metrics": run.get("metrics") or {},
+        "metrics": metrics,
         "error": run.get("error"),
         "failed_step": run.get("failed_step"),
     }
 
 
-def _key(week: str, kind: str, content: Any) -> str:
+def _key(plan: dict[str, Any], kind: str, content: Any) -> str:
+    """The run's idempotency key: the same plan (a replay, a retried activity) asks for the same
+    run; a batch planned again (the week started anew after its instance was purged, the
+    command line) gets a run of its own, not the old one re-attached."""
+    week = plan["week"]
+    content = [plan.get("started_at"), content]
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
     return f"batch-{week}-{kind}-{digest}"
 
@@ -142,13 +156,13 @@ def steps(inp: dict[str, Any]) -> Steps:
     plan = yield Call("plan", inp)
     if plan["status"] != "ready":
         return (yield Call("publish", {"plan": plan}))
-    week, data = plan["week"], plan["data"]
+    data = plan["data"]
     train = None
     if plan["train"]:
         parameters = {"groups": plan["train"] if isinstance(plan["train"], str) else ",".join(plan["train"])}
         inputs = {**plan.get("train_inputs", {}), "curated": data["reference"]}
         train = yield Watch(
-            "train", TRAIN_PIPELINE, parameters, inputs, plan["watch"], _key(week, "train", [parameters, inputs])
+            "train", TRAIN_PIPELINE, parameters, inputs, plan["watch"], _key(plan, "train", [parameters, inputs])
         )
     registered = yield Call("register", {"plan": plan, "train": run_of(train)})
     production = yield Call("production", {"plan": plan})
@@ -156,7 +170,7 @@ def steps(inp: dict[str, Any]) -> Steps:
     if production["models"]:
         inputs = {"curated": data["reference"], "production": production["uri"]}
         score = yield Watch(
-            "score", SCORE_PIPELINE, {}, inputs, plan["watch"], _key(week, "score", [inputs, production["models"]])
+            "score", SCORE_PIPELINE, {}, inputs, plan["watch"], _key(plan, "score", [inputs, production["models"]])
         )
     payload = {
         "plan": plan,
