@@ -140,3 +140,17 @@ def test_a_card_names_a_region_format_and_velocity():
             ModelCard(name=bad, trained_at=0, run_id="r")
     with pytest.raises(ValueError, match="finite"):
         ModelCard(name="a.b.c", trained_at=math.nan, run_id="r")
+
+
+@pytest.mark.parametrize(
+    ("mape", "theirs", "reason"),
+    [
+        (0.224, 0.220, "MAPE 0.224 is worse than production's 0.220 by 0.004, within the 0.02 margin"),
+        (0.219, 0.2212, "MAPE 0.219 beats production's 0.221"),
+        (0.25, 0.25, "MAPE 0.25 matches production's 0.25: the newer model is promoted"),
+    ],
+)
+def test_a_reason_never_hides_the_difference_it_decided_on(mape, theirs, reason):
+    """'0.22 is worse than 0.22 by 0.00' says nothing: a third decimal when two hide it."""
+    d = decide(card(2, mape), card(1, theirs), GATES, NOW)
+    assert d.outcome == "promoted" and d.reason.startswith(reason), d.reason

@@ -100,16 +100,20 @@ def decide(
         reason = f"production's MAPE (version {production.version}) is not a number: replaced by MAPE {mape:.2f}"
         return result("promoted", "stale_production", reason)
     worse_by = mape - theirs
-    if worse_by <= _EPSILON:
-        return result("promoted", "better", f"MAPE {mape:.2f} beats production's {theirs:.2f}")
+    # two decimals, or three when two would hide the difference ("0.22 worse than 0.22")
+    digits = 2 if round(mape, 2) != round(theirs, 2) or abs(worse_by) <= _EPSILON else 3
+    ours, prod, by = f"{mape:.{digits}f}", f"{theirs:.{digits}f}", f"{abs(worse_by):.{digits}f}"
+    if abs(worse_by) <= _EPSILON:
+        return result("promoted", "better", f"MAPE {ours} matches production's {prod}: the newer model is promoted")
+    if worse_by < 0:
+        return result("promoted", "better", f"MAPE {ours} beats production's {prod}")
     if worse_by <= max_mape_increase + _EPSILON:
         reason = (
-            f"MAPE {mape:.2f} is worse than production's {theirs:.2f} by {worse_by:.2f}, "
+            f"MAPE {ours} is worse than production's {prod} by {by}, "
             f"within the {max_mape_increase:.2f} margin: the newer model is promoted"
         )
         return result("promoted", "within_margin", reason)
     reason = (
-        f"MAPE {mape:.2f} is worse than production's {theirs:.2f} by {worse_by:.2f}, "
-        f"beyond the {max_mape_increase:.2f} margin: {incumbent}"
+        f"MAPE {ours} is worse than production's {prod} by {by}, beyond the {max_mape_increase:.2f} margin: {incumbent}"
     )
     return result("kept", "beyond_margin", reason)
