@@ -157,3 +157,25 @@ def test_the_whole_weekly_batch_end_to_end_at_a_small_size(tmp_path):
     counter.feed(page)
     assert counter.tags.get("svg", 0) >= 3 and counter.tags.get("tr", 0) == models + 1
     assert "<script" not in page  # opens anywhere, without Python or JavaScript
+
+    # the same job again on the same lake: nothing is new, so nothing is announced, the latest
+    # week's batch runs once; a group whose production model was trained on this data is
+    # skipped, the others (none in production, or production from an earlier week because the
+    # newer model did worse) train again: their inputs changed since production was trained
+    again = io.StringIO()
+    assert main(args, out=again) == 0, again.getvalue()
+    text = again.getvalue()
+    assert "is complete: its weekly batch starts" not in text
+    assert text.count(f"no week was announced by this ingest (the week of {week2} was complete before it") == 1
+    assert f"nothing new: the lake had this week already, and the week of {week2} had its batch" in text
+    rerun = json.loads((tmp_path / "batches" / f"week={week2}" / "summary.json").read_text())
+    assert rerun["by"] == "cli" and rerun["outcome"] == "succeeded"
+    for name, line in rerun["groups"].items():
+        before = summary["groups"][name]
+        if before.get("decision") == "promoted":
+            assert line["training"] == "skipped" and line["scored_with"] == before["scored_with"], (name, line)
+            assert line["why"].startswith(f"inputs unchanged since v{before['scored_with']}")
+        elif before["scored_with"] is None:
+            assert line["training"] == "retrained" and line["why"] == "no production model"
+        else:
+            assert line["training"] == "retrained" and line["why"].startswith("inputs changed since v"), line

@@ -66,3 +66,47 @@ def test_the_daily_timer_checks_the_workers_registry(tmp_path, monkeypatch, capl
         runtime.lake.cache_clear()
         runtime.aml_backend.cache_clear()
         runtime.registry.cache_clear()
+
+
+def test_retrain_at_once_puts_the_stale_groups_on_the_batch_queue_as_a_start_the_bridge_takes(
+    tmp_path, monkeypatch, azurite
+):
+    """FORECASTOPS_STALE_RETRAIN=at_once: the daily timer sends the stale groups on the batch queue
+    (Azurite's), and the message is a start the queue trigger accepts, as its own batch."""
+    import base64
+    import json
+
+    from azure.storage.queue import QueueClient
+
+    from shared.mlops.batch import BatchInput, instance_id_for
+
+    monkeypatch.setenv("FORECASTOPS_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("LAKE_STORAGE", azurite.connection_string)
+    monkeypatch.setenv("FORECASTOPS_BATCH_QUEUE", "stale-test")
+    monkeypatch.setenv("FORECASTOPS_STALE_RETRAIN", "at_once")
+    caches = (runtime.lake, runtime.aml_backend, runtime.registry, runtime.batch_signal)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        production(runtime.registry(), "plains.small.slow", days_old=61)
+        production(runtime.registry(), "plains.small.fast", days_old=3)
+        fn = indexed_functions()["models_staleness_check"]
+        fn.get_user_function()(timer=TimerRequest(past_due=False))
+        queue = QueueClient.from_connection_string(azurite.connection_string, "stale-test")
+        messages = [json.loads(base64.b64decode(m.content)) for m in queue.receive_messages()]
+    finally:
+        for cache in caches:
+            cache.cache_clear()
+    assert len(messages) == 1
+    message = messages[0]
+    assert message["by"] == "staleness" and message["groups"] == ["plains.small.slow"]
+    start = BatchInput.model_validate(message)  # no week of data in this lake: the last finished one
+    assert instance_id_for(start).startswith(f"weekly-batch-{start.week}-stale-")
+
+
+def test_nothing_stale_sends_nothing():
+    class Never:
+        def send(self, message):
+            raise AssertionError("nothing should be sent")
+
+    assert staleness.retrain_at_once([], "2026-12-21", Never()) is None

@@ -162,7 +162,7 @@ def run(
             print("\none week only: the raw files given hold no later week", file=out)
             last: dict[str, Any] | None = first
         else:
-            code, last = _week_two(lake, backend, out, Path(held), len(later), code, force, mappings)
+            code, last = _week_two(lake, backend, out, Path(held), len(later), code, force, mappings, first)
         if last is None:
             return FAILED
     _step(out, STEPS, "results")
@@ -181,13 +181,18 @@ def _week_two(
     code: int,
     force: bool,
     mappings: dict[str, Mapping] | None,
+    first: dict[str, Any],
 ) -> tuple[int, dict[str, Any] | None]:
-    """Steps 4 and 5: the held-back week arrives, is ingested, and its batch runs."""
+    """Steps 4 and 5: the held-back week arrives, is ingested, and its batch runs (unless it
+    brought no new week: a lake that already had it, from an earlier run)."""
     _step(out, 4, f"week 2: one more week of raw data arrives ({files} file(s)); ingesting it")
     code2, weeks = _ingest(lake, upload_tree(lake, held), out, force, mappings)
     if code2 == FAILED:
         return FAILED, None
     _step(out, 5, "week 2: the weekly batch (retrain what changed, promote or keep, score)")
+    if not weeks and latest_week(lake) == first["week"]:
+        print(f"nothing new: the lake had this week already, and the week of {first['week']} had its batch", file=out)
+        return max(code, code2), first
     return max(code, code2), _batch(lake, backend, out, weeks)
 
 
