@@ -46,6 +46,8 @@ METRICS = {
     "model_baseline_mape": "the historical-average baseline's MAPE for the model's group",
     "model_age_days": "days since the model was trained",
     "stale_models": "production models older than the staleness limit, at the daily check",
+    "batch_outcome": "weekly batches ended, by outcome (succeeded, failed, waiting_for_data) and who started them",
+    "batch_groups": "a weekly batch's groups, by what it did with them (retrained, skipped, promoted, ...)",
 }
 #: each metric's dimensions (custom dimensions in Application Insights)
 METRIC_DIMENSIONS = {
@@ -63,6 +65,8 @@ METRIC_DIMENSIONS = {
     "model_baseline_mape": ("model", "week"),
     "model_age_days": ("model", "stage"),
     "stale_models": ("stage",),
+    "batch_outcome": ("outcome", "by", "week"),
+    "batch_groups": ("week", "action"),
 }
 #: metrics read as their last value (the others add up)
 LAST_VALUE = frozenset(
@@ -74,6 +78,7 @@ LAST_VALUE = frozenset(
         "model_baseline_mape",
         "model_age_days",
         "stale_models",
+        "batch_groups",
     }
 )
 #: a run's metric (its last name) -> the custom metric that carries it per model
@@ -220,6 +225,19 @@ def record_staleness(ages: dict[str, float], stale: int) -> None:
     for model, age in ages.items():
         _record({"model_age_days": age}, {"model": model, "stage": "production"})
     _record({"stale_models": stale}, {"stage": "production"})
+
+
+def record_batch(summary: dict[str, Any]) -> None:
+    """A weekly batch's end: its outcome, and how many groups it retrained, skipped, promoted,
+    kept and scored."""
+    if not _configured.get("measures"):
+        return
+    week = str(summary.get("week"))
+    outcome = {"outcome": str(summary.get("outcome")), "by": str(summary.get("by")), "week": week}
+    _record({"batch_outcome": 1}, outcome)
+    for action, count in (summary.get("counts") or {}).items():
+        if action != "-":
+            _record({"batch_groups": count}, {"week": week, "action": action})
 
 
 def _record_models(values: dict[str, Any], week: str, now: dt.datetime) -> None:

@@ -513,11 +513,11 @@ def test_metrics_json_lists_only_what_is_not_emitted_yet_or_matches_it():
     assert set(pending_metrics()) <= read, "metrics.json lists a metric no dashboard or alert reads"
 
 
-def test_the_three_alert_rules_load_their_queries():
+def test_the_four_alert_rules_load_their_queries():
     alerts = (INFRA / "modules" / "alerts.bicep").read_text()
     loaded = re.findall(r"loadTextContent\('\.\./alerts/([\w-]+\.kql)'\)", alerts)
     assert sorted(loaded) == sorted(p.name for p in (INFRA / "alerts").glob("*.kql"))
-    assert {"quarantine-ratio.kql", "watch-failed.kql", "stale-model.kql"} == set(loaded)
-    assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 3
+    assert {"quarantine-ratio.kql", "watch-failed.kql", "stale-model.kql", "batch-not-succeeded.kql"} == set(loaded)
+    assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 4
     stale = (INFRA / "alerts" / "stale-model.kql").read_text()
     assert 'stage == "production"' in stale and "age_days > 60" in stale

@@ -202,3 +202,32 @@ def test_the_staleness_check_reports_every_production_models_age_and_the_stale_c
     # (opencensus keeps every series it saw in the process: other tests' models may be there too)
     assert ages["west.large.fast"] == 75.0 and ages["west.small.slow"] == 10.0
     assert [metric["value"] for metric, _ in sent if metric["name"] == "forecastops/stale_models"] == [1]
+
+
+def test_a_weekly_batch_reports_its_outcome_and_what_it_did_with_its_groups(ingestion_stub):
+    conn, received = ingestion_stub
+    telemetry.configure(Settings(applicationinsights_connection_string=conn))
+    summary = {
+        "week": "2026-12-21",
+        "by": "data_complete",
+        "outcome": "succeeded",
+        "counts": {"retrained": 3, "skipped": 53, "promoted": 2, "kept": 1, "scored": 55, "not scored": 1, "-": 53},
+    }
+    telemetry.record_batch(summary)
+    telemetry.record_batch({"week": "2026-12-28", "by": "schedule", "outcome": "waiting_for_data"})
+    telemetry.shutdown()
+    sent = [
+        (m["data"]["baseData"]["metrics"][0], m["data"]["baseData"]["properties"])
+        for m in _sent(received, "MetricData")
+    ]
+    outcomes = sorted(
+        (p["week"], p["outcome"], p["by"], metric["value"])
+        for metric, p in sent
+        if metric["name"] == "forecastops/batch_outcome"
+    )
+    assert outcomes == [
+        ("2026-12-21", "succeeded", "data_complete", 1),
+        ("2026-12-28", "waiting_for_data", "schedule", 1),
+    ]
+    groups = {p["action"]: metric["value"] for metric, p in sent if metric["name"] == "forecastops/batch_groups"}
+    assert groups == {"retrained": 3, "skipped": 53, "promoted": 2, "kept": 1, "scored": 55, "not scored": 1}

@@ -114,3 +114,35 @@ resource staleModel 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
     }
   }
 }
+
+resource batchNotSucceeded 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-forecastops-batch-not-succeeded'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'ForecastOps: a weekly batch failed or waits for data'
+    description: 'A week\'s batch ended failed, or the weekly schedule found a source missing for the week'
+    severity: 2
+    enabled: true
+    scopes: [applicationInsightsId]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('../alerts/batch-not-succeeded.kql')
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [actionGroupId]
+    }
+  }
+}

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 from pydantic import ValidationError
 
-from shared import clock
+from shared import clock, telemetry
 from shared.http import Answer, error, invalid_request, json_body, problem
 from shared.ingestion.weeks import readiness
 from shared.lake import Lake, NotFoundError
@@ -199,4 +199,8 @@ async def schedule_batch(client: Any, lake: Lake, partial: bool, now: dt.datetim
         }
         lake.write_bytes(batch_path(week, "waiting.json"), json.dumps(waiting, indent=2).encode("utf-8"))
         log.warning("weekly batch %s not started: %s", week, body.get("message"))
+        try:  # the alert on batches that did not succeed sees a week that waits, too
+            telemetry.record_batch({"week": week, "by": "schedule", "outcome": "waiting_for_data"})
+        except Exception:
+            log.warning("the weekly batch's telemetry could not be recorded", exc_info=True)
     return answer

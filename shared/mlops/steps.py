@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from shared import telemetry
 from shared.aml.catalog import Gates
 from shared.clock import iso
 from shared.ingestion.weeks import readiness
@@ -305,6 +306,7 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
             "finished_at": iso(now),
         }
         _write_json(ctx.lake, batch_path(week, "summary.json"), summary)
+        _telemetry(summary)
         return summary
     registered = payload.get("registered") or {}
     prod = (payload.get("production") or {}).get("models") or {}
@@ -346,7 +348,16 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         "finished_at": iso(now),
     }
     _write_json(ctx.lake, batch_path(week, "summary.json"), summary)
+    _telemetry(summary)
     return summary
+
+
+def _telemetry(summary: dict[str, Any]) -> None:
+    """The batch's metrics; telemetry never fails a batch (a fault is logged)."""
+    try:
+        telemetry.record_batch(summary)
+    except Exception:
+        log.warning("the weekly batch's telemetry could not be recorded", exc_info=True)
 
 
 def _copy_forecasts(ctx: Context, week: str, score: dict[str, Any], prod: dict[str, Any]) -> dict[str, dict[str, Any]]:
