@@ -34,6 +34,8 @@ SUBMIT = "aml_submit_runs"
 STATUS = "aml_runs_status"
 CANCEL = "aml_cancel_run"
 BATCH_STEP = "batch_step"
+#: a batch step outlives a short outage of the lake or the registry: 8 attempts, 30 s apart
+BATCH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=30_000, max_number_of_attempts=8)
 WATCH = "watch_pipeline_runs"
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=4)
 #: runs submitted by one activity: a 500-run batch is 20 activities, not 500
@@ -296,9 +298,9 @@ async def weekly_batch_queue(msg: func.QueueMessage, client: df.DurableOrchestra
     # what the announcer adds for people (when, which raw file) is not part of the start
     inp = batch.BatchInput.model_validate({k: v for k, v in message.items() if k in batch.BatchInput.model_fields})
     status, body, _ = await start.start_batch(client, runtime.lake(), inp, "", clock.now())
-    if status >= 500:
-        raise RuntimeError(f"weekly batch {inp.week}: {body.get('message')}")
-    if status >= 400:
+    if body.get("started") is False:  # the week has its batch (running, or ended: failed too)
+        log.info("weekly batch %s: %s already has its batch (%s)", inp.week, body.get("instance_id"), status)
+    elif status >= 400:
         log.warning("weekly batch %s not started (%s): %s", inp.week, body.get("error"), body.get("message"))
 
 
@@ -327,7 +329,12 @@ def weekly_batch(context: df.DurableOrchestrationContext):
         if isinstance(command, batch.Call):
             context.set_custom_status({"week": given.get("week"), "step": command.step})
             request = {"step": command.step, "payload": command.payload, "now": clock.iso(context.current_utc_datetime)}
-            reply = yield context.call_activity_with_retry(BATCH_STEP, RETRY, request, expected_type=dict)
+            try:
+                reply = yield context.call_activity_with_retry(BATCH_STEP, BATCH_RETRY, request, expected_type=dict)
+            except Exception as e:  # a step that failed on every attempt: the batch ends failed, and says so
+                if not context.is_replaying:
+                    log.warning("weekly batch %s: the %s step failed: %s", context.instance_id, command.step, e)
+                return batch.step_failed(given, command.step, clock.iso(context.current_utc_datetime))
         else:
             context.set_custom_status({"week": given.get("week"), "step": command.kind})
             reply = yield from _watch(context, command)
@@ -340,7 +347,11 @@ def _watch(context: df.DurableOrchestrationContext, command: batch.Watch):
     try:
         return (
             yield context.call_sub_orchestrator(
-                WATCH, {"state": state.to_input()}, instance_id=f"{context.instance_id}-{command.kind}"
+                # the run's key names the watch (and so the AML job): a replay finds the same
+                # run, a week planned anew (re-run) gets runs of its own
+                WATCH,
+                {"state": state.to_input()},
+                instance_id=f"{context.instance_id}-{command.kind}-{command.key[-12:]}",
             )
         )
     except Exception as e:  # the watch itself failed: this run's failure, and the batch says so

@@ -161,3 +161,20 @@ def test_a_silent_runner_is_reported_not_responding(local_lake, monkeypatch):
     assert status.aml_status == "NotResponding" and status.status == "running" and not status.terminal
     monkeypatch.setattr(mod, "STALE_S", 1e12)
     assert backend.get("r1").aml_status == "Running"
+
+
+def test_a_failed_steps_answer_carries_no_traceback_and_no_path_of_this_machine():
+    from shared.aml.local.runner import step_failure
+
+    log = (
+        "train: origin 2025-01-01\n"
+        "Traceback (most recent call last):\n"
+        '  File "/work/main/pipelines/forecast/src/train.py", line 12, in <module>\n'
+        "    main()\n"
+        "    ^^^^^^\n"
+        "ValueError: could not read /tmp/forecastops-abc/features/features.csv: no rows\n"
+    )
+    message = step_failure(1, log, "train")
+    assert message == "exit code 1: ValueError: could not read features.csv: no rows; the step's log: logs/train.txt"
+    assert step_failure(2, "", "score") == "exit code 2; the step's log: logs/score.txt"
+    assert len(step_failure(1, "x" * 100_000, "train")) < 600

@@ -232,11 +232,13 @@ def test_scoring_gets_the_production_models_and_publish_writes_the_forecasts_dat
     promote(ctx, plan, WEST[0], days_old=70)
     plan = steps.plan(ctx, {"week": W}, NOW)  # northeast unchanged: skipped; west stale: retrains
     prod = steps.production(ctx, {"plan": plan}, NOW)
-    assert prod["uri"] == f"azureml://datastores/lake/paths/batches/week={W}/production"
+    # one folder per plan: a scoring run never reads a folder another batch rewrites
+    folder = prod["uri"].removeprefix("azureml://datastores/lake/paths/")
+    assert folder.startswith(f"batches/week={W}/production/2026") and folder != f"batches/week={W}/production"
     assert {g: m["version"] for g, m in prod["models"].items()} == {NE[0]: 1, WEST[0]: 1}
     assert prod["models"][WEST[0]]["stale"] is True
-    assert lake.read_bytes(f"batches/week={W}/production/{NE[0]}/model.pkl") == f"model {NE[0]}".encode()
-    listed = json.loads(lake.read_bytes(f"batches/week={W}/production/production.json"))
+    assert lake.read_bytes(f"{folder}/{NE[0]}/model.pkl") == f"model {NE[0]}".encode()
+    listed = json.loads(lake.read_bytes(f"{folder}/production.json"))
     assert listed["models"][NE[0]]["version"] == 1
 
     header = "store_id,sku,week_start,forecast,model,model_version\n"
@@ -370,3 +372,31 @@ def test_a_replayed_plan_asks_for_the_same_runs_and_a_new_plan_for_new_ones():
     train = keys[0::2]
     assert train[0] == train[1] != train[2] and all(k.startswith(f"batch-{W}-train-") for k in train)
     assert keys[1] == keys[3] != keys[5]
+
+
+def test_a_registration_that_died_before_its_files_is_completed_on_the_retry(lake):
+    world(lake)
+    ctx = context(lake)
+    plan = steps.plan(ctx, {"week": W}, NOW)
+    train = fake_training_run(lake, "run-crash", {WEST[1]: 0.2})
+    card = ctx.registry.register(  # the first attempt claimed version 1, then died
+        ModelCard(name=WEST[1], metrics=Metrics(mape=0.2), trained_at=NOW.timestamp(), run_id="run-crash"),
+        {"model.pkl": b"", "lgbm.txt": b""},
+    )
+    lake.delete(f"models/{WEST[1]}/1/model.pkl")
+    lake.delete(f"models/{WEST[1]}/1/lgbm.txt")
+    answer = steps.register(ctx, {"plan": plan, "train": train}, NOW)
+    assert answer["groups"][WEST[1]]["outcome"] == "promoted" and answer["groups"][WEST[1]]["version"] == card.version
+    assert ctx.registry.read_file(WEST[1], 1, "model.pkl") == f"pickle of {WEST[1]} by run-crash".encode()
+    assert [c.version for c in ctx.registry.versions(WEST[1])] == [1]
+
+
+def test_a_staleness_retrain_keeps_its_records_beside_the_weeks_own(lake):
+    world(lake)
+    ctx = context(lake)
+    steps.plan(ctx, {"week": W}, NOW)
+    stale = steps.plan(ctx, {"week": W, "by": "staleness", "groups": [NE[0]]}, NOW)
+    suffix = stale["instance"].removeprefix(f"weekly-batch-{W}")
+    assert suffix.startswith("-stale-")
+    assert lake.exists(f"batches/week={W}/plan.json") and lake.exists(f"batches/week={W}/plan{suffix}.json")
+    assert json.loads(lake.read_bytes(f"batches/week={W}/plan.json"))["by"] == "http"

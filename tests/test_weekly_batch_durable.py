@@ -100,6 +100,7 @@ class FakeAML:
 def batch_lake(local_lake, monkeypatch):
     ctx = context(local_lake, watch=steps.watch_options(runtime.catalog(), None))
     monkeypatch.setattr(runtime, "batch_context", lambda settings=None: ctx)
+    monkeypatch.setattr(runtime, "lake", lambda: local_lake)  # the HTTP routes' lake, too
     return local_lake
 
 
@@ -118,7 +119,8 @@ def test_a_week_runs_train_register_promote_score_publish_through_the_durable_ho
     assert summary["outcome"] == "succeeded", summary
     assert [r["pipeline"] for r in aml.submitted] == ["forecast", "score"]
     assert aml.submitted[0]["inputs"] == {"curated": f"azureml:forecastops-curated:{W}"}
-    assert host.children(iid) == [f"{iid}-train", f"{iid}-score"]
+    children = host.children(iid)
+    assert [c.rsplit("-", 1)[0] for c in children] == [f"{iid}-train", f"{iid}-score"]
     assert {g: (line["training"], line["decision"], line["scored_with"]) for g, line in summary["groups"].items()} == {
         g: ("retrained", "promoted", 1) for g in (*NE, *WEST)
     }
@@ -285,3 +287,68 @@ def test_a_claim_whose_starter_died_is_taken_over_after_its_timeout(bridge):
         assert not host.instances
         assert run_async(go(dt.datetime(2026, 12, 28, 8, 10, tzinfo=dt.UTC)))[0] == 202
         assert list(host.instances) == [f"weekly-batch-{W}"]
+
+
+def test_a_failed_week_is_started_again_only_when_asked_and_then_gets_runs_of_its_own(batch_lake):
+    """The week's batch failed (its training run did): the next start answers that batch (502),
+    a start with rerun=true plans anew, and its runs are new AML jobs, not the failed ones."""
+    world(batch_lake)
+    aml = FakeAML(batch_lake, fail={"forecast"})
+    host = DurableHost(ORCH, aml.activities(), orchestrators={"watch_pipeline_runs": WATCH}, start_time=NOW)
+    with DurableRpcStub(host, on_start="run") as stub:
+        first = http(stub, "POST", W)
+        assert first[0] == 202 and first[1]["started"] is True
+        failed = http(stub, "GET", W)
+        assert failed[0] == 502 and failed[1]["error"] == "batch_failed" and "ended failed" in failed[1]["message"]
+        again = http(stub, "POST", W)
+        assert again[0] == 502 and again[1]["started"] is False  # the week has its batch: a failed one
+        aml.fail.clear()
+        rerun = http(stub, "POST", W, {"rerun": True})
+        assert rerun[0] == 202 and rerun[1]["started"] is True, rerun
+        done = http(stub, "GET", W)
+        assert done[0] == 200 and done[1]["outcome"] == "succeeded", done
+    keys = [r["idempotency_key"] for r in aml.submitted if r["pipeline"] == "forecast"]
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+def test_a_step_that_fails_on_every_attempt_ends_the_batch_failed_without_its_error_text(batch_lake):
+    world(batch_lake)
+    aml = FakeAML(batch_lake)
+
+    def broken(request):
+        raise RuntimeError('Traceback (most recent call last):\n  File "/home/me/secret.py", line 1\nKeyError: x')
+
+    activities = aml.activities() | {poll_aml_durable.BATCH_STEP: broken}
+    host = DurableHost(ORCH, activities, orchestrators={"watch_pipeline_runs": WATCH}, start_time=NOW)
+    state = host.status(host.start(BatchInput(week=W).model_dump(mode="json")))
+    assert state.runtime_status == "Completed", state.error
+    assert state.output["outcome"] == "failed"
+    assert state.output["problems"] == ["the plan step failed; the app's logs have the details"]
+    text = json.dumps(state.output)
+    assert "Traceback" not in text and "/home/me" not in text
+    # it was tried as often as BATCH_RETRY says, 30 s apart on the host's clock
+    assert poll_aml_durable.BATCH_RETRY.max_number_of_attempts == 8
+
+
+def test_a_retrain_at_once_waits_while_the_weeks_batch_runs(bridge):
+    world(bridge)
+    host = idle_host()
+    with DurableRpcStub(host, on_start="none") as stub:
+
+        async def go(inp):
+            client = DurableOrchestrationClient(stub.client_binding_json())
+            return await start.start_batch(client, bridge, inp, "http://x", NOW)
+
+        assert run_async(go(BatchInput(week=W)))[0] == 202  # the week's batch, still running
+        stale = BatchInput(week=W, by="staleness", groups=[NE[0]])
+        status, body, _ = run_async(go(stale))
+        assert status == 409 and body["error"] == "batch_running"
+        assert list(host.instances) == [f"weekly-batch-{W}"]
+
+
+def test_a_partial_start_of_a_week_with_no_data_at_all_is_refused(bridge):
+    host = idle_host()
+    with DurableRpcStub(host, on_start="none") as stub:
+        status, body, _ = http(stub, "POST", W, {"partial": True})
+    assert status == 409 and body["error"] == "data_incomplete" and "nothing to train on" in body["message"]
+    assert not host.instances

@@ -71,6 +71,9 @@ class BatchInput(BaseModel):
     retrain: Literal["changed", "all"] | None = None
     #: groups to retrain whatever their inputs (the staleness check's stale groups)
     groups: list[str] = Field(default_factory=list, max_length=1000)
+    #: start the week's batch again when the one it has ended (failed, terminated, or even
+    #: succeeded): a new plan, new runs; a running batch is never started twice
+    rerun: bool = False
 
     @field_validator("week")
     @classmethod
@@ -180,6 +183,18 @@ def steps(inp: dict[str, Any]) -> Steps:
         "score": run_of(score),
     }
     return (yield Call("publish", payload))
+
+
+def step_failed(inp: dict[str, Any], step: str, at: str) -> dict[str, Any]:
+    """The batch's summary when one of its steps failed on every attempt (its error is in the
+    logs: an answer carries no stack trace)."""
+    return {
+        "week": inp.get("week"),
+        "by": inp.get("by"),
+        "outcome": "failed",
+        "problems": [f"the {step} step failed; the app's logs have the details"],
+        "finished_at": at,
+    }
 
 
 def run_here(

@@ -114,6 +114,12 @@ class Registry(ABC):
     def decisions(self, name: str) -> list[Decision]:
         """Every decision recorded for ``name``, oldest first."""
 
+    def restore_files(self, card: ModelCard, files: Mapping[str, bytes]) -> list[str]:
+        """Write the files of a registered version that are missing (a registration that died
+        between claiming its version and writing its files); the names written. A registry
+        that writes its files before it registers a version has nothing to restore."""
+        return []
+
     def production_models(self) -> list[ModelCard]:
         """Every model's production version (models with none are left out), by name."""
         return [card for name in self.names() if (card := self.production(name)) is not None]
@@ -171,6 +177,15 @@ class LakeRegistry(Registry):
         for file_name in names:
             self.lake.write_bytes(f"{self.top}/{card.name}/{version}/{file_name}", files[file_name])
         return claimed
+
+    def restore_files(self, card: ModelCard, files: Mapping[str, bytes]) -> list[str]:
+        version = int(card.version or 0)
+        missing = [
+            f for f in card.files if f in files and not self.lake.exists(f"{self.top}/{card.name}/{version}/{f}")
+        ]
+        for file_name in missing:
+            self.lake.write_bytes(f"{self.top}/{card.name}/{version}/{file_name}", files[file_name])
+        return missing
 
     def get(self, name: str, version: int) -> ModelCard:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 from typing import Any
@@ -49,8 +50,8 @@ def _runtime(status: Any) -> str | None:
 
 
 def parse_start(week: str, body: bytes, by: str) -> tuple[BatchInput | None, Answer | None]:
-    """The start asked for by ``body`` (optional JSON: ``partial``, ``retrain``, ``groups``)
-    for ``week``; or the 400 listing every problem."""
+    """The start asked for by ``body`` (optional JSON: ``partial``, ``retrain``, ``groups``,
+    ``rerun``) for ``week``; or the 400 listing every problem."""
     data: Any = {}
     if body.strip():
         data, problems = json_body(body)
@@ -75,9 +76,23 @@ async def start_batch(
     instance_id = instance_id_for(inp)
     url = status_url(base_url, inp.week, code)
     existing = await client.get_status(instance_id)
+    generation = ""
     if _runtime(existing) is not None:
-        return _attached(instance_id, inp, existing, url)
+        if not inp.rerun or _runtime(existing) in _ACTIVE:
+            return _attached(instance_id, inp, existing, url)
+        # a re-run of an ended batch: starters that saw the same ended instance race for one claim
+        generation = "-" + hashlib.sha256(str(getattr(existing, "created_time", "")).encode()).hexdigest()[:12]
+    if inp.by == "staleness":
+        # a retrain at once waits while the week's own batch runs: both would write its
+        # forecasts; the next daily check asks again, and the next batch retrains stale groups
+        week_batch = await client.get_status(f"weekly-batch-{inp.week}")
+        if _runtime(week_batch) in _ACTIVE:
+            message = f"the week of {inp.week} has its batch running; the stale groups wait for the next check"
+            return error(409, "batch_running", message, week=inp.week)
     ready = readiness(lake, inp.week)
+    if not ready.present:
+        message = f"no curated data at all for the week of {inp.week}: nothing to train on"
+        return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing))
     if ready.missing and not inp.partial:
         message = (
             f"no curated {', '.join(ready.missing)} for the week of {inp.week}; "
@@ -85,7 +100,7 @@ async def start_batch(
         )
         return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing))
     claim = json.dumps({"instance_id": instance_id, "by": inp.by, "claimed_at": clock.iso(now)}).encode()
-    path = batch_path(inp.week, f"started-{instance_id}.json")
+    path = batch_path(inp.week, f"started-{instance_id}{generation}.json")
     if not lake.create(path, claim) and not _claim_expired(lake, path, now):
         # another starter holds the claim and is starting it: the same batch, soon running
         body = {"instance_id": instance_id, "week": inp.week, "started": False, "status_url": url}

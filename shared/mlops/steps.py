@@ -4,8 +4,9 @@ each may run twice (an activity retried) with the same result: a model registere
 is found again by its run, not registered twice; files are written whole.
 
 Records in the lake (``batches/week=<W>/``): ``plan.json``, ``waiting.json`` (the week's data
-was not complete: which sources are missing), ``production/`` (the production models handed
-to the scoring run) and ``summary.json``; the forecasts go to
+was not complete: which sources are missing), ``production/<plan time>/`` (the production
+models handed to the scoring run) and ``summary.json`` (a staleness retrain of the same week:
+``plan-stale-<id>.json``, ``summary-stale-<id>.json``); the forecasts go to
 ``curated/forecasts/v1/week=<W>/<group>.csv``.
 """
 
@@ -25,7 +26,7 @@ from shared.clock import iso
 from shared.ingestion.weeks import readiness
 from shared.lake import Lake, NotFoundError
 from shared.mlops import inputs as group_inputs
-from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path
+from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
 from shared.mlops.data_assets import DataCatalog
 from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
@@ -57,6 +58,15 @@ class Context:
     train_inputs: dict[str, str] | None = None
 
 
+def _record(plan: dict[str, Any], name: str) -> str:
+    """Where the batch keeps its record ``name`` (``plan``, ``summary``...): the week's batch in
+    ``batches/week=<W>/<name>.json``, a staleness retrain of the same week beside it with its
+    own suffix, so that neither overwrites the other's."""
+    week, instance = plan["week"], plan.get("instance") or f"weekly-batch-{plan['week']}"
+    suffix = instance.removeprefix(f"weekly-batch-{week}")
+    return batch_path(week, f"{name}{suffix}.json")
+
+
 def _stale_days(ctx: Context) -> float:
     """The age beyond which a production model is stale: the gates' max age (60 days)."""
     return ctx.gates.max_age_days if ctx.gates.max_age_days is not None else DEFAULT_STALE_DAYS
@@ -74,6 +84,7 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
     base: dict[str, Any] = {
         "week": inp.week,
         "by": inp.by,
+        "instance": instance_id_for(inp),
         "started_at": iso(now),
         "missing": list(ready.missing),
         "partial": bool(ready.missing),
@@ -86,6 +97,9 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         log.warning("weekly batch %s: %s", inp.week, reason)
         return waiting
     files = group_inputs.curated_files(ctx.lake)
+    if not files:
+        reason = f"no curated file at all for the week of {inp.week}: nothing to train on"
+        return base | {"status": "waiting_for_data", "reason": reason}
     stores = group_inputs.read_stores(ctx.lake, files)
     version = ctx.data.register(DATA_ASSET, inp.week, {f.path: f.sha256 for f in files})
     pairs = sorted(stores.pairs())
@@ -114,7 +128,7 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
     }
     if ready.missing:
         result["reason"] = f"trained on what is there: no curated {', '.join(ready.missing)} for the week"
-    _write_json(ctx.lake, batch_path(inp.week, "plan.json"), result)
+    _write_json(ctx.lake, _record(result, "plan"), result)
     return result
 
 
@@ -239,8 +253,10 @@ def _register_one(
     region, fmt, _ = group_inputs.split_group(group)
     # a retried step finds the version it registered from this run, and its decision
     card = next((c for c in ctx.registry.versions(group) if c.run_id == run_id), None)
+    files = {"model.pkl": ctx.lake.read_bytes(f"{models}/{group}.pkl"), **booster}
+    if card is not None and card.decision is None:
+        ctx.registry.restore_files(card, files)  # the registration may have died before its files
     if card is None:
-        files = {"model.pkl": ctx.lake.read_bytes(f"{models}/{group}.pkl"), **booster}
         card = ctx.registry.register(
             ModelCard(
                 name=group,
@@ -272,8 +288,11 @@ def _register_one(
 # --- production --------------------------------------------------------------------------------------
 def production(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     """The production models, copied where the scoring run reads them, with ``production.json``."""
-    week = payload["plan"]["week"]
-    folder = batch_path(week, "production")
+    plan = payload["plan"]
+    week = plan["week"]
+    # one folder per plan: a scoring run never reads a folder another batch is rewriting
+    stamp = re.sub(r"[^0-9]", "", str(plan.get("started_at") or "")) or "0"
+    folder = batch_path(week, f"production/{stamp}")
     models: dict[str, dict[str, Any]] = {}
     for card in ctx.registry.production_models():
         version = int(card.version or 0)
@@ -305,7 +324,7 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
             "started_at": plan["started_at"],
             "finished_at": iso(now),
         }
-        _write_json(ctx.lake, batch_path(week, "summary.json"), summary)
+        _write_json(ctx.lake, _record(plan, "summary"), summary)
         _telemetry(summary)
         return summary
     registered = payload.get("registered") or {}
@@ -347,7 +366,7 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         "started_at": plan["started_at"],
         "finished_at": iso(now),
     }
-    _write_json(ctx.lake, batch_path(week, "summary.json"), summary)
+    _write_json(ctx.lake, _record(plan, "summary"), summary)
     _telemetry(summary)
     return summary
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,9 +130,8 @@ class Runner:
         self._publish(step, log_file)
         self.status["metrics"][step.name] = _read_metrics(metrics_file)
         if proc.returncode != 0:
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-5:]
-            message = f"exit code {proc.returncode}: " + " | ".join(tail)
-            self._set_step(i, "Failed", ended_at=clock.now_iso(), error=message[-2000:])
+            message = step_failure(proc.returncode, log_file.read_text(errors="replace"), step.name)
+            self._set_step(i, "Failed", ended_at=clock.now_iso(), error=message)
             return "Failed"
         self._set_step(i, "Completed", ended_at=clock.now_iso())
         return "Completed"
@@ -147,6 +147,21 @@ class Runner:
             for file in sorted(p for p in folder.rglob("*") if p.is_file()):
                 with open(file, "rb") as f:
                     self.lake.upload(f"{base}/outputs/{step.name}/{name}/{file.relative_to(folder).as_posix()}", f)
+
+
+_TRACE_LINE = re.compile(r'^\s*(Traceback \(most recent call last\)|File "|\^+$|~+$)')
+_PATH = re.compile(r"(?<![\w.])(/[^\s'\":,]+)+")
+
+
+def step_failure(code: int, log: str, step: str) -> str:
+    """What a failed step's answer says: its exit code and the last line of its log that is
+    not part of a stack trace, with file paths cut to their last part (the whole log stays in
+    ``runs/<id>/logs/<step>.txt``): an answer never carries a traceback or a path of this
+    machine."""
+    lines = [ln.strip() for ln in log.strip().splitlines() if ln.strip() and not _TRACE_LINE.match(ln)]
+    last = _PATH.sub(lambda m: m.group(0).rsplit("/", 1)[-1], lines[-1]) if lines else ""
+    where = f"; the step's log: logs/{step}.txt"
+    return (f"exit code {code}: {last}"[:500] + where) if last else f"exit code {code}{where}"
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
