@@ -28,7 +28,7 @@ from shared.lake import Lake, NotFoundError
 from shared.mlops import inputs as group_inputs
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
-from shared.mlops.data_assets import DataCatalog
+from shared.mlops.data_assets import DataCatalog, DataVersionNotFound
 from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
 from shared.mlops.registry import Registry, review
 
@@ -181,7 +181,7 @@ def _changed(
     _, _, version = reference.rpartition(":")
     try:
         before = ctx.data.get(DATA_ASSET, version).files if version else None
-    except Exception:
+    except DataVersionNotFound:  # an outage is not "unknown": it fails the step, which is retried
         before = None
     if before is None:
         return "its data version is not known"
