@@ -1,5 +1,6 @@
-"""Weeks a curated file covers, the lake's week index, readiness and the announcement that
-starts a week's batch once its data is complete.
+"""Weeks a curated file covers, the lake's week index (a marker per week and file), readiness
+per region of the store master and the announcement that starts a week's batch once its data
+is complete.
 
 Tests that take ``lake`` run against the local folder and against Azurite; the queue tests
 use Azurite's queue service.
@@ -32,7 +33,7 @@ from shared.ingestion.announce import (
 from shared.ingestion.layout import outputs_for
 from shared.ingestion.service import ingest
 from shared.ingestion.weeks import Readiness, last_finished_week, latest_week, readiness, week_of
-from shared.lake import Lake, LocalLake
+from shared.lake import Lake, LocalLake, TransientLakeError
 from shared.settings import Settings
 from shared.tooling.batch import ingest_all
 from tests.drivers import DELIVERIES_HEADER, ROOT_DIR, STORE_MASTER_HEADER, US_OBS_HEADER, lines, put, read_json
@@ -57,7 +58,11 @@ def _days(first: str, last: str) -> list[dt.date]:
 
 
 def put_observations(lake: Lake, path: str, first: str, last: str, zips: tuple[str, ...] = ("2134", "98101")) -> str:
-    rows = [f"{z},{d:%m/%d/%Y},50,32,0.1," for z in zips for d in _days(first, last)]
+    return put_observed_days(lake, path, _days(first, last), zips)
+
+
+def put_observed_days(lake: Lake, path: str, days: list[dt.date], zips: tuple[str, ...] = ("2134", "98101")) -> str:
+    rows = [f"{z},{d:%m/%d/%Y},50,32,0.1," for z in zips for d in days]
     return put(lake, path, lines(US_OBS_HEADER, *rows))
 
 
@@ -129,6 +134,7 @@ def test_a_shipments_manifest_covers_its_weeks_and_stores(lake):
     assert m["coverage"] == {
         "first_week": PREV,
         "last_week": W,
+        "weeks": [PREV, W],
         "keys": {"store_id": ["S1", "S10", "S2"]},
         "keys_truncated": False,
     }
@@ -141,22 +147,29 @@ def test_a_weather_manifest_counts_only_weeks_observed_through_their_saturday(la
     assert ingest(lake, WEATHER)["coverage"] == {
         "first_week": "2026-12-07",
         "last_week": W,
+        "weeks": ["2026-12-07", PREV, W],
         "keys": {"zip_code": ["02134", "98101"]},
         "keys_truncated": False,
     }
     put_observations(lake, WEATHER, "2026-12-10", "2026-12-25")  # W observed up to its Friday only
     cov = ingest(lake, WEATHER)["coverage"]
-    assert (cov["first_week"], cov["last_week"]) == ("2026-12-07", PREV)
+    assert (cov["first_week"], cov["last_week"], cov["weeks"]) == ("2026-12-07", PREV, ["2026-12-07", PREV])
     put_observations(lake, WEATHER, "2026-12-20", "2026-12-23")  # no week observed to its end
     cov = ingest(lake, WEATHER)["coverage"]
-    assert (cov["first_week"], cov["last_week"]) == (None, None)
+    assert (cov["first_week"], cov["last_week"], cov["weeks"]) == (None, None, [])
     assert weeks.index(lake, ingest(lake, WEATHER)) == []
 
 
 def test_a_weather_forecast_covers_no_week(lake):
     m = ingest(lake, put_forecast(lake))
     assert m["status"] == "ingested" and m["rows"]["written"] > 0
-    assert m["coverage"] == {"first_week": None, "last_week": None, "keys": {"zip_code": []}, "keys_truncated": False}
+    assert m["coverage"] == {
+        "first_week": None,
+        "last_week": None,
+        "weeks": [],
+        "keys": {"zip_code": []},
+        "keys_truncated": False,
+    }
     assert weeks.index(lake, m) == []
     assert list(lake.list("batches/index")) == []
 
@@ -174,7 +187,13 @@ def test_weather_coverage_counts_observed_rows_and_leaves_forecast_rows_out():
         )
     )
     cov.add(pa.table({"zip_code": pa.array([], pa.string()), "date": pa.array([], pa.date32()), "kind": []}))
-    assert cov.result() == {"first_week": W, "last_week": W, "keys": {"zip_code": ["02134"]}, "keys_truncated": False}
+    assert cov.result() == {
+        "first_week": W,
+        "last_week": W,
+        "weeks": [W],
+        "keys": {"zip_code": ["02134"]},
+        "keys_truncated": False,
+    }
 
 
 def test_a_demographics_manifest_is_timeless_and_lists_its_stores(lake):
@@ -182,17 +201,28 @@ def test_a_demographics_manifest_is_timeless_and_lists_its_stores(lake):
     assert m["coverage"] == {
         "first_week": None,
         "last_week": None,
+        "weeks": None,
         "keys": {"store_id": ["S1", "S3"]},
         "keys_truncated": False,
     }
     assert weeks.index(lake, m) == ["static"]
-    assert read_json(lake, "batches/index/store_demographics/static.json")["raw"] == STORES
+    curated = outputs_for(STORES).curated
+    (marker,) = lake.list("batches/index/store_demographics")
+    assert marker == f"batches/index/store_demographics/static/{weeks.file_id(curated)}.json"
+    assert read_json(lake, marker) == {
+        "dataset": "store_demographics",
+        "week": "static",
+        "curated": curated,
+        "raw": STORES,
+        "at": read_json(lake, marker)["at"],
+        "keys": {"store_id": ["S1", "S3"]},
+    }
 
 
 def test_keys_beyond_the_cap_are_not_listed_and_the_manifest_says_so(local_lake):
     ids = tuple(f"S{i:05d}" for i in range(weeks.MAX_KEYS + 1))
     cov = ingest(local_lake, put_stores(local_lake, STORES, ids))["coverage"]
-    assert cov == {"first_week": None, "last_week": None, "keys": None, "keys_truncated": True}
+    assert cov == {"first_week": None, "last_week": None, "weeks": None, "keys": None, "keys_truncated": True}
     cov = ingest(local_lake, put_stores(local_lake, STORES, ids[:-1]), force=True)["coverage"]
     assert len(cov["keys"]["store_id"]) == weeks.MAX_KEYS and cov["keys_truncated"] is False
 
@@ -208,23 +238,85 @@ def test_a_manifest_written_before_coverage_existed_is_ingested_again(lake):
 
 
 # the index -----------------------------------------------------------------------------------------
-def test_the_index_marks_every_week_a_file_covers_with_the_first_file_that_covered_it(lake):
+def marker_of(dataset: str, week: str, raw: str) -> str:
+    return f"batches/index/{dataset}/{week}/{weeks.file_id(outputs_for(raw).curated)}.json"
+
+
+def test_the_index_marks_every_week_a_file_covers_with_a_marker_of_its_own(lake):
     put_observations(lake, WEATHER, "2026-12-06", "2026-12-26")
     m = ingest(lake, WEATHER)
     assert weeks.index(lake, m) == ["2026-12-07", PREV, W]
     assert list(lake.list("batches/index/weather_daily")) == [
-        f"batches/index/weather_daily/{w}.json" for w in ("2026-12-07", PREV, W)
+        marker_of("weather_daily", w, WEATHER) for w in ("2026-12-07", PREV, W)
     ]
-    later = put_observations(lake, "raw/weather/us_obs/late.csv", "2026-12-20", "2027-01-02")
+    later = put_observations(lake, "raw/weather/us_obs/late.csv", "2026-12-20", "2027-01-02", zips=("30301",))
     assert weeks.index(lake, ingest(lake, later)) == [W, "2026-12-28"]
-    assert read_json(lake, f"batches/index/weather_daily/{W}.json")["raw"] == WEATHER
-    assert read_json(lake, "batches/index/weather_daily/2026-12-28.json")["raw"] == later
+    assert sorted(lake.list(f"batches/index/weather_daily/{W}")) == sorted(
+        [marker_of("weather_daily", W, WEATHER), marker_of("weather_daily", W, later)]
+    )
+    assert read_json(lake, marker_of("weather_daily", W, WEATHER)) == {
+        "dataset": "weather_daily",
+        "week": W,
+        "curated": outputs_for(WEATHER).curated,
+        "raw": WEATHER,
+        "at": read_json(lake, marker_of("weather_daily", W, WEATHER))["at"],
+        "keys": {"zip_code": ["02134", "98101"]},
+    }
+    assert read_json(lake, marker_of("weather_daily", W, later))["keys"] == {"zip_code": ["30301"]}
+    assert latest_week(lake, "weather_daily") == "2026-12-28"
+
+
+def test_a_marker_id_is_a_short_stable_hash_of_the_curated_path():
+    a = weeks.file_id("curated/shipments_weekly/v1/region=west/2026-12-23.csv")
+    assert a == weeks.file_id("curated/shipments_weekly/v1/region=west/2026-12-23.csv")
+    assert len(a) == 16 and int(a, 16) >= 0
+    assert a != weeks.file_id("curated/shipments_weekly/v1/region=east/2026-12-23.csv")
+
+
+def test_a_file_covering_weeks_one_and_three_leaves_week_two_out_of_the_index(lake):
+    # deliveries in the week of 2026-12-07 and of W, none in PREV's
+    put_deliveries(lake, SHIPMENTS, ("2026-12-08", "2026-12-23"))
+    m = ingest(lake, SHIPMENTS)
+    assert m["coverage"]["weeks"] == ["2026-12-07", W]
+    assert (m["coverage"]["first_week"], m["coverage"]["last_week"]) == ("2026-12-07", W)
+    assert weeks.covered(m) == weeks.index(lake, m) == ["2026-12-07", W]
+    assert list(lake.list(f"batches/index/shipments_weekly/{PREV}")) == []
+    # weather observed through the Saturdays of 2026-12-07's week and of W's, not of PREV's
+    put_observed_days(lake, WEATHER, _days("2026-12-06", "2026-12-12") + _days("2026-12-20", "2026-12-26"))
+    w = ingest(lake, WEATHER)
+    assert w["coverage"]["weeks"] == ["2026-12-07", W]
+    assert weeks.index(lake, w) == ["2026-12-07", W]
+    assert list(lake.list(f"batches/index/weather_daily/{PREV}")) == []
+    weeks.index(lake, ingest(lake, put_stores(lake, STORES)))
+    assert readiness(lake, PREV).missing == ("weather_daily", "shipments_weekly")
+    assert readiness(lake, W).complete
+
+
+def test_a_manifest_from_before_exact_weeks_covers_its_first_to_last_week():
+    old = {
+        "status": "ingested",
+        "dataset": "shipments_weekly",
+        "coverage": {"first_week": PREV, "last_week": W, "keys": None, "keys_truncated": True},
+    }
+    assert weeks.covered(old) == [PREV, W]
+    assert weeks.covered({**old, "coverage": {**old["coverage"], "weeks": [W, "nonsense", W]}}) == [W]
+
+
+def test_a_new_version_of_a_file_rewrites_its_markers_keys_and_leaves_weeks_it_no_longer_covers(lake):
+    put_deliveries(lake, SHIPMENTS, ("2026-12-16", "2026-12-23"), stores=("S1", "S2"))
+    assert weeks.index(lake, ingest(lake, SHIPMENTS)) == [PREV, W]
+    assert read_json(lake, marker_of("shipments_weekly", W, SHIPMENTS))["keys"] == {"store_id": ["S1", "S2"]}
+    put_deliveries(lake, SHIPMENTS, ("2026-12-23",), stores=("S1", "S3"))
+    assert weeks.index(lake, ingest(lake, SHIPMENTS)) == [W]
+    assert read_json(lake, marker_of("shipments_weekly", W, SHIPMENTS))["keys"] == {"store_id": ["S1", "S3"]}
+    assert list(lake.list("batches/index/shipments_weekly")) == [marker_of("shipments_weekly", W, SHIPMENTS)]
 
 
 def test_indexing_a_file_whose_markers_exist_lists_once_and_creates_nothing(tmp_path):
     class Counting(LocalLake):
         creates = 0
         lists = 0
+        writes = 0
 
         def create(self, path: str, data: bytes) -> bool:
             Counting.creates += 1
@@ -234,13 +326,30 @@ def test_indexing_a_file_whose_markers_exist_lists_once_and_creates_nothing(tmp_
             Counting.lists += 1
             return super().list(prefix)
 
+        def write_bytes(self, path: str, data: bytes) -> None:
+            Counting.writes += path.startswith("batches/")
+            super().write_bytes(path, data)
+
     lake = Counting(tmp_path)
-    put_deliveries(lake, SHIPMENTS, tuple(d.isoformat() for d in _days("2026-01-05", "2026-12-21")[::7]))
+    days = tuple(d.isoformat() for d in _days("2026-01-05", "2026-12-21")[::7])
+    put_deliveries(lake, SHIPMENTS, days)
     m = ingest(lake, SHIPMENTS)
     assert len(weeks.index(lake, m)) == 51 and Counting.creates == 51
-    Counting.creates = Counting.lists = 0
+    Counting.creates = Counting.lists = Counting.writes = 0
     assert len(weeks.index(lake, m)) == 51
-    assert (Counting.creates, Counting.lists) == (0, 1)
+    assert (Counting.creates, Counting.lists, Counting.writes) == (0, 1, 0)
+    again = ingest(lake, SHIPMENTS)
+    assert again["unchanged"] is True
+    Counting.creates = Counting.lists = Counting.writes = 0
+    assert len(weeks.index(lake, again)) == 51
+    assert (Counting.creates, Counting.lists, Counting.writes) == (0, 1, 0)
+    # a new version with other stores rewrites each of its markers, once
+    put_deliveries(lake, SHIPMENTS, days, stores=("S1", "S9"))
+    m = ingest(lake, SHIPMENTS)
+    Counting.creates = Counting.lists = Counting.writes = 0
+    assert len(weeks.index(lake, m)) == 51
+    assert (Counting.creates, Counting.lists, Counting.writes) == (0, 1, 51)
+    assert read_json(lake, marker_of("shipments_weekly", "2026-01-05", SHIPMENTS))["keys"] == {"store_id": ["S1", "S9"]}
 
 
 def test_quarantined_files_index_nothing(lake):
@@ -274,6 +383,180 @@ def test_latest_week_is_the_latest_shipments_week_in_the_index(lake):
     weeks.index(lake, ingest(lake, "raw/shipments/deliveries/old.csv"))
     assert latest_week(lake) == W
     assert latest_week(lake, "weather_daily") is None
+
+
+# readiness per region ------------------------------------------------------------------------------
+#: one store per region, with its zip code
+REGIONS = {
+    "northeast": ("S1", "02134"),
+    "southeast": ("S4", "30314"),
+    "plains": ("S7", "66101"),
+    "west": ("S9", "98101"),
+}
+
+
+def put_master(lake: Lake, path: str, regions: dict[str, tuple[str, str]] = REGIONS) -> str:
+    rows = (f"{store},{zip_code},{region},Large,100,40,50000,40" for region, (store, zip_code) in regions.items())
+    return put(lake, path, lines(STORE_MASTER_HEADER, *rows))
+
+
+def region_file(region: str) -> str:
+    return f"raw/shipments/deliveries/region={region}/2026-12-23.csv"
+
+
+def put_region_shipments(lake: Lake, region: str, regions: dict[str, tuple[str, str]] = REGIONS) -> str:
+    return put_deliveries(lake, region_file(region), ("2026-12-23",), stores=(regions[region][0],))
+
+
+def index_all(lake: Lake, *paths: str) -> None:
+    for path in paths:
+        weeks.index(lake, ingest(lake, path))
+
+
+def test_with_a_shipments_file_per_region_the_last_regions_file_announces_the_week_once(lake):
+    signal = CollectSignal()
+    put_master(lake, STORES)
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=tuple(z for _, z in REGIONS.values()))
+    for path in (STORES, WEATHER):
+        assert after_ingest(lake, ingest(lake, path), signal, NOW) is None
+    arrived: list[str] = []
+    for region in ("west", "northeast", "plains"):
+        assert after_ingest(lake, ingest(lake, put_region_shipments(lake, region)), signal, NOW) is None
+        arrived.append(region)
+        r = readiness(lake, W)
+        lacking = tuple(sorted(set(REGIONS) - set(arrived)))
+        assert r.gaps == {"shipments_weekly": lacking} and r.missing == ("shipments_weekly",)
+        assert r.present == ("weather_daily", "store_demographics") and not r.complete
+    assert signal.messages == [] and not lake.exists(f"batches/week={W}/announced.json")
+    last = put_region_shipments(lake, "southeast")
+    assert after_ingest(lake, ingest(lake, last), signal, NOW) == W
+    assert signal.messages == [{"week": W, "by": "data_complete", "at": "2026-12-28T09:00:00Z", "raw": last}]
+    assert readiness(lake, W) == Readiness(W, weeks.REQUIRED, (), {})
+    assert readiness(lake, W).describe() == f"the week of {W} is complete"
+    for region in REGIONS:  # redeliveries and late calls: the week was announced
+        assert after_ingest(lake, ingest(lake, region_file(region)), signal, NOW) is None
+    assert len(signal.messages) == 1
+    assert len(list(lake.list(f"batches/index/shipments_weekly/{W}"))) == len(REGIONS)
+
+
+def test_region_files_indexed_and_announced_at_once_send_one_message(lake):
+    regions = {f"r{i:02d}": (f"S{i:02d}", f"{10000 + i}") for i in range(14)}
+    put_master(lake, STORES, regions)
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=tuple(z for _, z in regions.values()))
+    index_all(lake, STORES, WEATHER)
+    manifests = [ingest(lake, put_region_shipments(lake, r, regions)) for r in regions]
+    signal = CollectSignal()
+    start = threading.Barrier(len(manifests))
+
+    def one(m: dict) -> str | None:
+        start.wait()
+        return after_ingest(lake, m, signal, NOW)
+
+    with ThreadPoolExecutor(len(manifests)) as pool:
+        results = list(pool.map(one, manifests))
+    assert results.count(W) == 1 and len(signal.messages) == 1
+    assert readiness(lake, W).complete
+
+
+def test_a_region_without_observed_weather_is_a_gap_and_its_weather_completes_the_week(lake):
+    put_master(lake, STORES)
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=("02134", "30314", "66101"))
+    index_all(lake, STORES, WEATHER, *(put_region_shipments(lake, r) for r in REGIONS))
+    r = readiness(lake, W)
+    assert r == Readiness(
+        W, ("shipments_weekly", "store_demographics"), ("weather_daily",), {"weather_daily": ("west",)}
+    )
+    assert r.describe() == f"weather_daily lacks region west for the week of {W}"
+    signal = CollectSignal()
+    west = put_observations(lake, "raw/weather/us_obs/region=west/2026-12.csv", "2026-12-20", "2026-12-26", ("98101",))
+    assert after_ingest(lake, ingest(lake, west), signal, NOW) == W
+    assert [m["raw"] for m in signal.messages] == [west]
+
+
+def test_a_store_master_region_with_no_shipments_leaves_the_week_incomplete(lake):
+    put_master(lake, STORES)
+    index_all(lake, STORES, put_region_shipments(lake, "northeast"), put_region_shipments(lake, "southeast"))
+    r = readiness(lake, W)
+    assert r == Readiness(
+        W, ("store_demographics",), ("weather_daily", "shipments_weekly"), {"shipments_weekly": ("plains", "west")}
+    )
+    assert (
+        r.describe()
+        == "no curated weather_daily for the week of 2026-12-21; shipments_weekly lacks regions plains, west"
+    )
+    # a second store master file brings a region of its own: the week lacks it too
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=tuple(z for _, z in REGIONS.values()))
+    index_all(lake, WEATHER, put_region_shipments(lake, "plains"), put_region_shipments(lake, "west"))
+    assert readiness(lake, W).complete
+    more = put_master(lake, "raw/demographics/more.csv", {"mountain": ("S20", "80202")})
+    index_all(lake, more)
+    assert readiness(lake, W).gaps == {"weather_daily": ("mountain",), "shipments_weekly": ("mountain",)}
+
+
+def test_a_file_of_unknown_keys_covers_every_region(lake, monkeypatch):
+    monkeypatch.setattr(weeks, "MAX_KEYS", 1)
+    put_master(lake, STORES, REGIONS | {"northeast": ("S1", "02134"), "midwest": ("S2", "60601")})
+    # two stores and two zip codes: past the cap, neither file lists its keys
+    put_deliveries(lake, SHIPMENTS, ("2026-12-23",), stores=("S1", "S2"))
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=("02134", "60601"))
+    index_all(lake, STORES, SHIPMENTS, WEATHER)
+    assert read_json(lake, marker_of("shipments_weekly", W, SHIPMENTS))["keys"] is None
+    assert read_json(lake, marker_of("weather_daily", W, WEATHER))["keys"] is None
+    assert readiness(lake, W).complete
+
+
+def test_old_layout_markers_count_as_files_of_unknown_keys(lake):
+    put_master(lake, STORES)
+    index_all(lake, put_region_shipments(lake, "west"))
+    ingest(lake, STORES)  # curated, its marker in the old layout only
+    for dataset, name in (("shipments_weekly", W), ("weather_daily", W), ("store_demographics", "static")):
+        old = {"dataset": dataset, "week": name, "raw": "raw/old.csv", "at": "2026-12-22T00:00:00Z"}
+        lake.write_bytes(f"batches/index/{dataset}/{name}.json", json.dumps(old).encode())
+    lake.write_bytes(f"batches/index/shipments_weekly/{PREV}.json", b"{}")
+    r = readiness(lake, W)
+    assert r.complete and r.gaps == {}
+    assert readiness(lake, PREV).missing == ("weather_daily",)
+    assert latest_week(lake) == W and latest_week(lake, "weather_daily") == W
+    # indexing new files leaves them as they are
+    index_all(lake, STORES, put_region_shipments(lake, "plains"))
+    assert lake.exists(f"batches/index/shipments_weekly/{W}.json")
+    assert lake.exists("batches/index/store_demographics/static.json")
+
+
+def test_without_a_readable_store_master_a_dataset_is_there_when_any_file_covers_the_week(lake, caplog):
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=("02134",))
+    index_all(lake, WEATHER, put_region_shipments(lake, "west"))
+    assert readiness(lake, W) == Readiness(W, ("weather_daily", "shipments_weekly"), ("store_demographics",), {})
+    assert readiness(lake, W).describe() == f"no curated store_demographics for the week of {W}"
+    put_master(lake, STORES)
+    index_all(lake, STORES)
+    assert readiness(lake, W).gaps["shipments_weekly"] == ("northeast", "plains", "southeast")
+    lake.write_bytes(outputs_for(STORES).curated, b"\xff\xfe not a CSV in UTF-8")
+    with caplog.at_level(logging.WARNING, logger="shared.ingestion.weeks"):
+        assert readiness(lake, W).complete  # no store master: the rule per dataset
+    assert any(outputs_for(STORES).curated in r.getMessage() for r in caplog.records)
+    lake.write_bytes(outputs_for(STORES).curated, b"store_id,zip_code,region,store_format\n")
+    assert readiness(lake, W).complete  # an empty one too
+
+
+def test_a_store_master_that_storage_fails_to_read_fails_readiness(tmp_path):
+    class Flaky(LocalLake):
+        down = False
+
+        def read_bytes(self, path: str) -> bytes:
+            if self.down and path.startswith("curated/store_demographics/"):
+                raise TransientLakeError("503 server busy")
+            return super().read_bytes(path)
+
+    lake = Flaky(tmp_path)
+    put_master(lake, STORES)
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=("02134",))
+    index_all(lake, STORES, WEATHER, put_region_shipments(lake, "west"))
+    assert readiness(lake, W).gaps["shipments_weekly"] == ("northeast", "plains", "southeast")
+    lake.down = True
+    # not the rule without regions (which would call the week complete): an error, retried
+    with pytest.raises(TransientLakeError):
+        readiness(lake, W)
 
 
 # announcing ------------------------------------------------------------------------------------

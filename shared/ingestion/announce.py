@@ -2,7 +2,9 @@
 
 After an ingest, :func:`after_ingest` indexes the file's weeks (:func:`weeks.index`) and calls
 :func:`announce`: when the file covers the latest shipments week ``W`` (or is of a timeless
-dataset) and ``W`` now has every required dataset, the first caller to create
+dataset) and ``W`` is now complete (:func:`weeks.readiness`: every required dataset, for every
+region of the store master; with shipments arriving as one file per region, the region's file
+that arrives last completes it), the first caller to create
 ``batches/week=<W>/announced.json`` sends one message on a :class:`Signal`; every other caller,
 racing or later, finds the marker and sends nothing. A send that fails removes the marker, so
 that the next file, or a retry, announces again; the weekly timer is the fallback for the rest.
@@ -138,7 +140,8 @@ def _marker(week: str) -> str:
 
 def announce(lake: Lake, manifest: dict[str, Any], signal: Signal, now: dt.datetime) -> str | None:
     """Announce the latest shipments week ``W`` if this ingested file covers it (or is of a
-    timeless dataset) and ``W`` now has every required dataset.
+    timeless dataset) and ``W`` is now complete: every required dataset, for every region of
+    the store master (:func:`weeks.readiness`).
 
     Only the caller that creates ``batches/week=<W>/announced.json`` sends
     ``{"week", "by": "data_complete", "at", "raw"}``; if the send raises, the marker is removed
@@ -152,7 +155,9 @@ def announce(lake: Lake, manifest: dict[str, Any], signal: Signal, now: dt.datet
     dataset = manifest.get("dataset")
     if dataset not in weeks.TIMELESS and week not in weeks.covered(manifest):
         return None
-    if not weeks.readiness(lake, week).complete:
+    ready = weeks.readiness(lake, week)
+    if not ready.complete:
+        log.info("week %s not announced after %s: %s", week, manifest["raw"]["path"], ready.describe())
         return None
     message = {"week": week, "by": BY, "at": clock.iso(now), "raw": manifest["raw"]["path"]}
     marker = _marker(week)

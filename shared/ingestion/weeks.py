@@ -1,45 +1,64 @@
-"""Weeks: which sales weeks a curated file covers, and the lake's index of them.
+"""Weeks: which sales weeks a curated file covers, the lake's index of them, and readiness.
 
 A week ``W`` is named by the Monday ISO date of curated shipments' ``week_start``
 (``2026-12-21``); a sales week runs Sunday..Saturday, so the Sunday before ``W`` belongs to
 ``W`` (:func:`week_of`).
 
 Every ingested file's manifest carries its ``coverage`` (:class:`Coverage`, gathered batch by
-batch as the curated rows are written). After the file's outputs are committed, :func:`index`
-marks every week it covers in ``batches/index/<dataset>/<W>.json`` (``static.json`` for a
-timeless dataset), each marker created only if absent, so that any number of ingests may race.
-:func:`readiness` says which of the :data:`REQUIRED` datasets a week has.
+batch as the curated rows are written): the exact weeks it covers and its keys (store ids or
+zip codes). After the file's outputs are committed, :func:`index` writes one marker per week
+and file, ``batches/index/<dataset>/<W>/<id>.json`` (``static/<id>.json`` for a timeless
+dataset; ``<id>``: :func:`file_id` of the curated path), holding the file's keys, so that any
+number of ingests may race. :func:`readiness` says whether a week has every
+:data:`REQUIRED` dataset for every region of the store master.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import hashlib
+import io
 import json
+import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared import clock
-from shared.lake import Lake
+from shared.ingestion.layout import outputs_for
+from shared.lake import Lake, NotFoundError
+
+log = logging.getLogger(__name__)
 
 #: the datasets a week's batch needs
 REQUIRED = ("weather_daily", "shipments_weekly", "store_demographics")
-#: datasets with no date: a file of one covers every week (``static.json`` in the index)
+#: datasets with no date: a file of one covers every week (``static/`` in the index)
 TIMELESS = frozenset({"store_demographics"})
 #: the column whose distinct values a manifest's coverage lists, per dataset
 KEY_COLUMN = {"shipments_weekly": "store_id", "weather_daily": "zip_code", "store_demographics": "store_id"}
 #: the column a dataset's weeks are read from (timeless datasets have none)
 DATE_COLUMN = {"shipments_weekly": "week_start", "weather_daily": "date"}
+#: the store master's key of each dated dataset: a region has the dataset for a week when a
+#: file of the week lists one of the region's stores (shipments) or of their zip codes (weather)
+REGION_KEY = {"shipments_weekly": "store_id", "weather_daily": "zip_code"}
 #: beyond this many distinct keys a manifest lists none (``keys: null, keys_truncated: true``)
 MAX_KEYS = 5000
-#: the index's marker of a timeless dataset
+#: the index's folder of a timeless dataset
 STATIC = "static"
+#: where the store master is read from (its curated CSVs: a few small files)
+STORE_MASTER = "curated/store_demographics/v1"
+#: marker reads in parallel (a week has tens of markers)
+READ_WORKERS = 8
 
 _WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ONE_WEEK = dt.timedelta(days=7)
+_SATURDAY = 5
 
 
 def _monday(d: dt.date) -> dt.date:
@@ -74,18 +93,17 @@ def weeks_between(first: str, last: str) -> list[str]:
 
 class Coverage:
     """The weeks and keys a dataset's curated rows cover, gathered batch by batch in bounded
-    memory: the earliest and latest date, and at most :data:`MAX_KEYS` distinct keys.
+    memory: the set of weeks (a few hundred at most) and at most :data:`MAX_KEYS` distinct keys.
 
-    Weather counts observed rows only (a forecast covers no week), and its last week only if
-    it is observed through its Saturday (else the week before)."""
+    Weather counts observed rows only (a forecast covers no week), and a week only if its
+    Saturday is observed (a week observed up to its Friday is not over in the file)."""
 
     def __init__(self, dataset: str) -> None:
         self.dataset = dataset
         self._date = DATE_COLUMN.get(dataset)
         self._key = KEY_COLUMN.get(dataset)
         self._keys: set[str] | None = set()
-        self._lo: dt.date | None = None
-        self._hi: dt.date | None = None
+        self._weeks: set[str] = set()
 
     def add(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -95,110 +113,299 @@ class Coverage:
             if not table.num_rows:
                 return
         if self._date is not None:
-            span = pc.min_max(table[self._date])
-            lo, hi = span["min"].as_py(), span["max"].as_py()
-            if lo is not None:
-                self._lo = lo if self._lo is None else min(self._lo, lo)
-                self._hi = hi if self._hi is None else max(self._hi, hi)
+            days = [d for d in pc.unique(table[self._date]).to_pylist() if d is not None]
+            if self.dataset == "weather_daily":
+                days = [d for d in days if d.weekday() == _SATURDAY]
+            self._weeks.update(week_of(d) for d in days)
         if self._key is not None and self._keys is not None:
             self._keys.update(v for v in pc.unique(table[self._key]).to_pylist() if v is not None)
             if len(self._keys) > MAX_KEYS:
                 self._keys = None  # memory stays bounded: past the cap, no key is kept
 
     def result(self) -> dict[str, Any]:
-        """The manifest's ``coverage`` object."""
-        first = last = None
-        if self._lo is not None and self._hi is not None:
-            first, last = week_of(self._lo), week_of(self._hi)
-            if self.dataset == "weather_daily" and self._hi.weekday() != 5:  # not through Saturday
-                last = (dt.date.fromisoformat(last) - _ONE_WEEK).isoformat()
-            if last < first:
-                first = last = None
+        """The manifest's ``coverage`` object: ``weeks`` (sorted; null for a timeless dataset),
+        ``first_week`` and ``last_week`` (the first and last of them, or null), the keys."""
+        weeks = sorted(self._weeks) if self._date is not None else None
         keys = None
         if self._key is not None and self._keys is not None:
             keys = {self._key: sorted(self._keys)}
         return {
-            "first_week": first,
-            "last_week": last,
+            "first_week": weeks[0] if weeks else None,
+            "last_week": weeks[-1] if weeks else None,
+            "weeks": weeks,
             "keys": keys,
             "keys_truncated": self._key is not None and self._keys is None,
         }
 
 
 def covered(manifest: dict[str, Any]) -> list[str]:
-    """The index markers an ingested file's manifest stands for: its weeks, ``["static"]``
-    for a timeless dataset, none for anything else (quarantined, no coverage, no full week)."""
+    """The weeks an ingested file's manifest covers, sorted: its coverage's ``weeks``;
+    ``["static"]`` for a timeless dataset; none for anything else (quarantined, no coverage,
+    no full week). A manifest written before ``weeks`` existed covers its
+    ``first_week..last_week``."""
     if manifest.get("status") != "ingested" or not isinstance(manifest.get("coverage"), dict):
         return []
     if manifest["dataset"] in TIMELESS:
         return [STATIC]
     cov = manifest["coverage"]
+    if isinstance(cov.get("weeks"), list):
+        return sorted({w for w in cov["weeks"] if isinstance(w, str) and _WEEK.match(w)})
     if not cov.get("first_week") or not cov.get("last_week"):
         return []
     return weeks_between(cov["first_week"], cov["last_week"])
+
+
+def file_id(curated: str) -> str:
+    """The index's name of a curated file: 16 hex digits of the sha256 of its path (stable
+    across versions of the file; distinct files, distinct names)."""
+    return hashlib.sha256(curated.encode("utf-8")).hexdigest()[:16]
 
 
 def _folder(dataset: str) -> str:
     return f"batches/index/{dataset}"
 
 
-def _marker(dataset: str, name: str) -> str:
-    return f"{_folder(dataset)}/{name}.json"
+def _marker(dataset: str, week: str, fid: str) -> str:
+    return f"{_folder(dataset)}/{week}/{fid}.json"
+
+
+def _old_marker(dataset: str, week: str) -> str:
+    """The layout before markers per file: one per week, by the first file that covered it."""
+    return f"{_folder(dataset)}/{week}.json"
+
+
+def _curated_path(manifest: dict[str, Any]) -> str:
+    curated = ((manifest.get("outputs") or {}).get("curated")) or {}
+    if isinstance(curated.get("path"), str) and curated["path"]:
+        return str(curated["path"])
+    return outputs_for(manifest["raw"]["path"]).curated
+
+
+def _manifest_keys(manifest: dict[str, Any]) -> dict[str, list[str]] | None:
+    """The coverage's keys, or None when they are not known (truncated, or an old manifest)."""
+    cov = manifest.get("coverage") or {}
+    keys = cov.get("keys")
+    if cov.get("keys_truncated") or not isinstance(keys, dict):
+        return None
+    return {str(k): sorted(str(v) for v in vs) for k, vs in keys.items() if isinstance(vs, list)}
+
+
+def _read_json(lake: Lake, path: str) -> Any:
+    return json.loads(lake.read_bytes(path))
 
 
 def index(lake: Lake, manifest: dict[str, Any]) -> list[str]:
-    """Mark every week an ingested file covers in ``batches/index/<dataset>/<W>.json``
-    (``static.json`` for a timeless dataset); return the markers it stands for (the weeks, or
-    ``["static"]``), whether this call created them or they existed.
+    """Mark every week an ingested file covers with the file's own marker,
+    ``batches/index/<dataset>/<W>/<id>.json`` (``static/<id>.json`` for a timeless dataset):
+    ``{dataset, week, curated, raw, at, keys}``; return the weeks (or ``["static"]``), whether
+    this call wrote their markers or they existed.
 
-    Call it once the file's outputs are committed. One listing of the dataset's index, then
-    a create-if-absent for each missing marker only: a marker holds the first raw file that
-    covered the week, and a redelivered or unchanged file costs one listing."""
+    Call it once the file's outputs are committed. One listing of the dataset's index, then a
+    create-if-absent for each missing marker. When the file's markers exist, the one of its
+    latest week (written last) is read: if its keys are the manifest's, nothing is written (a
+    redelivered or unchanged file costs one listing and one read); else every marker of the
+    file is rewritten with the new version's keys. Markers of the file on weeks its new version
+    no longer covers are removed."""
     names = covered(manifest)
-    if not names:
+    dataset = manifest.get("dataset")
+    if not names or not isinstance(dataset, str):
         return []
-    dataset = manifest["dataset"]
+    curated = _curated_path(manifest)
+    fid = file_id(curated)
     folder = _folder(dataset)
-    present = {p.rsplit("/", 1)[-1].removesuffix(".json") for p in lake.list(folder)}
-    missing = [n for n in names if n not in present]
-    if missing:
-        raw = manifest["raw"]["path"]
-        at = clock.now_iso()
-        for name in missing:
-            body = {"dataset": dataset, "week": name, "raw": raw, "at": at}
-            lake.create(_marker(dataset, name), (json.dumps(body) + "\n").encode())
+    name = f"{fid}.json"
+    mine: dict[str, str] = {}
+    for p in lake.list(folder):
+        week, _, rest = p[len(folder) + 1 :].partition("/")
+        if rest == name:
+            mine[week] = p
+    keys = _manifest_keys(manifest)
+    at = clock.now_iso()
+
+    raw = manifest["raw"]["path"]
+
+    def body(week: str) -> bytes:
+        doc = {"dataset": dataset, "week": week, "curated": curated, "raw": raw, "at": at, "keys": keys}
+        return (json.dumps(doc) + "\n").encode()
+
+    # rewrites first, the latest week last: that marker then says whether all were rewritten,
+    # even if this call stops half-way and a retry finds some of the markers it created
+    existing = [w for w in names if w in mine]
+    if existing and _stale_keys(lake, mine[existing[-1]], keys):
+        for week in existing:
+            lake.write_bytes(mine[week], body(week))
+    for week in names:
+        if week not in mine:
+            lake.create(_marker(dataset, week, fid), body(week))
+    wanted = set(names)
+    for week, path in mine.items():
+        if week not in wanted:
+            lake.delete(path)
     return names
 
 
+def _stale_keys(lake: Lake, path: str, keys: dict[str, list[str]] | None) -> bool:
+    try:
+        return bool(_read_json(lake, path).get("keys") != keys)
+    except (NotFoundError, ValueError, AttributeError):
+        return True
+
+
+# readiness ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Readiness:
-    """Which of the :data:`REQUIRED` datasets a week has."""
+    """Whether a week has every :data:`REQUIRED` dataset, for every region of the store master.
+
+    ``present``: the datasets the week has in full; ``missing``: the others (no file at all,
+    or files that leave regions out), so that the week is complete when nothing is missing;
+    ``gaps``: of the missing datasets that have files for the week, the regions they lack."""
 
     week: str
     present: tuple[str, ...]
     missing: tuple[str, ...]
+    gaps: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         return not self.missing
 
+    def describe(self) -> str:
+        """One line: what the week lacks (``no curated weather_daily for the week of
+        2026-12-21; shipments_weekly lacks regions plains, west``), or that it is complete."""
+        if self.complete:
+            return f"the week of {self.week} is complete"
+        parts = []
+        for dataset in self.missing:
+            regions = self.gaps.get(dataset)
+            if regions:
+                noun = "region" if len(regions) == 1 else "regions"
+                parts.append(f"{dataset} lacks {noun} {', '.join(regions)}")
+            else:
+                parts.append(f"no curated {dataset}")
+        parts[0] += f" for the week of {self.week}"
+        return "; ".join(parts)
+
+
+@dataclass
+class StoreMaster:
+    """Each store's region and zip code, from the curated store_demographics files."""
+
+    region: dict[str, str] = field(default_factory=dict)
+    zip_code: dict[str, str] = field(default_factory=dict)
+
+    def regions(self) -> set[str]:
+        return set(self.region.values())
+
+    def keys_of(self, region: str, key: str) -> set[str]:
+        """The region's store ids (``key`` store_id) or their zip codes (``key`` zip_code)."""
+        stores = {s for s, r in self.region.items() if r == region}
+        if key == "zip_code":
+            return {self.zip_code[s] for s in stores if s in self.zip_code}
+        return stores
+
+
+def store_master(lake: Lake) -> StoreMaster:
+    """The store master: every curated store_demographics CSV (a few small files; the later
+    path wins for a store). A file that is not CSV in UTF-8, or is gone since the listing, is
+    left out, with a warning; a storage error raises (a transient failure must not make a week
+    look complete by the rule without regions)."""
+    master = StoreMaster()
+    for path in lake.list(STORE_MASTER):
+        if not path.endswith(".csv"):
+            continue
+        try:
+            text = lake.read_bytes(path).decode("utf-8")
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except (NotFoundError, UnicodeDecodeError, csv.Error) as e:
+            log.warning("store master %s could not be read: left out of readiness (%s)", path, e)
+            continue
+        for row in rows:
+            store = (row.get("store_id") or "").strip()
+            region = (row.get("region") or "").strip().lower()
+            if not store or not region:
+                continue
+            master.region[store] = region
+            zip_code = (row.get("zip_code") or "").strip()
+            if zip_code:
+                master.zip_code[store] = zip_code
+    return master
+
+
+def _week_keys(lake: Lake, dataset: str, week: str) -> list[frozenset[str] | None]:
+    """The keys of every file that covers ``week`` (one listing of the week's markers, each
+    read; None: not known, the file covers every key). An old-layout marker (``<W>.json``,
+    from before markers per file) counts as one file of unknown keys."""
+    paths = list(lake.list(f"{_folder(dataset)}/{week}"))
+    column = REGION_KEY[dataset]
+
+    def read(path: str) -> list[frozenset[str] | None]:
+        try:
+            keys = _read_json(lake, path).get("keys")
+        except NotFoundError:
+            return []  # removed since the listing: a new version of the file left the week
+        except (ValueError, AttributeError):
+            log.warning("index marker %s could not be read: taken as a file of unknown keys", path)
+            return [None]
+        values = keys.get(column) if isinstance(keys, dict) else None
+        return [frozenset(str(v) for v in values) if isinstance(values, list) else None]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(READ_WORKERS, len(paths)))) as pool:
+        found = [k for one in pool.map(read, paths) for k in one]
+    if lake.exists(_old_marker(dataset, week)):
+        found.append(None)
+    return found
+
+
+def _has_static(lake: Lake, dataset: str) -> bool:
+    return any(
+        p.endswith(".json") and (p.startswith(f"{_folder(dataset)}/{STATIC}/") or p == _old_marker(dataset, STATIC))
+        for p in lake.list(_folder(dataset))
+    )
+
+
+def _lacking(files: Iterable[frozenset[str] | None], master: StoreMaster, key: str) -> tuple[str, ...]:
+    files = list(files)
+    if any(f is None for f in files):
+        return ()
+    known: set[str] = set().union(*(f for f in files if f is not None))
+    return tuple(sorted(r for r in master.regions() if not (master.keys_of(r, key) & known)))
+
 
 def readiness(lake: Lake, week: str) -> Readiness:
-    """Which required datasets have an index marker for ``week`` (a timeless one: its
-    ``static.json``)."""
+    """Whether ``week`` is complete: a store_demographics file exists, and every region of the
+    store master (:func:`store_master`) has shipments rows for the week (a file whose store
+    ids hold one of the region's stores) and observed weather (a file whose zip codes hold one
+    of the region's stores' zip codes); a file of unknown keys covers every region. With no
+    store master (none, empty or unreadable), a dataset is there when any file covers the week.
+
+    Reads the week's markers only (tens of files), the store master and one listing of the
+    timeless dataset's index: not every manifest."""
     if not _WEEK.match(week):
         raise ValueError(f"{week!r} is not a week (YYYY-MM-DD, a Monday)")
+    master = store_master(lake)
     present: list[str] = []
     missing: list[str] = []
+    gaps: dict[str, tuple[str, ...]] = {}
     for dataset in REQUIRED:
-        name = STATIC if dataset in TIMELESS else week
-        (present if lake.exists(_marker(dataset, name)) else missing).append(dataset)
-    return Readiness(week, tuple(present), tuple(missing))
+        if dataset in TIMELESS:
+            (present if _has_static(lake, dataset) else missing).append(dataset)
+            continue
+        files = _week_keys(lake, dataset, week)
+        if not files:
+            missing.append(dataset)
+            continue
+        lacking = _lacking(files, master, REGION_KEY[dataset]) if master.regions() else ()
+        if lacking:
+            gaps[dataset] = lacking
+            missing.append(dataset)
+        else:
+            present.append(dataset)
+    return Readiness(week, tuple(present), tuple(missing), gaps)
 
 
 def latest_week(lake: Lake, dataset: str = "shipments_weekly") -> str | None:
-    """The latest week ``dataset`` has in the index (one listing), or None."""
-    weeks = [
-        name for p in lake.list(_folder(dataset)) if _WEEK.match(name := p.rsplit("/", 1)[-1].removesuffix(".json"))
-    ]
-    return max(weeks, default=None)
+    """The latest week ``dataset`` has in the index (one listing: the ``<W>`` segment of its
+    markers' paths, old-layout ``<W>.json`` ones too), or None."""
+    folder = _folder(dataset)
+    weeks = {p[len(folder) + 1 :].split("/", 1)[0].removesuffix(".json") for p in lake.list(folder)}
+    return max((w for w in weeks if _WEEK.match(w)), default=None)
