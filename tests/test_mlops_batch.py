@@ -38,7 +38,7 @@ def _days(first: str, last: str) -> list[str]:
     return out
 
 
-def world(lake: Lake, *, weather: bool = True, ne_units: int = 3) -> list[str]:
+def world(lake: Lake, *, weather: bool = True, ne_units: int = 3, west_shipments: bool = True) -> list[str]:
     """Two regions, one store each (S1 northeast large at 02134, S2 west small at 98101), a
     weather file per zip and a shipments file per region for the week W; ingested and indexed.
     The weeks the ingest announced complete."""
@@ -60,11 +60,12 @@ def world(lake: Lake, *, weather: bool = True, ne_units: int = 3) -> list[str]:
         "raw/shipments/deliveries/ne/2026-12-23.csv",
         lines(DELIVERIES_HEADER, f"S1,SKU-1,2026-12-23T05:00:00,{ne_units},0"),
     )
-    put(
-        lake,
-        "raw/shipments/deliveries/west/2026-12-23.csv",
-        lines(DELIVERIES_HEADER, "S2,SKU-1,2026-12-23T05:00:00,5,0"),
-    )
+    if west_shipments:
+        put(
+            lake,
+            "raw/shipments/deliveries/west/2026-12-23.csv",
+            lines(DELIVERIES_HEADER, "S2,SKU-1,2026-12-23T05:00:00,5,0"),
+        )
     signal = CollectSignal()
     paths = [p for s in ("weather", "shipments", "demographics") for p in lake.list(f"raw/{s}")]
     ingest_all(lake, paths, io.StringIO(), signal=signal)

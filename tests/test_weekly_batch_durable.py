@@ -352,3 +352,15 @@ def test_a_partial_start_of_a_week_with_no_data_at_all_is_refused(bridge):
         status, body, _ = http(stub, "POST", W, {"partial": True})
     assert status == 409 and body["error"] == "data_incomplete" and "nothing to train on" in body["message"]
     assert not host.instances
+
+
+def test_adf_is_told_which_regions_a_source_lacks(bridge):
+    """One region's shipments have not arrived: the week is not complete, and the answer says
+    which region, not only which source."""
+    assert world(bridge, west_shipments=False) == []
+    host = idle_host()
+    with DurableRpcStub(host, on_start="none") as stub:
+        status, body, _ = http(stub, "POST", W)
+    assert status == 409 and body["missing"] == ["shipments_weekly"] and body["gaps"] == {"shipments_weekly": ["west"]}
+    assert body["message"].startswith(f"shipments_weekly lacks region west for the week of {W}")
+    assert not host.instances

@@ -94,11 +94,9 @@ async def start_batch(
         message = f"no curated data at all for the week of {inp.week}: nothing to train on"
         return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing))
     if ready.missing and not inp.partial:
-        message = (
-            f"no curated {', '.join(ready.missing)} for the week of {inp.week}; "
-            "start with partial=true to train on what is there"
-        )
-        return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing))
+        message = f"{ready.describe()}; start with partial=true to train on what is there"
+        gaps = {dataset: list(regions) for dataset, regions in ready.gaps.items()}
+        return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing), gaps=gaps)
     claim = json.dumps({"instance_id": instance_id, "by": inp.by, "claimed_at": clock.iso(now)}).encode()
     path = batch_path(inp.week, f"started-{instance_id}{generation}.json")
     if not lake.create(path, claim) and not _claim_expired(lake, path, now):
@@ -187,6 +185,7 @@ async def batch_status(client: Any, lake: Lake, week: str, base_url: str, code: 
             "week": week,
             "outcome": "waiting_for_data",
             "missing": waiting.get("missing", []),
+            "gaps": waiting.get("gaps", {}),
             "reason": waiting.get("reason"),
         }
         return 200, body, {}
@@ -209,6 +208,7 @@ async def schedule_batch(client: Any, lake: Lake, partial: bool, now: dt.datetim
             "by": "schedule",
             "status": "waiting_for_data",
             "missing": body.get("missing", []),
+            "gaps": body.get("gaps", {}),
             "reason": body.get("message"),
             "at": clock.iso(now),
         }

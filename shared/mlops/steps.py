@@ -87,11 +87,12 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         "instance": instance_id_for(inp),
         "started_at": iso(now),
         "missing": list(ready.missing),
+        "gaps": {dataset: list(regions) for dataset, regions in ready.gaps.items()},
         "partial": bool(ready.missing),
         "watch": ctx.watch or {},
     }
     if ready.missing and not inp.partial:
-        reason = f"no curated {', '.join(ready.missing)} for the week of {inp.week}: waiting for the data"
+        reason = f"{ready.describe()}: waiting for the data"
         waiting = base | {"status": "waiting_for_data", "reason": reason}
         _write_json(ctx.lake, batch_path(inp.week, "waiting.json"), waiting)
         log.warning("weekly batch %s: %s", inp.week, reason)
@@ -127,7 +128,7 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         "train_inputs": dict(ctx.train_inputs or {}),
     }
     if ready.missing:
-        result["reason"] = f"trained on what is there: no curated {', '.join(ready.missing)} for the week"
+        result["reason"] = f"trained on what is there: {ready.describe()}"
     _write_json(ctx.lake, _record(result, "plan"), result)
     return result
 

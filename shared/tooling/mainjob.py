@@ -223,7 +223,7 @@ def _batch(lake: Lake, backend: Backend, out: TextIO, announced: list[str]) -> d
             print("error: no week has curated shipments: there is nothing to train on", file=out)
             return None
         ready = readiness(lake, week)
-        missing = f"; missing {', '.join(ready.missing)}" if ready.missing else ""
+        missing = f"; {ready.describe()}" if ready.missing else ""
         print(
             f"no week was announced by this ingest (the week of {week} was complete before it, or is not): "
             f"running its batch from the command line{missing}",
