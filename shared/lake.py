@@ -11,6 +11,7 @@ rename; blob: stage blocks, commit the block list once).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import io
@@ -139,6 +140,12 @@ class Lake(ABC):
     def describe(self, path: str) -> str:
         """Where ``path`` lives, for humans (a file path or a URL)."""
 
+    def children(self, prefix: str) -> builtins.list[str]:
+        """The names one level below ``prefix`` (files and folders, sorted), without listing
+        what lies deeper. This default derives them from :meth:`list`."""
+        base = prefix.strip("/") + "/"
+        return sorted({p[len(base) :].split("/", 1)[0] for p in self.list(prefix) if p.startswith(base)})
+
     def exists(self, path: str) -> bool:
         try:
             self.stat(path)
@@ -229,6 +236,12 @@ class LocalLake(Lake):
             if p.is_file() and not p.name.startswith(self._TMP)
         )
         return iter(sorted(found))
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        base = self.root / prefix.strip("/")
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if not p.name.startswith(self._TMP))
 
     def describe(self, path: str) -> str:
         return str(self._file(path))
@@ -406,6 +419,16 @@ class BlobLake(Lake):
         except NotFoundError:
             names = []
         return iter(f"{container}/{n}" for n in names)
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        container, _, rest = prefix.strip("/").partition("/")
+        client = self.service.get_container_client(container)
+        starts = f"{rest}/" if rest else ""
+        try:
+            items = _translate(lambda: list(client.walk_blobs(name_starts_with=starts or None, delimiter="/")))
+        except NotFoundError:
+            return []
+        return sorted(item.name[len(starts) :].rstrip("/") for item in items)
 
     def describe(self, path: str) -> str:
         return self._blob(path).url

@@ -110,3 +110,18 @@ def test_a_local_file_changed_in_place_with_the_same_size_and_mtime_gets_a_new_e
 def test_paths_no_storage_accepts_are_refused_before_any_storage_call(bad, words):
     with pytest.raises(ValueError, match=words):
         check_path(bad)
+
+
+def test_children_names_one_level_without_listing_deeper(lake):
+    for path in (
+        "batches/index/shipments_weekly/2026-12-14/a.json",
+        "batches/index/shipments_weekly/2026-12-21/b.json",
+        "batches/index/shipments_weekly/2026-12-21/c.json",
+        "batches/index/shipments_weekly/old.json",
+    ):
+        lake.write_bytes(path, b"{}")
+    assert lake.children("batches/index/shipments_weekly") == ["2026-12-14", "2026-12-21", "old.json"]
+    assert lake.children("batches/index/shipments_weekly/2026-12-21") == ["b.json", "c.json"]
+    assert lake.children("batches/index") == ["shipments_weekly"]
+    assert lake.children("batches/index/nothing") == []
+    assert lake.children("nocontainer/x") == []

@@ -149,11 +149,14 @@ def announce(lake: Lake, manifest: dict[str, Any], signal: Signal, now: dt.datet
     this call sent the message, else None."""
     if manifest.get("status") != "ingested":
         return None
+    dataset = manifest.get("dataset")
+    covers = weeks.covered(manifest)
+    if dataset not in weeks.TIMELESS and not covers:
+        return None  # a file of no week (a weather forecast) completes none: no listing
     week = weeks.latest_week(lake)
     if week is None:
         return None
-    dataset = manifest.get("dataset")
-    if dataset not in weeks.TIMELESS and week not in weeks.covered(manifest):
+    if dataset not in weeks.TIMELESS and week not in covers:
         return None
     ready = weeks.readiness(lake, week)
     if not ready.complete:

@@ -194,53 +194,56 @@ def _read_json(lake: Lake, path: str) -> Any:
     return json.loads(lake.read_bytes(path))
 
 
+def _record(dataset: str, fid: str) -> str:
+    """What the index knows of one file: the weeks it marked and the keys it marked them with
+    (not a week: ``files`` never matches a week's name)."""
+    return f"{_folder(dataset)}/files/{fid}.json"
+
+
 def index(lake: Lake, manifest: dict[str, Any]) -> list[str]:
     """Mark every week an ingested file covers with the file's own marker,
     ``batches/index/<dataset>/<W>/<id>.json`` (``static/<id>.json`` for a timeless dataset):
     ``{dataset, week, curated, raw, at, keys}``; return the weeks (or ``["static"]``), whether
     this call wrote their markers or they existed.
 
-    Call it once the file's outputs are committed. One listing of the dataset's index, then a
-    create-if-absent for each missing marker. When the file's markers exist, the one of its
-    latest week (written last) is read: if its keys are the manifest's, nothing is written (a
-    redelivered or unchanged file costs one listing and one read); else every marker of the
-    file is rewritten with the new version's keys. Markers of the file on weeks its new version
-    no longer covers are removed."""
+    Call it once the file's outputs are committed. The file's record
+    (``batches/index/<dataset>/files/<id>.json``: its weeks and keys) is read first: when it
+    says what the manifest says, nothing is written (a redelivered or unchanged file costs one
+    read, whatever the size of the index). Otherwise the markers are written (created, or
+    rewritten with the new version's keys), the markers of weeks the new version no longer
+    covers are removed, and the record is written last, so that a call that stops half-way is
+    redone by the next."""
     names = covered(manifest)
     dataset = manifest.get("dataset")
     if not names or not isinstance(dataset, str):
         return []
     curated = _curated_path(manifest)
     fid = file_id(curated)
-    folder = _folder(dataset)
-    name = f"{fid}.json"
-    mine: dict[str, str] = {}
-    for p in lake.list(folder):
-        week, _, rest = p[len(folder) + 1 :].partition("/")
-        if rest == name:
-            mine[week] = p
     keys = _manifest_keys(manifest)
+    record_path = _record(dataset, fid)
+    try:
+        record = _read_json(lake, record_path)
+    except (NotFoundError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("weeks") == names and record.get("keys") == keys:
+        return names
     at = clock.now_iso()
-
     raw = manifest["raw"]["path"]
 
     def body(week: str) -> bytes:
         doc = {"dataset": dataset, "week": week, "curated": curated, "raw": raw, "at": at, "keys": keys}
         return (json.dumps(doc) + "\n").encode()
 
-    # rewrites first, the latest week last: that marker then says whether all were rewritten,
-    # even if this call stops half-way and a retry finds some of the markers it created
-    existing = [w for w in names if w in mine]
-    if existing and _stale_keys(lake, mine[existing[-1]], keys):
-        for week in existing:
-            lake.write_bytes(mine[week], body(week))
+    rewrite = isinstance(record, dict) and record.get("keys") != keys
     for week in names:
-        if week not in mine:
+        if rewrite:
+            lake.write_bytes(_marker(dataset, week, fid), body(week))
+        else:
             lake.create(_marker(dataset, week, fid), body(week))
-    wanted = set(names)
-    for week, path in mine.items():
-        if week not in wanted:
-            lake.delete(path)
+    before = record.get("weeks") if isinstance(record, dict) else None
+    for week in set(before if isinstance(before, list) else []) - set(names):
+        lake.delete(_marker(dataset, str(week), fid))
+    lake.write_bytes(record_path, json.dumps({"curated": curated, "weeks": names, "keys": keys}).encode())
     return names
 
 
@@ -404,8 +407,7 @@ def readiness(lake: Lake, week: str) -> Readiness:
 
 
 def latest_week(lake: Lake, dataset: str = "shipments_weekly") -> str | None:
-    """The latest week ``dataset`` has in the index (one listing: the ``<W>`` segment of its
-    markers' paths, old-layout ``<W>.json`` ones too), or None."""
-    folder = _folder(dataset)
-    weeks = {p[len(folder) + 1 :].split("/", 1)[0].removesuffix(".json") for p in lake.list(folder)}
+    """The latest week ``dataset`` has in the index (the names one level below its folder:
+    ``<W>`` folders, old-layout ``<W>.json`` markers too; nothing deeper is listed), or None."""
+    weeks = {name.removesuffix(".json") for name in lake.children(_folder(dataset))}
     return max((w for w in weeks if _WEEK.match(w)), default=None)
