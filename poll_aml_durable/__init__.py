@@ -334,7 +334,11 @@ def weekly_batch(context: df.DurableOrchestrationContext):
             except Exception as e:  # a step that failed on every attempt: the batch ends failed, and says so
                 if not context.is_replaying:
                     log.warning("weekly batch %s: the %s step failed: %s", context.instance_id, command.step, e)
-                return batch.step_failed(given, command.step, clock.iso(context.current_utc_datetime))
+                summary = batch.step_failed(given, command.step, clock.iso(context.current_utc_datetime))
+                with contextlib.suppress(Exception):  # its record and its metric, best effort (once)
+                    request = {"step": batch.RECORD, "payload": summary, "now": summary["finished_at"]}
+                    yield context.call_activity(BATCH_STEP, request)
+                return summary
         else:
             context.set_custom_status({"week": given.get("week"), "step": command.kind})
             reply = yield from _watch(context, command)

@@ -315,7 +315,13 @@ def test_a_step_that_fails_on_every_attempt_ends_the_batch_failed_without_its_er
     world(batch_lake)
     aml = FakeAML(batch_lake)
 
+    real = aml.activities()[poll_aml_durable.BATCH_STEP]
+    tried = []
+
     def broken(request):
+        tried.append(request["step"])
+        if request["step"] == "record":  # the lake is back: the failure is recorded
+            return real(request)
         raise RuntimeError('Traceback (most recent call last):\n  File "/home/me/secret.py", line 1\nKeyError: x')
 
     activities = aml.activities() | {poll_aml_durable.BATCH_STEP: broken}
@@ -326,8 +332,10 @@ def test_a_step_that_fails_on_every_attempt_ends_the_batch_failed_without_its_er
     assert state.output["problems"] == ["the plan step failed; the app's logs have the details"]
     text = json.dumps(state.output)
     assert "Traceback" not in text and "/home/me" not in text
-    # it was tried as often as BATCH_RETRY says, 30 s apart on the host's clock
-    assert poll_aml_durable.BATCH_RETRY.max_number_of_attempts == 8
+    # tried as often as BATCH_RETRY says, then recorded in the lake (and the telemetry) once
+    assert tried == ["plan"] * poll_aml_durable.BATCH_RETRY.max_number_of_attempts + ["record"]
+    recorded = json.loads(batch_lake.read_bytes(f"batches/week={W}/summary.json"))
+    assert recorded["outcome"] == "failed" and recorded["problems"] == state.output["problems"]
 
 
 def test_a_retrain_at_once_waits_while_the_weeks_batch_runs(bridge):

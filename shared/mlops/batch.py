@@ -38,6 +38,8 @@ TRAIN_PIPELINE = "forecast"
 SCORE_PIPELINE = "score"
 #: the batch's steps, as :class:`Call` names them (each an activity of the orchestrator)
 STEPS = ("plan", "register", "production", "publish")
+#: the step that records a batch which ended without ``publish`` (a step failed every attempt)
+RECORD = "record"
 
 _WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -190,7 +192,9 @@ def step_failed(inp: dict[str, Any], step: str, at: str) -> dict[str, Any]:
     logs: an answer carries no stack trace)."""
     return {
         "week": inp.get("week"),
-        "by": inp.get("by"),
+        "by": inp.get("by") or "http",
+        # the staleness batch's groups (they name its instance); "groups" is the per-group lines
+        **({"asked_groups": inp["groups"]} if inp.get("groups") else {}),
         "outcome": "failed",
         "problems": [f"the {step} step failed; the app's logs have the details"],
         "finished_at": at,

@@ -426,7 +426,18 @@ def _group_lines(
     return lines
 
 
-STEP_FUNCTIONS = {"plan": plan, "register": register, "production": production, "publish": publish}
+def record(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """A batch that ended without its publish step (a step failed on every attempt): its
+    summary in the lake and in the telemetry, best effort."""
+    summary = dict(payload)
+    week = str(summary.get("week"))
+    inp = BatchInput(week=week, by=summary.get("by") or "http", groups=summary.get("asked_groups") or [])
+    _write_json(ctx.lake, _record({"week": week, "instance": instance_id_for(inp)}, "summary"), summary)
+    _telemetry(summary)
+    return summary
+
+
+STEP_FUNCTIONS = {"plan": plan, "register": register, "production": production, "publish": publish, "record": record}
 
 
 def run_step(ctx: Context, step: str, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
