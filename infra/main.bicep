@@ -97,6 +97,11 @@ var bridgeApp = {
   functions: 'trigger_aml,poll_aml_durable'
 }
 
+// The lake's containers (a lake path's first segment): lake.bicep creates them and aml.bicep
+// gives the workspace a datastore over each, lake_<container>, the names the product's URIs use
+// (shared/aml/lakeuri.py: azureml://datastores/lake_<container>/paths/<rest>)
+var lakeContainers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches', 'oracle']
+
 var createAml = empty(amlWorkspaceName)
 var amlName = createAml ? 'mlw-${resourceToken}' : amlWorkspaceName
 var amlGroup = empty(amlWorkspaceResourceGroup) ? rg.name : amlWorkspaceResourceGroup
@@ -128,6 +133,7 @@ module lake 'modules/lake.bicep' = {
     name: 'stlake${resourceToken}'
     skuName: profile.storageSku
     supportPrincipalId: principalId
+    containers: lakeContainers
   }
 }
 
@@ -265,6 +271,23 @@ module aml 'modules/aml.bicep' = {
     bridgePrincipalId: bridge.outputs.principalId
     eventsEnabled: amlEventsEnabled && appsDeployed
     bridgeAppId: bridge.outputs.id
+    lakeName: lake.outputs.name
+    lakeResourceGroup: rg.name
+    lakeContainers: lakeContainers
+  }
+}
+
+// The workspace's identity reads the lake through its datastores (identity-based: no keys) and
+// writes the runs' outputs (azureml://datastores/lake_runs/paths/<run_id>/outputs/...)
+module amlLakeAccess 'modules/lake-access.bicep' = {
+  name: 'lake-access-aml'
+  scope: rg
+  params: {
+    lakeName: lake.outputs.name
+    principalId: aml.outputs.workspacePrincipalId
+    readContainers: ['curated', 'models', 'batches', 'oracle']
+    writeContainers: ['runs']
+    queueAccess: false
   }
 }
 

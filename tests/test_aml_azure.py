@@ -268,7 +268,7 @@ def test_every_steps_outputs_land_in_the_lake_under_the_run(fake, backend):
     assert {step: jobs[step]["outputs"] for step in STEPS} == {
         step: {
             "out": {
-                "uri": f"azureml://datastores/lake/paths/runs/{run_id}/outputs/{step}/out",
+                "uri": f"azureml://datastores/lake_runs/paths/{run_id}/outputs/{step}/out",
                 "job_output_type": "uri_folder",
             }
         }
@@ -285,7 +285,7 @@ type: pipeline
 inputs:
   curated:
     type: uri_folder
-    path: azureml://datastores/lake/paths/curated
+    path: azureml://datastores/lake_curated/paths/
 outputs:
   report:
     type: uri_folder
@@ -317,7 +317,7 @@ def data_pipeline(tmp_path):
         experiment="forecastops-data",
         compute="cpu-cluster",
         definition={"kind": "pipeline_job", "job": str(tmp_path / "pipeline.yml")},
-        inputs={"curated": {"type": "uri_folder", "default": "azureml://datastores/lake/paths/curated"}},
+        inputs={"curated": {"type": "uri_folder", "default": "azureml://datastores/lake_curated/paths/"}},
     )
 
 
@@ -338,7 +338,7 @@ def test_a_registered_data_asset_input_goes_to_aml_as_the_asset(fake, backend, t
     }
     assert not fake.requests_to("GET", r"/data/")
     assert props["jobs"]["prepare"]["outputs"]["out"]["uri"] == (
-        "azureml://datastores/lake/paths/runs/data-run-1/outputs/prepare/out"
+        "azureml://datastores/lake_runs/paths/data-run-1/outputs/prepare/out"
     )
     # an output bound to the pipeline's own output keeps that binding
     assert props["jobs"]["train"]["outputs"]["out"] == {"value": "${{parent.outputs.report}}", "type": "literal"}
@@ -356,3 +356,13 @@ def test_a_step_whose_component_is_not_registered_is_a_missing_asset(fake, tmp_p
         AzureMLBackend(client, credential, transport).submit(pipeline, request, "data-run-2")
     assert e.value.code == "missing_asset" and "forecastops_smoke_step" in e.value.message
     assert not empty.requests_to("PUT", r"/jobs/")
+
+
+def test_an_input_path_becomes_its_lake_containers_datastore_uri():
+    from shared.aml.azureml import aml_path
+
+    assert aml_path("curated/weather_daily") == "azureml://datastores/lake_curated/paths/weather_daily"
+    assert aml_path("azureml://datastores/lake/paths/curated") == "azureml://datastores/lake_curated/paths/"
+    assert aml_path("azureml://datastores/lake_runs/paths/r/x") == "azureml://datastores/lake_runs/paths/r/x"
+    assert aml_path("azureml://datastores/other/paths/a") == "azureml://datastores/other/paths/a"
+    assert aml_path("azureml:curated-data:2026-01-05") == "azureml:curated-data:2026-01-05"

@@ -95,7 +95,7 @@ def test_create_pipeline_job_sends_resolved_body(fake: FakeAML, ml_client: MLCli
     assert props["inputs"] == {
         "region": {"jobInputType": "literal", "value": "us"},
         "max_mape": {"jobInputType": "literal", "value": "0.45"},
-        "curated": {"jobInputType": "uri_folder", "uri": "azureml://datastores/lake/paths/curated/"},
+        "curated": {"jobInputType": "uri_folder", "uri": "azureml://datastores/lake_curated/paths/"},
     }
     assert props["settings"]["default_compute"] == f"{WS}/computes/cpu-cluster"
     assert {name: node["componentId"] for name, node in props["jobs"].items()} == {

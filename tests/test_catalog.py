@@ -125,7 +125,9 @@ def test_the_adf_machine_learning_execute_pipeline_body_is_accepted_unchanged(sm
 
 
 @pytest.mark.parametrize(
-    "path", ["../etc", "curated/../../x", "/etc/passwd", "file:///etc", "azureml://datastores/lake/paths/../x", ""]
+    "path",
+    ["../etc", "curated/../../x", "/etc/passwd", "file:///etc", "azureml://datastores/lake/paths/../x", ""]
+    + ["azureml://datastores/lake_curated/paths/../raw", "azureml://datastores/other/paths/"],
 )
 def test_an_input_path_that_leaves_the_lake_is_refused(smoke, path):
     from shared.aml.catalog import Input, Pipeline
@@ -160,8 +162,9 @@ def test_the_forecast_pipeline_declares_its_gates_and_the_smoke_pipeline_require
         {"DataStoreName": "lake", "RelativePath": "../../../etc"},
         {"DataStoreName": "a/paths/x", "RelativePath": "curated"},
         {"DataStoreName": "lake", "RelativePath": ""},
+        {"DataStoreName": "lake_runs", "RelativePath": "x/../../curated"},
     ],
-    ids=["dotdot", "store-with-a-path", "empty"],
+    ids=["dotdot", "store-with-a-path", "empty", "container-dotdot"],
 )
 def test_an_adf_data_path_that_leaves_the_lake_is_refused(smoke, ref):
     from shared.aml.catalog import Input, Pipeline
@@ -173,7 +176,27 @@ def test_an_adf_data_path_that_leaves_the_lake_is_refused(smoke, ref):
         p,
         {"experimentName": "x", "dataPathAssignments": {"data": {"DataStoreName": "lake", "RelativePath": "/curated"}}},
     )
+    # the legacy datastore over the whole account is kept as it is (the azureml backend maps it)
     assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake/paths/curated"
+    ok, problems = validate_request(
+        p,
+        {
+            "experimentName": "x",
+            "dataPathAssignments": {"data": {"DataStoreName": "lake_curated", "RelativePath": "/weather_daily/"}},
+        },
+    )
+    assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake_curated/paths/weather_daily"
+    ok, problems = validate_request(
+        p,
+        {"experimentName": "x", "dataPathAssignments": {"data": {"DataStoreName": "lake_curated", "RelativePath": ""}}},
+    )
+    assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake_curated/paths/"
+    # another datastore is not the lake: kept as it is
+    ok, problems = validate_request(
+        p,
+        {"experimentName": "x", "dataPathAssignments": {"data": {"DataStoreName": "shared_ds", "RelativePath": "a/b"}}},
+    )
+    assert problems == [] and ok.inputs["data"] == "azureml://datastores/shared_ds/paths/a/b"
 
 
 def test_the_forecast_pipeline_retrains_all_groups_unless_told_otherwise():

@@ -414,10 +414,13 @@ def test_a_bad_production_folder_fails_in_one_line(
 
 def test_the_score_pipeline_runs_end_to_end_on_the_local_backend(run: dict[str, Path], production: dict) -> None:
     root = run["tmp"] / "lake"
-    shutil.copytree(production["folder"], root / "production" / WEEK)
+    shutil.copytree(production["folder"], root / "batches" / "production" / WEEK)
     backend = LocalBackend(LocalLake(root), Settings(lake_backend="local", lake_root=root))
     pipeline = load_catalog()["score"]
-    body = {"inputs": {"production": f"azureml://datastores/lake/paths/production/{WEEK}"}, "idempotency_key": "w1"}
+    body = {
+        "inputs": {"production": f"azureml://datastores/lake_batches/paths/production/{WEEK}"},
+        "idempotency_key": "w1",
+    }
     request, problems = validate_request(pipeline, body)
     assert problems == [] and request.parameters == {"holdout_weeks": 8, "origins": 4, "regions": "all"}
     status, created = backend.submit(pipeline, request, request.job_name())

@@ -331,10 +331,12 @@ def test_aml_job_events_are_off_unless_asked_for():
         assert event in aml
 
 
-def test_the_lake_has_a_hierarchical_namespace_and_the_six_containers():
+def test_the_lake_has_a_hierarchical_namespace_and_the_seven_containers():
     lake = (INFRA / "modules" / "lake.bicep").read_text()
     assert "isHnsEnabled: true" in lake
-    assert "var containers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches']" in lake
+    assert "param containers array" in lake
+    expected = "var lakeContainers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches', 'oracle']"
+    assert expected in MAIN.read_text()
 
 
 # --- azure.yaml and the parameter files ---------------------------------------------------------
@@ -521,3 +523,52 @@ def test_the_four_alert_rules_load_their_queries():
     assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 4
     stale = (INFRA / "alerts" / "stale-model.kql").read_text()
     assert 'stage == "production"' in stale and "age_days > 60" in stale
+
+
+# --- the lake's containers and the workspace's datastores over them ------------------------------
+
+
+def _bicep_strings(text: str, var: str) -> list[str]:
+    return re.findall(r"'([^']*)'", _object_block(text, f"var {var} ="))
+
+
+def test_the_workspace_has_a_datastore_for_every_lake_container_and_the_code_names_no_other():
+    from shared.aml.lakeuri import LAKE_CONTAINERS, datastore_names, lake_path, lake_uri
+
+    main = MAIN.read_text()
+    containers = _bicep_strings(main, "lakeContainers")
+    # lake.bicep creates exactly the containers main.bicep lists
+    lake = (INFRA / "modules" / "lake.bicep").read_text()
+    assert "for container in containers: {" in lake and "param containers array" in lake
+    assert "containers: lakeContainers" in _object_block(main, "module lake 'modules/lake.bicep' =")
+    # aml.bicep declares one identity-based ADLS Gen2 datastore lake_<container> over each
+    aml_module = _object_block(main, "module aml 'modules/aml.bicep' =")
+    assert "lakeContainers: lakeContainers" in aml_module and "lakeName: lake.outputs.name" in aml_module
+    aml = (INFRA / "modules" / "aml.bicep").read_text()
+    datastore = _object_block(aml, "'Microsoft.MachineLearningServices/workspaces/datastores@2024-04-01' =")
+    assert "for container in lakeContainers: {" in datastore
+    assert "name: 'lake_${container}'" in datastore
+    assert "datastoreType: 'AzureDataLakeGen2'" in datastore and "filesystem: container" in datastore
+    assert "accountName: lakeName" in datastore
+    assert "credentialsType: 'None'" in datastore
+    declared = {f"lake_{c}" for c in containers}
+    # every datastore the Python code can name exists, and every container has one
+    assert set(LAKE_CONTAINERS) == set(containers)
+    assert set(datastore_names()) == declared
+    for c in containers:
+        assert lake_uri(f"{c}/x").split("/")[3] in declared and lake_path(lake_uri(f"{c}/x")) == f"{c}/x"
+    # the workspace's identity reads the containers AML reads and writes the runs' outputs
+    access = _object_block(main, "module amlLakeAccess 'modules/lake-access.bicep' =")
+    assert "principalId: aml.outputs.workspacePrincipalId" in access
+    assert "writeContainers: ['runs']" in access
+    assert set(re.findall(r"'(\w+)'", _object_block(access, "readContainers:"))) <= set(containers)
+    assert "output workspacePrincipalId string = workspace.identity.principalId" in aml
+
+
+def test_every_lake_uri_in_the_pipelines_names_a_declared_datastore():
+    from shared.aml.lakeuri import datastore_names
+
+    names = set(datastore_names())
+    texts = [p.read_text() for p in (ROOT / "pipelines").rglob("*") if p.suffix in (".yml", ".toml")]
+    used = {m for t in texts for m in re.findall(r"azureml://datastores/(\w+)/paths/", t)}
+    assert used and used <= names, used - names

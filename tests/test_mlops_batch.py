@@ -234,7 +234,7 @@ def test_scoring_gets_the_production_models_and_publish_writes_the_forecasts_dat
     plan = steps.plan(ctx, {"week": W}, NOW)  # northeast unchanged: skipped; west stale: retrains
     prod = steps.production(ctx, {"plan": plan}, NOW)
     # one folder per plan: a scoring run never reads a folder another batch rewrites
-    folder = prod["uri"].removeprefix("azureml://datastores/lake/paths/")
+    folder = "batches/" + prod["uri"].removeprefix("azureml://datastores/lake_batches/paths/")
     assert folder.startswith(f"batches/week={W}/production/2026") and folder != f"batches/week={W}/production"
     assert {g: m["version"] for g, m in prod["models"].items()} == {NE[0]: 1, WEST[0]: 1}
     assert prod["models"][WEST[0]]["stale"] is True

@@ -143,7 +143,7 @@ def test_content_hash_is_over_sorted_path_and_sha256_lines():
 def test_a_week_registered_once_is_version_week_with_its_files(catalog):
     version = catalog.register(NAME, WEEK, BATCH)
     assert (version.name, version.version, version.week) == (NAME, WEEK, WEEK)
-    assert version.path == "azureml://datastores/lake/paths/curated"
+    assert version.path == "azureml://datastores/lake_curated/paths/"
     assert version.files == dict(sorted(BATCH.items())) and version.content_hash == content_hash(BATCH)
     assert version.reference == f"azureml:{NAME}:{WEEK}" and parse_reference(version.reference) == (NAME, WEEK)
     assert version.created_at.endswith("Z")
@@ -344,7 +344,7 @@ def test_aml_data_asset_is_a_uri_folder_on_the_lake_with_the_versions_facts_as_t
     (put,) = fake.requests_to("PUT", r"/data/")
     assert put.path == f"{WS}/data/{NAME}/versions/{WEEK}"
     props = put.json["properties"]
-    assert props["dataType"] == "uri_folder" and props["dataUri"] == "azureml://datastores/lake/paths/curated"
+    assert props["dataType"] == "uri_folder" and props["dataUri"] == "azureml://datastores/lake_curated/paths/"
     assert props["tags"] == {
         "week": WEEK,
         "content_hash": version.content_hash,
@@ -365,7 +365,7 @@ def test_aml_the_same_content_again_puts_nothing(fake, aml):
 def test_aml_a_version_aml_holds_with_other_content_is_skipped(fake, aml, local_lake):
     # registered from elsewhere (another lake, by hand in the studio): AML's version is not ours to clobber
     aml.client.data.create_or_update(
-        Data(name=NAME, version=WEEK, path="azureml://datastores/lake/paths/curated", tags={"content_hash": "other"})
+        Data(name=NAME, version=WEEK, path="azureml://datastores/lake_curated/paths/", tags={"content_hash": "other"})
     )
     version = aml.register(NAME, WEEK, BATCH)
     assert version.version == f"{WEEK}.2" and not local_lake.exists(f"batches/data/{NAME}/{WEEK}.json")
@@ -388,7 +388,7 @@ def test_aml_a_registration_that_died_after_its_lake_claim_is_completed_by_the_n
 def test_aml_versions_are_amls_with_their_lake_records(fake, aml):
     aml.register(NAME, WEEK, BATCH)
     aml.register(NAME, NEXT_WEEK, files(shipments="s2"))
-    aml.client.data.create_or_update(Data(name=NAME, version="7", path="azureml://datastores/lake/paths/x"))
+    aml.client.data.create_or_update(Data(name=NAME, version="7", path="azureml://datastores/lake_curated/paths/x"))
     assert [v.version for v in aml.versions(NAME)] == [WEEK, NEXT_WEEK]
     assert aml.versions("no-such-data") == []
     assert fake.requests_to("GET", rf"/data/{NAME}/versions$")
@@ -405,7 +405,9 @@ def test_aml_registration_gives_up_after_its_attempts(fake, local_lake):
     client = ml_client(fake)
     for version in (WEEK, f"{WEEK}.2"):
         client.data.create_or_update(
-            Data(name=NAME, version=version, path="azureml://datastores/lake/paths/curated", tags={"content_hash": "x"})
+            Data(
+                name=NAME, version=version, path="azureml://datastores/lake_curated/paths/", tags={"content_hash": "x"}
+            )
         )
     with pytest.raises(DataCatalogError, match="no free version for week 2026-11-23 after 2 attempts"):
         AzureDataCatalog(client, local_lake, attempts=2).register(NAME, WEEK, BATCH)
@@ -413,7 +415,9 @@ def test_aml_registration_gives_up_after_its_attempts(fake, local_lake):
 
 def test_aml_a_version_put_meanwhile_with_another_path_is_reported(fake, aml):
     fake.inject("GET", rf"/data/{NAME}/versions/{WEEK}$", [404])  # read before the other registration's PUT
-    aml.client.data.create_or_update(Data(name=NAME, version=WEEK, path="azureml://datastores/lake/paths/other"))
+    aml.client.data.create_or_update(
+        Data(name=NAME, version=WEEK, path="azureml://datastores/lake_curated/paths/other")
+    )
     with pytest.raises(DataCatalogError, match="with another path"):
         aml.register(NAME, WEEK, BATCH)
 

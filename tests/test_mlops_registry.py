@@ -289,7 +289,7 @@ def test_aml_versions_carry_the_card_as_tags_and_reference_the_lake(fake, aml, l
     (put,) = fake.requests_to("PUT", r"/models/")
     assert put.path == f"{WS}/models/{NAME}/versions/1"
     props = put.json["properties"]
-    folder = props["modelUri"].split("/datastores/lake/paths/")[1]
+    folder = "models/" + props["modelUri"].split("/datastores/lake_models/paths/")[1]
     assert props["modelUri"].startswith("azureml://subscriptions/") and folder.startswith(f"models/{NAME}/files/")
     assert sorted(local_lake.list(folder.rstrip("/"))) == [f"{folder}features.json", f"{folder}model.joblib"]
     assert props["modelType"] == "custom_model"
@@ -336,9 +336,11 @@ def test_aml_a_version_number_taken_meanwhile_is_refused_and_the_next_one_taken(
 
 def test_aml_models_without_a_card_are_not_read(fake, aml):
     client = aml.client
-    client.models.create_or_update(Model(name=NAME, version="1", path="azureml://datastores/lake/paths/x/", tags={}))
     client.models.create_or_update(
-        Model(name="someone-elses-model", version="1", path="azureml://datastores/lake/paths/y/")
+        Model(name=NAME, version="1", path="azureml://datastores/lake_models/paths/x/", tags={})
+    )
+    client.models.create_or_update(
+        Model(name="someone-elses-model", version="1", path="azureml://datastores/lake_models/paths/y/")
     )
     assert aml.versions(NAME) == [] and aml.names() == [NAME]
     with pytest.raises(ModelNotFound):

@@ -17,6 +17,7 @@ from azure.durable_functions import DurableOrchestrationClient
 
 import poll_aml_durable
 from shared import runtime
+from shared.aml.lakeuri import lake_path
 from shared.aml.status import TERMINAL, normalise
 from shared.mlops import start, steps
 from shared.mlops.batch import BatchInput
@@ -52,7 +53,7 @@ class FakeAML:
                 for g in names:
                     self.lake.write_bytes(f"runs/{run_id}/outputs/train/models/{g}.pkl", f"{g} {run_id}".encode())
             else:
-                folder = r["inputs"]["production"].split("/paths/", 1)[1]
+                folder = lake_path(r["inputs"]["production"])
                 models = json.loads(self.lake.read_bytes(f"{folder}/production.json"))["models"]
                 for g, m in models.items():
                     row = f"store_id,sku,week_start,forecast,model,model_version\nS1,SKU-1,2026-12-28,4.0,{g},{m['version']}\n"

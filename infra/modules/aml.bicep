@@ -1,5 +1,6 @@
 // The Azure ML workspace (an existing one by name, or a new one with its own storage), the
-// bridge's AzureML Data Scientist role on it, and, optionally, its job events to the bridge.
+// bridge's AzureML Data Scientist role on it, one datastore per lake container (lake_<container>,
+// identity-based), and, optionally, its job events to the bridge.
 param location string
 param tags object
 @description('Create the workspace (false: workspaceName names an existing one in this resource group)')
@@ -13,6 +14,11 @@ param bridgePrincipalId string
 @description('Subscribe the bridge\'s aml_job_event function to the workspace\'s job events')
 param eventsEnabled bool
 param bridgeAppId string
+@description('The lake (an ADLS Gen2 account) the datastores address')
+param lakeName string
+param lakeResourceGroup string
+@description('The lake\'s containers: a datastore lake_<container> over each')
+param lakeContainers array
 
 var azureMLDataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
 
@@ -44,6 +50,32 @@ resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     newWorkspace
   ]
 }
+
+// An AML datastore addresses one container: lake_<container> over each, reached with the
+// identity of whoever reads (the job's compute, the workspace), never an account key
+resource lakeDatastores 'Microsoft.MachineLearningServices/workspaces/datastores@2024-04-01' = [
+  for container in lakeContainers: {
+    parent: workspace
+    name: 'lake_${container}'
+    properties: {
+      datastoreType: 'AzureDataLakeGen2'
+      description: 'The lake\'s ${container} container (ForecastOps)'
+      accountName: lakeName
+      filesystem: container
+      endpoint: environment().suffixes.storage
+      protocol: 'https'
+      subscriptionId: subscription().subscriptionId
+      resourceGroup: lakeResourceGroup
+      serviceDataAccessAuthIdentity: 'WorkspaceSystemAssignedIdentity'
+      credentials: {
+        credentialsType: 'None'
+      }
+    }
+    dependsOn: [
+      newWorkspace
+    ]
+  }
+]
 
 resource jobTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (eventsEnabled) {
   name: 'evgt-${workspaceName}'
@@ -83,3 +115,5 @@ resource jobEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-
 }
 
 output workspaceId string = workspace.id
+@description('The workspace\'s system-assigned identity (given data roles on the lake by main.bicep)')
+output workspacePrincipalId string = workspace.identity.principalId

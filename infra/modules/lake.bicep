@@ -6,8 +6,8 @@ param name string
 param skuName string
 @description('Object id given Storage Blob Data Contributor on the whole lake for support (empty: none)')
 param supportPrincipalId string
-
-var containers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches']
+@description('The lake\'s containers, one per area (main.bicep\'s lakeContainers; the AML workspace has a datastore for each)')
+param containers array
 
 resource lake 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: no virtual network in this deployment; the Flex apps and ADF's Azure IR reach the lake over its public endpoint with their identities (shared keys are off)

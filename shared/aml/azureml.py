@@ -12,9 +12,11 @@ answers a data engineer can act on (403: the app's identity has no rights on the
 a missing component: its name).
 
 Inputs: a lake path or ``azureml://datastores/...`` URI, or a registered data asset version
-(``azureml:<name>:<version>``), passed to the job as it is: AML resolves it. Outputs: every step
+(``azureml:<name>:<version>``): a lake path or a legacy ``azureml://datastores/lake/paths/...``
+URI becomes its container's datastore URI (:func:`aml_path`), the rest is passed to the job as
+it is, and AML resolves it. Outputs: every step
 of a pipeline job YAML writes its outputs into the lake, at
-``azureml://datastores/lake/paths/runs/<run_id>/outputs/<step>/<output>``, where the local backend
+``azureml://datastores/lake_runs/paths/<run_id>/outputs/<step>/<output>``, where the local backend
 puts them (a registered pipeline component's inner steps keep AML's default outputs).
 """
 
@@ -42,12 +44,23 @@ from azure.core.exceptions import (
 from shared import ROOT
 from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBackendError
 from shared.aml.catalog import Pipeline
+from shared.aml.lakeuri import LAKE_CONTAINERS, canonical, lake_uri
 from shared.aml.request import RunRequest
 from shared.aml.status import TERMINAL, RunError, RunStatus, StepStatus, normalise
-from shared.mlops.data_assets import LAKE_DATASTORE, datastore_uri
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def aml_path(path: str) -> str:
+    """An input's path as AML resolves it: a lake path (``curated/x``) or a legacy lake URI as
+    the URI on its container's datastore; a data asset reference, another datastore's URI or
+    anything else unchanged."""
+    if path.startswith("azureml:"):
+        return canonical(path)
+    if "://" not in path and path.strip("/").split("/", 1)[0] in LAKE_CONTAINERS:
+        return lake_uri(path)
+    return path
 
 
 @dataclass(frozen=True)
@@ -168,7 +181,7 @@ class AzureMLBackend(Backend):
             tags[TAG_KEY] = request.idempotency_key
         inputs: dict[str, Any] = dict(request.parameters)
         for name, path in request.inputs.items():
-            inputs[name] = Input(type=pipeline.inputs[name].type, path=path)
+            inputs[name] = Input(type=pipeline.inputs[name].type, path=aml_path(path))
         if d.kind == "pipeline_job":
             job_file = ROOT / str(d.job)
             job = cast(PipelineJob, load_job(job_file, params_override=self._outputs_in_lake(job_file, run_id)))
@@ -192,7 +205,8 @@ class AzureMLBackend(Backend):
 
     def _outputs_in_lake(self, job_file: Path, run_id: str) -> list[dict[str, Any]]:
         """``load_job`` overrides that put every step's outputs at
-        ``azureml://datastores/lake/paths/runs/<run_id>/outputs/<step>/<output>``, where the local
+        ``azureml://datastores/lake_runs/paths/<run_id>/outputs/<step>/<output>`` (lake path
+        ``runs/<run_id>/outputs/<step>/<output>``: :mod:`shared.aml.lakeuri`), where the local
         backend puts them, so that a run's models and scores are read from the same lake paths
         in both homes. A step's outputs are its component's (asked of AML once per component for
         a registered one); an output bound to a pipeline output is left to that binding."""
@@ -210,7 +224,7 @@ class AzureMLBackend(Backend):
                 name: {
                     **(declared[name] if isinstance(declared.get(name), dict) else {}),
                     "type": kind,
-                    "path": datastore_uri(f"runs/{run_id}/outputs/{step}/{name}", LAKE_DATASTORE),
+                    "path": lake_uri(f"runs/{run_id}/outputs/{step}/{name}"),
                 }
                 for name, kind in outputs.items()
                 if not isinstance(declared.get(name), str)  # ${{parent.outputs.x}}: the pipeline's output

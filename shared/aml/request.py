@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.aml.catalog import NAME_PATTERN, Parameter, Pipeline
+from shared.aml.lakeuri import container_of, lake_path, lake_uri
 from shared.http import Problem, problem
 from shared.mlops.data_assets import is_reference
 
@@ -259,11 +260,18 @@ def _from_text(t: str, value: str) -> Any:
 
 def input_path_ok(value: str) -> bool:
     """An AML data URI, a registered data asset version (``azureml:<name>:<version>``), or a
-    relative lake path that stays inside the lake."""
+    relative lake path that stays inside the lake. A lake datastore's URI (``lake_<container>``,
+    or the legacy ``lake``: :mod:`shared.aml.lakeuri`) may name a whole container
+    (``azureml://datastores/lake_curated/paths/``); another datastore's needs a path in it."""
     if value.startswith("azureml:") and not value.startswith("azureml://"):
         return is_reference(value)
-    m = re.match(r"^azureml://datastores/[A-Za-z0-9_]+/paths/(.*)$", value)
-    rel = m.group(1) if m else value
+    m = re.match(r"^azureml://datastores/([A-Za-z0-9_]+)/paths/(.*)$", value)
+    if m and container_of(m.group(1)) is not None:
+        try:
+            return lake_path(value) is not None
+        except ValueError:
+            return False
+    rel = m.group(2) if m else value
     if re.match(r"^[a-z]+://", rel) or rel.startswith("/") or "\\" in rel:
         return False
     return bool(rel.strip("/")) and all(p not in ("..", ".") for p in rel.strip("/").split("/"))
@@ -308,4 +316,10 @@ def _adf_path(value: Any) -> str | None:
         ref = DataPath.model_validate(value)
     except ValidationError:
         return None
+    container = container_of(ref.DataStoreName)
+    if container is not None:  # a lake container's datastore: the lake path's URI
+        try:
+            return lake_uri(f"{container}/{ref.RelativePath}")
+        except ValueError:
+            return None
     return f"azureml://datastores/{ref.DataStoreName}/paths/{ref.RelativePath.lstrip('/')}"

@@ -4,9 +4,9 @@ Imported only where the Azure catalog is used (azure-ai-ml costs about a second 
 interface, the lake catalog and the snapshot are in :mod:`shared.mlops.data_assets`.
 
 How a version maps onto AML: a ``uri_folder`` data asset of the same name and version (``<week>``,
-``<week>.2``...), its path the curated folder on the workspace's ``lake`` datastore
-(``azureml://datastores/lake/paths/curated``), with the tags ``week``, ``content_hash``, ``files``
-(how many) and ``datasets`` (comma-separated). The file list stays in the lake record
+``<week>.2``...), its path the curated folder on the workspace's ``lake_curated`` datastore
+(``azureml://datastores/lake_curated/paths/``: :mod:`shared.aml.lakeuri`), with the tags ``week``,
+``content_hash``, ``files`` (how many) and ``datasets`` (comma-separated). The file list stays in the lake record
 (``batches/data/<name>/<version>.json``), which is also the lineage index: AML cannot tell which
 versions hold a file, nor which runs used them.
 
@@ -27,9 +27,9 @@ from azure.ai.ml.entities import Data
 from azure.ai.ml.exceptions import AssetPathException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from shared.aml.lakeuri import canonical
 from shared.lake import Lake
 from shared.mlops.data_assets import (
-    LAKE_DATASTORE,
     VERSION_PATTERN,
     DataCatalogError,
     DataVersion,
@@ -63,10 +63,9 @@ class AzureDataCatalog(LakeDataCatalog):
         lake: Lake,
         top: str = "batches/data",
         folder: str = "curated",
-        datastore: str = LAKE_DATASTORE,
         attempts: int = 20,
     ) -> None:
-        super().__init__(lake, top, folder, datastore, attempts)
+        super().__init__(lake, top, folder, attempts)
         self.client = client
 
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
@@ -130,7 +129,8 @@ class AzureDataCatalog(LakeDataCatalog):
         asset = Data(
             name=record.name,
             version=record.version,
-            path=record.path,
+            # a record from before the per-container datastores names the legacy form
+            path=canonical(record.path),
             type="uri_folder",
             description=(
                 f"{self.folder} as of week {record.week}: {len(record.files)} files of {', '.join(datasets)} "

@@ -12,10 +12,12 @@ How a card maps onto AML:
   its own artifact folder, so when two registrations pick the same number, AML refuses the
   second PUT (a version's path cannot change: ``Asset paths cannot be updated``) and it takes
   the next number: two registrations never share a version.
-- **Files.** Written to the lake (the workspace's ``lake`` datastore) under
-  ``models/<name>/files/<registration id>/`` and registered by their ``azureml://datastores/
-  <datastore>/paths/...`` URI, so azure-ai-ml uploads nothing (a local folder would make it
-  upload through the workspace's default datastore with its own credentials and hashing).
+- **Files.** Written to the lake under ``models/<name>/files/<registration id>/`` and registered
+  by their URI on the workspace's ``lake_models`` datastore (``azureml://datastores/lake_models/
+  paths/<name>/files/<registration id>/``: :mod:`shared.aml.lakeuri`; versions registered with the
+  legacy ``azureml://datastores/lake/paths/models/...`` still read), so azure-ai-ml uploads
+  nothing (a local folder would make it upload through the workspace's default datastore with
+  its own credentials and hashing).
 - **Facts, stage and decision** as the version's tags: ``mape``, ``rmse_0``, ``rmse_all``,
   ``baseline_mape``, ``wape`` (``repr`` of the float; absent when null), ``trained_at`` (epoch
   seconds), ``run_id``, ``data.<dataset>`` (its version), ``files`` (comma-separated),
@@ -40,6 +42,7 @@ from azure.ai.ml.entities import Model
 from azure.ai.ml.exceptions import AssetPathException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from shared.aml.lakeuri import lake_path, lake_uri
 from shared.lake import Lake
 from shared.mlops.cards import NAME_PATTERN, Decision, Metrics, ModelCard, Stage
 from shared.mlops.registry import (
@@ -63,10 +66,9 @@ class AzureRegistry(Registry):
     """Model versions in the AML workspace ``client`` names; model files in ``lake`` (the
     workspace's datastore ``datastore``)."""
 
-    def __init__(self, client: MLClient, lake: Lake, datastore: str = "lake", top: str = "models", attempts: int = 20):
+    def __init__(self, client: MLClient, lake: Lake, top: str = "models", attempts: int = 20):
         self.client = client
         self.lake = lake
-        self.datastore = datastore
         self.top = top.strip("/")
         self.attempts = attempts
 
@@ -76,7 +78,7 @@ class AzureRegistry(Registry):
         folder = f"{self.top}/{card.name}/files/{uuid.uuid4().hex}"
         for file_name in names:
             self.lake.write_bytes(f"{folder}/{file_name}", files[file_name])
-        path = f"azureml://datastores/{self.datastore}/paths/{folder}/"
+        path = lake_uri(folder) + "/"
         version = max((c.version or 0 for c in self.versions(card.name)), default=0) + 1
         for _ in range(self.attempts):
             claimed = as_candidate(card, version, names)
@@ -105,11 +107,15 @@ class AzureRegistry(Registry):
         model = self._model(name, version)
         if file_name not in _card(model).files:
             raise ModelNotFound(f"version {version} of model {name} has no file {file_name!r}")
-        # azureml://[subscriptions/.../workspaces/<ws>/]datastores/<datastore>/paths/<lake path>/
-        m = re.search(r"/datastores/([^/]+)/paths/(.+?)/?$", str(model.path))
-        if m is None or m.group(1) != self.datastore:
-            raise RegistryError(f"{name} version {version} lives at {model.path}, not in datastore {self.datastore}")
-        return self.lake.read_bytes(f"{m.group(2)}/{file_name}")
+        # azureml://[subscriptions/.../workspaces/<ws>/]datastores/lake_models/paths/<name>/files/<id>/,
+        # or, registered before the per-container datastores, .../datastores/lake/paths/models/...
+        try:
+            folder = lake_path(str(model.path))
+        except ValueError:
+            folder = None
+        if not folder:
+            raise RegistryError(f"{name} version {version} lives at {model.path}, not in a datastore of the lake")
+        return self.lake.read_bytes(f"{folder}/{file_name}")
 
     def versions(self, name: str) -> list[ModelCard]:
         try:

@@ -5,8 +5,8 @@ runs that used them).
 A **data version** is the state of the lake's curated folder as of a week ``W`` (a Monday,
 ``YYYY-MM-DD``): every ingested curated CSV's path and sha256, read from the manifests beside
 them (:func:`snapshot`), one hash over them (:func:`content_hash`), and the folder as an AML
-data URI (``azureml://datastores/lake/paths/curated``). Its reference, ``azureml:<name>:<version>``,
-is what a run request passes as an input: Azure ML resolves it itself; the local backend
+data URI (``azureml://datastores/lake_curated/paths/``: :mod:`shared.aml.lakeuri`). Its reference,
+``azureml:<name>:<version>``, is what a run request passes as an input: Azure ML resolves it itself; the local backend
 resolves it through the lake records below.
 
 Versions: the first content registered for a week is version ``<week>``; registering the same
@@ -49,12 +49,12 @@ from typing import Literal, NamedTuple, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared import clock
+from shared.aml.lakeuri import lake_uri
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.lake import Lake, LocalLake, NotFoundError, check_path
 
 __all__ = [
     "DATASETS",
-    "LAKE_DATASTORE",
     "DataCatalog",
     "DataCatalogError",
     "DataVersion",
@@ -73,8 +73,6 @@ log = logging.getLogger(__name__)
 
 #: the standard datasets a data version covers
 DATASETS = ("weather_daily", "shipments_weekly", "store_demographics")
-#: the workspace's datastore over the lake (the model registry and the pipelines use the same)
-LAKE_DATASTORE = "lake"
 #: threads reading manifests or records from a remote lake, and how many reads each may have queued
 READ_WORKERS = 16
 _QUEUED_PER_WORKER = 4
@@ -117,7 +115,8 @@ class DataVersion(BaseModel):
     version: str
     #: the Monday the batch trains as of (``YYYY-MM-DD``)
     week: str
-    #: the asset's folder as an AML data URI (``azureml://datastores/lake/paths/curated``)
+    #: the asset's folder as an AML data URI (``azureml://datastores/lake_curated/paths/``; records
+    #: written before the per-container datastores name ``azureml://datastores/lake/paths/curated``)
     path: str
     #: :func:`content_hash` of ``files``
     content_hash: str
@@ -136,9 +135,10 @@ class DataVersion(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def datastore_uri(lake_path: str, datastore: str = LAKE_DATASTORE) -> str:
-    """``azureml://datastores/<datastore>/paths/<lake path>``."""
-    return f"azureml://datastores/{datastore}/paths/{lake_path.strip('/')}"
+def datastore_uri(lake_path: str) -> str:
+    """``lake_path`` as an AML data URI on its container's datastore
+    (``curated`` -> ``azureml://datastores/lake_curated/paths/``): :func:`shared.aml.lakeuri.lake_uri`."""
+    return lake_uri(lake_path)
 
 
 def is_reference(value: str) -> bool:
@@ -315,13 +315,11 @@ class LakeDataCatalog(DataCatalog):
         lake: Lake,
         top: str = "batches/data",
         folder: str = "curated",
-        datastore: str = LAKE_DATASTORE,
         attempts: int = 1000,
     ) -> None:
         self.lake = lake
         self.top = top.strip("/")
         self.folder = folder.strip("/")
-        self.datastore = datastore
         self.attempts = attempts
 
     # paths ------------------------------------------------------------------------------------
@@ -390,7 +388,7 @@ class LakeDataCatalog(DataCatalog):
             name=check_name(name),
             version=check_week(week),
             week=week,
-            path=datastore_uri(self.folder, self.datastore),
+            path=datastore_uri(self.folder),
             content_hash=content_hash(checked),
             files=checked,
             created_at=clock.now_iso(),

@@ -22,6 +22,7 @@ from typing import Any
 
 from shared import telemetry
 from shared.aml.catalog import Gates
+from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
 from shared.ingestion.weeks import readiness
 from shared.lake import Lake, NotFoundError
@@ -307,7 +308,7 @@ def production(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[
             "stale": age_days(card, now) > _stale_days(ctx),
         }
     _write_json(ctx.lake, f"{folder}/production.json", {"week": week, "models": models})
-    return {"uri": f"azureml://datastores/lake/paths/{folder}", "models": models}
+    return {"uri": lake_uri(folder), "models": models}
 
 
 # --- publish -------------------------------------------------------------------------------------------

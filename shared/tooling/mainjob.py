@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from shared.aml import runs
 from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
+from shared.aml.lakeuri import lake_uri
 from shared.ingestion.announce import CollectSignal
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.formats import Mapping
@@ -257,9 +258,7 @@ def batch_context(lake: Lake) -> steps.Context:
         margin=settings.promotion_margin,
         watch=steps.watch_options(pipelines, None),
         # on generated data, the noise floor every model is measured against
-        train_inputs={"oracle": f"azureml://datastores/lake/paths/{ORACLE_FOLDER}"}
-        if lake.exists(f"{ORACLE_FOLDER}/{ORACLE_FILE}")
-        else {},
+        train_inputs={"oracle": lake_uri(ORACLE_FOLDER)} if lake.exists(f"{ORACLE_FOLDER}/{ORACLE_FILE}") else {},
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared import ROOT
 from shared.aml.catalog import Pipeline
+from shared.aml.lakeuri import lake_path
 from shared.aml.request import RunRequest
 from shared.lake import Lake, LocalLake
 from shared.mlops.data_assets import LakeDataCatalog, is_reference
@@ -41,7 +42,7 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 def resolve_input(value: str, lake: Lake) -> str:
     """A data asset version (``azureml:<name>:<version>``) as the lake folder its record names
-    (``azureml://datastores/lake/paths/curated``); any other value unchanged. An asset the lake's
+    (``azureml://datastores/lake_curated/paths/``); any other value unchanged. An asset the lake's
     catalog does not hold raises :class:`DataVersionNotFound`."""
     if not is_reference(value):
         return value
@@ -49,11 +50,20 @@ def resolve_input(value: str, lake: Lake) -> str:
 
 
 def _local_path(value: str, lake: Lake, work: Path, name: str) -> str:
-    """A uri input (``azureml://datastores/<store>/paths/<p>``, a lake path, or a data asset
-    version the lake's catalog holds) as a folder here."""
+    """A uri input (a lake datastore's URI, ``azureml://datastores/lake_<container>/paths/<p>`` or
+    the legacy ``azureml://datastores/lake/paths/<container>/<p>``, a lake path, or a data asset
+    version the lake's catalog holds) as a folder here. Another datastore's URI raises
+    ``ValueError``: this machine has only the lake."""
     value = resolve_input(value, lake)
-    m = re.match(r"^azureml://datastores/[^/]+/paths/(.*)$", value)
-    rel = (m.group(1) if m else value).strip("/")
+    if value.startswith("azureml://"):
+        found = lake_path(value)
+        if found is None:
+            raise ValueError(
+                f"input {name}: {value} is not in a datastore of the lake; the local backend reads the lake only"
+            )
+        rel = found
+    else:
+        rel = value.strip("/")
     if isinstance(lake, LocalLake):
         return str(lake.root / rel)
     target = work / "inputs" / name
