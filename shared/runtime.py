@@ -18,6 +18,8 @@ from shared.lake import Lake, make_lake
 from shared.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestion app never loads them
+    from azure.ai.ml import MLClient
+
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
     from shared.ingestion.announce import Signal
@@ -74,16 +76,25 @@ def record_watch(result: dict[str, Any], now: dt.datetime) -> None:
         log.warning("the watch's telemetry could not be recorded", exc_info=True)
 
 
+def _aml_client() -> MLClient | None:
+    """The azureml backend's MLClient (whose workspace holds the registry and the data
+    assets), or None with the local backend."""
+    if get_settings().aml_backend != "azureml":
+        return None
+    from shared.aml.azureml import AzureMLBackend
+
+    backend = aml_backend()
+    return backend.client if isinstance(backend, AzureMLBackend) else None
+
+
 @lru_cache(maxsize=1)
 def registry() -> Registry:
     """The worker's model registry: AML's (azureml backend) or a folder in the lake (local)."""
-    backend = aml_backend()
-    if get_settings().aml_backend == "azureml":
-        from shared.aml.azureml import AzureMLBackend
+    client = _aml_client()
+    if client is not None:
         from shared.mlops.aml_registry import AzureRegistry
 
-        if isinstance(backend, AzureMLBackend):
-            return AzureRegistry(backend.client, lake())
+        return AzureRegistry(client, lake())
     from shared.mlops.registry import LakeRegistry
 
     return LakeRegistry(lake())
@@ -92,13 +103,11 @@ def registry() -> Registry:
 @lru_cache(maxsize=1)
 def data_catalog() -> DataCatalog:
     """The worker's data catalog: AML data assets (azureml backend), and the lake's records."""
-    backend = aml_backend()
-    if get_settings().aml_backend == "azureml":
-        from shared.aml.azureml import AzureMLBackend
+    client = _aml_client()
+    if client is not None:
         from shared.mlops.aml_data_assets import AzureDataCatalog
 
-        if isinstance(backend, AzureMLBackend):
-            return AzureDataCatalog(backend.client, lake())
+        return AzureDataCatalog(client, lake())
     from shared.mlops.data_assets import LakeDataCatalog
 
     return LakeDataCatalog(lake())

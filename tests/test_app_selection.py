@@ -91,3 +91,16 @@ def test_an_ingestion_app_does_not_import_the_bridge():
     env = {"PATH": "/usr/bin:/bin", "FORECASTOPS_FUNCTIONS": "ingest_weather"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_the_bridge_does_not_import_pyarrow_or_azure_ai_ml_at_start():
+    """Cold start: the bridge reads the week index (readiness) but never counts rows, and builds
+    its MLClient on first use; neither pyarrow nor azure-ai-ml is loaded when it indexes."""
+    code = (
+        "import json, sys; import function_app; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'pandas') "
+        "or m.startswith('azure.ai.ml'))))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "FORECASTOPS_FUNCTIONS": "trigger_aml,poll_aml_durable"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

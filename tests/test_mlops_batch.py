@@ -401,3 +401,17 @@ def test_a_staleness_retrain_keeps_its_records_beside_the_weeks_own(lake):
     assert suffix.startswith("-stale-")
     assert lake.exists(f"batches/week={W}/plan.json") and lake.exists(f"batches/week={W}/plan{suffix}.json")
     assert json.loads(lake.read_bytes(f"batches/week={W}/plan.json"))["by"] == "http"
+
+
+def test_a_model_whose_run_reported_nan_is_not_registered_or_kept_and_the_others_go_on(lake):
+    world(lake)
+    ctx = context(lake)
+    plan = steps.plan(ctx, {"week": W}, NOW)
+    train = fake_training_run(lake, "run-nan", {NE[0]: 0.3, NE[1]: float("nan"), WEST[0]: 0.3})
+    train["metrics"]["evaluate"][f"{WEST[0]}.trained_at"] = float("nan")
+    train["metrics"]["train"][f"{WEST[0]}.trained_at"] = float("nan")
+    answer = steps.register(ctx, {"plan": plan, "train": train}, NOW)["groups"]
+    assert answer[NE[0]]["outcome"] == "promoted"
+    assert answer[NE[1]]["outcome"] == "kept" and answer[NE[1]]["rule"] == "gate"  # a NaN MAPE fails the gate
+    assert answer[WEST[0]] == {"registered": False, "reason": "the run reported no trained_at for it: not registered"}
+    assert ctx.registry.versions(WEST[0]) == []

@@ -25,14 +25,14 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from shared import clock
 from shared.ingestion.layout import outputs_for
 from shared.lake import Lake, NotFoundError
+
+if TYPE_CHECKING:  # pyarrow is imported where rows are counted: the bridge, which only reads
+    import pyarrow as pa  # the index (readiness, the latest week), never loads it
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class Coverage:
         self._weeks: set[str] = set()
 
     def add(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc
+
         if not table.num_rows:
             return
         if self.dataset == "weather_daily":
@@ -291,13 +293,19 @@ class Readiness:
 
 @dataclass
 class StoreMaster:
-    """Each store's region and zip code, from the curated store_demographics files."""
+    """Each store's region, zip code and store format, from the curated store_demographics
+    files (readiness reads regions and zip codes; the weekly batch's groups the formats too)."""
 
     region: dict[str, str] = field(default_factory=dict)
     zip_code: dict[str, str] = field(default_factory=dict)
+    store_format: dict[str, str] = field(default_factory=dict)
 
     def regions(self) -> set[str]:
         return set(self.region.values())
+
+    def pairs(self) -> set[tuple[str, str]]:
+        """Every (region, store format) with at least one store."""
+        return {(self.region[s], self.store_format[s]) for s in self.region if s in self.store_format}
 
     def keys_of(self, region: str, key: str) -> set[str]:
         """The region's store ids (``key`` store_id) or their zip codes (``key`` zip_code)."""
@@ -331,6 +339,9 @@ def store_master(lake: Lake) -> StoreMaster:
             zip_code = (row.get("zip_code") or "").strip()
             if zip_code:
                 master.zip_code[store] = zip_code
+            store_format = (row.get("store_format") or "").strip().lower()
+            if store_format:
+                master.store_format[store] = store_format
     return master
 
 

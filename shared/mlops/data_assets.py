@@ -44,7 +44,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -231,20 +231,28 @@ def snapshot(lake: Lake, datasets: Iterable[str] = DATASETS, workers: int = READ
     """Curated csv path -> sha256 for every ingested file of ``datasets``, read from the
     manifests beside them (never the CSVs). Manifests of another status, without a curated
     output, unreadable or gone meanwhile (a re-ingest in between) are skipped."""
-    manifests = (
+    found = {
+        m["outputs"]["curated"]["path"]: m["outputs"]["curated"]["sha256"] for m in manifests(lake, datasets, workers)
+    }
+    return dict(sorted(found.items()))
+
+
+def manifests(lake: Lake, datasets: Iterable[str] = DATASETS, workers: int = READ_WORKERS) -> Iterator[dict[str, Any]]:
+    """The manifest of every ingested curated file of ``datasets`` that names its curated
+    output (path and sha256), in listing order; the others are skipped as :func:`snapshot`
+    says. A storage error other than a manifest gone meanwhile is raised."""
+    paths = (
         path
         for dataset in datasets
         for path in lake.list(f"curated/{dataset}/v{SCHEMA_VERSION}")
         if path.endswith(".manifest.json")
     )
-    found: dict[str, str] = {}
-    for entry in _map(lake, lambda p: _curated_file(lake, p), manifests, workers):
-        if entry is not None:
-            found[entry[0]] = entry[1]
-    return dict(sorted(found.items()))
+    for manifest in _map(lake, lambda p: _ingested(lake, p), paths, workers):
+        if manifest is not None:
+            yield manifest
 
 
-def _curated_file(lake: Lake, manifest_path: str) -> tuple[str, str] | None:
+def _ingested(lake: Lake, manifest_path: str) -> dict[str, Any] | None:
     try:
         manifest = json.loads(lake.read_bytes(manifest_path))
     except NotFoundError:
@@ -259,7 +267,7 @@ def _curated_file(lake: Lake, manifest_path: str) -> tuple[str, str] | None:
     if not isinstance(path, str) or not isinstance(sha, str) or not path or not sha:
         log.warning("snapshot: manifest %s names no curated path and sha256: skipped", manifest_path)
         return None
-    return path, sha
+    return manifest
 
 
 # --------------------------------------------------------------------------------------------- the catalogs

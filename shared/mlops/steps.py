@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from shared import telemetry
 from shared.aml.catalog import Gates
 from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
-from shared.ingestion.weeks import readiness
+from shared.ingestion.weeks import StoreMaster, readiness, store_master
 from shared.lake import Lake, NotFoundError
 from shared.mlops import inputs as group_inputs
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
@@ -102,7 +103,7 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
     if not files:
         reason = f"no curated file at all for the week of {inp.week}: nothing to train on"
         return base | {"status": "waiting_for_data", "reason": reason}
-    stores = group_inputs.read_stores(ctx.lake, files)
+    stores = store_master(ctx.lake)
     version = ctx.data.register(DATA_ASSET, inp.week, {f.path: f.sha256 for f in files})
     pairs = sorted(stores.pairs())
     fingerprints = {
@@ -138,7 +139,7 @@ def _decide_groups(
     ctx: Context,
     inp: BatchInput,
     files: list[group_inputs.CuratedFile],
-    stores: group_inputs.Stores,
+    stores: StoreMaster,
     fingerprints: dict[str, str],
     now: dt.datetime,
 ) -> dict[str, dict[str, Any]]:
@@ -149,6 +150,9 @@ def _decide_groups(
             names.update(f"{pair}.{v}" for v in VELOCITIES)
     force = (inp.retrain or ctx.retrain) == "all"
     decided: dict[str, dict[str, Any]] = {}
+    # the data versions production models were trained on, each read once (a record lists
+    # every curated file: many groups share one)
+    before: dict[str, dict[str, str] | None] = {}
     for name in sorted(names):
         region, fmt, _ = group_inputs.split_group(name)
         fp = fingerprints.get(f"{region}.{fmt}")
@@ -169,29 +173,35 @@ def _decide_groups(
         elif (age := age_days(production, now)) > _stale_days(ctx):
             go("retrain", f"production v{pv} is {age:.0f} days old (stale: over {_stale_days(ctx):.0f})")
         elif production.data_versions.get("inputs") != fp:
-            go("retrain", f"inputs changed since v{pv}: {_changed(ctx, production, name, files, stores)}")
+            go("retrain", f"inputs changed since v{pv}: {_changed(ctx, production, name, files, stores, before)}")
         else:
             go("skip", f"inputs unchanged since v{pv} (trained {age:.0f} days ago)")
     return decided
 
 
 def _changed(
-    ctx: Context, production: ModelCard, name: str, files: list[group_inputs.CuratedFile], stores: group_inputs.Stores
+    ctx: Context,
+    production: ModelCard,
+    name: str,
+    files: list[group_inputs.CuratedFile],
+    stores: StoreMaster,
+    read: dict[str, dict[str, str] | None],
 ) -> str:
-    """Which of the group's files are new or changed since the data its model was trained on."""
-    reference = production.data_versions.get("curated", "")
-    _, _, version = reference.rpartition(":")
-    try:
-        before = ctx.data.get(DATA_ASSET, version).files if version else None
-    except DataVersionNotFound:  # an outage is not "unknown": it fails the step, which is retried
-        before = None
+    """Which of the group's files are new or changed since the data its model was trained on
+    (``read``: the data versions read so far, by version)."""
+    _, _, version = production.data_versions.get("curated", "").rpartition(":")
+    if version not in read:
+        try:
+            read[version] = ctx.data.get(DATA_ASSET, version).files if version else None
+        except DataVersionNotFound:  # an outage is not "unknown": it fails the step, which is retried
+            read[version] = None
+    before = read[version]
     if before is None:
         return "its data version is not known"
-    mine = group_inputs.group_files(name, files, stores)
-    changed = [f.path for f in mine if before.get(f.path) != f.sha256]
-    gone = len({p for p in before if p not in {f.path for f in files}})
-    if not changed and gone:
-        return f"{gone} file(s) removed"
+    changed = [f.path for f in group_inputs.group_files(name, files, stores) if before.get(f.path) != f.sha256]
+    if not changed:
+        gone = len(before.keys() - {f.path for f in files})
+        return f"{gone} file(s) removed" if gone else "its files are the same, their fingerprint is not"
     shown = ", ".join(p.rsplit("/", 1)[-1] for p in changed[:_NAMED])
     more = f" and {len(changed) - _NAMED} more" if len(changed) > _NAMED else ""
     return f"{len(changed)} file(s) new or changed ({shown}{more})"
@@ -250,7 +260,7 @@ def _register_one(
     now: dt.datetime,
 ) -> dict[str, Any]:
     trained_at = measured.get("trained_at")
-    if not isinstance(trained_at, int | float):
+    if not isinstance(trained_at, int | float) or not math.isfinite(trained_at):
         return {"registered": False, "reason": "the run reported no trained_at for it: not registered"}
     region, fmt, _ = group_inputs.split_group(group)
     # a retried step finds the version it registered from this run, and its decision

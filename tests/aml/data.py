@@ -71,18 +71,7 @@ class DataMixin(Workspace):
         return Reply(200, body)
 
     def _list_data_versions(self, name: str, rec: RecordedRequest) -> Reply:
-        values = list(self.data.get(name, {}).values())
-        view = rec.query.get("listViewType", "ActiveOnly")
-        if view == "ActiveOnly":
-            values = [v for v in values if not v["properties"].get("isArchived")]
-        elif view == "ArchivedOnly":
-            values = [v for v in values if v["properties"].get("isArchived")]
-        if rec.query.get("$orderBy", "").lower() == "createdtime desc":
-            values = values[::-1]
-        top = rec.query.get("$top")
-        if top:
-            values = values[: int(top)]
-        return Reply(200, {"value": values, "nextLink": None})
+        return self._asset_versions(list(self.data.get(name, {}).values()), rec)
 
     def _get_data_container(self, name: str, rec: RecordedRequest) -> Reply:
         versions = self.data.get(name)
@@ -97,19 +86,4 @@ class DataMixin(Workspace):
     # ------------------------------------------------------------------ bodies
     def _data_container_body(self, name: str, versions: dict[str, dict[str, Any]]) -> dict[str, Any]:
         latest = list(versions)[-1]
-        numbers = [int(v) for v in versions if v.isdigit()]
-        return {
-            "id": self.arm_id("data", name),
-            "name": name,
-            "type": f"{PROVIDER}/workspaces/data",
-            "properties": {
-                "description": None,
-                "tags": {},
-                "properties": {},
-                "isArchived": False,
-                "dataType": versions[latest]["properties"]["dataType"],
-                "latestVersion": latest,
-                "nextVersion": str(max(numbers, default=0) + 1),
-            },
-            "systemData": self._system_data(),
-        }
+        return self._asset_container("data", name, versions, dataType=versions[latest]["properties"]["dataType"])

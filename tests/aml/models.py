@@ -72,21 +72,7 @@ class ModelsMixin(Workspace):
         return Reply(200, body)
 
     def _list_model_versions(self, name: str, rec: RecordedRequest) -> Reply:
-        values = list(self.models.get(name, {}).values())
-        view = rec.query.get("listViewType", "ActiveOnly")
-        if view == "ActiveOnly":
-            values = [v for v in values if not v["properties"].get("isArchived")]
-        elif view == "ArchivedOnly":
-            values = [v for v in values if v["properties"].get("isArchived")]
-        stage = rec.query.get("stage")
-        if stage:
-            values = [v for v in values if v["properties"].get("stage") == stage]
-        if rec.query.get("$orderBy", "").lower() == "createdtime desc":
-            values = values[::-1]
-        top = rec.query.get("$top")
-        if top:
-            values = values[: int(top)]
-        return Reply(200, {"value": values, "nextLink": None})
+        return self._asset_versions(list(self.models.get(name, {}).values()), rec, stage="stage")
 
     def _get_model_container(self, name: str, rec: RecordedRequest) -> Reply:
         versions = self.models.get(name)
@@ -100,20 +86,4 @@ class ModelsMixin(Workspace):
 
     # ------------------------------------------------------------------ bodies
     def _container_body(self, name: str, versions: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        latest = list(versions)[-1]
-        numbers = [int(v) for v in versions if v.isdigit()]
-        return {
-            "id": self.arm_id("models", name),
-            "name": name,
-            "type": f"{PROVIDER}/workspaces/models",
-            "properties": {
-                "description": None,
-                "tags": {},
-                "properties": {},
-                "isArchived": False,
-                "latestVersion": latest,
-                "nextVersion": str(max(numbers, default=0) + 1),
-                "provisioningState": "Succeeded",
-            },
-            "systemData": self._system_data(),
-        }
+        return self._asset_container("models", name, versions, provisioningState="Succeeded")

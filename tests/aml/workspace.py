@@ -121,6 +121,47 @@ class Workspace:
             "lastModifiedByType": "User",
         }
 
+    def _asset_versions(self, values: list[dict[str, Any]], rec: RecordedRequest, **equal: str) -> Reply:
+        """A list of asset versions (models, data) as MFE pages them: ``listViewType``, then
+        the properties ``equal`` asks to match (a query value given), ``$orderBy`` createdtime
+        desc, ``$top``."""
+        view = rec.query.get("listViewType", "ActiveOnly")
+        if view == "ActiveOnly":
+            values = [v for v in values if not v["properties"].get("isArchived")]
+        elif view == "ArchivedOnly":
+            values = [v for v in values if v["properties"].get("isArchived")]
+        for prop, query in equal.items():
+            if rec.query.get(query):
+                values = [v for v in values if v["properties"].get(prop) == rec.query[query]]
+        if rec.query.get("$orderBy", "").lower() == "createdtime desc":
+            values = values[::-1]
+        top = rec.query.get("$top")
+        if top:
+            values = values[: int(top)]
+        return Reply(200, {"value": values, "nextLink": None})
+
+    def _asset_container(
+        self, kind: str, name: str, versions: dict[str, dict[str, Any]], **more: Any
+    ) -> dict[str, Any]:
+        """An asset container (``kind``: models, data): its latest and next version."""
+        latest = list(versions)[-1]
+        numbers = [int(v) for v in versions if v.isdigit()]
+        return {
+            "id": self.arm_id(kind, name),
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/{kind}",
+            "properties": {
+                "description": None,
+                "tags": {},
+                "properties": {},
+                "isArchived": False,
+                **more,
+                "latestVersion": latest,
+                "nextVersion": str(max(numbers, default=0) + 1),
+            },
+            "systemData": self._system_data(),
+        }
+
     def _workspace_body(self) -> dict[str, Any]:
         rg = f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers"
         return {
