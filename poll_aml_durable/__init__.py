@@ -147,14 +147,16 @@ class _Driver:
             for chunk in chunks
         ]
         outcomes: list[loop.Outcome] = []
-        lost: list[str] = []
+        lost: list[policy.RunState] = []
         for chunk, (ok, answer) in zip(chunks, (yield from _gather(self.context, tasks)), strict=True):
             outcomes += [(a["ok"], a["answer"]) for a in answer] if ok else [(False, answer)] * len(chunk)
             if not ok:  # the activity gave up: some of its jobs may exist in AML all the same
-                lost += [job_name_for(str(r.pipeline), f"{self.context.instance_id}-{r.index}") for r in chunk]
+                lost += chunk
         if lost:  # best effort: a job nobody follows must not keep AML's compute busy
-            tasks = [self.context.call_activity_with_retry(CANCEL, RETRY, j, expected_type=dict) for j in lost]
-            yield from _gather(self.context, tasks)
+            jobs = [job_name_for(str(r.pipeline), f"{self.context.instance_id}-{r.index}") for r in lost]
+            tasks = [self.context.call_activity_with_retry(CANCEL, RETRY, j, expected_type=dict) for j in jobs]
+            for r, (ok, answer) in zip(lost, (yield from _gather(self.context, tasks)), strict=True):
+                policy.cancel_answered(r, ok, answer)
         return outcomes
 
     def _poll(self, runs_: list[policy.RunState]):
@@ -221,9 +223,13 @@ class ActivityError(Exception):
 def _check(answer: http.Answer, what: str, run: str) -> dict:
     status, body, _ = answer
     if status >= 400:
-        # one line of JSON: what the orchestrator keeps of a failure (policy.activity_failure)
-        raise ActivityError(json.dumps({"run_id": run, "what": what, "status": status, **body}))
+        raise _failure(what, run, status, body)
     return http.json_safe(body)
+
+
+def _failure(what: str, run: str, status: int, body: dict) -> ActivityError:
+    # one line of JSON: what the orchestrator keeps of a failure (policy.activity_failure)
+    return ActivityError(json.dumps({"run_id": run, "what": what, "status": status, **body}))
 
 
 @bp.activity_trigger(input_name="requests")
@@ -255,7 +261,13 @@ def aml_runs_status(items: list) -> dict:
 
 @bp.activity_trigger(input_name="run_id")
 def aml_cancel_run(run_id: str) -> dict:
-    return _check(runs.cancel(runtime.aml_backend(), run_id), "cancel", run_id)
+    """Ask a run to stop. A run AML does not know is an answer (nothing to cancel), not a
+    failure: the activity's retries would only ask again for nothing. Any other refusal fails
+    the activity, and is retried."""
+    try:
+        return http.json_safe(loop.cancel_run(runtime.aml_backend(), run_id))
+    except loop.CancelRefused as e:
+        raise _failure("cancel", run_id, e.status, e.body) from None
 
 
 @bp.function_name("aml_job_event")

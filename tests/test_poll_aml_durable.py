@@ -649,3 +649,82 @@ def test_jobs_of_a_submit_that_gave_up_are_cancelled_in_aml():
     out = host.status(iid).output
     assert [r["outcome"] for r in out["runs"]] == ["failed", "failed"]
     assert sorted(aml.canceled) == sorted(job_name_for("smoke", f"{iid}-{i}") for i in range(2))
+
+
+# cancels on the azureml backend: the app's own activities, the real MLClient, AML's fake --------------
+def azureml_backend(fake):
+    """The azureml backend as the worker builds it, its MLClient answered by AML's fake."""
+    from azure.ai.ml import MLClient
+
+    from shared.aml.azureml import AzureMLBackend, Retry
+    from tests.aml.credential import FakeCredential
+
+    credential, transport = FakeCredential(), fake.transport()
+    retry = Retry(total=2, backoff_factor=0.01, backoff_max=0.05)
+    client = MLClient(
+        credential, "00000000-0000-0000-0000-000000000001", "rg", "ws", transport=transport, **retry.kwargs()
+    )
+    return AzureMLBackend(client, credential, transport, retry)
+
+
+@pytest.fixture
+def aml_fake(monkeypatch):
+    """AML's fake behind the worker's backend: every activity of the app talks to it."""
+    from tests.aml.fake import FakeAML
+
+    fake = FakeAML()
+    backend = azureml_backend(fake)
+    monkeypatch.setattr(runtime, "aml_backend", lambda: backend)
+    return fake
+
+
+def app_host():
+    """The watch with every activity the app registers."""
+    return DurableHost.from_app(poll_aml_durable.bp, poll_aml_durable.WATCH, start_time=T0)
+
+
+def cancels(fake):
+    """The job of each cancel POST AML received, in order."""
+    return [r.path.split("/")[-2] for r in fake.requests_to("POST", r"/cancel$")]
+
+
+def test_the_jobs_of_a_submit_that_gave_up_are_asked_once_and_one_aml_does_not_know_is_done(aml_fake):
+    """The submit activity gave up: each job it may have started is asked to stop. AML never
+    created them (404): each cancel is done at the first answer (one POST per job, not one per
+    attempt of the activity), and each run says why nothing was canceled."""
+    from shared.aml.request import job_name_for
+
+    def unreachable(requests):
+        raise RuntimeError("AML answered 503 every time")
+
+    host = app_host()
+    host.activities[poll_aml_durable.SUBMIT] = unreachable
+    iid = host.start(watch_input(batch=2))
+    out = host.status(iid).output
+    jobs = [job_name_for("smoke", f"{iid}-{i}") for i in range(2)]
+    assert sorted(cancels(aml_fake)) == sorted(jobs)
+    for run, job in zip(out["runs"], jobs, strict=True):
+        assert run["outcome"] == "failed" and run["error"]["code"] == "submit_failed"
+        assert run["cancel_requested"] is False and run["cancel_error"] is None
+        assert job in run["cancel_note"] and "nothing to cancel" in run["cancel_note"]
+
+
+def test_a_run_aml_does_not_know_is_given_up_and_its_cancel_is_done_at_once(aml_fake):
+    host = app_host()
+    options = {"stuck_limit_s": 100, "polling": {"first_s": 60, "factor": 1}}
+    out = host.status(host.start(watch_input(["ghost"], **options))).output
+    (run,) = out["runs"]
+    assert run["outcome"] == "failed" and run["error"]["code"] == "status_unavailable"
+    assert cancels(aml_fake) == ["ghost"]
+    assert run["cancel_requested"] is False and run["cancel_error"] is None and "ghost" in run["cancel_note"]
+
+
+def test_a_cancel_aml_refuses_is_retried_and_its_error_kept(aml_fake):
+    aml_fake.inject("POST", r"/cancel$", 403, forever=True)
+    host = app_host()
+    options = {"stuck_limit_s": 100, "polling": {"first_s": 60, "factor": 1}}
+    out = host.status(host.start(watch_input(["ghost"], **options))).output
+    (run,) = out["runs"]
+    assert cancels(aml_fake) == ["ghost"] * poll_aml_durable.RETRY.max_number_of_attempts
+    assert run["cancel_requested"] is False and run["cancel_note"] is None
+    assert "403" in run["cancel_error"] and "no rights" in run["cancel_error"]

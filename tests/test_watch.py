@@ -435,6 +435,42 @@ def test_the_command_line_holds_a_run_to_its_pipelines_gates():
     assert {g["gate"] for g in final.runs[0].gate_failures} == {"metrics"}
 
 
+def follow_on_azureml(fake, run_ids):
+    """``loop.follow`` (the command line's watch) on the azureml backend over AML's fake, on a
+    clock of its own: a run whose status cannot be read is given up after a minute."""
+    from tests.test_poll_aml_durable import azureml_backend
+
+    clock = [T0]
+
+    def sleep(s):
+        clock[0] += dt.timedelta(seconds=s)
+
+    options = watch.WatchOptions(stuck_limit_s=60, polling={"first_s": 30, "factor": 1})
+    return loop.follow(azureml_backend(fake), run_ids, options, sleep=sleep, now=lambda: clock[0])
+
+
+def test_the_command_line_counts_a_cancel_of_a_run_aml_does_not_know_as_done():
+    from tests.aml.fake import FakeAML
+
+    fake = FakeAML()
+    final = follow_on_azureml(fake, ["ghost"])
+    run = watch.result(final)["runs"][0]
+    assert run["error"]["code"] == "status_unavailable"
+    assert len(fake.requests_to("POST", r"/jobs/ghost/cancel$")) == 1
+    assert run["cancel_requested"] is False and run["cancel_error"] is None and "ghost" in run["cancel_note"]
+
+
+def test_the_command_line_records_a_cancel_aml_refuses_as_its_error():
+    from tests.aml.fake import FakeAML
+
+    fake = FakeAML()
+    fake.inject("POST", r"/cancel$", 403, forever=True)
+    run = watch.result(follow_on_azureml(fake, ["ghost"]))["runs"][0]
+    assert len(fake.requests_to("POST", r"/jobs/ghost/cancel$")) == 1
+    assert run["cancel_requested"] is False and run["cancel_note"] is None
+    assert run["cancel_error"].startswith("cancel failed: cancel job: the app's identity has no rights")
+
+
 def test_the_apps_default_polling_does_not_change_the_requests_fingerprint():
     body = b'{"pipeline": "smoke", "idempotency_key": "adf-1"}'
     plain, _ = watch_api.plan_start(body, load_catalog(), T0)

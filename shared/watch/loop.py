@@ -45,7 +45,8 @@ class Poll:
 
 @dataclass(frozen=True)
 class Cancel:
-    """Ask these runs to stop; reply: one :data:`Outcome` per run."""
+    """Ask these runs to stop; reply: one :data:`Outcome` per run, a run AML does not know
+    answered with :func:`cancel_run`'s ``nothing to cancel`` (a success: it is not asked again)."""
 
     runs: list[RunState]
 
@@ -130,14 +131,38 @@ def _end_early(state: WatchState, *, timed_out: bool) -> Steps:
 
 
 def _cancel_runs(runs_: list[RunState]) -> Generator[Command, Any, None]:
-    """Ask each run to stop; each run records whether the ask went through."""
+    """Ask each run to stop; each run records what came of it (:func:`policy.cancel_answered`)."""
     if not runs_:
         return
     outcomes = yield Cancel(runs_)
-    for r, (ok, error) in zip(runs_, outcomes, strict=True):
-        r.cancel_requested = ok
-        if not ok:
-            r.cancel_error = f"cancel failed: {error}"
+    for r, (ok, answer) in zip(runs_, outcomes, strict=True):
+        policy.cancel_answered(r, ok, answer)
+
+
+class CancelRefused(Exception):
+    """The run API refused a cancel for another reason than an unknown run; ``status`` and
+    ``body`` are its answer, the message is the body's own."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(str(body.get("message") or body))
+        self.status, self.body = status, body
+
+
+def cancel_run(backend: Backend, run_id: str) -> dict[str, Any]:
+    """Ask a run to stop through the run API (:func:`shared.aml.runs.cancel`), for the watch:
+    the run's status once asked. A run AML does not know (404) has nothing to stop: the answer
+    says so (:data:`policy.NOTHING_TO_CANCEL`) instead of failing, because a retry would only
+    ask again for nothing. Any other refusal raises :class:`CancelRefused` (worth a retry)."""
+    status, body, _ = runs.cancel(backend, run_id)
+    if status == 404:
+        return {
+            "run_id": run_id,
+            policy.NOTHING_TO_CANCEL: True,
+            "message": f"AML does not know run {run_id!r}: nothing to cancel",
+        }
+    if status >= 400:
+        raise CancelRefused(status, body)
+    return body
 
 
 def watch_here(
@@ -223,10 +248,13 @@ def follow(
     *,
     on_status: Callable[[dict[str, Any]], None] | None = None,
     on_change: Callable[[WatchState], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], dt.datetime] = clock.now,
 ) -> WatchState:
     """Follow runs in this process with the durable watch's policy: the command line and the
     main job wait exactly as the orchestrator does, each run held to its own pipeline's gates
-    from the catalog. ``on_status`` sees every status read."""
+    from the catalog, and a run given up on is asked to stop as the orchestrator asks
+    (:func:`cancel_run`). ``on_status`` sees every status read."""
     if not options.pipeline_gates:
         options = options.model_copy(update={"pipeline_gates": {n: p.gates for n, p in load_catalog().items()}})
 
@@ -238,5 +266,7 @@ def follow(
             on_status(body)
         return body
 
-    state = policy.start([RunState(index=i, run_id=r) for i, r in enumerate(run_ids)], options, clock.now())
-    return watch_here(get_status, lambda run_id: runs.cancel(backend, run_id), state, on_change=on_change)
+    state = policy.start([RunState(index=i, run_id=r) for i, r in enumerate(run_ids)], options, now())
+    return watch_here(
+        get_status, lambda run_id: cancel_run(backend, run_id), state, sleep=sleep, now=now, on_change=on_change
+    )

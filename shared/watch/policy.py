@@ -78,6 +78,8 @@ class RunState(BaseModel):
     #: seconds from the run's start to its end, when AML reported both
     duration_s: float | None = None
     cancel_error: str | None = None
+    #: why a cancel is done without asking AML anything (it does not know the run: nothing to stop)
+    cancel_note: str | None = None
 
 
 class WatchState(BaseModel):
@@ -217,6 +219,23 @@ def given_up(run: RunState) -> bool:
     return run.done and (run.outcome == "stuck" or (run.outcome == "failed" and code == "status_unavailable"))
 
 
+#: a cancel's answer for a run AML does not know (404): there is nothing to stop, so that cancel
+#: is done, never asked again
+NOTHING_TO_CANCEL = "nothing_to_cancel"
+
+
+def cancel_answered(run: RunState, ok: bool, answer: Any) -> None:
+    """Record a cancel's outcome on its run: AML took it (``cancel_requested``); AML does not
+    know the run, so there was nothing to stop (done: no error, ``cancel_note`` says why); or it
+    failed (``cancel_error``, after the caller's retries)."""
+    if ok and isinstance(answer, dict) and answer.get(NOTHING_TO_CANCEL):
+        run.cancel_requested, run.cancel_error = False, None
+        run.cancel_note = str(answer.get("message") or "AML does not know this run: nothing to cancel")
+        return
+    run.cancel_requested = ok
+    run.cancel_error = None if ok else f"cancel failed: {answer}"
+
+
 def fail_run(state: WatchState, index: int, error: dict[str, Any]) -> None:
     """A run that cannot go on (its submit failed)."""
     run = state.runs[index]
@@ -310,6 +329,7 @@ def _run_answer(r: RunState) -> dict[str, Any]:
             "gate_failures": r.gate_failures,
             "cancel_requested": r.cancel_requested,
             "cancel_error": r.cancel_error,
+            "cancel_note": r.cancel_note,
             "portal_url": r.portal_url,
         }
     return answer
