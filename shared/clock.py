@@ -2,17 +2,37 @@
 
 Durable orchestrators never call :func:`now` (they take ``context.current_utc_datetime``);
 everything else does, so that a test can see one clock.
+
+``FORECASTOPS_TEST_CLOCK_OFFSET_DAYS`` (read once, at import) moves this clock, and the
+pipeline steps' (``pipelines/forecast/src/forecast_lib.py``), by that many days: CI runs the
+whole suite a year ahead to prove that no test depends on today's date. Unset in production.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
 from typing import Literal
+
+OFFSET_SETTING = "FORECASTOPS_TEST_CLOCK_OFFSET_DAYS"
+
+
+def _offset(text: str | None) -> dt.timedelta:
+    """The offset a setting's text asks for; an empty, unreadable or non-finite one is none."""
+    try:
+        days = float(text or 0)
+    except ValueError:
+        return dt.timedelta(0)
+    return dt.timedelta(days=days) if math.isfinite(days) and abs(days) < 36500 else dt.timedelta(0)
+
+
+OFFSET = _offset(os.environ.get(OFFSET_SETTING))
 
 
 def now() -> dt.datetime:
-    """The current time, timezone-aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
+    """The current time, timezone-aware, in UTC (moved by :data:`OFFSET` where one is set)."""
+    return dt.datetime.now(dt.UTC) + OFFSET
 
 
 def iso(t: dt.datetime, timespec: Literal["seconds", "milliseconds"] = "seconds") -> str:

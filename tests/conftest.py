@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import telemetry
+from shared import clock, telemetry
 from shared.lake import BlobLake, Lake, LocalLake
 from shared.settings import get_settings
 from tests.azurite import AzuriteInstance, start_azurite
@@ -17,11 +17,18 @@ from tests.azurite import AzuriteInstance, start_azurite
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def app_setting(name: str) -> bool:
+    """An app setting a test must not inherit from the machine; the test clock's offset is kept,
+    so that CI's run of the suite a year ahead (shared/clock.py) reaches every process."""
+    prefixes = ("FORECASTOPS_", "LAKE_STORAGE", "APPLICATIONINSIGHTS_", "AzureWebJobs")
+    return name.startswith(prefixes) and name != clock.OFFSET_SETTING
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No app setting leaks in from the machine (as pydantic-settings' own tests do)."""
     for name in list(os.environ):
-        if name.startswith(("FORECASTOPS_", "LAKE_STORAGE", "APPLICATIONINSIGHTS_", "AzureWebJobs")):
+        if app_setting(name):
             monkeypatch.delenv(name)
     # azure-ai-ml's MLClient sets AZUREML_CURRENT_CLOUD process-wide: put it back after each test
     cloud = os.environ.get("AZUREML_CURRENT_CLOUD")

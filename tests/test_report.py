@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from shared import clock
 from shared.aml.catalog import load_catalog
 from shared.lake import LocalLake
 from shared.settings import get_settings
@@ -29,6 +30,7 @@ from shared.tooling.cli import main
 from shared.tooling.report import charts
 from shared.tooling.report.data import data_quality, region_format
 from shared.tooling.report.series import group_series
+from tests.conftest import app_setting
 
 GATES = load_catalog()["forecast"].gates
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
@@ -41,7 +43,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str,
     root = tmp_path_factory.mktemp("lake")
     with pytest.MonkeyPatch.context() as mp:  # the clean environment of conftest's clean_env
         for name in list(os.environ):
-            if name.startswith(("FORECASTOPS_", "LAKE_STORAGE", "APPLICATIONINSIGHTS_", "AzureWebJobs")):
+            if app_setting(name):
                 mp.delenv(name)
         get_settings.cache_clear()
         out = io.StringIO()
@@ -277,9 +279,10 @@ def test_the_index_lists_every_report_newest_first(batch, tmp_path):
     lake = LocalLake(tmp_path / "lake")
     later = "forecast-later"
     shutil.copytree(tmp_path / "lake" / "runs" / run_id, tmp_path / "lake" / "runs" / later)
-    report.write_report(lake, report.load(lake, later), GATES, NOW + dt.timedelta(days=7))
+    # the batch's own report was written at the clock's time: this one a week after it
+    report.write_report(lake, report.load(lake, later), GATES, clock.now() + dt.timedelta(days=7))
     lake.write_bytes("reports/forecast-before-figures.html", b"<!doctype html><title>old</title>")
-    index = lake.read_bytes(report.write_index(lake, NOW + dt.timedelta(days=8))).decode()
+    index = lake.read_bytes(report.write_index(lake, clock.now() + dt.timedelta(days=8))).decode()
     pages = re.findall(r'<a href="(forecast-[^"]+\.html)">', index)
     assert pages == [f"forecast-{later}.html", f"forecast-{run_id}.html", "forecast-before-figures.html"]
     table = _grids(index).table

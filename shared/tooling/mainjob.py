@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared import clock
 from shared.aml import runs
 from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
@@ -347,7 +348,7 @@ def _results(lake: Lake, out: TextIO, summary: dict[str, Any], pipeline: str = "
         print("no group was retrained this week: no new training run to report", file=out)
         return
     results = report.load(lake, run_id)
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     gates = load_catalog()[pipeline].gates
     models = report.models(results.metrics, now, gates)
     print(report.summary_table(models), file=out)

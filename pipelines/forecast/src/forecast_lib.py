@@ -65,6 +65,18 @@ TARGET = "units"
 # ---------------------------------------------------------------------------------------
 
 
+def now_epoch() -> float:
+    """The current time in epoch seconds, moved by FORECASTOPS_TEST_CLOCK_OFFSET_DAYS where the
+    tests set it (the app's clock, shared/clock.py, reads the same setting)."""
+    import time
+
+    try:
+        days = float(os.environ.get("FORECASTOPS_TEST_CLOCK_OFFSET_DAYS") or 0)
+    except ValueError:
+        days = 0.0
+    return time.time() + (days * 86400 if math.isfinite(days) and abs(days) < 36500 else 0.0)
+
+
 def read_dataset(curated: Path, name: str, dtype: dict[str, str] | None = None) -> pd.DataFrame:
     """Every CSV of ``<curated>/<name>/v1/**`` as one frame (the files share one header)."""
     files = sorted((Path(curated) / name / "v1").rglob("*.csv"))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 from backtest import Booster, Data
-from forecast_lib import log_metrics, write_json
+from forecast_lib import log_metrics, now_epoch, write_json
 from models import FORECASTS, MEMBERS, choose_old_weight, choose_weights, fit_group, forecast, group_weights
 from threadpoolctl import threadpool_limits
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: {problem}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
-    trained_at = time.time()
+    trained_at = now_epoch()
     # one thread per process for BLAS and OpenMP: on a shared machine their spinning threads
     # made training 3x slower; --jobs trains groups in parallel processes instead
     with threadpool_limits(limits=1):
