@@ -22,16 +22,15 @@ puts them (a registered pipeline component's inner steps keep AML's default outp
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import yaml
 from azure.ai.ml import Input, MLClient, load_job
-from azure.ai.ml.entities import Job, PipelineJob, PipelineJobSettings
+from azure.ai.ml.entities import Job, ManagedIdentityConfiguration, PipelineJob, PipelineJobSettings
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -42,25 +41,15 @@ from azure.core.exceptions import (
 )
 
 from shared import ROOT
+from shared.aml import jobspec
 from shared.aml.backend import Backend, BackendError, RunNotFound, TransientBackendError
 from shared.aml.catalog import Pipeline
-from shared.aml.lakeuri import LAKE_CONTAINERS, canonical, lake_uri
+from shared.aml.lakeuri import aml_path
 from shared.aml.request import RunRequest
 from shared.aml.status import TERMINAL, RunError, RunStatus, StepStatus, normalise
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def aml_path(path: str) -> str:
-    """An input's path as AML resolves it: a lake path (``curated/x``) or a legacy lake URI as
-    the URI on its container's datastore; a data asset reference, another datastore's URI or
-    anything else unchanged."""
-    if path.startswith("azureml:"):
-        return canonical(path)
-    if "://" not in path and path.strip("/").split("/", 1)[0] in LAKE_CONTAINERS:
-        return lake_uri(path)
-    return path
 
 
 @dataclass(frozen=True)
@@ -84,6 +73,8 @@ RETRY = Retry()
 TIMEOUTS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
 TAG_PIPELINE = "forecastops.pipeline"
 TAG_KEY = "forecastops.idempotency_key"
+#: the components (name:version) a run was submitted with
+TAG_COMPONENTS = "forecastops.components"
 
 
 class MetricsUnavailable(Exception):
@@ -184,79 +175,57 @@ class AzureMLBackend(Backend):
             inputs[name] = Input(type=pipeline.inputs[name].type, path=aml_path(path))
         if d.kind == "pipeline_job":
             job_file = ROOT / str(d.job)
-            job = cast(PipelineJob, load_job(job_file, params_override=self._outputs_in_lake(job_file, run_id)))
-            for name, value in inputs.items():
-                # attribute, not item, assignment: an item replaces the input's wrapper object
-                # and create_or_update then fails to serialise it
-                setattr(job.inputs, name, value)
+            spec = jobspec.build(job_file, request, pipeline, run_id, self._registered_outputs)
+            pinned = sorted({str(n["component"]) for n in spec["jobs"].values() if isinstance(n.get("component"), str)})
+            tags[TAG_COMPONENTS] = ",".join(c.removeprefix("azureml:") for c in pinned)
+            job = cast(
+                PipelineJob,
+                self._sdk(
+                    pipeline,
+                    "load the pipeline job",
+                    load_job,
+                    io.StringIO(yaml.safe_dump(spec, sort_keys=False)),
+                    relative_origin=str(job_file.parent),
+                ),
+            )
         else:
             component = self._call("get component", self.client.components.get, *_name_version(d.component))
             job = PipelineJob(component=component, inputs=inputs)
         job.name = run_id
         job.experiment_name = request.experiment
         job.tags = {**(job.tags or {}), **tags}
+        # the steps read and write the lake through identity-based datastores as the compute's
+        # managed identity (infra/ gives it the lake roles), not as whoever submitted
+        job.identity = ManagedIdentityConfiguration()
         settings = job.settings if job.settings is not None else PipelineJobSettings()
         if pipeline.compute:
             settings.default_compute = pipeline.compute
         if request.continue_on_step_failure:
             settings.continue_on_step_failure = True
         job.settings = settings
-        return self._call("create job", self.client.jobs.create_or_update, job)
+        return self._call("create job", self._sdk, pipeline, "submit the job", self.client.jobs.create_or_update, job)
 
-    def _outputs_in_lake(self, job_file: Path, run_id: str) -> list[dict[str, Any]]:
-        """``load_job`` overrides that put every step's outputs at
-        ``azureml://datastores/lake_runs/paths/<run_id>/outputs/<step>/<output>`` (lake path
-        ``runs/<run_id>/outputs/<step>/<output>``: :mod:`shared.aml.lakeuri`), where the local
-        backend puts them, so that a run's models and scores are read from the same lake paths
-        in both homes. A step's outputs are its component's (asked of AML once per component for
-        a registered one); an output bound to a pipeline output is left to that binding."""
-        with open(job_file, encoding="utf-8") as f:
-            spec = yaml.safe_load(f) or {}
-        components: dict[str, dict[str, str]] = {}
-        overrides: list[dict[str, Any]] = []
-        for step, node in (spec.get("jobs") or {}).items():
-            if not isinstance(node, dict):
-                continue
-            declared = node.get("outputs") or {}
-            outputs = {**self._component_outputs(node.get("component"), job_file, components)}
-            outputs.update({k: v["type"] for k, v in declared.items() if isinstance(v, dict) and v.get("type")})
-            placed = {
-                name: {
-                    **(declared[name] if isinstance(declared.get(name), dict) else {}),
-                    "type": kind,
-                    "path": lake_uri(f"runs/{run_id}/outputs/{step}/{name}"),
-                }
-                for name, kind in outputs.items()
-                if not isinstance(declared.get(name), str)  # ${{parent.outputs.x}}: the pipeline's output
-            }
-            if placed:
-                overrides.append({f"jobs.{step}.outputs": {**declared, **placed}})
-        return overrides
-
-    def _component_outputs(self, ref: Any, job_file: Path, seen: dict[str, dict[str, str]]) -> dict[str, str]:
-        """A step's component's outputs (name -> type): a registered one's from AML, a local
-        file's or an inline one's from its YAML."""
-        key = json.dumps(ref, sort_keys=True, default=str)
-        if key in seen:
-            return seen[key]
-        outputs: dict[str, Any]
-        if isinstance(ref, dict):
-            outputs = ref.get("outputs") or {}
-        elif isinstance(ref, str) and ref.startswith("azureml:"):
-            name, _, version = ref.removeprefix("azureml:").partition(":")
-            if not version:
-                name, _, label = name.partition("@")
-                component = self._call("get component", self.client.components.get, name, label=label or "latest")
-            else:
-                component = self._call("get component", self.client.components.get, name, version)
-            outputs = {k: {"type": v.type} for k, v in (component.outputs or {}).items()}
-        elif isinstance(ref, str):
-            with open((job_file.parent / ref.removeprefix("file:")).resolve(), encoding="utf-8") as f:
-                outputs = (yaml.safe_load(f) or {}).get("outputs") or {}
+    def _registered_outputs(self, name: str, version: str | None, label: str | None) -> dict[str, str]:
+        """A registered component's outputs (name -> type), asked of AML."""
+        if version:
+            component = self._call("get component", self.client.components.get, name, version)
         else:
-            outputs = {}
-        seen[key] = {k: (v.get("type") if isinstance(v, dict) else None) or "uri_folder" for k, v in outputs.items()}
-        return seen[key]
+            component = self._call("get component", self.client.components.get, name, label=label or "latest")
+        return {k: v.type or "uri_folder" for k, v in (component.outputs or {}).items()}
+
+    def _sdk(self, pipeline: Pipeline, stage: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args)``, an azure-ai-ml call; an exception of the SDK's own (not an answer of
+        AML's) is a 502 naming the pipeline and the stage, never a 500 with its traceback."""
+        try:
+            return fn(*args, **kwargs)
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError):
+            raise
+        except Exception as e:
+            log.warning("submit %s: azure-ai-ml failed to %s", pipeline.name, stage, exc_info=True)
+            raise BackendError(
+                f"submit {pipeline.name}: azure-ai-ml failed to {stage}: {type(e).__name__}: {_first_line(e)}",
+                code="backend_error",
+            ) from e
 
     def get(self, run_id: str, known_status: str | None = None) -> RunStatus:
         """The job's status, steps and, once it ended, metrics. A caller that already knows

@@ -22,6 +22,7 @@ import re
 
 __all__ = [
     "DATASTORE_PREFIX",
+    "aml_path",
     "LAKE_CONTAINERS",
     "LEGACY_DATASTORE",
     "canonical",
@@ -111,3 +112,14 @@ def canonical(uri: str) -> str:
     if path is None or path.split("/", 1)[0] not in LAKE_CONTAINERS:
         return uri
     return lake_uri(path)
+
+
+def aml_path(path: str) -> str:
+    """An input's path as AML resolves it: a lake path (``curated/x``) or a legacy lake URI as
+    the URI on its container's datastore; a data asset reference, another datastore's URI or
+    anything else unchanged."""
+    if path.startswith("azureml:"):
+        return canonical(path)
+    if "://" not in path and path.strip("/").split("/", 1)[0] in LAKE_CONTAINERS:
+        return lake_uri(path)
+    return path

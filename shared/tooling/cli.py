@@ -6,6 +6,7 @@
     python -m shared pipelines           list the pipeline catalog
     python -m shared submit NAME [--param k=v] [--key K] [--wait]
     python -m shared status RUN_ID [--wait] / cancel RUN_ID
+    python -m shared aml-assets [--check]   register what the pipelines name in Azure ML
 
 The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local folder,
 ``.lake``, by default), or ``--lake DIR`` for a local folder; ``--mappings DIR`` adds a folder
@@ -245,6 +246,39 @@ def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
     return _print_answer(runs.cancel(_backend(args), args.run_id), out)
 
 
+def cmd_aml_assets(args: argparse.Namespace, out: TextIO) -> int:
+    """Registers the environment and every component the pipelines name, at the versions the
+    app submits, in the workspace the settings name (AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP,
+    AML_WORKSPACE); ``--check`` registers nothing and fails when anything is missing."""
+    from shared.aml import assets
+    from shared.aml.azureml import AzureMLBackend
+    from shared.aml.backend import BackendError
+
+    try:
+        backend = AzureMLBackend.from_settings(_settings(args))
+    except BackendError as e:
+        raise UsageError(str(e)) from None
+    print(f"workspace {backend.workspace}:", file=out, flush=True)
+    outcomes = assets.ensure(
+        backend.client, check=args.check, say=lambda o: print(f"  {o.line()}", file=out, flush=True)
+    )
+    missing = [o for o in outcomes if o.state == "missing"]
+    created = sum(o.state == "created" for o in outcomes)
+    print(
+        f"{created} created, {len(outcomes) - created - len(missing)} already there, {len(missing)} missing", file=out
+    )
+    if missing:
+        print(
+            "missing: "
+            + ", ".join(f"{o.kind} {o.name}" for o in missing)
+            + ("; run python -m shared aml-assets" if args.check and any(o.kind != "compute" for o in missing) else "")
+            + ("; computes come from infra/ (azd provision)" if any(o.kind == "compute" for o in missing) else ""),
+            file=out,
+        )
+        return FAILED
+    return OK
+
+
 def _common(sub: bool) -> _Parser:
     """The options every command takes, before or after its name: on a command they default
     to "not given", so that they never undo the same option given before it."""
@@ -305,6 +339,8 @@ def parser() -> argparse.ArgumentParser:
     wt.add_argument("--timeout", type=float, default=12 * 3600, help="seconds before the runs are canceled")
     cn = command("cancel", "ask a run to stop", cmd_cancel)
     cn.add_argument("run_id")
+    aa = command("aml-assets", "register the environment and components the pipelines name in Azure ML", cmd_aml_assets)
+    aa.add_argument("--check", action="store_true", help="register nothing; list what is missing (exit 1 if any)")
     return p
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.aml.assets import AssetsMixin, BlobStore
 from tests.aml.contract import ARM_HOST, PROVIDER
 from tests.aml.data import DataMixin
 from tests.aml.jobs import JobsMixin
@@ -42,7 +43,7 @@ class _Route:
     handler: Callable[..., Reply]  # called with the pattern's groups, then the RecordedRequest
 
 
-class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin):
+class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin, AssetsMixin):
     """Stateful fake of one AML workspace (ARM/MFE + discovery + Run History + MLflow + model registry + data
     assets)."""
 
@@ -52,8 +53,9 @@ class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin):
         resource_group: str = "rg",
         workspace_name: str = "ws",
         location: str = "eastus",
+        blob_store: BlobStore | None = None,
     ) -> None:
-        super().__init__(subscription_id, resource_group, workspace_name, location)
+        super().__init__(subscription_id, resource_group, workspace_name, location, blob_store=blob_store)
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[RecordedRequest] = []
         self._injections: list[_Injection] = []
@@ -83,6 +85,16 @@ class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin):
             _Injection(method.upper(), re.compile(path_regex), list(statuses), dict(headers or {}), body, forever)
         )
 
+    def register_repo_components(self) -> None:
+        """Every component of the repo at the version the app submits (``shared.aml.assets``), as
+        ``python -m shared aml-assets`` leaves the workspace, with the compute infra declares."""
+        from shared.aml.assets import components
+
+        for c in components().values():
+            self.register_component(c.name, c.version, c.file)
+        for name in ("cpu-cluster",):
+            self.add_compute(name)
+
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
         rx = re.compile(path_regex)
         return [r for r in self.requests if r.method == method.upper() and rx.search(r.path)]
@@ -100,6 +112,14 @@ class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin):
         table: list[tuple[frozenset[str], str, str, Callable[..., Reply]]] = [
             (arm, "GET", ws, self._get_workspace),
             (arm, "GET", ws + r"/components/([^/]+)/versions/([^/]+)", self._get_component),
+            (arm, "PUT", ws + r"/components/([^/]+)/versions/([^/]+)", self._put_component_version),
+            (arm, "GET", ws + r"/environments/([^/]+)/versions/([^/]+)", self._get_environment_version),
+            (arm, "PUT", ws + r"/environments/([^/]+)/versions/([^/]+)", self._put_environment_version),
+            (arm, "GET", ws + r"/codes/([^/]+)/versions", self._list_code_versions),
+            (arm, "POST", ws + r"/codes/([^/]+)/versions/([^/]+)/startPendingUpload", self._pending_upload),
+            (arm, "GET", ws + r"/codes/([^/]+)/versions/([^/]+)", self._get_code_version),
+            (arm, "PUT", ws + r"/codes/([^/]+)/versions/([^/]+)", self._put_code_version),
+            (arm, "GET", ws + r"/computes/([^/]+)", self._get_compute),
             (arm, "PUT", ws + r"/jobs/([^/]+)", self._put_job),
             (arm, "GET", ws + r"/jobs/([^/]+)", self._get_job),
             (arm, "POST", ws + r"/jobs/([^/]+)/cancel", self._cancel_job),

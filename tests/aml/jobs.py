@@ -68,6 +68,10 @@ class JobsMixin(TrackingMixin):
         sent = rec.json or {}
         props = copy.deepcopy(sent.get("properties", {}))
         created = name not in self.jobs
+        unknown = self._unregistered_components(props)
+        if created and unknown:
+            # AML resolves every component a job names when it is submitted
+            return self._not_found(f"component {unknown[0]} in workspace {self.workspace_name}")
         experiment = props.get("experimentName") or "Default"
         props["experimentName"] = experiment
         props.setdefault("displayName", name)
@@ -104,6 +108,15 @@ class JobsMixin(TrackingMixin):
         if props.get("jobType") == "Pipeline":
             self._create_children(name, props)
         return Reply(201 if created else 200, body)
+
+    def _unregistered_components(self, props: dict[str, Any]) -> list[str]:
+        ids = [props.get("componentId")] + [n.get("componentId") for n in (props.get("jobs") or {}).values()]
+        found = []
+        for cid in ids:
+            m = re.search(r"/components/([^/]+)/versions/([^/]+)$", cid or "")
+            if m and m.group(2) not in self.components.get(m.group(1), {}):
+                found.append(f"{m.group(1)}:{m.group(2)}")
+        return found
 
     def _get_job(self, name: str, rec: RecordedRequest) -> Reply:
         job = self.jobs.get(name)
