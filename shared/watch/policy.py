@@ -78,7 +78,7 @@ class RunState(BaseModel):
     #: seconds from the run's start to its end, when AML reported both
     duration_s: float | None = None
     cancel_error: str | None = None
-    #: why a cancel is done without asking AML anything (it does not know the run: nothing to stop)
+    #: why a cancel is done though nothing was canceled (AML does not know the run: nothing to stop)
     cancel_note: str | None = None
 
 
