@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: setup run test lint typecheck bench bench-watch clean
+.PHONY: setup run test test-clock lint typecheck bench bench-watch clean
 
 setup: $(STAMP) $(TOOLS_STAMP) node_modules/.installed
 
@@ -37,6 +37,10 @@ run: $(STAMP)
 COVERAGE_FLOOR ?= 88
 test: setup
 	$(PY) -m pytest --durations=10 --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
+
+## every test again with the clock a year ahead (shared/clock.py): no test may depend on today's date
+test-clock: setup
+	FORECASTOPS_TEST_CLOCK_OFFSET_DAYS=365 $(PY) -m pytest -q -p no:cacheprovider
 
 ## ruff (lint and format) and the type check
 lint: typecheck
