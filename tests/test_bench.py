@@ -30,3 +30,13 @@ def test_the_normalise_benchmark_runs_at_smoke_size(tmp_path):
     assert [r[0] for r in rows] == ["baseline", "product"] * 2  # the plain CSV, then the gzip one
     assert out.count("product/baseline throughput:") == 2
     assert "VERDICT: PASS" in out and "not judged at smoke size" in out
+
+
+def test_the_watch_benchmark_follows_a_small_batch_to_its_end():
+    """``make bench-watch`` at 3 runs: the batch is submitted to AML's fake (its components
+    registered as the deploy registers them), followed 6 simulated hours, and succeeds."""
+    out = run_bench("bench_watch.py", "--runs", "3")
+    header, polling, events = (line.split() for line in out.splitlines()[1:4])
+    assert header[:2] == ["mode", "outcome"]
+    assert polling[:2] == ["polling", "succeeded"] and events[:2] == ["events", "succeeded"]
+    assert "no targets at 3 runs" in out
