@@ -8,7 +8,7 @@ import logging
 
 from azure.functions.timer import TimerRequest
 
-from shared import runtime
+from shared import clock, runtime
 from shared.mlops import staleness
 from shared.mlops.cards import Decision, ModelCard
 from shared.mlops.registry import LakeRegistry
@@ -17,10 +17,10 @@ from tests.drivers import indexed_functions
 NOW = dt.datetime(2026, 11, 28, 6, tzinfo=dt.UTC)
 
 
-def production(registry, name, days_old, version_note="run"):
+def production(registry, name, days_old, version_note="run", now=NOW):
     card = registry.register(
         ModelCard(
-            name=name, trained_at=(NOW - dt.timedelta(days=days_old)).timestamp(), run_id=f"{version_note}-{name}"
+            name=name, trained_at=(now - dt.timedelta(days=days_old)).timestamp(), run_id=f"{version_note}-{name}"
         ),
         {"model.pkl": b"x"},
     )
@@ -55,7 +55,7 @@ def test_the_daily_timer_checks_the_workers_registry(tmp_path, monkeypatch, capl
     runtime.aml_backend.cache_clear()
     runtime.registry.cache_clear()
     try:
-        production(runtime.registry(), "plains.small.slow", days_old=61)
+        production(runtime.registry(), "plains.small.slow", days_old=61, now=clock.now())
         fn = indexed_functions()["models_staleness_check"]
         trigger = fn.get_trigger()
         assert trigger.schedule == "%FORECASTOPS_STALENESS_SCHEDULE%"
@@ -88,8 +88,9 @@ def test_retrain_at_once_puts_the_stale_groups_on_the_batch_queue_as_a_start_the
     for cache in caches:
         cache.cache_clear()
     try:
-        production(runtime.registry(), "plains.small.slow", days_old=61)
-        production(runtime.registry(), "plains.small.fast", days_old=3)
+        # the timer reads the clock: the models' ages are the clock's
+        production(runtime.registry(), "plains.small.slow", days_old=61, now=clock.now())
+        production(runtime.registry(), "plains.small.fast", days_old=3, now=clock.now())
         fn = indexed_functions()["models_staleness_check"]
         fn.get_user_function()(timer=TimerRequest(past_due=False))
         queue = QueueClient.from_connection_string(azurite.connection_string, "stale-test")
