@@ -137,5 +137,6 @@ def catalog() -> dict[str, Pipeline]:
 
 
 def blob_trigger_source(settings: Settings | None = None) -> str:
-    """The blob triggers' source, read when the host indexes the app (see CONVENTIONS)."""
+    """The blob triggers' source, read when the host indexes the app: the one setting read at
+    import, since the host needs the binding's value before any invocation."""
     return (settings or get_settings()).blob_trigger_source

@@ -42,6 +42,17 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         os.environ["AZUREML_CURRENT_CLOUD"] = cloud
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches Azurite, through any fixture, is marked ``azurite``:
+    ``pytest -m "not azurite"`` is the offline loop that needs no emulator."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        # ``lake`` reaches Azurite through getfixturevalue, for its "blob" parameter
+        if "azurite" in names or "blob_lake" in names or params.get("lake") == "blob":
+            item.add_marker(pytest.mark.azurite)
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[AzuriteInstance]:
     with start_azurite() as instance:

@@ -96,7 +96,7 @@ def test_evaluate_means_and_spreads_over_the_origins() -> None:
     assert group["mape_reduction"] == pytest.approx((0.375 - 0.1625) / 0.375)
     assert group["oracle_mape"] == 0 and group["oracle_wape"] == 0
     assert group["trained_at"] == 123.0 and group["n_origins"] == 2
-    # the columns shared/report.py reads, and the old ones, are kept
+    # the columns shared/tooling/report/ reads, and the old ones, are kept
     for col in ("model", "mape", "rmse_0", "rmse_all", "baseline_mape", "mape_reduction", "trained_at", "lasso_mape"):
         assert col in table.columns
     assert list(table["model"]) == ["r.large.fast", "overall"]
