@@ -96,3 +96,55 @@ def test_the_domain_core_never_imports_azure_functions():
 def test_no_product_module_is_over_the_size_guide():
     big = {module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert {name for name, lines in big.items() if lines > 500} <= set(LARGE)
+
+
+#: the packages' order (ARCHITECTURE.md): each imports only packages of a lower rank, or its own
+ORDER = {
+    "shared": 0,  # the base: settings, clock, http, lake, telemetry
+    "shared.ingestion": 1,
+    "shared.aml": 1,
+    "shared.watch": 2,
+    "shared.mlops": 3,
+    "shared.runtime": 4,
+    "shared.tooling": 5,
+    "shared.__main__": 6,  # the command line's entry point, over the tooling
+}
+BASE = {"shared.settings", "shared.clock", "shared.http", "shared.lake", "shared.telemetry"}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    head = ".".join(parts[:2])
+    return "shared" if head in BASE or head == "shared" else head
+
+
+def order_violations(edges: dict[str, set[str]]) -> list[str]:
+    """Imports that run up the house or sideways between two packages of one rank."""
+    found = []
+    for module, targets in sorted(edges.items()):
+        here = package_of(module)
+        for target in sorted(targets):
+            there = package_of(target)
+            if there == here:
+                continue
+            if ORDER[there] > ORDER[here] or (ORDER[there] == ORDER[here] and ORDER[here] > 0):
+                found.append(f"{module} -> {target} ({here} may not import {there})")
+    return found
+
+
+def test_every_package_imports_only_the_packages_below_it():
+    edges = graph()
+    assert {package_of(m) for m in edges} <= set(ORDER), "a new package: give it its place in ORDER"
+    assert order_violations(edges) == []
+
+
+def test_the_order_check_finds_an_import_up_and_one_sideways():
+    edges = {
+        "shared.aml.request": {"shared.mlops.data_assets", "shared.lake"},
+        "shared.aml.runs": {"shared.ingestion.weeks"},
+        "shared.mlops.steps": {"shared.aml.runs", "shared.watch.loop"},
+    }
+    assert order_violations(edges) == [
+        "shared.aml.request -> shared.mlops.data_assets (shared.aml may not import shared.mlops)",
+        "shared.aml.runs -> shared.ingestion.weeks (shared.aml may not import shared.ingestion)",
+    ]

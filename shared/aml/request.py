@@ -18,9 +18,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.aml.catalog import NAME_PATTERN, Parameter, Pipeline
+from shared.aml.datarefs import is_reference
 from shared.aml.lakeuri import container_of, lake_path, lake_uri
 from shared.http import Problem, problem
-from shared.mlops.data_assets import is_reference
 
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 #: the tag that records what a run was asked to do (the same key with another request: 409)

@@ -46,9 +46,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from shared import clock
+from shared.aml.datarefs import (
+    RECORDS,
+    DataCatalogError,
+    DataVersion,
+    DataVersionNotFound,
+    is_reference,
+    parse_reference,
+    read_version,
+    record_path,
+)
 from shared.aml.lakeuri import lake_uri
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.lake import Lake, LocalLake, NotFoundError, check_path
@@ -80,20 +90,11 @@ _QUEUED_PER_WORKER = 4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 VERSION_PATTERN = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([2-9]|[1-9]\d+))?$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-_REFERENCE = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,254})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 RunKind = Literal["train", "score"]
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class DataCatalogError(Exception):
-    """The catalog refused or could not do what was asked."""
-
-
-class DataVersionNotFound(DataCatalogError, LookupError):
-    """No such data version."""
 
 
 class RunLink(NamedTuple):
@@ -105,53 +106,11 @@ class RunLink(NamedTuple):
     kind: str
 
 
-class DataVersion(BaseModel):
-    """One registered state of the curated folder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    #: ``<week>``, then ``<week>.2``, ``<week>.3``... for other content in the same week
-    version: str
-    #: the Monday the batch trains as of (``YYYY-MM-DD``)
-    week: str
-    #: the asset's folder as an AML data URI (``azureml://datastores/lake_curated/paths/``; records
-    #: written before the per-container datastores name ``azureml://datastores/lake/paths/curated``)
-    path: str
-    #: :func:`content_hash` of ``files``
-    content_hash: str
-    #: curated csv path -> its sha256
-    files: dict[str, str]
-    #: ISO 8601, UTC, ``Z``
-    created_at: str
-
-    @property
-    def reference(self) -> str:
-        """``azureml:<name>:<version>``: how a run request names this version as an input."""
-        return f"azureml:{self.name}:{self.version}"
-
-    def to_json(self) -> bytes:
-        return self.model_dump_json(indent=2).encode("utf-8")
-
-
 # --------------------------------------------------------------------------------------------- helpers
 def datastore_uri(lake_path: str) -> str:
     """``lake_path`` as an AML data URI on its container's datastore
     (``curated`` -> ``azureml://datastores/lake_curated/paths/``): :func:`shared.aml.lakeuri.lake_uri`."""
     return lake_uri(lake_path)
-
-
-def is_reference(value: str) -> bool:
-    """Whether ``value`` names a registered data asset version (``azureml:<name>:<version>``)."""
-    return _REFERENCE.match(value) is not None
-
-
-def parse_reference(reference: str) -> tuple[str, str]:
-    """``azureml:<name>:<version>`` -> ``(name, version)``; ``ValueError`` for anything else."""
-    m = _REFERENCE.match(reference)
-    if m is None:
-        raise ValueError(f"{reference!r} is not a data asset reference: expected azureml:<name>:<version>")
-    return m.group(1), m.group(2)
 
 
 def content_hash(files: Mapping[str, str]) -> str:
@@ -321,7 +280,7 @@ class LakeDataCatalog(DataCatalog):
     def __init__(
         self,
         lake: Lake,
-        top: str = "batches/data",
+        top: str = RECORDS,
         folder: str = "curated",
         attempts: int = 1000,
     ) -> None:
@@ -332,7 +291,7 @@ class LakeDataCatalog(DataCatalog):
 
     # paths ------------------------------------------------------------------------------------
     def _record_path(self, name: str, version: str) -> str:
-        return f"{self.top}/{name}/{version}.json"
+        return record_path(name, version, self.top)
 
     def _runs_folder(self, name: str, version: str) -> str:
         return f"{self.top}/{name}/{version}/runs"
@@ -417,15 +376,7 @@ class LakeDataCatalog(DataCatalog):
         return existing
 
     def _read(self, name: str, version: str) -> DataVersion | None:
-        path = self._record_path(name, version)
-        try:
-            data = self.lake.read_bytes(path)
-        except NotFoundError:
-            return None
-        try:
-            return DataVersion.model_validate_json(data)
-        except ValidationError as e:
-            raise DataCatalogError(f"the record of {name} version {version} ({path}) is not valid: {e}") from e
+        return read_version(self.lake, name, version, self.top)
 
     def _record_paths(self, prefix: str) -> Iterator[str]:
         """The version records below ``prefix`` (``<top>/<name>/<version>.json``, not run links)."""

@@ -25,12 +25,12 @@ from pathlib import Path
 from shared import ROOT, clock
 from shared.aml.backend import Backend, BackendError, RunNotFound
 from shared.aml.catalog import Pipeline
+from shared.aml.datarefs import DataCatalogError
 from shared.aml.local.plan import resolve_input
 from shared.aml.local.runner import run_paths
 from shared.aml.request import RunRequest
 from shared.aml.status import TERMINAL, RunError, RunStatus, StepStatus
 from shared.lake import Lake, NotFoundError
-from shared.mlops.data_assets import DataCatalogError
 from shared.settings import Settings, settings_env
 
 #: a runner silent for this long is reported NotResponding (AML's word for it)

@@ -14,10 +14,10 @@ from typing import Any
 
 from shared import ROOT
 from shared.aml.catalog import Pipeline
+from shared.aml.datarefs import DataVersionNotFound, is_reference, parse_reference, read_version
 from shared.aml.lakeuri import lake_path
 from shared.aml.request import RunRequest
 from shared.lake import Lake, LocalLake
-from shared.mlops.data_assets import LakeDataCatalog, is_reference
 
 
 @dataclass
@@ -46,7 +46,11 @@ def resolve_input(value: str, lake: Lake) -> str:
     catalog does not hold raises :class:`DataVersionNotFound`."""
     if not is_reference(value):
         return value
-    return LakeDataCatalog(lake).resolve(value).path
+    name, version = parse_reference(value)
+    found = read_version(lake, name, version)
+    if found is None:
+        raise DataVersionNotFound(f"no version {version} of data {name}")
+    return found.path
 
 
 def _local_path(value: str, lake: Lake, work: Path, name: str) -> str:

@@ -18,11 +18,11 @@ from typing import Any
 
 from shared import ROOT, clock
 from shared.aml.catalog import load_catalog
+from shared.aml.datarefs import DataCatalogError
 from shared.aml.local.plan import Step, plan
 from shared.aml.request import RunRequest
 from shared.aml.status import normalise
 from shared.lake import Lake, LocalLake, make_lake
-from shared.mlops.data_assets import DataCatalogError
 from shared.settings import Settings, get_settings
 
 HEARTBEAT_S = 2.0

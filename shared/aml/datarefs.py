@@ -1,0 +1,99 @@
+"""A registered data version as the bridge reads it: the ``azureml:<name>:<version>`` references a
+run request may name as an input, and the lake's record of a version (``batches/data/<name>/
+<version>.json``), which the local backend resolves to the folder the version names.
+
+The catalog that registers versions and links runs to them is :mod:`shared.mlops.data_assets`;
+this is what the bridge, below it, needs of it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.lake import Lake, NotFoundError
+
+__all__ = [
+    "RECORDS",
+    "DataCatalogError",
+    "DataVersion",
+    "DataVersionNotFound",
+    "is_reference",
+    "parse_reference",
+    "read_version",
+    "record_path",
+]
+
+#: where the lake keeps the version records
+RECORDS = "batches/data"
+_REFERENCE = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,254})$")
+
+
+class DataCatalogError(Exception):
+    """The catalog refused or could not do what was asked."""
+
+
+class DataVersionNotFound(DataCatalogError, LookupError):
+    """No such data version."""
+
+
+class DataVersion(BaseModel):
+    """One registered state of the curated folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    #: ``<week>``, then ``<week>.2``, ``<week>.3``... for other content in the same week
+    version: str
+    #: the Monday the batch trains as of (``YYYY-MM-DD``)
+    week: str
+    #: the asset's folder as an AML data URI (``azureml://datastores/lake_curated/paths/``; records
+    #: written before the per-container datastores name ``azureml://datastores/lake/paths/curated``)
+    path: str
+    #: :func:`content_hash` of ``files``
+    content_hash: str
+    #: curated csv path -> its sha256
+    files: dict[str, str]
+    #: ISO 8601, UTC, ``Z``
+    created_at: str
+
+    @property
+    def reference(self) -> str:
+        """``azureml:<name>:<version>``: how a run request names this version as an input."""
+        return f"azureml:{self.name}:{self.version}"
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode("utf-8")
+
+
+def is_reference(value: str) -> bool:
+    """Whether ``value`` names a registered data asset version (``azureml:<name>:<version>``)."""
+    return _REFERENCE.match(value) is not None
+
+
+def parse_reference(reference: str) -> tuple[str, str]:
+    """``azureml:<name>:<version>`` -> ``(name, version)``; ``ValueError`` for anything else."""
+    m = _REFERENCE.match(reference)
+    if m is None:
+        raise ValueError(f"{reference!r} is not a data asset reference: expected azureml:<name>:<version>")
+    return m.group(1), m.group(2)
+
+
+def record_path(name: str, version: str, top: str = RECORDS) -> str:
+    """The lake path of a version's record."""
+    return f"{top}/{name}/{version}.json"
+
+
+def read_version(lake: Lake, name: str, version: str, top: str = RECORDS) -> DataVersion | None:
+    """The lake's record of ``name`` ``version``, or None; a record that does not read as one
+    raises :class:`DataCatalogError`."""
+    path = record_path(name, version, top)
+    try:
+        data = lake.read_bytes(path)
+    except NotFoundError:
+        return None
+    try:
+        return DataVersion.model_validate_json(data)
+    except ValidationError as e:
+        raise DataCatalogError(f"the record of {name} version {version} ({path}) is not valid: {e}") from e
