@@ -274,13 +274,33 @@ def test_replays_post_the_path_to_the_ingest_route_of_its_source(pipeline):
     assert switch.on.value == "@split(item(), '/')[1]"
     for case in switch.cases:
         (call,) = case.activities
-        assert call.url["value"].endswith(f"'/api/ingest/{case.value}')")
+        assert f"'/api/ingest/{case.value}?code='" in call.url["value"]
         body = _expand(call.body["value"], f"raw/{case.value}/x/2026.csv", "r")
         assert body == {"path": f"raw/{case.value}/x/2026.csv", "force": True}
-        assert call.turn_off_async is True
     assert {c.value for c in switch.cases} == {"weather", "shipments", "demographics"}
     (default,) = switch.default_activities
     assert isinstance(default, models.FailActivity)
+
+
+def _seconds(timespan: str) -> int:
+    days, _, clock = timespan.rpartition(".")
+    hours, minutes, seconds = (int(x) for x in clock.split(":"))
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def test_every_call_to_an_app_is_asynchronous_and_each_request_ends_within_the_http_limit(pipeline):
+    """The Functions front end answers no HTTP request after 230 s: every call to an app lets
+    ADF follow 202 + Location (turnOffAsync false), as the batch call does, each request waits
+    at most 230 s, and the key travels in the URL so that a Location echoing it authenticates
+    the polls too."""
+    calls = web_calls(pipeline)
+    assert len(calls) == 4
+    for activity, _, _path in calls:
+        assert activity.turn_off_async is False, activity.name
+        assert _seconds(activity.http_request_timeout) <= 230, activity.name
+        assert "?code=', uriComponent(activity('" in activity.url["value"], activity.name
+        # the activity itself may wait for the work behind the 202 far longer
+        assert _seconds(activity.policy.timeout) >= 3600, activity.name
 
 
 def test_the_batch_starts_through_the_batch_route_and_follows_location(pipeline):
