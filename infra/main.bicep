@@ -26,8 +26,15 @@ param amlWorkspaceName string = ''
 @description('Resource group of the existing workspace (empty: the one created here)')
 param amlWorkspaceResourceGroup string = ''
 
-@description('True once the apps\' code is deployed (the postdeploy hook sets it): creates the Event Grid subscriptions, whose webhooks need the deployed blob triggers, and stores the function keys in Key Vault')
+@description('True once the apps are wired (APPS_DEPLOYED, recorded by infra/scripts/postdeploy.sh): their code is deployed and each host has made its keys')
 param appsDeployed bool = false
+
+@description('True only for the provision infra/scripts/postdeploy.sh runs to wire the apps (FORECASTOPS_WIRE_APPS=true), after it waited for the hosts\' keys: a provision that fails leaves APPS_DEPLOYED false, so the next deploy tries again')
+param wiringApps bool = false
+
+@minValue(0)
+@description('Which incarnation of this environment\'s Key Vault: a vault with purge protection keeps its name for its retention after `azd down`, so infra/scripts/keyvault-generation.sh moves to the next generation (a new name) when this one\'s vault is soft-deleted')
+param keyVaultGeneration int = 0
 
 @description('Subscribe the bridge app to Azure ML job events (needs the aml_job_event function)')
 param amlEventsEnabled bool = false
@@ -38,7 +45,18 @@ param landingBlobServiceUri string = ''
 @description('Where alerts are mailed (empty: alerts fire without a mail action)')
 param alertEmail string = ''
 
+@description('VM size of the AML compute cluster the pipelines run on (empty: the environment profile\'s)')
+param amlComputeVmSize string = ''
+
+@minValue(0)
+@description('Most nodes the AML compute cluster scales out to (0: the environment profile\'s); it scales in to none')
+param amlComputeMaxNodes int = 0
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The Event Grid subscriptions (their webhooks need the deployed blob triggers and each ingest
+// host's blobs_extension system key) and the function keys in Key Vault (functionKeys.default)
+// exist only once the apps run: they are made from the provision that wires them on
+var appsRunning = appsDeployed || wiringApps
 var tags = {
   'azd-env-name': environmentName
   workload: 'forecastops'
@@ -53,6 +71,8 @@ var profiles = {
     logRetentionDays: 30
     storageSku: 'Standard_LRS'
     keyVaultRetentionDays: 7
+    amlComputeVmSize: 'Standard_DS3_v2'
+    amlComputeMaxNodes: 2
   }
   prod: {
     ingestMaximumInstances: 40
@@ -61,6 +81,8 @@ var profiles = {
     logRetentionDays: 90
     storageSku: 'Standard_ZRS'
     keyVaultRetentionDays: 90
+    amlComputeVmSize: 'Standard_DS4_v2'
+    amlComputeMaxNodes: 10
   }
 }
 var profile = profiles[environmentType]
@@ -102,6 +124,18 @@ var bridgeApp = {
 // (shared/aml/lakeuri.py: azureml://datastores/lake_<container>/paths/<rest>)
 var lakeContainers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches', 'oracle']
 
+// The lake's storage queue on which the ingest apps announce a week whose data is complete and
+// the bridge's queue trigger starts its batch (FORECASTOPS_BATCH_QUEUE, shared/settings.py)
+var batchQueue = 'forecastops-batches'
+
+// The AML compute cluster every pipeline runs on (pipelines/catalog.toml `compute`, the
+// pipelines' `default_compute`), with the system-assigned identity the jobs read the lake with
+var amlCompute = {
+  name: 'cpu-cluster'
+  vmSize: empty(amlComputeVmSize) ? profile.amlComputeVmSize : amlComputeVmSize
+  maxNodes: (amlComputeMaxNodes == 0) ? profile.amlComputeMaxNodes : amlComputeMaxNodes
+}
+
 var createAml = empty(amlWorkspaceName)
 var amlName = createAml ? 'mlw-${resourceToken}' : amlWorkspaceName
 var amlGroup = empty(amlWorkspaceResourceGroup) ? rg.name : amlWorkspaceResourceGroup
@@ -134,6 +168,7 @@ module lake 'modules/lake.bicep' = {
     skuName: profile.storageSku
     supportPrincipalId: principalId
     containers: lakeContainers
+    queues: [batchQueue]
   }
 }
 
@@ -143,7 +178,7 @@ module vault 'modules/keyvault.bicep' = {
   params: {
     location: location
     tags: tags
-    name: 'kv-${resourceToken}'
+    name: 'kv-${resourceToken}-${keyVaultGeneration}'
     softDeleteRetentionInDays: profile.keyVaultRetentionDays
   }
 }
@@ -165,9 +200,10 @@ module ingest 'modules/function-app.bicep' = [
       instanceMemoryMB: profile.instanceMemoryMB
       applicationInsightsName: monitoring.outputs.applicationInsightsName
       lakeName: lake.outputs.name
+      batchQueue: batchQueue
       amlSettings: {}
       keyVaultName: vault.outputs.name
-      storeFunctionKey: appsDeployed
+      storeFunctionKey: appsRunning
     }
   }
 ]
@@ -188,6 +224,7 @@ module bridge 'modules/function-app.bicep' = {
     instanceMemoryMB: profile.instanceMemoryMB
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     lakeName: lake.outputs.name
+    batchQueue: batchQueue
     amlSettings: {
       FORECASTOPS_AML_BACKEND: 'azureml'
       AML_SUBSCRIPTION_ID: subscription().subscriptionId
@@ -203,15 +240,16 @@ module bridge 'modules/function-app.bicep' = {
       FORECASTOPS_PROMOTION_MARGIN: '0.02'
     }
     keyVaultName: vault.outputs.name
-    storeFunctionKey: appsDeployed
+    storeFunctionKey: appsRunning
   }
 }
 
-// Least privilege on the lake: each ingest app reads its own raw/<source>/ container and writes
-// curated/, quarantine/ and batches/ (the week index, the data-complete announcements); the
-// bridge reads raw/ never, writes runs/ (pipeline outputs), models/ (the registry), batches/
-// (plans, claims, summaries, data records) and curated/ (forecasts/v1, a standard dataset), and
-// takes the batch queue's messages.
+// Least privilege on the lake: each ingest app's blob trigger follows raw/ (Storage Blob Data
+// Owner there, the role the Functions docs give an identity-based blob trigger; the trigger
+// never writes raw/) and the app writes curated/, quarantine/ and batches/ (the week index, the
+// data-complete announcements); the bridge reads raw/ never, writes runs/ (pipeline outputs),
+// models/ (the registry), batches/ (plans, claims, summaries, data records) and curated/
+// (forecasts/v1, a standard dataset), and takes the batch queue's messages.
 module ingestLakeAccess 'modules/lake-access.bicep' = [
   for (app, i) in ingestApps: {
     name: 'lake-access-${app.service}'
@@ -219,10 +257,11 @@ module ingestLakeAccess 'modules/lake-access.bicep' = [
     params: {
       lakeName: lake.outputs.name
       principalId: ingest[i].outputs.principalId
-      readContainers: ['raw']
+      ownerContainers: ['raw']
+      readContainers: []
       writeContainers: ['curated', 'quarantine', 'batches']
-      // the blob trigger keeps its poison queue in the account its connection names; the
-      // batch queue is there too
+      // Storage Queue Data Contributor on the account the trigger's connection names: the blob
+      // trigger's poison queue (webjobs-blobtrigger-poison) is there, and so is the batch queue
       queueAccess: true
     }
   }
@@ -234,6 +273,7 @@ module bridgeLakeAccess 'modules/lake-access.bicep' = {
   params: {
     lakeName: lake.outputs.name
     principalId: bridge.outputs.principalId
+    ownerContainers: []
     readContainers: []
     writeContainers: ['curated', 'runs', 'models', 'batches']
     // the batch queue's trigger (and the staleness check's retrain-at-once message)
@@ -241,7 +281,7 @@ module bridgeLakeAccess 'modules/lake-access.bicep' = {
   }
 }
 
-module lakeEvents 'modules/lake-events.bicep' = if (appsDeployed) {
+module lakeEvents 'modules/lake-events.bicep' = if (appsRunning) {
   name: 'lake-events'
   scope: rg
   params: {
@@ -251,6 +291,7 @@ module lakeEvents 'modules/lake-events.bicep' = if (appsDeployed) {
         name: 'raw-${app.source}'
         source: app.source
         appName: ingest[i].outputs.name
+        hostName: ingest[i].outputs.defaultHostName
         functionName: app.blobFunction
       }
     ]
@@ -269,11 +310,12 @@ module aml 'modules/aml.bicep' = {
     keyVaultId: vault.outputs.id
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     bridgePrincipalId: bridge.outputs.principalId
-    eventsEnabled: amlEventsEnabled && appsDeployed
+    eventsEnabled: amlEventsEnabled && appsRunning
     bridgeAppId: bridge.outputs.id
     lakeName: lake.outputs.name
     lakeResourceGroup: rg.name
     lakeContainers: lakeContainers
+    compute: amlCompute
   }
 }
 
@@ -285,9 +327,33 @@ module amlLakeAccess 'modules/lake-access.bicep' = {
   params: {
     lakeName: lake.outputs.name
     principalId: aml.outputs.workspacePrincipalId
+    ownerContainers: []
     readContainers: ['curated', 'models', 'batches', 'oracle']
     writeContainers: ['runs']
     queueAccess: false
+  }
+}
+
+// The jobs run with the compute cluster's identity (`identity: managed` on the job): it reads the
+// datastores' containers and writes the runs' outputs (infra/README.md, "Who reads the lake")
+module computeLakeAccess 'modules/lake-account-access.bicep' = {
+  name: 'lake-access-compute'
+  scope: rg
+  params: {
+    lakeName: lake.outputs.name
+    principalId: aml.outputs.computePrincipalId
+  }
+}
+
+// A workspace bound to an RBAC-only vault needs a data-plane role there: Key Vault Administrator
+// is the one Azure ML documents (how-to-identity-based-service-authentication). An existing
+// workspace keeps its own vault.
+module amlVaultAccess 'modules/vault-access.bicep' = if (createAml) {
+  name: 'vault-access-aml'
+  scope: rg
+  params: {
+    vaultName: vault.outputs.name
+    principalId: aml.outputs.workspacePrincipalId
   }
 }
 
@@ -311,7 +377,7 @@ module factory 'modules/datafactory.bicep' = {
       ingest[2].outputs.functionKeySecretName
       bridge.outputs.functionKeySecretName
     ]
-    secretsExist: appsDeployed
+    secretsExist: appsRunning
   }
 }
 
@@ -330,13 +396,16 @@ output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output RESOURCE_GROUP string = rg.name
-output APPS_DEPLOYED bool = appsDeployed
+output APPS_DEPLOYED bool = appsRunning
+output KEY_VAULT_GENERATION int = keyVaultGeneration
 output LAKE_STORAGE_ACCOUNT string = lake.outputs.name
 output LAKE_BLOB_ENDPOINT string = lake.outputs.blobEndpoint
 output KEY_VAULT_NAME string = vault.outputs.name
 output DATA_FACTORY_NAME string = factory.outputs.name
+output AML_SUBSCRIPTION_ID string = subscription().subscriptionId
 output AML_WORKSPACE string = amlName
 output AML_RESOURCE_GROUP string = amlGroup
+output AML_COMPUTE string = amlCompute.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output SERVICE_INGEST_WEATHER_NAME string = ingest[0].outputs.name
 output SERVICE_INGEST_WEATHER_URL string = ingest[0].outputs.url

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import test_names as bicep
 from tests.drivers import indexed_functions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,16 +29,7 @@ FUNCTION_APP = INFRA / "modules" / "function-app.bicep"
 BLUEPRINTS = {"ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable"}
 
 # Built-in role definitions the templates may grant (Azure's fixed ids); nothing broader
-ROLES = {
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
-    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
-    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
-    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
-    "f6c7c914-8db3-469d-8ca1-694a8f32e121": "AzureML Data Scientist",
-    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
-    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
-}
+ROLES = bicep.ROLES
 
 
 def find_tool(name: str) -> Path:
@@ -101,6 +93,22 @@ def checkov_report() -> dict:
     report = json.loads(proc.stdout)
     assert isinstance(report, dict) and report.get("check_type") == "bicep", proc.stdout[:1000]
     return report
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[str, dict]:
+    """Every template, parsed by pycep (tests/test_names.py evaluates them)."""
+    return bicep.parse_templates(INFRA)
+
+
+@pytest.fixture(scope="module")
+def main_template(templates) -> bicep.Template:
+    """main.bicep as main.dev.bicepparam deploys it, its apps wired."""
+    return bicep.Template(templates, INFRA, "main.bicep", bicep.deployment_params("dev"), "main.bicep")
+
+
+def deploy(templates: dict[str, dict], env_type: str = "dev", **params: object) -> bicep.Deployment:
+    return bicep.evaluate(templates, INFRA, bicep.deployment_params(env_type, **params))
 
 
 def _checked_files(report: dict) -> set[str]:
@@ -175,7 +183,9 @@ def test_role_assignments_grant_only_known_data_roles():
     for path in BICEP_FILES:
         used |= set(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", path.read_text()))
     assert used <= set(ROLES), used - set(ROLES)
-    assert {"Storage Blob Data Reader", "AzureML Data Scientist", "Key Vault Secrets User"} <= {ROLES[u] for u in used}
+    granted = {ROLES[u] for u in used}
+    assert {"Storage Blob Data Owner", "AzureML Data Scientist", "Key Vault Secrets User"} <= granted
+    assert "Key Vault Administrator" in granted
 
 
 def test_no_secret_in_any_template_or_parameter_file():
@@ -310,12 +320,25 @@ def test_each_ingest_app_gets_the_blob_created_events_of_its_own_source():
         assert path == f"raw/{a['source']}/{{name}}"
     events = (INFRA / "modules" / "lake-events.bicep").read_text()
     assert (
-        "endpointUrl: 'https://${sub.appName}.azurewebsites.net/runtime/webhooks/blobs"
+        "endpointUrl: 'https://${sub.hostName}/runtime/webhooks/blobs"
         "?functionName=Host.Functions.${sub.functionName}&code=${listKeys(" in events
     )
     assert ".systemKeys.blobs_extension}'" in events
     assert "subjectBeginsWith: '/blobServices/default/containers/raw/blobs/${sub.source}/'" in events
     assert "includedEventTypes: ['Microsoft.Storage.BlobCreated']" in events
+
+
+def test_the_event_grid_webhooks_use_each_apps_default_host_name(main_template):
+    """Flex Consumption host names are not always <app>.azurewebsites.net: the webhook's host is
+    the app's defaultHostName, as the platform reports it."""
+    (events,) = main_template.modules("lakeEvents")
+    subscriptions = events.given["subscriptions"]
+    sites = {a.name: a for a in bicep.Deployment(list(main_template.declared())).apps()}
+    assert [s["source"] for s in subscriptions] == ["weather", "shipments", "demographics"]
+    for sub in subscriptions:
+        host = sub["hostName"]
+        assert isinstance(host, bicep.Runtime) and host.path == "properties.defaultHostName"
+        assert host.of == bicep.Ref("Microsoft.Web/sites", sub["appName"]) and sub["appName"] in sites
 
 
 def test_aml_job_events_are_off_unless_asked_for():
@@ -382,6 +405,18 @@ def test_azure_yaml_services_are_the_apps_and_the_infra_outputs_name_them():
     assert "tags: union(tags, { 'azd-service-name': service })" in FUNCTION_APP.read_text()
     # the hooks read these outputs from the azd environment
     assert {"DATA_FACTORY_NAME", "AZURE_RESOURCE_GROUP", "APPS_DEPLOYED", "KEY_VAULT_NAME"} <= outputs
+    assert {"AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE", "KEY_VAULT_GENERATION"} <= outputs
+
+
+def test_the_aml_outputs_name_the_workspace_the_bridge_uses(main_template):
+    """aml-assets.sh reads AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP and AML_WORKSPACE from the
+    provision's outputs: the same workspace the bridge's settings name."""
+    (bridge,) = [a for a in bicep.Deployment(list(main_template.declared())).apps() if a.service == "bridge"]
+    for name in ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE"):
+        assert main_template.output(name) == bridge.settings[name], name
+    script = (INFRA / "scripts" / "aml-assets.sh").read_text()
+    assert "for name in AML_SUBSCRIPTION_ID AML_RESOURCE_GROUP AML_WORKSPACE; do" in script
+    assert 'exec "$python" -m shared aml-assets "$@"' in script
 
 
 def _main_params() -> dict[str, bool]:
@@ -399,6 +434,13 @@ def test_azd_parameters_name_main_bicep_parameters_and_cover_the_required_ones()
     assert {p for p, has_default in params.items() if not has_default} <= set(given)
     assert given["environmentType"]["value"] == "${AZURE_ENV_TYPE=dev}"
     assert given["appsDeployed"]["value"] == "${APPS_DEPLOYED=false}"
+    # the wiring provision of postdeploy.sh, and the Key Vault generation of preprovision
+    assert given["wiringApps"]["value"] == "${FORECASTOPS_WIRE_APPS=false}"
+    assert "FORECASTOPS_WIRE_APPS=true azd provision --no-prompt" in (INFRA / "scripts" / "postdeploy.sh").read_text()
+    assert given["keyVaultGeneration"]["value"] == "${KEY_VAULT_GENERATION=0}"
+    # empty: the environment profile's compute size
+    assert given["amlComputeVmSize"]["value"] == "${AML_COMPUTE_VM_SIZE=}"
+    assert given["amlComputeMaxNodes"]["value"] == "${AML_COMPUTE_MAX_NODES=0}"
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
@@ -414,9 +456,305 @@ def test_dev_and_prod_parameter_files_set_main_bicep_parameters(env):
     assert f"  {env}: {{" in profiles
 
 
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_the_compute_cluster_is_sized_per_environment_and_scales_to_zero(templates, env):
+    """main.<env>.bicepparam states the size; azd (main.parameters.json: empty, 0) gets the
+    environment profile's, which is the same."""
+    stated = bicep.bicepparam_values(INFRA / f"main.{env}.bicepparam")
+    by_profile = deploy(templates, env, amlComputeVmSize="", amlComputeMaxNodes=0)
+    by_file = deploy(templates, env)
+    for dep in (by_profile, by_file):
+        (cluster,) = dep.of_type("Microsoft.MachineLearningServices/workspaces/computes")
+        inner = cluster.properties["properties"]
+        assert cluster.ref.short == "cpu-cluster" and cluster.body["identity"] == {"type": "SystemAssigned"}
+        assert inner["vmSize"] == stated["amlComputeVmSize"]
+        assert inner["scaleSettings"]["minNodeCount"] == 0
+        assert inner["scaleSettings"]["maxNodeCount"] == stated["amlComputeMaxNodes"]
+    if env == "prod":  # prod scales out further than dev
+        dev = bicep.bicepparam_values(INFRA / "main.dev.bicepparam")
+        assert stated["amlComputeMaxNodes"] > dev["amlComputeMaxNodes"]
+
+
+def _event_subscriptions_and_keys(dep: bicep.Deployment) -> tuple[int, int]:
+    subscriptions = dep.of_type("Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    keys = [s for s in dep.of_type("Microsoft.KeyVault/vaults/secrets") if s.ref.short.endswith("-function-key")]
+    return len(subscriptions), len(keys)
+
+
+def test_only_a_wired_deployment_declares_the_webhooks_and_the_keys_and_reports_it(templates):
+    """The Event Grid subscriptions read each ingest host's blobs_extension key and the secrets
+    its function key: a provision before the apps run leaves them out and reports
+    APPS_DEPLOYED=false; the wiring provision (FORECASTOPS_WIRE_APPS=true) and every later one
+    (APPS_DEPLOYED=true, which azd saves from a successful provision) declare them."""
+    cases = {
+        (False, False): ((0, 0), False),
+        (False, True): ((3, 4), True),
+        (True, False): ((3, 4), True),
+    }
+    for (deployed, wiring), (expected, reported) in cases.items():
+        params = bicep.deployment_params("dev", appsDeployed=deployed, wiringApps=wiring)
+        main = bicep.Template(templates, INFRA, "main.bicep", params, "main.bicep")
+        assert _event_subscriptions_and_keys(bicep.Deployment(list(main.declared()))) == expected
+        assert main.output("APPS_DEPLOYED") is reported
+
+
+def test_the_key_vault_name_changes_with_its_generation_and_fits_key_vault(templates):
+    names = []
+    for generation in (0, 1, 12):
+        (vault,) = deploy(templates, keyVaultGeneration=generation).of_type("Microsoft.KeyVault/vaults")
+        assert re.fullmatch(r"kv-[a-z0-9]{13}-\d+", vault.ref.name) and len(vault.ref.name) <= 24
+        assert vault.ref.name.endswith(f"-{generation}")
+        assert vault.properties["enablePurgeProtection"] is True
+        names.append(vault.ref.name)
+    assert len(set(names)) == 3
+
+
+def test_the_workspace_gets_key_vault_administrator_only_on_a_vault_of_this_deployment(templates):
+    administrator = [a for a in deploy(templates).assignments() if a.role == "Key Vault Administrator"]
+    (grant,) = administrator
+    assert grant.principal.of.type == "Microsoft.MachineLearningServices/workspaces"
+    assert grant.scope.type == "Microsoft.KeyVault/vaults"
+    # an existing workspace keeps its own vault: nothing is granted on this one
+    existing = deploy(templates, amlWorkspaceName="mlw-shared", amlWorkspaceResourceGroup="rg-ml")
+    assert not [a for a in existing.assignments() if a.role == "Key Vault Administrator"]
+
+
+def test_log_alert_rules_read_at_most_two_days(templates):
+    def duration(text: str) -> float:
+        m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", text)
+        assert m and text not in ("P", "PT"), text
+        days, hours, minutes = (int(g or 0) for g in m.groups())
+        return days * 24 + hours + minutes / 60
+
+    rules = deploy(templates).of_type("Microsoft.Insights/scheduledQueryRules")
+    assert len(rules) == 4
+    for rule in rules:
+        props = rule.properties
+        window = duration(props["windowSize"])
+        queried = duration(props.get("overrideQueryTimeRange", props["windowSize"]))
+        assert window <= 48 and queried <= 48, rule.ref.name
+        assert queried >= window and duration(props["evaluationFrequency"]) <= window, rule.ref.name
+    (stale,) = [r for r in rules if r.ref.name.endswith("stale-model")]
+    assert stale.properties["overrideQueryTimeRange"] == "P2D"
+    assert "age_days = value + (now() - timestamp) / 1d" in stale.properties["criteria"]["allOf"][0]["query"]
+
+
 def test_hook_scripts_are_valid_shell():
     for script in (INFRA / "scripts").glob("*.sh"):
         subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+# --- the hooks, run with az, azd, curl, sleep and Python standing in ------------------------------
+
+_FAKE = """#!{python}
+import json, os, sys
+from pathlib import Path
+
+prog, args = Path(sys.argv[0]).name, sys.argv[1:]
+scenario = json.loads(Path(os.environ["FAKE_SCENARIO"]).read_text())
+watched = ("FORECASTOPS_WIRE_APPS", "APPS_DEPLOYED", "AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE")
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps({{"prog": prog, "args": args, "env": {{k: os.environ.get(k) for k in watched}}}}) + "\\n")
+
+def option(name):
+    return args[args.index(name) + 1]
+
+if prog == "az" and args[:3] == ["functionapp", "keys", "list"]:
+    app = option("--name")
+    state = Path(os.environ["FAKE_LOG"] + "." + app)
+    calls = int(state.read_text()) if state.exists() else 0
+    state.write_text(str(calls + 1))
+    ready = scenario["keys"].get(app, 0)
+    print("true" if ready is not None and calls >= ready else "false")
+elif prog == "az" and args[:2] == ["keyvault", "list"]:
+    if scenario.get("no_group"):
+        sys.exit(3)
+    print("\\n".join(scenario.get("live", [])))
+elif prog == "az" and args[:2] == ["keyvault", "list-deleted"]:
+    if scenario.get("deleted_fails"):
+        sys.exit(1)
+    print("\\n".join("\\t".join(v) for v in scenario.get("deleted", [])))
+elif prog == "azd" and args[:1] == ["provision"]:
+    sys.exit(scenario.get("provision_rc", 0))
+elif prog == "python":
+    sys.exit(scenario.get("python_rc", 0))
+"""
+
+
+@pytest.fixture
+def hook_env(tmp_path: Path):
+    """Runs a hook script with az, azd, curl, sleep and the Python standing in: each records its
+    call (arguments and the variables the hooks pass) and answers as the scenario says."""
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = _FAKE.format(python=sys.executable)
+    for prog in ("az", "azd", "curl", "sleep", "python"):
+        (bin_dir / prog).write_text(fake)
+        (bin_dir / prog).chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    scenario_file = tmp_path / "scenario.json"
+
+    def run(script: str, scenario: dict, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+        scenario_file.write_text(json.dumps(scenario))
+        log.write_text("")
+        base = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG")}
+        environ = {
+            **base,
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "FAKE_SCENARIO": str(scenario_file),
+            "FAKE_LOG": str(log),
+            "FORECASTOPS_PYTHON": str(bin_dir / "python"),
+            **env,
+        }
+        proc = subprocess.run(
+            ["sh", str(INFRA / "scripts" / script), *args], capture_output=True, text=True, env=environ, cwd=ROOT
+        )
+        calls = [json.loads(line) for line in log.read_text().splitlines()]
+        return proc, calls
+
+    return run
+
+
+_AZD_ENV = {
+    "AZURE_RESOURCE_GROUP": "rg-forecastops-dev",
+    "SERVICE_INGEST_WEATHER_NAME": "func-wx",
+    "SERVICE_INGEST_WEATHER_URL": "https://func-wx.example",
+    "SERVICE_INGEST_SHIPMENTS_NAME": "func-sh",
+    "SERVICE_INGEST_SHIPMENTS_URL": "https://func-sh.example",
+    "SERVICE_INGEST_DEMOGRAPHICS_NAME": "func-dm",
+    "SERVICE_INGEST_DEMOGRAPHICS_URL": "https://func-dm.example",
+    "SERVICE_BRIDGE_NAME": "func-br",
+    "SERVICE_BRIDGE_URL": "https://func-br.example",
+    "AML_SUBSCRIPTION_ID": "sub-1",
+    "AML_RESOURCE_GROUP": "rg-forecastops-dev",
+    "AML_WORKSPACE": "mlw-1",
+}
+
+
+def _calls(calls: list[dict], prog: str, *prefix: str) -> list[dict]:
+    return [c for c in calls if c["prog"] == prog and c["args"][: len(prefix)] == list(prefix)]
+
+
+def test_postdeploy_waits_for_the_host_keys_then_wires_and_records_it_after_the_provision(hook_env):
+    proc, calls = hook_env("postdeploy.sh", {"keys": {"func-wx": 3, "func-br": 1}}, **_AZD_ENV)
+    assert proc.returncode == 0, proc.stderr
+    # backoff while the weather host has no keys: 10 s, then twice as long
+    assert [c["args"] for c in _calls(calls, "sleep")] == [["10"], ["20"], ["40"], ["10"]]
+    queries = {
+        c["args"][c["args"].index("--name") + 1]: c["args"][c["args"].index("--query") + 1] for c in _calls(calls, "az")
+    }
+    assert "systemKeys.blobs_extension != null" in queries["func-wx"]
+    assert "blobs_extension" not in queries["func-br"] and "functionKeys.default != null" in queries["func-br"]
+    order = [(c["prog"], c["args"][:2]) for c in calls if c["prog"] in ("azd", "python")]
+    assert order == [
+        ("azd", ["provision", "--no-prompt"]),
+        ("azd", ["env", "set"]),
+        ("python", ["-m", "shared"]),
+    ]
+    (provision,) = _calls(calls, "azd", "provision")
+    assert provision["env"]["FORECASTOPS_WIRE_APPS"] == "true"
+    assert _calls(calls, "azd", "env", "set")[0]["args"] == ["env", "set", "APPS_DEPLOYED", "true"]
+    (assets,) = _calls(calls, "python")
+    assert assets["args"] == ["-m", "shared", "aml-assets"]
+    assert assets["env"] | {"FORECASTOPS_WIRE_APPS": None, "APPS_DEPLOYED": None} == {
+        "FORECASTOPS_WIRE_APPS": None,
+        "APPS_DEPLOYED": None,
+        "AML_SUBSCRIPTION_ID": "sub-1",
+        "AML_RESOURCE_GROUP": "rg-forecastops-dev",
+        "AML_WORKSPACE": "mlw-1",
+    }
+
+
+def test_postdeploy_gives_up_after_its_attempts_and_leaves_apps_deployed_unset(hook_env):
+    env = {**_AZD_ENV, "KEYS_WAIT_ATTEMPTS": "6"}
+    proc, calls = hook_env("postdeploy.sh", {"keys": {"func-sh": None}}, **env)
+    assert proc.returncode != 0
+    assert "func-sh: no host keys after 6 attempts" in proc.stderr
+    assert [c["args"] for c in _calls(calls, "sleep")] == [["10"], ["20"], ["40"], ["60"], ["60"]]
+    assert not _calls(calls, "azd") and not _calls(calls, "python")
+
+
+def test_a_failed_wiring_provision_is_not_recorded_so_the_next_deploy_retries_it(hook_env):
+    proc, calls = hook_env("postdeploy.sh", {"keys": {}, "provision_rc": 1}, **_AZD_ENV)
+    assert proc.returncode != 0
+    assert len(_calls(calls, "azd", "provision")) == 1
+    assert not _calls(calls, "azd", "env", "set") and not _calls(calls, "python")
+
+
+def test_postdeploy_on_wired_apps_only_registers_the_aml_assets(hook_env):
+    proc, calls = hook_env("postdeploy.sh", {"keys": {}}, **_AZD_ENV, APPS_DEPLOYED="true")
+    assert proc.returncode == 0, proc.stderr
+    assert [c["prog"] for c in calls] == ["python"]
+
+
+def test_aml_assets_needs_the_workspace_from_the_provision_and_passes_check_on(hook_env):
+    env = {k: v for k, v in _AZD_ENV.items() if k != "AML_WORKSPACE"}
+    proc, calls = hook_env("aml-assets.sh", {}, **env)
+    assert proc.returncode != 0 and "AML_WORKSPACE is not in the azd environment" in proc.stderr
+    assert not calls
+    proc, calls = hook_env("aml-assets.sh", {}, "--check", **_AZD_ENV)
+    assert proc.returncode == 0
+    assert [c["args"] for c in calls] == [["-m", "shared", "aml-assets", "--check"]]
+    proc, _ = hook_env("aml-assets.sh", {"python_rc": 1}, **_AZD_ENV)
+    assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("scenario", "generation"),
+    [
+        ({"live": ["kv-abc-2"]}, "2"),
+        ({"no_group": True}, "0"),
+        (
+            {
+                "no_group": True,
+                "deleted": [
+                    [
+                        "kv-abc-0",
+                        "/subscriptions/s/resourceGroups/rg-forecastops-dev/providers/Microsoft.KeyVault/vaults/kv-abc-0",
+                    ],
+                    [
+                        "kv-abc-1",
+                        "/subscriptions/s/resourcegroups/RG-FORECASTOPS-DEV/providers/Microsoft.KeyVault/vaults/kv-abc-1",
+                    ],
+                    [
+                        "kv-xyz-7",
+                        "/subscriptions/s/resourceGroups/rg-forecastops-prod/providers/Microsoft.KeyVault/vaults/kv-xyz-7",
+                    ],
+                ],
+            },
+            "2",
+        ),
+        ({"live": [], "deleted": [["kv-abc-0", "/subscriptions/s/resourceGroups/rg-forecastops-dev/x"]]}, "1"),
+    ],
+    ids=["live-vault-keeps-its-name", "first-provision", "after-azd-down", "vault-deleted-by-hand"],
+)
+def test_the_key_vault_generation_skips_names_a_deleted_vault_holds(hook_env, scenario, generation):
+    proc, calls = hook_env("keyvault-generation.sh", scenario, AZURE_ENV_NAME="dev", KEY_VAULT_GENERATION="0")
+    assert proc.returncode == 0, proc.stderr
+    (setting,) = _calls(calls, "azd", "env", "set")
+    assert setting["args"] == ["env", "set", "KEY_VAULT_GENERATION", generation]
+
+
+def test_the_key_vault_generation_stays_when_deleted_vaults_cannot_be_listed(hook_env):
+    proc, calls = hook_env(
+        "keyvault-generation.sh",
+        {"no_group": True, "deleted_fails": True},
+        AZURE_ENV_NAME="dev",
+        KEY_VAULT_GENERATION="3",
+    )
+    assert proc.returncode == 0 and "keeping generation 3" in proc.stderr
+    assert not _calls(calls, "azd")
+
+
+def test_preprovision_picks_the_vault_name_then_stops_the_adf_trigger():
+    script = (INFRA / "scripts" / "preprovision.sh").read_text()
+    assert script.index('"$here/keyvault-generation.sh"') < script.index('"$here/adf-trigger.sh" stop')
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+    assert hooks["preprovision"]["posix"]["run"] == "./infra/scripts/preprovision.sh"
+    assert hooks["postdeploy"]["posix"]["run"] == "./infra/scripts/postdeploy.sh"
+    assert '"$here/aml-assets.sh"' in (INFRA / "scripts" / "postdeploy.sh").read_text()
 
 
 # --- dashboards and alerts against the telemetry module -----------------------------------------

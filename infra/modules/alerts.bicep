@@ -93,8 +93,10 @@ resource staleModel 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
     scopes: [applicationInsightsId]
     evaluationFrequency: 'P1D'
     windowSize: 'P1D'
-    // the age is reported weekly, with each batch: look back over more than a week
-    overrideQueryTimeRange: 'P8D'
+    // each production model's age is reported daily (the staleness check, 06:00 UTC); two days
+    // (the longest a log search alert may read) cover a late or skipped report, and the query
+    // ages the latest one to now
+    overrideQueryTimeRange: 'P2D'
     criteria: {
       allOf: [
         {

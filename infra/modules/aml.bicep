@@ -1,6 +1,7 @@
 // The Azure ML workspace (an existing one by name, or a new one with its own storage), the
 // bridge's AzureML Data Scientist role on it, one datastore per lake container (lake_<container>,
-// identity-based), and, optionally, its job events to the bridge.
+// identity-based), the compute cluster the pipelines run on (with the system-assigned identity
+// the jobs read the lake with), and, optionally, its job events to the bridge.
 param location string
 param tags object
 @description('Create the workspace (false: workspaceName names an existing one in this resource group)')
@@ -19,6 +20,8 @@ param lakeName string
 param lakeResourceGroup string
 @description('The lake\'s containers: a datastore lake_<container> over each')
 param lakeContainers array
+@description('The compute cluster the pipelines run on: {name, vmSize, maxNodes}')
+param compute object
 
 var azureMLDataScientist = 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
 
@@ -77,6 +80,38 @@ resource lakeDatastores 'Microsoft.MachineLearningServices/workspaces/datastores
   }
 ]
 
+// AmlCompute that scales to zero between batches; the jobs run with its system-assigned identity
+// (`identity: managed`), which main.bicep gives Storage Blob Data Contributor on the lake
+resource cluster 'Microsoft.MachineLearningServices/workspaces/computes@2024-04-01' = {
+  parent: workspace
+  name: compute.name
+  // a compute lives where its workspace does (an existing workspace may be elsewhere)
+  location: workspace.location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    computeType: 'AmlCompute'
+    description: 'ForecastOps pipelines (pipelines/catalog.toml)'
+    disableLocalAuth: true
+    properties: {
+      vmSize: compute.vmSize
+      vmPriority: 'Dedicated'
+      osType: 'Linux'
+      scaleSettings: {
+        minNodeCount: 0
+        maxNodeCount: compute.maxNodes
+        nodeIdleTimeBeforeScaleDown: 'PT120S'
+      }
+      remoteLoginPortPublicAccess: 'Disabled'
+    }
+  }
+  dependsOn: [
+    newWorkspace
+  ]
+}
+
 resource jobTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (eventsEnabled) {
   name: 'evgt-${workspaceName}'
   // a system topic lives where its source does (an existing workspace may be elsewhere)
@@ -117,3 +152,5 @@ resource jobEvents 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-
 output workspaceId string = workspace.id
 @description('The workspace\'s system-assigned identity (given data roles on the lake by main.bicep)')
 output workspacePrincipalId string = workspace.identity.principalId
+@description('The compute cluster\'s system-assigned identity: the jobs read and write the lake with it')
+output computePrincipalId string = cluster.identity.principalId

@@ -17,6 +17,8 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 param applicationInsightsName string
 param lakeName string
+@description('The lake\'s storage queue of data-complete announcements (FORECASTOPS_BATCH_QUEUE)')
+param batchQueue string
 @description('The AML backend settings (the bridge); empty for the ingest apps')
 param amlSettings object
 param keyVaultName string
@@ -149,7 +151,7 @@ var baseSettings = {
   FORECASTOPS_BLOB_TRIGGER_SOURCE: 'EventGrid'
   FORECASTOPS_LAKE_CHUNK_BYTES: '4194304'
   FORECASTOPS_LOG_LEVEL: 'INFO'
-  FORECASTOPS_BATCH_QUEUE: 'forecastops-batches'
+  FORECASTOPS_BATCH_QUEUE: batchQueue
 }
 var appSettings = union(baseSettings, amlSettings)
 // END app settings
@@ -249,6 +251,8 @@ module functionKey 'function-key.bicep' = if (storeFunctionKey) {
 output name string = site.name
 output id string = site.id
 output url string = 'https://${site.properties.defaultHostName}'
+@description('The host name the platform gave the app (Flex Consumption names are not always <app>.azurewebsites.net)')
+output defaultHostName string = site.properties.defaultHostName
 output principalId string = identity.properties.principalId
 output clientId string = identity.properties.clientId
 output functionKeySecretName string = functionKeySecretName

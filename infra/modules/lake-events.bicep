@@ -1,8 +1,9 @@
 // BlobCreated events of raw/<source>/ to the blobs extension endpoint of that source's app
 // (blob trigger with source EventGrid). Deployed once the apps run: the webhook handshake needs
-// the deployed trigger, and the blobs_extension system key exists only then.
+// the deployed trigger, and the blobs_extension system key exists only then (infra/scripts/
+// postdeploy.sh waits for it before the provision that creates these).
 param systemTopicName string
-@description('[{name, source, appName, functionName}]: one subscription per ingestion source')
+@description('[{name, source, appName, hostName, functionName}]: one subscription per ingestion source; hostName is the app\'s defaultHostName')
 param subscriptions array
 
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
@@ -17,7 +18,7 @@ resource rawCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06
       destination: {
         endpointType: 'WebHook'
         properties: {
-          endpointUrl: 'https://${sub.appName}.azurewebsites.net/runtime/webhooks/blobs?functionName=Host.Functions.${sub.functionName}&code=${listKeys(resourceId('Microsoft.Web/sites/host', sub.appName, 'default'), '2024-04-01').systemKeys.blobs_extension}'
+          endpointUrl: 'https://${sub.hostName}/runtime/webhooks/blobs?functionName=Host.Functions.${sub.functionName}&code=${listKeys(resourceId('Microsoft.Web/sites/host', sub.appName, 'default'), '2024-04-01').systemKeys.blobs_extension}'
           maxEventsPerBatch: 1
           preferredBatchSizeInKilobytes: 64
         }

@@ -1,5 +1,6 @@
 // The data lake: an ADLS Gen2 account (hierarchical namespace) with one container per lake
-// area, and the Event Grid system topic whose BlobCreated events drive the blob triggers.
+// area, its storage queues, and the Event Grid system topic whose BlobCreated events drive the
+// blob triggers.
 param location string
 param tags object
 param name string
@@ -8,6 +9,8 @@ param skuName string
 param supportPrincipalId string
 @description('The lake\'s containers, one per area (main.bicep\'s lakeContainers; the AML workspace has a datastore for each)')
 param containers array
+@description('The lake\'s storage queues (main.bicep\'s batchQueue: the data-complete announcements the bridge\'s queue trigger reads)')
+param queues array
 
 resource lake 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: no virtual network in this deployment; the Flex apps and ADF's Azure IR reach the lake over its public endpoint with their identities (shared keys are off)
@@ -58,6 +61,18 @@ resource lakeContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
     properties: {
       publicAccess: 'None'
     }
+  }
+]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: lake
+  name: 'default'
+}
+
+resource lakeQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
+  for queue in queues: {
+    parent: queueService
+    name: queue
   }
 ]
 
