@@ -1,16 +1,15 @@
 """CI/CD: the GitHub workflows validate against the workflow schema (check-jsonschema, offline),
-do what the engagement's flow says (pull request gates, a package on main, a gated OIDC deploy
-on a release), and the scripts they run behave."""
+do what the engagement's flow says (pull request gates; main deploys dev; a release deploys
+prod behind its environment's approval, both through one reusable deploy workflow with OIDC),
+and the scripts they run behave."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -48,15 +47,15 @@ def check_jsonschema(*files: Path) -> subprocess.CompletedProcess:
 
 def test_every_workflow_validates_against_the_github_workflow_schema():
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert {f.name for f in files} == {"pull-request.yml", "main.yml", "release.yml"}
+    assert {f.name for f in files} == {"pull-request.yml", "main.yml", "release.yml", "deploy.yml"}
     proc = check_jsonschema(*files)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_the_schema_check_rejects_a_broken_workflow(tmp_path):
-    broken = yaml.safe_load((WORKFLOWS / "main.yml").read_text())
-    del broken["jobs"]["package"]["runs-on"]
-    broken["jobs"]["package"]["timeout-minutes"] = "ten"
+    broken = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    del broken["jobs"]["deploy"]["runs-on"]
+    broken["jobs"]["deploy"]["timeout-minutes"] = "ten"
     path = tmp_path / "broken.yml"
     path.write_text(yaml.safe_dump(broken))
     assert check_jsonschema(path).returncode != 0
@@ -89,67 +88,87 @@ def test_the_model_validation_runs_the_batch_with_options_the_command_line_has(c
         assert option in helptext
 
 
-def test_main_builds_the_package_and_keeps_it_as_an_artifact():
-    doc = workflow("main.yml")
-    assert doc["on"] == {"push": {"branches": ["main"]}}
-    assert "package.py --output" in runs(doc)
-    assert "actions/upload-artifact@v4" in uses(doc)
-
-
-def test_a_release_deploys_to_prod_behind_the_environment_with_oidc_and_no_secret():
-    text = (WORKFLOWS / "release.yml").read_text()
-    doc = workflow("release.yml")
-    assert doc["on"] == {"release": {"types": ["published"]}}
+@pytest.mark.parametrize(
+    ("name", "trigger", "environment"),
+    [
+        ("main.yml", {"push": {"branches": ["main"]}}, "dev"),
+        ("release.yml", {"release": {"types": ["published"]}}, "prod"),
+    ],
+)
+def test_main_deploys_dev_and_a_release_deploys_prod_through_the_deploy_workflow(name, trigger, environment):
+    doc = workflow(name)
+    assert doc["on"] == trigger
     assert doc["permissions"] == {"contents": "read", "id-token": "write"}
     (job,) = doc["jobs"].values()
-    assert job["environment"] == "prod"
+    assert job == {"uses": "./.github/workflows/deploy.yml", "with": {"environment": environment}}
+
+
+def test_the_deploy_job_runs_in_its_environment_with_oidc_and_no_secret():
+    doc = workflow("deploy.yml")
+    inputs = doc["on"]["workflow_call"]["inputs"]
+    assert inputs["environment"]["required"] is True
+    (job,) = doc["jobs"].values()
+    # the GitHub environment: its variables, and prod's required reviewers (the approval)
+    assert job["environment"] == "${{ inputs.environment }}"
+    assert job["env"]["AZURE_ENV_TYPE"] == "${{ inputs.environment }}"
+    assert job["concurrency"] == {"group": "deploy-${{ inputs.environment }}", "cancel-in-progress": False}
     login = next(s for s in job["steps"] if s.get("uses", "").startswith("azure/login@"))
     assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}
-    assert "azd deploy --no-prompt" in runs(doc)
     assert "--federated-credential-provider github" in runs(doc)
     for workflow_file in WORKFLOWS.glob("*.yml"):
-        assert "secrets." not in workflow_file.read_text(), workflow_file.name
-    assert "creds:" not in text and "client-secret" not in text
+        text = workflow_file.read_text()
+        assert "secrets." not in text and "creds:" not in text and "client-secret" not in text, workflow_file.name
+
+
+def _step_index(job: dict, command: str) -> int:
+    (i,) = [i for i, step in enumerate(job["steps"]) if command in step.get("run", "")]
+    return i
+
+
+def test_a_deploy_provisions_deploys_registers_the_aml_assets_and_checks_them_and_adf():
+    """Provision (infra, Data Factory from adf/, the compute cluster), then deploy, whose
+    postdeploy hook wires the apps and runs `python -m shared aml-assets` with the workspace the
+    provision reports; then nothing may be missing (`--check`) and ADF's trigger runs again."""
+    (job,) = workflow("deploy.yml")["jobs"].values()
+    order = [
+        "pip install --quiet -r requirements.txt",
+        "azd env refresh",
+        "azd provision --no-prompt",
+        "azd deploy --no-prompt",
+        "python -m shared aml-assets --check",
+        "az datafactory trigger show",
+    ]
+    steps = [_step_index(job, command) for command in order]
+    assert steps == sorted(steps), steps
+    python = job["steps"][steps[0]]["run"]
+    assert 'echo "FORECASTOPS_PYTHON=$RUNNER_TEMP/deploy-venv/bin/python" >> "$GITHUB_ENV"' in python
+    check = job["steps"][steps[4]]["run"]
+    for name in ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE"):
+        assert f"{name}=$(azd env get-value {name})" in check
+    assert 'test "$state" = "Started"' in job["steps"][steps[5]]["run"]
+    # azd deploy registers the assets: its postdeploy hook runs aml-assets.sh, which runs the command
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+    assert hooks["postdeploy"]["posix"]["run"] == "./infra/scripts/postdeploy.sh"
+    assert '"$here/aml-assets.sh"' in (ROOT / "infra" / "scripts" / "postdeploy.sh").read_text()
+    script = (ROOT / "infra" / "scripts" / "aml-assets.sh").read_text()
+    assert "python=${FORECASTOPS_PYTHON:-}" in script and '-m shared aml-assets "$@"' in script
+
+
+def test_the_command_the_deploy_runs_exists_with_its_check_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["aml-assets", "--help"])
+    assert exit_.value.code == 0
+    assert "--check" in capsys.readouterr().out
+
+
+def test_nothing_builds_a_package_no_deploy_uses():
+    """azd packages the app's folder itself (.funcignore honoured): no workflow builds another."""
+    for workflow_file in WORKFLOWS.glob("*.yml"):
+        assert "upload-artifact" not in workflow_file.read_text() or workflow_file.name == "pull-request.yml"
+    assert not (SCRIPTS / "package.py").exists()
 
 
 # --- the scripts the workflows run ------------------------------------------------------------
-
-
-def test_the_package_honours_funcignore(tmp_path):
-    output = tmp_path / "app.zip"
-    subprocess.run([sys.executable, str(SCRIPTS / "package.py"), "--output", str(output)], cwd=ROOT, check=True)
-    names = set(zipfile.ZipFile(output).namelist())
-    assert {"function_app.py", "host.json", "requirements.txt", "pipelines/catalog.toml"} <= names
-    assert {"ingest_weather/__init__.py", "trigger_aml/__init__.py", "poll_aml_durable/__init__.py"} <= names
-    assert any(n.startswith("shared/ingestion/mappings/") for n in names)
-    excluded = (
-        "tests/",
-        "infra/",
-        "adf/",
-        ".github/",
-        ".vscode/",
-        ".venv/",
-        ".venv-tools/",
-        "node_modules/",
-        "shared/tooling/",
-    )
-    assert not [n for n in names if n.startswith(excluded)]
-    assert not names & {"azure.yaml", "test.http", "local.settings.json", "Makefile", "requirements-dev.txt"}
-    assert not [n for n in names if "__pycache__" in n]
-
-
-def test_the_package_pattern_rules(tmp_path):
-    spec = importlib.util.spec_from_file_location("forecastops_package", SCRIPTS / "package.py")
-    package = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(package)
-    assert package.ignored("tests/test_x.py", ["tests"])
-    assert package.ignored("a/b/__pycache__/x.pyc", ["__pycache__"])
-    assert package.ignored(".github/workflows/x.yml", [".git*"])
-    assert package.ignored("bench/data/x", ["bench/data"]) and not package.ignored("x/bench/data", ["/bench/data"])
-    assert not package.ignored("shared/lake.py", ["tests", "*.md"])
-    (tmp_path / ".funcignore").write_text("!keep\n")
-    with pytest.raises(SystemExit):
-        package.read_ignore(tmp_path / ".funcignore")
 
 
 def _fake_run(lake: Path, rows: list[dict], status: str = "Completed") -> None:
