@@ -645,8 +645,10 @@ def test_postdeploy_waits_for_the_host_keys_then_wires_and_records_it_after_the_
     queries = {
         c["args"][c["args"].index("--name") + 1]: c["args"][c["args"].index("--query") + 1] for c in _calls(calls, "az")
     }
-    assert "systemKeys.blobs_extension != null" in queries["func-wx"]
-    assert "blobs_extension" not in queries["func-br"] and "functionKeys.default != null" in queries["func-br"]
+    assert (
+        queries["func-wx"] == "type(functionKeys.default) == 'string' && type(systemKeys.blobs_extension) == 'string'"
+    )
+    assert queries["func-br"] == "type(functionKeys.default) == 'string'"
     order = [(c["prog"], c["args"][:2]) for c in calls if c["prog"] in ("azd", "python")]
     assert order == [
         ("azd", ["provision", "--no-prompt"]),

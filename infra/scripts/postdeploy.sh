@@ -22,15 +22,16 @@ longest=${KEYS_WAIT_MAX_S:-60}
 # the services of azure.yaml: <env prefix> <keys the wiring reads from its host>
 services="INGEST_WEATHER:blobs INGEST_SHIPMENTS:blobs INGEST_DEMOGRAPHICS:blobs BRIDGE:function"
 
-# true once the app's host has made the keys the wiring provision reads (prints no key)
+# true once the app's host has made the keys the wiring provision reads (prints no key; JSON
+# output prints the answer as true or false, whatever az's version writes for a bool in tsv)
 has_keys() {
   app=$1
-  query="functionKeys.default != null"
+  query="type(functionKeys.default) == 'string'"
   if [ "$2" = "blobs" ]; then
-    query="functionKeys.default != null && systemKeys.blobs_extension != null"
+    query="$query && type(systemKeys.blobs_extension) == 'string'"
   fi
   [ "$(az functionapp keys list --resource-group "$AZURE_RESOURCE_GROUP" --name "$app" \
-    --query "$query" --output tsv 2>/dev/null || true)" = "true" ]
+    --query "$query" --output json 2>/dev/null || true)" = "true" ]
 }
 
 wait_for_keys() {
