@@ -574,6 +574,8 @@ elif prog == "az" and args[:2] == ["keyvault", "list-deleted"]:
     if scenario.get("deleted_fails"):
         sys.exit(1)
     print("\\n".join("\\t".join(v) for v in scenario.get("deleted", [])))
+elif prog == "az" and args[:2] == ["group", "exists"]:
+    print(json.dumps(scenario.get("group_exists", True)))
 elif prog == "azd" and args[:1] == ["provision"]:
     sys.exit(scenario.get("provision_rc", 0))
 elif prog == "python":
@@ -748,6 +750,18 @@ def test_the_key_vault_generation_stays_when_deleted_vaults_cannot_be_listed(hoo
     )
     assert proc.returncode == 0 and "keeping generation 3" in proc.stderr
     assert not _calls(calls, "azd")
+
+
+@pytest.mark.parametrize(("group_exists", "unwired"), [(False, True), (True, False)])
+def test_an_environment_whose_resource_group_is_gone_is_wired_again(hook_env, group_exists, unwired):
+    """After `azd down`, APPS_DEPLOYED=true would make the next provision read the keys of apps
+    that have no code yet: preprovision sets it back to false when the resource group is gone."""
+    scenario = {"group_exists": group_exists, "no_group": not group_exists}
+    proc, calls = hook_env("preprovision.sh", scenario, AZURE_ENV_NAME="dev", APPS_DEPLOYED="true")
+    assert proc.returncode == 0, proc.stderr
+    settings = [c["args"][2:] for c in _calls(calls, "azd", "env", "set")]
+    assert (["APPS_DEPLOYED", "false"] in settings) is unwired
+    assert ["KEY_VAULT_GENERATION", "0"] in settings  # then the vault's name
 
 
 def test_preprovision_picks_the_vault_name_then_stops_the_adf_trigger():
