@@ -570,8 +570,7 @@ class Code:
 
     containers: tuple[str, ...]
     datastores: dict[str, str]  # datastore -> container
-    batch_queue_setting: str
-    batch_queue: str
+    queues: dict[str, str]  # app setting naming a queue (a Settings field *_queue) -> its default
     computes: dict[str, str]  # compute -> where the code names it
     job_containers: frozenset[str]  # containers a job reads (its datastores' URIs)
     output_container: str  # where every step writes its outputs
@@ -624,8 +623,7 @@ def code_names() -> Code:
     return Code(
         containers=tuple(LAKE_CONTAINERS),
         datastores={d: container_of(d) or "" for d in datastore_names()},
-        batch_queue_setting=fields["batch_queue"][0],
-        batch_queue=Settings.model_fields["batch_queue"].default,
+        queues={fields[f][0]: info.default for f, info in Settings.model_fields.items() if f.endswith("_queue")},
         computes=computes,
         job_containers=frozenset(container_of(s) or s for s in stores),
         output_container=container_of(output.split("/")[3]) or output,
@@ -707,20 +705,17 @@ def check_queues(dep: Deployment, code: Code) -> list[str]:
         return ["no lake account"]
     declared = set(dep.children(Ref(lake.type, f"{lake.name}/default"), f"{lake.type}/queueServices/queues"))
     problems = []
-    if code.batch_queue not in declared:
-        problems.append(
-            f"queue {code.batch_queue} (the default of {code.batch_queue_setting}) is not declared in the lake"
-        )
+    for setting, default in code.queues.items():
+        if default not in declared:
+            problems.append(f"queue {default} (the default of {setting}) is not declared in the lake")
     for app in dep.apps():
-        value = app.settings.get(code.batch_queue_setting)
-        if value is None:
-            problems.append(
-                f"{app.service}: no {code.batch_queue_setting} (the ingest apps announce on it, the bridge reads it)"
-            )
-        elif concrete(value) and value not in declared:
-            problems.append(
-                f"{app.service}: {code.batch_queue_setting}={value} names a queue the lake does not declare"
-            )
+        # every app reads the settings: the ingest apps announce on the batch queue, the bridge reads it
+        for setting in code.queues:
+            value = app.settings.get(setting)
+            if value is None:
+                problems.append(f"{app.service}: no {setting}, which names a queue")
+            elif concrete(value) and value not in declared:
+                problems.append(f"{app.service}: {setting}={value} names a queue the lake does not declare")
         for b in code.bindings:
             if b.type != "queueTrigger" or b.blueprint not in app.blueprints:
                 continue
@@ -1028,7 +1023,7 @@ def test_the_code_names_every_kind_of_name_the_checks_cover():
     """The checks compare something: the code's lists are not empty."""
     code = code_names()
     assert "raw" in code.containers and set(code.datastores) == {f"lake_{c}" for c in code.containers}
-    assert code.batch_queue and code.batch_queue_setting == "FORECASTOPS_BATCH_QUEUE"
+    assert code.queues == {"FORECASTOPS_BATCH_QUEUE": "forecastops-batches"}
     assert set(code.computes) == {"cpu-cluster"}
     assert "curated" in code.job_containers and code.output_container == "runs"
     assert {b.type for b in code.bindings} >= {"blobTrigger", "queueTrigger", "timerTrigger"}
@@ -1094,7 +1089,7 @@ def test_a_missing_queue_or_a_queue_setting_naming_another_queue_is_reported(cop
         {"modules/function-app.bicep": [("FORECASTOPS_BATCH_QUEUE: batchQueue", "FORECASTOPS_BATCH_QUEUE: 'batches'")]}
     )
     assert _reported(check_queues(other, code_names()), "FORECASTOPS_BATCH_QUEUE=batches names a queue")
-    code = replace(code_names(), batch_queue="forecastops-weeks")
+    code = replace(code_names(), queues={**code_names().queues, "FORECASTOPS_RETRAIN_QUEUE": "forecastops-weeks"})
     assert _reported(check_queues(deployment, code), "queue forecastops-weeks")
 
 
