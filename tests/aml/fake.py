@@ -10,7 +10,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.aml.assets import AssetsMixin, BlobStore
@@ -20,6 +20,9 @@ from tests.aml.jobs import JobsMixin
 from tests.aml.models import ModelsMixin
 from tests.aml.runhistory import RunHistoryMixin
 from tests.aml.transport import FakeTransport, RecordedRequest, Reply, request_body
+
+if TYPE_CHECKING:
+    from tests.aml.executor import Executor
 
 __all__ = ["FakeAML"]
 
@@ -54,8 +57,11 @@ class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin, AssetsMixin):
         workspace_name: str = "ws",
         location: str = "eastus",
         blob_store: BlobStore | None = None,
+        executor: Executor | None = None,
     ) -> None:
         super().__init__(subscription_id, resource_group, workspace_name, location, blob_store=blob_store)
+        #: runs the pipeline jobs submitted, as AML would (tests.aml.executor); None: jobs move only as tests say
+        self.executor = executor
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[RecordedRequest] = []
         self._injections: list[_Injection] = []

@@ -20,6 +20,9 @@ __all__ = ["JobsMixin"]
 class JobsMixin(TrackingMixin):
     """The workspace's jobs and their pipeline steps (every job and step also has an MLflow run)."""
 
+    #: what runs a submitted job (``tests.aml.executor.Executor``); None: the job moves only as a test says
+    executor: Any = None
+
     # ------------------------------------------------------------------ public helpers
     def script(self, job_name: str, statuses: list[str]) -> None:
         """Each MFE GET of the job consumes one status (pipeline children follow); the last one sticks."""
@@ -107,6 +110,8 @@ class JobsMixin(TrackingMixin):
         self._mlflow_run(name, experiment=experiment, run_name=props.get("displayName"))
         if props.get("jobType") == "Pipeline":
             self._create_children(name, props)
+        if created and self.executor is not None:
+            self.executor.submitted(self, name)
         return Reply(201 if created else 200, body)
 
     def _unregistered_components(self, props: dict[str, Any]) -> list[str]:
