@@ -40,7 +40,7 @@ from shared.aml.azureml import AzureMLBackend, Retry  # noqa: E402
 from shared.aml.catalog import load_catalog  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.watch import events  # noqa: E402
-from shared.watch import http as watch_api  # noqa: E402
+from shared.watch import routes as watch_api  # noqa: E402
 from tests.aml.credential import FakeCredential  # noqa: E402
 from tests.aml.fake import FakeAML  # noqa: E402
 from tests.durable.host import DurableHost  # noqa: E402

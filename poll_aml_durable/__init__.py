@@ -24,7 +24,7 @@ from shared.aml.request import job_name_for
 from shared.mlops import batch, start
 from shared.settings import get_settings
 from shared.watch import events, loop, policy, reads
-from shared.watch import http as watch_api
+from shared.watch import routes as watch_api
 
 bp = df.Blueprint()
 log = logging.getLogger(__name__)

@@ -550,7 +550,7 @@ def test_no_traceback_or_file_path_reaches_the_answer_of_a_failed_activity():
 def watch_api_answer(state):
     from types import SimpleNamespace
 
-    from shared.watch import http as watch_api
+    from shared.watch import routes as watch_api
 
     status = SimpleNamespace(runtime_status=state.runtime_status, custom_status=None, output=state.output)
     return watch_api.answer_status(status, "i1", "https://app", T0)
@@ -615,7 +615,7 @@ def test_two_starts_with_one_key_racing_start_one_instance(local_api):
     from azure.durable_functions import DurableOrchestrationClient
 
     from shared.aml.catalog import load_catalog
-    from shared.watch import http as watch_api
+    from shared.watch import routes as watch_api
     from tests.durable.client import run_async
 
     host = host_for(ScriptedAML(default=("Running",)))

@@ -1,4 +1,4 @@
-"""The watch policy (shared.watch.policy) and the status route's mapping (shared.watch.http)."""
+"""The watch policy (shared.watch.policy) and the status route's mapping (shared.watch.routes)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from shared.aml.catalog import load_catalog
-from shared.watch import http as watch_api
 from shared.watch import loop
 from shared.watch import policy as watch
+from shared.watch import routes as watch_api
 
 T0 = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
 

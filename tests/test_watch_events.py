@@ -253,7 +253,7 @@ def test_submitted_jobs_carry_the_watch_that_follows_them():
 def test_with_job_events_the_watch_polls_only_as_a_safety_net():
     from shared.aml.catalog import load_catalog
     from shared.settings import Settings
-    from shared.watch import http as watch_api
+    from shared.watch import routes as watch_api
 
     polling = Settings(watch_events=True, watch_safety_poll_s=600).watch_polling()
     plan, _ = watch_api.plan_start(b'{"pipeline": "smoke"}', load_catalog(), T0, polling)
