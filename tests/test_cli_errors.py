@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.tooling import batch, mainjob
+from shared.tooling import bulk_ingest, mainjob
 from shared.tooling.cli import SAMPLES, main
 from tests.drivers import US_OBS_HEADER, lines
 
@@ -164,14 +164,14 @@ def test_argument_errors_are_one_line_not_a_usage_block(capsys, args):
 def test_a_file_the_app_cannot_handle_is_listed_and_the_batch_goes_on(tmp_path, capsys, monkeypatch):
     lake_with_weather(tmp_path, "2134,01/31/2026,50,32,0,")
     (tmp_path / "raw" / "weather" / "us_obs" / "2027.csv").write_text(lines(US_OBS_HEADER, "2134,01/31/2027,50,32,0,"))
-    real = batch.ingest
+    real = bulk_ingest.ingest
 
     def crashes_on_2026(lake, path, **kw):
         if path.endswith("2026.csv"):
             raise RuntimeError("a bug\nwith a second line")
         return real(lake, path, **kw)
 
-    monkeypatch.setattr(batch, "ingest", crashes_on_2026)
+    monkeypatch.setattr(bulk_ingest, "ingest", crashes_on_2026)
     code, out, _ = run_cli(capsys, "--lake", str(tmp_path), "ingest")
     assert code == 1
     assert "failed: internal_error (RuntimeError: a bug)" in out
@@ -291,10 +291,10 @@ def test_an_interrupted_main_job_cancels_the_pipeline_run_it_started(tmp_path, c
     def follow_then_ctrl_c(backend, run_id, options, out):
         raise KeyboardInterrupt
 
-    from shared.tooling import weekly
+    from shared.tooling import weekly_batch
 
     monkeypatch.setattr(runs, "submit", submit)
-    monkeypatch.setattr(weekly, "_follow", follow_then_ctrl_c)
+    monkeypatch.setattr(weekly_batch, "_follow", follow_then_ctrl_c)
     code, _, err = run_cli(capsys, "--lake", str(tmp_path), "run", "--samples", str(SAMPLES))
     assert code == 130
     assert err == [

@@ -19,7 +19,7 @@ from shared.mlops.batch import BatchInput
 from shared.mlops.cards import Metrics, ModelCard
 from shared.mlops.data_assets import LakeDataCatalog
 from shared.mlops.registry import LakeRegistry, review
-from shared.tooling.batch import ingest_all
+from shared.tooling.bulk_ingest import ingest_all
 from tests.drivers import DELIVERIES_HEADER, STORE_MASTER_HEADER, US_OBS_HEADER, lines, put
 
 W = "2026-12-21"  # Sunday 2026-12-20 .. Saturday 2026-12-26

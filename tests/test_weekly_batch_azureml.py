@@ -49,8 +49,8 @@ from shared.mlops.aml_registry import TAG_CARD, AzureRegistry
 from shared.mlops.batch import DATA_ASSET, BatchInput
 from shared.mlops.registry import LakeRegistry
 from shared.settings import Settings, get_settings
-from shared.tooling import mainjob, synth, weekly
-from shared.tooling.batch import ingest_all, upload_tree
+from shared.tooling import mainjob, synth, weekly_batch
+from shared.tooling.bulk_ingest import ingest_all, upload_tree
 from tests.aml.credential import FakeCredential
 from tests.aml.executor import Executor
 from tests.aml.fake import FakeAML
@@ -174,7 +174,7 @@ def both(azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Both]:
 def _local_batch(lake: LocalLake, week: str) -> Batch:
     backend = LocalBackend(lake, Settings(lake_root=lake.root, lake_backend="local"))
     out = io.StringIO()
-    summary = weekly.run_batch(mainjob.batch_context(lake), backend, BatchInput(week=week, by="cli"), out)
+    summary = weekly_batch.run_batch(mainjob.batch_context(lake), backend, BatchInput(week=week, by="cli"), out)
     return Batch(lake, backend, summary, _plan(lake, week), out.getvalue())
 
 
@@ -199,7 +199,7 @@ def _azure_batch(mp: pytest.MonkeyPatch, lake: BlobLake, root: Path, week: str) 
     ctx = runtime.batch_context()
     assert isinstance(ctx.registry, AzureRegistry) and isinstance(ctx.data, AzureDataCatalog)
     out = io.StringIO()
-    summary = weekly.run_batch(ctx, backend, BatchInput(week=week, by="cli"), out)
+    summary = weekly_batch.run_batch(ctx, backend, BatchInput(week=week, by="cli"), out)
     executor.wait()
     return Batch(lake, backend, summary, _plan(lake, week), out.getvalue()), fake, executor
 

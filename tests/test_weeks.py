@@ -35,7 +35,7 @@ from shared.ingestion.service import ingest
 from shared.ingestion.weeks import Readiness, last_finished_week, latest_week, readiness, week_of
 from shared.lake import Lake, LocalLake, TransientLakeError
 from shared.settings import Settings
-from shared.tooling.batch import ingest_all
+from shared.tooling.bulk_ingest import ingest_all
 from tests.drivers import DELIVERIES_HEADER, ROOT_DIR, STORE_MASTER_HEADER, US_OBS_HEADER, lines, put, read_json
 
 W = "2026-12-21"  # Sunday 2026-12-20 .. Saturday 2026-12-26

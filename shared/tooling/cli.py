@@ -37,7 +37,7 @@ from shared.ingestion.layout import outputs_for
 from shared.lake import Lake, LakeError, make_lake
 from shared.settings import Settings, get_settings
 from shared.tooling import mainjob
-from shared.tooling.batch import FAILED, INTERRUPTED, OK, USAGE, ingest_all, outcome, raw_paths, summarise
+from shared.tooling.bulk_ingest import FAILED, INTERRUPTED, OK, USAGE, ingest_all, outcome, raw_paths, summarise
 from shared.watch import loop, policy
 
 EXIT_CODES = """exit codes:

@@ -41,8 +41,8 @@ from shared.mlops.batch import BatchInput
 from shared.mlops.data_assets import LakeDataCatalog
 from shared.mlops.registry import LakeRegistry
 from shared.settings import get_settings
-from shared.tooling import report, synth, weekly
-from shared.tooling.batch import FAILED, ingest_all, outcome, raw_paths, summarise, upload_tree
+from shared.tooling import report, synth, weekly_batch
+from shared.tooling.bulk_ingest import FAILED, ingest_all, outcome, raw_paths, summarise, upload_tree
 from shared.tooling.progress import bar
 
 #: where the generator's expected demand (the oracle) goes in the lake, outside raw/
@@ -234,13 +234,13 @@ def _batch(lake: Lake, backend: Backend, out: TextIO, announced: list[str]) -> d
         inp = BatchInput(week=week, by="cli", partial=bool(ready.missing))
     started: list[str] = []
     try:
-        summary = weekly.run_batch(batch_context(lake), backend, inp, out, on_run=started.append)
+        summary = weekly_batch.run_batch(batch_context(lake), backend, inp, out, on_run=started.append)
     except KeyboardInterrupt:
         if started:
             _stop(backend, started[-1])
         raise
     print(file=out)
-    weekly.print_summary(summary, out)
+    weekly_batch.print_summary(summary, out)
     if summary["outcome"] != "succeeded":
         print(f"error: the batch of the week of {inp.week} ended {summary['outcome']}", file=out)
     return summary
