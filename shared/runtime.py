@@ -114,20 +114,12 @@ def data_catalog() -> DataCatalog:
 
 
 def batch_context(settings: Settings | None = None) -> Context:
-    """What the weekly batch's steps work with, from the settings."""
-    from shared.mlops.steps import Context, watch_options
+    """What the weekly batch's steps work with: the worker's lake, registry and data catalog,
+    and the app's polling (:func:`shared.mlops.context.compose`)."""
+    from shared.mlops.context import compose
 
     settings = settings or get_settings()
-    pipelines = catalog()
-    return Context(
-        lake=lake(),
-        registry=registry(),
-        data=data_catalog(),
-        gates=pipelines["forecast"].gates,
-        retrain=settings.retrain,
-        margin=settings.promotion_margin,
-        watch=watch_options(pipelines, settings.watch_polling()),
-    )
+    return compose(lake(), registry(), data_catalog(), catalog(), settings, polling=settings.watch_polling())
 
 
 def catalog() -> dict[str, Pipeline]:

@@ -38,6 +38,7 @@ from shared.ingestion.weeks import latest_week, readiness
 from shared.lake import Lake
 from shared.mlops import steps
 from shared.mlops.batch import BatchInput
+from shared.mlops.context import compose
 from shared.mlops.data_assets import LakeDataCatalog
 from shared.mlops.registry import LakeRegistry
 from shared.settings import get_settings
@@ -247,17 +248,14 @@ def _batch(lake: Lake, backend: Backend, out: TextIO, announced: list[str]) -> d
 
 
 def batch_context(lake: Lake) -> steps.Context:
-    """The batch's context on this machine: the lake's registry and data records."""
-    settings = get_settings()
-    pipelines = load_catalog()
-    return steps.Context(
-        lake=lake,
-        registry=LakeRegistry(lake),
-        data=LakeDataCatalog(lake),
-        gates=pipelines["forecast"].gates,
-        retrain=settings.retrain,
-        margin=settings.promotion_margin,
-        watch=steps.watch_options(pipelines, None),
+    """The batch's context on this machine (:func:`shared.mlops.context.compose`): the lake's
+    registry and data records, the policy's own polling, and the generator's oracle."""
+    return compose(
+        lake,
+        LakeRegistry(lake),
+        LakeDataCatalog(lake),
+        load_catalog(),
+        get_settings(),
         # on generated data, the noise floor every model is measured against
         train_inputs={"oracle": lake_uri(ORACLE_FOLDER)} if lake.exists(f"{ORACLE_FOLDER}/{ORACLE_FILE}") else {},
     )
