@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from azure.ai.ml import MLClient  # noqa: E402
 
 import poll_aml_durable  # noqa: E402
+from poll_aml_durable import names, pipeline_runs_watch  # noqa: E402
 from shared import runtime  # noqa: E402
 from shared.aml.azureml import AzureMLBackend, Retry  # noqa: E402
 from shared.aml.catalog import load_catalog  # noqa: E402
@@ -62,7 +63,7 @@ def run_batch(n_runs: int, with_events: bool) -> dict[str, Any]:
     host_box: dict[str, DurableHost] = {}
 
     def submit(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        answers = poll_aml_durable.aml_submit_runs(requests)
+        answers = pipeline_runs_watch.aml_submit_runs(requests)
         for a in answers:
             if a["ok"]:
                 i = len(ends)
@@ -76,13 +77,13 @@ def run_batch(n_runs: int, with_events: bool) -> dict[str, Any]:
             want = "Completed" if now >= ends[job] else "Running"
             if fake.jobs[job]["body"]["properties"]["status"] != want:
                 fake.set_status(job, want)
-        return poll_aml_durable.aml_runs_status(items)
+        return pipeline_runs_watch.aml_runs_status(items)
 
     orchestrator = find_function(poll_aml_durable.bp, "watch_pipeline_runs")
     activities = {
-        poll_aml_durable.SUBMIT: submit,
-        poll_aml_durable.STATUS: statuses,
-        poll_aml_durable.CANCEL: poll_aml_durable.aml_cancel_run,
+        names.SUBMIT: submit,
+        names.STATUS: statuses,
+        names.CANCEL: pipeline_runs_watch.aml_cancel_run,
     }
     host = DurableHost(orchestrator, activities, start_time=T0, max_steps=1_000_000)
     host_box["host"] = host

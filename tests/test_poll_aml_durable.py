@@ -13,6 +13,7 @@ import azure.functions as func
 import pytest
 
 import poll_aml_durable
+from poll_aml_durable import names, pipeline_runs_watch
 from shared import runtime
 from shared.aml.status import TERMINAL, normalise
 from shared.watch import policy as watch
@@ -20,7 +21,7 @@ from shared.watch import reads
 from tests.durable.client import call_http_function
 from tests.durable.history import EventType, History
 from tests.durable.host import DurableHost
-from tests.durable.replay import find_function, replay
+from tests.durable.replay import activities_of, find_function, orchestrators_of, replay
 from tests.durable.rpc import DurableRpcStub
 
 T0 = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
@@ -75,9 +76,9 @@ class ScriptedAML:
 
     def activities(self):
         return {
-            poll_aml_durable.SUBMIT: batched_submit(self.submit),
-            poll_aml_durable.STATUS: batched_status(self.status),
-            poll_aml_durable.CANCEL: self.cancel,
+            names.SUBMIT: batched_submit(self.submit),
+            names.STATUS: batched_status(self.status),
+            names.CANCEL: self.cancel,
         }
 
 
@@ -115,6 +116,16 @@ def host_for(aml, **kw):
 
 def timers(state):
     return [e["FireAt"] for e in state.events if e["EventType"] == EventType.TIMER_CREATED]
+
+
+def test_every_durable_name_is_the_python_name_of_the_function_it_calls():
+    # the SDK schedules an activity or a sub-orchestration by its Python function name
+    activities = {name: fn.__name__ for name, fn in activities_of(poll_aml_durable.bp).items()}
+    assert activities == {n: n for n in (names.SUBMIT, names.STATUS, names.CANCEL, names.BATCH_STEP)}
+    orchestrators = {
+        name: fn.get_user_function().__name__ for name, fn in orchestrators_of(poll_aml_durable.bp).items()
+    }
+    assert orchestrators == {n: n for n in (names.WATCH, names.WEEKLY_BATCH)}
 
 
 def test_a_run_that_completes_after_several_polls_with_backoff_timers():
@@ -231,7 +242,7 @@ def test_a_status_outage_shorter_than_the_stuck_limit_is_waited_out():
         return real(run_id)
 
     aml.errors = {}
-    host.activities[poll_aml_durable.STATUS] = batched_status(flaky)
+    host.activities[names.STATUS] = batched_status(flaky)
     state = host.status(host.start(watch_input(["r1"])))
     assert state.output["outcome"] == "succeeded" and calls["n"] > 4
 
@@ -246,7 +257,7 @@ def test_one_failed_submit_does_not_lose_the_runs_that_started():
         return real(request)
 
     host = host_for(aml)
-    host.activities[poll_aml_durable.SUBMIT] = batched_submit(submit)
+    host.activities[names.SUBMIT] = batched_submit(submit)
     iid = host.start(watch_input(batch=3))
     out = host.status(iid).output
     assert [r["outcome"] for r in out["runs"]] == ["completed", "failed", "completed"]
@@ -298,7 +309,7 @@ def test_the_first_episode_schedules_one_status_activity_for_all_the_runs():
     history = History(watch_input(["a", "b", "c"]), instance_id="i1", start_time=T0)
     result = replay(ORCH, history)
     calls = [a for a in result.actions if a["type"] == "CallActivityWithRetry"]
-    assert [c["functionName"] for c in calls] == [poll_aml_durable.STATUS]
+    assert [c["functionName"] for c in calls] == [names.STATUS]
     assert [i["run_id"] for i in calls[0]["inputValue"]] == ["a", "b", "c"]
     assert calls[0]["retryOptions"]["maxNumberOfAttempts"] == 4
 
@@ -317,7 +328,7 @@ def test_one_status_activity_per_tick_keeps_a_generations_history_small():
         aml_status = "Completed" if host.clock >= one_hour else "Running"
         return {"run_id": run_id, "aml_status": aml_status, "status": normalise(aml_status), "metrics": {}}
 
-    host.activities[poll_aml_durable.STATUS] = batched_status(status)
+    host.activities[names.STATUS] = batched_status(status)
     state = host.status(host.start(watch_input([f"r{i}" for i in range(n_runs)])))
     hour_polls = state.output["polls"]
     assert state.output["outcome"] == "succeeded" and state.generations == 1
@@ -439,9 +450,9 @@ def test_end_to_end_a_fanned_out_batch_on_the_local_backend_as_adf_sees_it(local
     host = DurableHost(
         ORCH,
         {
-            poll_aml_durable.SUBMIT: poll_aml_durable.aml_submit_runs,
-            poll_aml_durable.STATUS: poll_aml_durable.aml_runs_status,
-            poll_aml_durable.CANCEL: poll_aml_durable.aml_cancel_run,
+            names.SUBMIT: pipeline_runs_watch.aml_submit_runs,
+            names.STATUS: pipeline_runs_watch.aml_runs_status,
+            names.CANCEL: pipeline_runs_watch.aml_cancel_run,
         },
         start_time=T0,
     )
@@ -477,18 +488,16 @@ def test_a_cancel_that_arrives_while_the_second_poll_is_in_flight_cancels_the_ru
         name="watch_pipeline_runs",
         start_time=T0,
     )
-    h.task_scheduled(poll_aml_durable.STATUS, [{"run_id": "r1", "known": "NotStarted"}]).episode().task_completed(
+    h.task_scheduled(names.STATUS, [{"run_id": "r1", "known": "NotStarted"}]).episode().task_completed(
         0, running
     )  # poll 1
     fire = T0 + dt.timedelta(seconds=30)
     h.timer_created(fire).episode(fire).timer_fired(1, fire)
-    h.task_scheduled(
-        poll_aml_durable.STATUS, [{"run_id": "r1", "known": "NotStarted"}]
-    ).episode()  # poll 2 scheduled...
+    h.task_scheduled(names.STATUS, [{"run_id": "r1", "known": "NotStarted"}]).episode()  # poll 2 scheduled...
     h.event_raised("cancel", {"requested": True}).task_completed(2, running)  # ...the cancel comes before its answer
     result = replay(ORCH, h)
     new = result.actions[-1]
-    assert new["type"] == "CallActivityWithRetry" and new["functionName"] == poll_aml_durable.CANCEL
+    assert new["type"] == "CallActivityWithRetry" and new["functionName"] == names.CANCEL
     assert new["inputValue"] == "r1"
 
 
@@ -504,9 +513,7 @@ def test_a_cancel_with_the_timer_that_ends_a_generation_is_not_lost(event_first)
         name="watch_pipeline_runs",
         start_time=T0,
     )
-    h.task_scheduled(poll_aml_durable.STATUS, [{"run_id": "r1", "known": "NotStarted"}]).episode().task_completed(
-        0, running
-    )
+    h.task_scheduled(names.STATUS, [{"run_id": "r1", "known": "NotStarted"}]).episode().task_completed(0, running)
     fire = T0 + dt.timedelta(seconds=30)
     h.timer_created(fire).episode(fire)
     if event_first:
@@ -517,7 +524,7 @@ def test_a_cancel_with_the_timer_that_ends_a_generation_is_not_lost(event_first)
     kinds = [a["type"] for a in result.actions]
     assert "ContinueAsNew" not in kinds
     new = result.actions[-1]
-    assert new["type"] == "CallActivityWithRetry" and new["functionName"] == poll_aml_durable.CANCEL
+    assert new["type"] == "CallActivityWithRetry" and new["functionName"] == names.CANCEL
     assert new["inputValue"] == "r1"
 
 
@@ -537,7 +544,7 @@ def test_no_traceback_or_file_path_reaches_the_answer_of_a_failed_activity():
         raise KeyError("/home/site/wwwroot/shared/aml/azureml.py: AccountKey=abc123==")
 
     aml_activities = aml.activities()
-    aml_activities[poll_aml_durable.STATUS] = batched_status(broken)
+    aml_activities[names.STATUS] = batched_status(broken)
     host = DurableHost(ORCH, aml_activities, start_time=T0)
     state = host.status(host.start(watch_input(["r1"], stuck_limit_s=30, polling={"first_s": 60, "factor": 1})))
     code, body, _ = watch_api_answer(state)
@@ -644,7 +651,7 @@ def test_jobs_of_a_submit_that_gave_up_are_cancelled_in_aml():
         raise RuntimeError("AML answered 503 every time")
 
     host = host_for(aml)
-    host.activities[poll_aml_durable.SUBMIT] = unreachable
+    host.activities[names.SUBMIT] = unreachable
     iid = host.start(watch_input(batch=2))
     out = host.status(iid).output
     assert [r["outcome"] for r in out["runs"]] == ["failed", "failed"]
@@ -680,7 +687,7 @@ def aml_fake(monkeypatch):
 
 def app_host():
     """The watch with every activity the app registers."""
-    return DurableHost.from_app(poll_aml_durable.bp, poll_aml_durable.WATCH, start_time=T0)
+    return DurableHost.from_app(poll_aml_durable.bp, names.WATCH, start_time=T0)
 
 
 def cancels(fake):
@@ -698,7 +705,7 @@ def test_the_jobs_of_a_submit_that_gave_up_are_asked_once_and_one_aml_does_not_k
         raise RuntimeError("AML answered 503 every time")
 
     host = app_host()
-    host.activities[poll_aml_durable.SUBMIT] = unreachable
+    host.activities[names.SUBMIT] = unreachable
     iid = host.start(watch_input(batch=2))
     out = host.status(iid).output
     jobs = [job_name_for("smoke", f"{iid}-{i}") for i in range(2)]
@@ -725,6 +732,6 @@ def test_a_cancel_aml_refuses_is_retried_and_its_error_kept(aml_fake):
     options = {"stuck_limit_s": 100, "polling": {"first_s": 60, "factor": 1}}
     out = host.status(host.start(watch_input(["ghost"], **options))).output
     (run,) = out["runs"]
-    assert cancels(aml_fake) == ["ghost"] * poll_aml_durable.RETRY.max_number_of_attempts
+    assert cancels(aml_fake) == ["ghost"] * pipeline_runs_watch.RETRY.max_number_of_attempts
     assert run["cancel_requested"] is False and run["cancel_note"] is None
     assert "403" in run["cancel_error"] and "no rights" in run["cancel_error"]

@@ -11,6 +11,7 @@ import azure.functions as func
 import pytest
 
 import poll_aml_durable
+from poll_aml_durable import names
 from shared.aml.status import normalise
 from shared.watch import events, reads
 from tests.durable.client import call_http_function, run_async
@@ -82,7 +83,7 @@ def test_one_tick_reads_every_pending_run_and_finished_runs_drop_out():
         watch_input(["r1", "r2", "r3", "r4", "r5"], stuck_limit_s=100, polling={"first_s": 60, "factor": 1})
     )
     state = host.status(iid)
-    statuses = [a for a in state.events if a.get("Name") == poll_aml_durable.STATUS and a["EventType"] == 4]
+    statuses = [a for a in state.events if a.get("Name") == names.STATUS and a["EventType"] == 4]
     polled = [[i["run_id"] for i in json.loads(e["Input"])] for e in statuses]
     assert polled[0] == ["r1", "r2", "r3", "r4", "r5"]  # one activity for the whole batch
     assert polled[1] == ["r1", "r4", "r5"]  # the finished ones dropped out
@@ -153,7 +154,7 @@ def test_a_completion_event_that_arrives_during_a_tick_is_not_lost():
         return answer
 
     aml.status = status_then_event
-    host.activities[poll_aml_durable.STATUS] = batched_status(status_then_event)
+    host.activities[names.STATUS] = batched_status(status_then_event)
     state = host.run(iid, max_steps=8)
     assert state.runtime_status == "Completed" and state.output["outcome"] == "succeeded"
     assert host.clock == T0  # answered without waiting for the safety poll

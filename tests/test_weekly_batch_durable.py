@@ -16,6 +16,7 @@ import pytest
 from azure.durable_functions import DurableOrchestrationClient
 
 import poll_aml_durable
+from poll_aml_durable import names, weekly_batch
 from shared import runtime
 from shared.aml.lakeuri import lake_path
 from shared.aml.status import TERMINAL, normalise
@@ -88,12 +89,12 @@ class FakeAML:
         return answers
 
     def activities(self):
-        step = activities_of(poll_aml_durable.bp)[poll_aml_durable.BATCH_STEP]
+        step = activities_of(poll_aml_durable.bp)[names.BATCH_STEP]
         return {
-            poll_aml_durable.BATCH_STEP: step,
-            poll_aml_durable.SUBMIT: self.submit,
-            poll_aml_durable.STATUS: self.status,
-            poll_aml_durable.CANCEL: lambda run_id: {"run_id": run_id},
+            names.BATCH_STEP: step,
+            names.SUBMIT: self.submit,
+            names.STATUS: self.status,
+            names.CANCEL: lambda run_id: {"run_id": run_id},
         }
 
 
@@ -316,7 +317,7 @@ def test_a_step_that_fails_on_every_attempt_ends_the_batch_failed_without_its_er
     world(batch_lake)
     aml = FakeAML(batch_lake)
 
-    real = aml.activities()[poll_aml_durable.BATCH_STEP]
+    real = aml.activities()[names.BATCH_STEP]
     tried = []
 
     def broken(request):
@@ -325,7 +326,7 @@ def test_a_step_that_fails_on_every_attempt_ends_the_batch_failed_without_its_er
             return real(request)
         raise RuntimeError('Traceback (most recent call last):\n  File "/home/me/secret.py", line 1\nKeyError: x')
 
-    activities = aml.activities() | {poll_aml_durable.BATCH_STEP: broken}
+    activities = aml.activities() | {names.BATCH_STEP: broken}
     host = DurableHost(ORCH, activities, orchestrators={"watch_pipeline_runs": WATCH}, start_time=NOW)
     state = host.status(host.start(BatchInput(week=W).model_dump(mode="json")))
     assert state.runtime_status == "Completed", state.error
@@ -334,7 +335,7 @@ def test_a_step_that_fails_on_every_attempt_ends_the_batch_failed_without_its_er
     text = json.dumps(state.output)
     assert "Traceback" not in text and "/home/me" not in text
     # tried as often as BATCH_RETRY says, then recorded in the lake (and the telemetry) once
-    assert tried == ["plan"] * poll_aml_durable.BATCH_RETRY.max_number_of_attempts + ["record"]
+    assert tried == ["plan"] * weekly_batch.BATCH_RETRY.max_number_of_attempts + ["record"]
     recorded = json.loads(batch_lake.read_bytes(f"batches/week={W}/summary.json"))
     assert recorded["outcome"] == "failed" and recorded["problems"] == state.output["problems"]
 
