@@ -276,7 +276,8 @@ def test_the_apps_register_every_blueprint_exactly_once():
 
 
 def test_the_blueprint_names_are_the_modules_the_app_registers():
-    modules = {f.get_user_function().__module__ for f in indexed_functions().values()}
+    # a blueprint's functions live in its folder's modules (poll_aml_durable.weekly_batch...)
+    modules = {f.get_user_function().__module__.split(".")[0] for f in indexed_functions().values()}
     assert modules >= BLUEPRINTS
 
 
