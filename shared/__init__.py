@@ -10,11 +10,12 @@ Where things are:
 - :mod:`shared.aml`: the ADF -> Azure ML bridge (run statuses and the backend interface, the
   pipeline catalog and run requests, the run API, the ``azureml`` and ``local`` backends);
 - :mod:`shared.watch`: the durable watch (policy and gates, the one decision loop the
-  orchestrator and the command line both drive, the watch's HTTP API);
-- :mod:`shared.mlops`: the model registry (model cards, the promotion rules, the registry in
-  the lake and in Azure ML, the staleness check);
-- :mod:`shared.tooling`: local tooling, not deployed (command line, main job, report, data
-  generator);
+  orchestrator and the command line both drive, the watch's routes);
+- :mod:`shared.mlops`: the weekly batch (its sequence, steps, start and context) and the model
+  registry (model cards, the promotion rules, the registry in the lake and in Azure ML, the
+  staleness check);
+- :mod:`shared.tooling`: local tooling, not deployed (command line, bulk ingest, the weekly
+  batch in this process, main job, report, data generator);
 - beside them, what every room uses: :mod:`shared.settings`, :mod:`shared.lake`,
   :mod:`shared.telemetry`, :mod:`shared.http` (answers and problem lists),
   :mod:`shared.clock` (time and ISO timestamps), and :mod:`shared.runtime`, the composition

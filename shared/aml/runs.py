@@ -1,5 +1,5 @@
 """The pipeline-run API as plain functions: HTTP body in, (status code, JSON object, headers)
-out. ``trigger_aml`` maps them onto Functions HTTP responses; the command line calls the
+out. ``trigger_aml.pipeline_runs`` maps them onto Functions HTTP responses; the command line calls the
 same functions. Every answer is a JSON object (ADF's Azure Function activity rejects
 arrays) and comes back in seconds."""
 

@@ -1,6 +1,6 @@
 """The weekly batch on this machine: :func:`shared.mlops.batch.run_here` driven with plain calls
-(each step in this process, each pipeline run submitted by ``trigger_aml``'s service and
-followed with the watch's policy), and its summary for a person."""
+(each step in this process, each pipeline run submitted by ``trigger_aml``'s service,
+:mod:`shared.aml.runs`, and followed with the watch's policy), and its summary for a person."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The watch policy: follow AML runs to their end, decide, and say what happened.
 
 Pure functions over a JSON-safe :class:`WatchState`: no clock, no I/O. The durable
-orchestrator (``poll_aml_durable``) and the command line drive it through the one decision
-loop in :mod:`shared.watch.loop`, so the local main job waits exactly as Azure does:
+orchestrator (``poll_aml_durable.pipeline_runs_watch``) and the command line drive it through
+the one decision loop in :mod:`shared.watch.loop`, so the local main job waits exactly as
+Azure does:
 
 1. poll every unfinished run (``observe``), backing off exponentially between polls;
 2. a run ends on Completed / Failed / Canceled; NotResponding / Paused / Unknown are waited

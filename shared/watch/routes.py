@@ -1,6 +1,6 @@
 """The durable watch's routes (start, status, cancel) as functions over a durable client
-(duck-typed: the SDK's ``DurableOrchestrationClient``); ``poll_aml_durable`` maps them onto
-HTTP responses.
+(duck-typed: the SDK's ``DurableOrchestrationClient``);
+``poll_aml_durable.pipeline_runs_watch`` maps them onto HTTP responses.
 
 One ADF Web activity = start and wait: the starter answers 202 + ``Location`` (+
 ``Retry-After``) pointing at the status route, which answers 202 while the runs go on, 200
