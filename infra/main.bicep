@@ -128,6 +128,11 @@ var lakeContainers = ['raw', 'curated', 'quarantine', 'runs', 'models', 'batches
 // the bridge's queue trigger starts its batch (FORECASTOPS_BATCH_QUEUE, shared/settings.py)
 var batchQueue = 'forecastops-batches'
 
+// The prefix of the lake's re-ingest request queues (FORECASTOPS_INGEST_QUEUE): each ingest app's
+// route queues a long re-ingest on <prefix>-<source>, which only that app's queue trigger reads
+var ingestQueue = 'ingest-requests'
+var ingestQueues = [for app in ingestApps: '${ingestQueue}-${app.source}']
+
 // The AML compute cluster every pipeline runs on (pipelines/catalog.toml `compute`, the
 // pipelines' `default_compute`), with the system-assigned identity the jobs read the lake with
 var amlCompute = {
@@ -168,7 +173,7 @@ module lake 'modules/lake.bicep' = {
     skuName: profile.storageSku
     supportPrincipalId: principalId
     containers: lakeContainers
-    queues: [batchQueue]
+    queues: concat([batchQueue], ingestQueues)
   }
 }
 
@@ -201,6 +206,7 @@ module ingest 'modules/function-app.bicep' = [
       applicationInsightsName: monitoring.outputs.applicationInsightsName
       lakeName: lake.outputs.name
       batchQueue: batchQueue
+      ingestQueue: ingestQueue
       amlSettings: {}
       keyVaultName: vault.outputs.name
       storeFunctionKey: appsRunning
@@ -225,6 +231,7 @@ module bridge 'modules/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     lakeName: lake.outputs.name
     batchQueue: batchQueue
+    ingestQueue: ingestQueue
     amlSettings: {
       FORECASTOPS_AML_BACKEND: 'azureml'
       AML_SUBSCRIPTION_ID: subscription().subscriptionId
@@ -261,7 +268,8 @@ module ingestLakeAccess 'modules/lake-access.bicep' = [
       readContainers: []
       writeContainers: ['curated', 'quarantine', 'batches']
       // Storage Queue Data Contributor on the account the trigger's connection names: the blob
-      // trigger's poison queue (webjobs-blobtrigger-poison) is there, and so is the batch queue
+      // trigger's poison queue (webjobs-blobtrigger-poison) is there, and so are the batch queue
+      // and the app's re-ingest request queue (which its route sends to, its queue trigger reads)
       queueAccess: true
     }
   }

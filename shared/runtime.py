@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestio
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
     from shared.ingestion.announce import Signal
+    from shared.ingestion.reingest import Wiring
     from shared.mlops.data_assets import DataCatalog
     from shared.mlops.registry import Registry
     from shared.mlops.steps import Context
@@ -46,6 +47,26 @@ def batch_signal() -> Signal | None:
     from shared.ingestion.announce import signal_from_settings
 
     return signal_from_settings(get_settings())
+
+
+@cache
+def request_queue(source: str) -> Signal | None:
+    """The source's re-ingest request queue in the lake's account (``<FORECASTOPS_INGEST_QUEUE>-
+    <source>``), or None when no storage account is named; built on first use."""
+    from shared.ingestion.announce import lake_queue
+    from shared.ingestion.reingest import queue_name
+
+    settings = get_settings()
+    return lake_queue(settings, queue_name(settings.ingest_queue, source))
+
+
+def ingestion(source: str) -> Wiring:
+    """What the functions of ``source``'s folder work with: the lake, the batch queue, the
+    source's request queue (each built once per worker) and the size over which a re-ingest is
+    always queued."""
+    from shared.ingestion.reingest import Wiring
+
+    return Wiring(lake(), batch_signal(), request_queue(source), get_settings().ingest_sync_max_bytes)
 
 
 def make_backend(settings: Settings, lake: Lake) -> Backend:

@@ -69,6 +69,25 @@ class Settings(BaseSettings):
     #: the storage queue, in the lake's account, on which the ingest apps announce a week whose
     #: data is complete; the bridge's queue trigger starts that week's batch (empty: no announcing)
     batch_queue: str = Field("forecastops-batches", validation_alias=AliasChoices("FORECASTOPS_BATCH_QUEUE"))
+    #: the prefix of the lake account's re-ingest request queues: each source has its own,
+    #: ``<ingest_queue>-<source>`` (``ingest-requests-weather``...), which only that source's queue
+    #: trigger reads (one queue for the three ingest apps would hand each app the others' files)
+    ingest_queue: str = Field(
+        "ingest-requests",
+        max_length=50,  # a queue name has at most 63 characters: room for "-demographics"
+        pattern=r"^[a-z0-9](?:-?[a-z0-9])+$",
+        validation_alias=AliasChoices("FORECASTOPS_INGEST_QUEUE"),
+    )
+    #: a re-ingest request for a raw file larger than this (bytes as stored: a gzip file counts
+    #: compressed) is queued and answered 202 + Location, like one that asks ``"async": true``.
+    #: The Functions front end drops an HTTP request after 230 s; measured here
+    #: (bench/bench_normalise.py, 2 CPUs), the slowest input, gzip CSV read from and written
+    #: to Azurite, ingests at ~2.5 MB/s of stored bytes (9.7 MB/s for plain CSV). 32 MiB is
+    #: then ~13 s: the limit holds with a 15x margin for a slower instance, a remote account,
+    #: a heavier layout (JSON lines, daily rows summed into weeks) and the week index after it
+    ingest_sync_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=0, validation_alias=AliasChoices("FORECASTOPS_INGEST_SYNC_MAX_BYTES")
+    )
     #: when the weekly fallback starts the last finished week's batch if its data never completed
     #: (NCRONTAB, UTC; the timer binding reads ``%FORECASTOPS_BATCH_SCHEDULE%``): Mondays 09:00
     batch_schedule: str = Field("0 0 9 * * 1", validation_alias=AliasChoices("FORECASTOPS_BATCH_SCHEDULE"))

@@ -4,6 +4,7 @@ re-implementation of the worker's load-time binding checks."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import inspect
@@ -57,14 +58,20 @@ def indexed_functions() -> dict[str, Any]:
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
 
 
-def http_request(method: str, route: str, body: Any = None, params: dict[str, str] | None = None) -> func.HttpRequest:
+def http_request(
+    method: str,
+    route: str,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+) -> func.HttpRequest:
     raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
     return func.HttpRequest(
         method=method,
         url=f"http://localhost:7071/api/{route}",
         headers={"Content-Type": "application/json"},
         params=params or {},
-        route_params={},
+        route_params=route_params or {},
         body=raw,
     )
 
@@ -83,6 +90,75 @@ def sdk_blob_client(connection_setting: str, container: str, blob_name: str) -> 
     return BlobClientConverter.decode(
         Datum(value=mbd, type="model_binding_data"), trigger_metadata={}, pytype=BlobClient
     )
+
+
+class HostQueue:
+    """A storage queue (Azurite's) as the Functions host reads it for a queue trigger: each
+    visible message is received (its dequeue count rising each time), handed over as the
+    ``QueueMessage`` the worker's own converter builds (base64 text, the trigger's default
+    encoding), deleted once the function returns, left for its next attempt when it raises (it
+    is visible again after ``retry_s``), and moved to ``<queue>-poison`` after ``max_dequeue``
+    attempts."""
+
+    def __init__(self, connection_string: str, name: str, max_dequeue: int = 5, retry_s: int = 1) -> None:
+        from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        def client(queue: str) -> Any:
+            return QueueClient.from_connection_string(
+                connection_string,
+                queue,
+                message_encode_policy=TextBase64EncodePolicy(),
+                message_decode_policy=TextBase64DecodePolicy(),
+            )
+
+        self.name, self.max_dequeue, self.retry_s = name, max_dequeue, retry_s
+        self.queue, self.poison = client(name), client(f"{name}-poison")
+
+    def _receive(self, queue: Any) -> list[Any]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return list(queue.receive_messages(max_messages=32, visibility_timeout=self.retry_s))
+        except ResourceNotFoundError:
+            return []
+
+    def bodies(self, poison: bool = False) -> list[str]:
+        """The texts of the messages waiting (visible ones), without taking them."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return [m.content for m in (self.poison if poison else self.queue).peek_messages(max_messages=32)]
+        except ResourceNotFoundError:
+            return []
+
+    def deliver(self, function: Any, **arguments: Any) -> list[BaseException | None]:
+        """One round: every visible message to ``function(msg=..., **arguments)``; what each
+        call raised (None when it returned)."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.functions import meta
+        from azure.functions.queue import QueueMessageInConverter
+
+        outcomes: list[BaseException | None] = []
+        for m in self._receive(self.queue):
+            metadata = {
+                "Id": meta.Datum(type="string", value=m.id),
+                "DequeueCount": meta.Datum(type="json", value=str(m.dequeue_count)),
+                "PopReceipt": meta.Datum(type="string", value=m.pop_receipt),
+            }
+            msg = QueueMessageInConverter.decode(meta.Datum(type="string", value=m.content), trigger_metadata=metadata)
+            try:
+                function(msg=msg, **arguments)
+            except Exception as e:
+                outcomes.append(e)
+                if m.dequeue_count >= self.max_dequeue:
+                    with contextlib.suppress(ResourceExistsError):
+                        self.poison.create_queue()
+                    self.poison.send_message(m.content)
+                    self.queue.delete_message(m)
+                continue
+            outcomes.append(None)
+            self.queue.delete_message(m)
+        return outcomes
 
 
 # the worker's load-time checks --------------------------------------------------------------

@@ -19,9 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: the apps the deployment creates (infra/main.bicep), and what each must expose
 APPS = {
-    "ingest_weather": {"ingest_weather_blob", "ingest_weather_http"},
-    "ingest_shipments": {"ingest_shipments_blob", "ingest_shipments_http"},
-    "ingest_demographics": {"ingest_demographics_blob", "ingest_demographics_http"},
+    "ingest_weather": {"ingest_weather_blob", "ingest_weather_http", "ingest_weather_queue", "ingest_weather_request"},
+    "ingest_shipments": {
+        "ingest_shipments_blob",
+        "ingest_shipments_http",
+        "ingest_shipments_queue",
+        "ingest_shipments_request",
+    },
+    "ingest_demographics": {
+        "ingest_demographics_blob",
+        "ingest_demographics_http",
+        "ingest_demographics_queue",
+        "ingest_demographics_request",
+    },
     "trigger_aml,poll_aml_durable": {
         "pipelines_list",
         "models_staleness_check",

@@ -39,9 +39,9 @@ def fresh_runtime():
     runtime.batch_signal.cache_clear()
 
 
-def test_the_app_indexes_a_blob_trigger_and_an_http_route_per_source():
+def test_the_app_indexes_a_blob_trigger_a_route_a_queue_trigger_and_a_status_route_per_source():
     fns = indexed_functions()
-    ingest = sorted(f"ingest_{s}_{kind}" for s in SOURCES for kind in ("blob", "http"))
+    ingest = sorted(f"ingest_{s}_{kind}" for s in SOURCES for kind in ("blob", "http", "queue", "request"))
     assert sorted(n for n in fns if n.startswith("ingest_")) == ingest
     for source in SOURCES:
         (trigger,) = json.loads(fns[f"ingest_{source}_blob"].get_function_json())["bindings"]
@@ -56,6 +56,17 @@ def test_the_app_indexes_a_blob_trigger_and_an_http_route_per_source():
         http = json.loads(fns[f"ingest_{source}_http"].get_function_json())["bindings"]
         assert http[0]["route"] == f"ingest/{source}" and http[0]["authLevel"] == "FUNCTION"
         assert http[0]["methods"] == ["POST"] and http[1] == {"direction": "OUT", "type": "http", "name": "$return"}
+        (queue,) = json.loads(fns[f"ingest_{source}_queue"].get_function_json())["bindings"]
+        assert queue == {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": f"%FORECASTOPS_INGEST_QUEUE%-{source}",
+            "connection": "LAKE_STORAGE",
+        }
+        status = json.loads(fns[f"ingest_{source}_request"].get_function_json())["bindings"]
+        assert status[0]["route"] == f"ingest/{source}/requests/{{request_id}}" and status[0]["methods"] == ["GET"]
+        assert status[0]["authLevel"] == "FUNCTION"
 
 
 def test_the_app_indexes_the_pipeline_run_routes():

@@ -537,6 +537,8 @@ SAFE_DEFAULTS = {
     "watch_events": "false: the watch polls until AML's job events are wired (AML_EVENTS_ENABLED)",
     "staleness_schedule": "daily at 06:00 UTC (the timer binding still needs the app setting: checked apart)",
     "batch_queue": "forecastops-batches, the queue infra declares (checked apart)",
+    "ingest_queue": "ingest-requests, the prefix of the request queues infra declares (checked apart)",
+    "ingest_sync_max_bytes": "32 MiB: a file one HTTP request ingests well within 230 s",
     "batch_schedule": "Mondays 09:00 UTC (the timer binding still needs the app setting: checked apart)",
     "batch_incomplete": "wait: no batch on incomplete data unless asked",
     "retrain": "changed: retrain only what changed",
@@ -571,6 +573,7 @@ class Code:
     containers: tuple[str, ...]
     datastores: dict[str, str]  # datastore -> container
     queues: dict[str, str]  # app setting naming a queue (a Settings field *_queue) -> its default
+    queue_suffixes: dict[str, tuple[str, ...]]  # what the queue triggers add to it (the queue itself: "")
     computes: dict[str, str]  # compute -> where the code names it
     job_containers: frozenset[str]  # containers a job reads (its datastores' URIs)
     output_container: str  # where every step writes its outputs
@@ -610,6 +613,14 @@ def code_names() -> Code:
         module = fn.get_user_function().__module__
         for b in fn.get_bindings():
             bindings.append(Binding(fname, module, b.type, b.get_dict_repr()))
+    queues = {fields[f][0]: info.default for f, info in Settings.model_fields.items() if f.endswith("_queue")}
+    # a setting that names a family of queues (the ingest apps': <prefix>-<source>) is read by
+    # queue triggers as "%SETTING%-<source>"; one that names a queue, as "%SETTING%" or not at all
+    suffixes: dict[str, set[str]] = {}
+    for b in bindings:
+        m = re.fullmatch(r"%(\w+)%(.*)", str(b.values.get("queueName", ""))) if b.type == "queueTrigger" else None
+        if m and m.group(1) in queues:
+            suffixes.setdefault(m.group(1), set()).add(m.group(2))
     secrets: set[str] = set()
     sinks: set[str] = set()
     for path in (ROOT / "adf").rglob("*.json"):
@@ -623,7 +634,8 @@ def code_names() -> Code:
     return Code(
         containers=tuple(LAKE_CONTAINERS),
         datastores={d: container_of(d) or "" for d in datastore_names()},
-        queues={fields[f][0]: info.default for f, info in Settings.model_fields.items() if f.endswith("_queue")},
+        queues=queues,
+        queue_suffixes={s: tuple(sorted(suffixes.get(s, {""}))) for s in queues},
         computes=computes,
         job_containers=frozenset(container_of(s) or s for s in stores),
         output_container=container_of(output.split("/")[3]) or output,
@@ -694,9 +706,20 @@ def check_datastores(dep: Deployment, code: Code) -> list[str]:
     return problems
 
 
-def _setting_name(value: str) -> str | None:
-    m = re.fullmatch(r"%(\w+)%", value)
-    return m.group(1) if m else None
+def _setting_names(value: str) -> list[str]:
+    """The app settings a binding expression reads (``%NAME%``, alone or within text)."""
+    return re.findall(r"%(\w+)%", value)
+
+
+def _resolve(value: str, settings: dict[str, Any]) -> Any:
+    """A binding expression with the app's settings put in, as the host resolves it; None when
+    the app lacks one of them, the setting's value itself when it is not a known string."""
+    names = _setting_names(value)
+    if any(n not in settings for n in names):
+        return None
+    if any(not isinstance(settings[n], str) for n in names):
+        return next(settings[n] for n in names if not isinstance(settings[n], str))
+    return re.sub(r"%(\w+)%", lambda m: settings[m.group(1)], value)
 
 
 def check_queues(dep: Deployment, code: Code) -> list[str]:
@@ -706,26 +729,32 @@ def check_queues(dep: Deployment, code: Code) -> list[str]:
     declared = set(dep.children(Ref(lake.type, f"{lake.name}/default"), f"{lake.type}/queueServices/queues"))
     problems = []
     for setting, default in code.queues.items():
-        if default not in declared:
-            problems.append(f"queue {default} (the default of {setting}) is not declared in the lake")
+        for suffix in code.queue_suffixes.get(setting, ("",)):
+            if default + suffix not in declared:
+                problems.append(f"queue {default + suffix} (the default of {setting}) is not declared in the lake")
     for app in dep.apps():
-        # every app reads the settings: the ingest apps announce on the batch queue, the bridge reads it
-        for setting in code.queues:
-            value = app.settings.get(setting)
-            if value is None:
-                problems.append(f"{app.service}: no {setting}, which names a queue")
-            elif concrete(value) and value not in declared:
-                problems.append(f"{app.service}: {setting}={value} names a queue the lake does not declare")
-        for b in code.bindings:
-            if b.type != "queueTrigger" or b.blueprint not in app.blueprints:
-                continue
-            queue = b.values["queueName"]
-            setting = _setting_name(queue)
-            resolved = app.settings.get(setting) if setting else queue
-            if resolved is None:
-                problems.append(f"{app.service}: {b.function} reads %{setting}%, which the app does not set")
-            elif concrete(resolved) and resolved not in declared:
-                problems.append(f"{app.service}: {b.function} reads queue {resolved}, which the lake does not declare")
+        problems += _app_queue_problems(app, code, declared)
+    return problems
+
+
+def _app_queue_problems(app: App, code: Code, declared: set[str]) -> list[str]:
+    problems = []
+    # every app reads the settings: the ingest apps announce on the batch queue, the bridge reads it
+    for setting in code.queues:
+        value = app.settings.get(setting)
+        if value is None:
+            problems.append(f"{app.service}: no {setting}, which names a queue")
+        elif concrete(value) and any(value + s not in declared for s in code.queue_suffixes.get(setting, ("",))):
+            problems.append(f"{app.service}: {setting}={value} names a queue the lake does not declare")
+    for b in code.bindings:
+        if b.type != "queueTrigger" or b.blueprint not in app.blueprints:
+            continue
+        queue = b.values["queueName"]
+        resolved = _resolve(queue, app.settings)
+        if resolved is None:
+            problems.append(f"{app.service}: {b.function} reads {queue}, which the app does not set")
+        elif concrete(resolved) and resolved not in declared:
+            problems.append(f"{app.service}: {b.function} reads queue {resolved}, which the lake does not declare")
     return problems
 
 
@@ -786,9 +815,11 @@ def _binding_problems(app: App, code: Code) -> list[str]:
         if b.blueprint not in app.blueprints:
             continue
         for key, value in b.values.items():
-            setting = _setting_name(value) if isinstance(value, str) else None
-            if setting and setting not in app.settings:
-                problems.append(f"{app.service}: {b.function}'s {key} reads %{setting}%, which the app does not set")
+            for setting in _setting_names(value) if isinstance(value, str) else []:
+                if setting not in app.settings:
+                    problems.append(
+                        f"{app.service}: {b.function}'s {key} reads %{setting}%, which the app does not set"
+                    )
         connection = b.values.get("connection")
         if not connection or connection in app.settings:
             continue
@@ -1023,7 +1054,14 @@ def test_the_code_names_every_kind_of_name_the_checks_cover():
     """The checks compare something: the code's lists are not empty."""
     code = code_names()
     assert "raw" in code.containers and set(code.datastores) == {f"lake_{c}" for c in code.containers}
-    assert code.queues == {"FORECASTOPS_BATCH_QUEUE": "forecastops-batches"}
+    assert code.queues == {
+        "FORECASTOPS_BATCH_QUEUE": "forecastops-batches",
+        "FORECASTOPS_INGEST_QUEUE": "ingest-requests",
+    }
+    assert code.queue_suffixes == {
+        "FORECASTOPS_BATCH_QUEUE": ("",),
+        "FORECASTOPS_INGEST_QUEUE": ("-demographics", "-shipments", "-weather"),
+    }
     assert set(code.computes) == {"cpu-cluster"}
     assert "curated" in code.job_containers and code.output_container == "runs"
     assert {b.type for b in code.bindings} >= {"blobTrigger", "queueTrigger", "timerTrigger"}
@@ -1081,10 +1119,16 @@ def test_a_datastore_the_code_names_but_infra_lacks_is_reported(copy_infra, depl
 
 
 def test_a_missing_queue_or_a_queue_setting_naming_another_queue_is_reported(copy_infra, deployment):
-    gone = copy_infra({"main.bicep": [("    queues: [batchQueue]\n", "    queues: []\n")]})
+    gone = copy_infra({"main.bicep": [("    queues: concat([batchQueue], ingestQueues)\n", "    queues: []\n")]})
     problems = check_queues(gone, code_names())
     assert _reported(problems, "queue forecastops-batches", "not declared")
     assert _reported(problems, "weekly_batch_queue reads queue forecastops-batches")
+    assert _reported(problems, "queue ingest-requests-weather (the default of FORECASTOPS_INGEST_QUEUE)")
+    assert _reported(problems, "ingest-weather: ingest_weather_queue reads queue ingest-requests-weather")
+    one = copy_infra(
+        {"main.bicep": [("    queues: concat([batchQueue], ingestQueues)\n", "    queues: [batchQueue]\n")]}
+    )
+    assert _reported(check_queues(one, code_names()), "FORECASTOPS_INGEST_QUEUE=ingest-requests names a queue")
     other = copy_infra(
         {"modules/function-app.bicep": [("FORECASTOPS_BATCH_QUEUE: batchQueue", "FORECASTOPS_BATCH_QUEUE: 'batches'")]}
     )

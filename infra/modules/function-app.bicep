@@ -19,6 +19,8 @@ param applicationInsightsName string
 param lakeName string
 @description('The lake\'s storage queue of data-complete announcements (FORECASTOPS_BATCH_QUEUE)')
 param batchQueue string
+@description('The prefix of the lake\'s re-ingest request queues, <prefix>-<source> (FORECASTOPS_INGEST_QUEUE)')
+param ingestQueue string
 @description('The AML backend settings (the bridge); empty for the ingest apps')
 param amlSettings object
 param keyVaultName string
@@ -152,6 +154,8 @@ var baseSettings = {
   FORECASTOPS_LAKE_CHUNK_BYTES: '4194304'
   FORECASTOPS_LOG_LEVEL: 'INFO'
   FORECASTOPS_BATCH_QUEUE: batchQueue
+  FORECASTOPS_INGEST_QUEUE: ingestQueue
+  FORECASTOPS_INGEST_SYNC_MAX_BYTES: '33554432'
 }
 var appSettings = union(baseSettings, amlSettings)
 // END app settings

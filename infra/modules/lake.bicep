@@ -9,7 +9,7 @@ param skuName string
 param supportPrincipalId string
 @description('The lake\'s containers, one per area (main.bicep\'s lakeContainers; the AML workspace has a datastore for each)')
 param containers array
-@description('The lake\'s storage queues (main.bicep\'s batchQueue: the data-complete announcements the bridge\'s queue trigger reads)')
+@description('The lake\'s storage queues (main.bicep\'s batchQueue: the data-complete announcements the bridge\'s queue trigger reads; ingestQueues: each ingest app\'s re-ingest requests)')
 param queues array
 
 resource lake 'Microsoft.Storage/storageAccounts@2023-05-01' = {

@@ -125,12 +125,18 @@ def signal_from_settings(settings: Settings) -> Signal | None:
     """The lake account's batch queue (``settings.batch_queue``), reached with ``LAKE_STORAGE``
     (a connection string) or ``LAKE_STORAGE__queueServiceUri`` and the app's identity; None
     when announcing is off (an empty queue name) or no storage account is named."""
-    if not settings.batch_queue:
+    return lake_queue(settings, settings.batch_queue)
+
+
+def lake_queue(settings: Settings, queue: str) -> QueueSignal | None:
+    """The queue named ``queue`` in the lake's account, reached as :func:`signal_from_settings`
+    says; None for an empty name or when no storage account is named."""
+    if not queue:
         return None
     if settings.lake_storage:
-        return QueueSignal(settings.batch_queue, connection_string=settings.lake_storage)
+        return QueueSignal(queue, connection_string=settings.lake_storage)
     if settings.lake_storage_queue_uri:
-        return QueueSignal(settings.batch_queue, service_uri=settings.lake_storage_queue_uri)
+        return QueueSignal(queue, service_uri=settings.lake_storage_queue_uri)
     return None
 
 
