@@ -266,7 +266,9 @@ def test_the_starter_gets_the_key_in_its_url_so_that_location_carries_it(pipelin
     assert "?code=', uriComponent(activity('" in start.url["value"] and start.policy.secure_input is True
 
 
-def test_replays_post_the_path_to_the_ingest_route_of_its_source(pipeline):
+def test_replays_post_the_path_to_the_ingest_route_of_its_source_and_ask_to_be_queued(pipeline):
+    from shared.ingestion.http import read_reingest_body
+
     (foreach,) = [a for a in pipeline.activities if isinstance(a, models.ForEachActivity)]
     assert foreach.items.value == "@pipeline().parameters.replayPaths"
     assert pipeline.parameters["replayPaths"].type == "array"
@@ -276,10 +278,22 @@ def test_replays_post_the_path_to_the_ingest_route_of_its_source(pipeline):
         (call,) = case.activities
         assert f"'/api/ingest/{case.value}?code='" in call.url["value"]
         body = _expand(call.body["value"], f"raw/{case.value}/x/2026.csv", "r")
-        assert body == {"path": f"raw/{case.value}/x/2026.csv", "force": True}
+        # always queued: a replay answers 202 + Location at once, whatever the file's size
+        assert body == {"path": f"raw/{case.value}/x/2026.csv", "force": True, "async": True}
+        assert read_reingest_body(case.value, json.dumps(body).encode())[3] == []  # the route accepts it
     assert {c.value for c in switch.cases} == {"weather", "shipments", "demographics"}
     (default,) = switch.default_activities
     assert isinstance(default, models.FailActivity)
+
+
+def test_the_location_a_replay_follows_is_the_status_route_of_the_same_app(pipeline):
+    """The ingest route answers 202 with Location ``/api/ingest/<source>/requests/<id>``
+    (tests/test_reingest.py): the app that took the POST answers the GET too."""
+    for _activity, _, path in web_calls(pipeline):
+        if path.startswith("ingest/"):
+            _, posted_to = route_for(path, "POST")
+            name, module = route_for(f"{path}/requests/{'0' * 32}", "GET")
+            assert (name, module) == (f"ingest_{path.split('/')[1]}_request", posted_to)
 
 
 def _seconds(timespan: str) -> int:
