@@ -62,9 +62,14 @@ def _requests() -> list[tuple[str, str, str, str]]:
 def test_every_request_in_test_http_is_a_route_the_app_indexes():
     requests = _requests()
     api = [(m, p) for m, p, _, _ in requests if p.startswith("/api/")]
-    assert len(api) == 9
+    assert len(api) == 11
     named = {route_for(path.removeprefix("/api/"), method)[0] for method, path in api}
-    assert {"ingest_weather_http", "pipeline_runs_submit", "pipeline_runs_watch_start"} <= named
+    assert {
+        "ingest_weather_http",
+        "ingest_weather_request",
+        "pipeline_runs_submit",
+        "pipeline_runs_watch_start",
+    } <= named
     assert {"pipeline_runs_watch_status", "pipeline_runs_watch_cancel", "pipeline_runs_cancel"} <= named
     for _, _, headers, _ in requests:
         if "x-functions-key" not in headers:
