@@ -316,3 +316,13 @@ def test_a_raw_file_deleted_before_its_turn_fails_the_request_without_retries(lo
     assert record["status"] == "failed" and record["attempts"] == 1
     status, answer, _ = reingest.request_status(local_lake, "weather", answer["request_id"], "http://h")
     assert status == 502 and answer["message"] == f"no raw file at {WEATHER} any more"
+
+
+@pytest.mark.parametrize(
+    "content", [b"[1, 2]", b"{not json", b'{"status": "ingested"}'], ids=["list", "text", "no-result"]
+)
+def test_a_record_that_cannot_be_read_answers_502_never_500(local_lake, content):
+    rid = "b" * 32
+    local_lake.write_bytes(reingest.record_path("weather", rid), content)
+    status, answer, _ = reingest.request_status(local_lake, "weather", rid, "http://h")
+    assert status == 502 and answer["error"] == "reingest_failed" and "post it again" in answer["message"]

@@ -226,13 +226,15 @@ def run_request(
             manifest = reingest(target, path, invocation_id, force=force, signal=signal)
         except NotFoundError:
             return _end(target, where, record, failed=f"no raw file at {path} any more")
-        except Exception as e:
-            reason = _reason(e)
-            if dequeue_count >= MAX_DEQUEUE:
-                log.error("re-ingest %s: attempt %d of %d failed; the request failed", path, dequeue_count, MAX_DEQUEUE)
+        except Exception as e:  # the host logs the error itself, with its traceback
+            reason, last = _reason(e), dequeue_count >= MAX_DEQUEUE
+            then = "the request failed" if last else "the host retries"
+            log.warning(
+                "re-ingest %s: attempt %d of %d failed (%s); %s", path, dequeue_count, MAX_DEQUEUE, reason, then
+            )
+            if last:
                 _end(target, where, record, failed=f"{reason} (after {dequeue_count} attempts)")
             else:
-                log.warning("re-ingest %s: attempt %d of %d failed; the host retries", path, dequeue_count, MAX_DEQUEUE)
                 record.update(status="queued", last_error=reason, updated_at=clock.iso(clock.now()))
                 target.write_bytes(where, _dump(record))
             raise
@@ -247,12 +249,13 @@ def request_status(target: Lake, source: str, rid: str, base_url: str, code: str
     if not isinstance(rid, str) or not _REQUEST_ID.fullmatch(rid):
         return invalid_request([problem("request_id", "expected the 32 hexadecimal digits a request was answered")])
     try:
-        record = json.loads(target.read_bytes(record_path(source, rid)))
+        found = json.loads(target.read_bytes(record_path(source, rid)))
     except NotFoundError:
         return error(404, "unknown_request", f"no re-ingest request {rid} for raw/{source}/")
     except ValueError:
-        record = {}
-    status = record.get("status") if isinstance(record, dict) else None
+        found = None
+    record: dict[str, Any] = found if isinstance(found, dict) else {}
+    status = record.get("status")
     if status in PENDING and not _lost(record, clock.now()):
         return _pending(record, status_url(base_url, source, rid, code))
     if status in ("ingested", "quarantined") and isinstance(record.get("result"), dict):
@@ -316,8 +319,7 @@ def _message(body: bytes) -> tuple[str, str, bool]:
 
 def _reason(e: Exception) -> str:
     """A failure in one line for the caller: what kind of fault, never its text, which may name
-    a file of the worker or an endpoint (the log has it, under the invocation id)."""
-    log.error("re-ingest failed", exc_info=e)
+    a file of the worker or an endpoint (the host's log has it, under the invocation id)."""
     if isinstance(e, TransientLakeError):
         return "the lake's storage kept failing"
     if isinstance(e, LakeAccessError):
