@@ -86,7 +86,8 @@ def routes() -> list[tuple[str, str, set[str], str]]:
         for b in fn.get_bindings():
             if b.type == "httpTrigger":
                 methods = {str(getattr(m, "value", m)) for m in b.methods}
-                found.append((b.route, name, methods, fn.get_user_function().__module__))
+                # a blueprint's functions live in its folder's modules (trigger_aml.pipeline_runs...)
+                found.append((b.route, name, methods, fn.get_user_function().__module__.split(".")[0]))
     return found
 
 

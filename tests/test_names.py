@@ -610,7 +610,8 @@ def code_names() -> Code:
         fields[name] = tuple(alias.choices) if isinstance(alias, AliasChoices) else (name,)
     bindings = []
     for fname, fn in indexed_functions().items():
-        module = fn.get_user_function().__module__
+        # a blueprint's functions live in its folder's modules (poll_aml_durable.weekly_batch...)
+        module = fn.get_user_function().__module__.split(".")[0]
         for b in fn.get_bindings():
             bindings.append(Binding(fname, module, b.type, b.get_dict_repr()))
     queues = {fields[f][0]: info.default for f, info in Settings.model_fields.items() if f.endswith("_queue")}
