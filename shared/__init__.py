@@ -18,7 +18,8 @@ Where things are:
   batch in this process, main job, report, data generator);
 - beside them, what every room uses: :mod:`shared.settings`, :mod:`shared.lake`,
   :mod:`shared.telemetry`, :mod:`shared.http` (answers and problem lists),
-  :mod:`shared.clock` (time and ISO timestamps), and :mod:`shared.runtime`, the composition
+  :mod:`shared.clock` (time and ISO timestamps), :mod:`shared.health` (the health policy: gates,
+  promotion margin, staleness, the baseline rule), and :mod:`shared.runtime`, the composition
   root that builds the worker's clients once.
 """
 

@@ -100,7 +100,7 @@ def test_no_product_module_is_over_the_size_guide():
 
 #: the packages' order (ARCHITECTURE.md): each imports only packages of a lower rank, or its own
 ORDER = {
-    "shared": 0,  # the base: settings, clock, http, lake, telemetry
+    "shared": 0,  # the base: settings, clock, http, lake, telemetry, health (the health policy)
     "shared.ingestion": 1,
     "shared.aml": 1,
     "shared.watch": 2,
@@ -109,7 +109,7 @@ ORDER = {
     "shared.tooling": 5,
     "shared.__main__": 6,  # the command line's entry point, over the tooling
 }
-BASE = {"shared.settings", "shared.clock", "shared.http", "shared.lake", "shared.telemetry"}
+BASE = {"shared.settings", "shared.clock", "shared.http", "shared.lake", "shared.telemetry", "shared.health"}
 
 
 def package_of(module: str) -> str:
