@@ -230,3 +230,68 @@ def test_the_score_pipeline_needs_production_models_and_no_model_metrics():
     component = yaml.safe_load((ROOT_DIR / score.local.components["forecastops_forecast_score_production"]).read_text())
     assert component["name"] == "forecastops_forecast_score_production"
     assert set(component["inputs"]) == {"features", "production"} and set(component["outputs"]) == {"scores"}
+
+
+# --- the health policy's values (pipelines/health_policy.json) --------------------------------------
+
+
+def _catalog_with_gates(tmp_path, gates: str):
+    (tmp_path / "pipelines").mkdir(exist_ok=True)
+    path = tmp_path / "pipelines" / f"catalog-{abs(hash(gates))}.toml"  # load_catalog caches by path
+    path.write_text(
+        '[pipelines.a]\ndescription = "x"\nexperiment = "e"\ndefinition = { kind = "component", component = "azureml:a:1" }\n'
+        f"[pipelines.a.gates]\n{gates}\n"
+    )
+    return load_catalog(path)
+
+
+def test_the_gates_are_the_health_policy_s_and_a_catalog_may_make_them_stricter_never_looser(tmp_path):
+    from shared.aml.catalog import Gates
+    from shared.health import policy
+
+    limits = policy().gates
+    assert (Gates().max_mape, Gates().max_age_days) == (limits.max_mape, limits.max_age_days)
+    for p in load_catalog().values():
+        assert (p.gates.max_mape, p.gates.max_age_days) == (limits.max_mape, limits.max_age_days), p.name
+    stricter = _catalog_with_gates(tmp_path, f"max_mape = {limits.max_mape / 2}\nmax_age_days = 7")["a"].gates
+    assert (stricter.max_mape, stricter.max_age_days) == (limits.max_mape / 2, 7)
+    with pytest.raises(CatalogError) as e:
+        _catalog_with_gates(tmp_path, f"max_mape = {limits.max_mape + 0.1}\nmax_age_days = {limits.max_age_days + 1}")
+    assert "a.gates.max_mape" in str(e.value) and "a.gates.max_age_days" in str(e.value)
+    assert "looser than the health policy's" in str(e.value)
+
+
+def test_the_forecast_pipeline_passes_the_policy_to_its_evaluate_step_on_both_backends(tmp_path):
+    import yaml
+
+    from shared.aml import jobspec
+    from shared.aml.local.plan import plan
+    from shared.health import policy
+    from shared.lake import LocalLake
+
+    forecast = load_catalog()["forecast"]
+    values = {"max_mape": forecast.gates.max_mape, "baseline_margin": policy().baseline.margin}
+    req, problems = validate_request(forecast, {})
+    assert problems == [] and {k: req.parameters[k] for k in values} == values
+    # the value the policy gives is accepted (a watch resubmits the parameters it was given),
+    # any other refused: a run cannot move a gate
+    again, problems = validate_request(forecast, {"parameters": dict(values)})
+    assert problems == [] and again.parameters == req.parameters
+    _, problems = validate_request(forecast, {"parameters": {"max_mape": 0.9, "baseline_margin": 0.5}})
+    assert [p["field"] for p in problems] == ["parameters.max_mape", "parameters.baseline_margin"]
+    assert "set by the health policy (gates.max_mape" in problems[0]["message"]
+    # the pipeline binds them to evaluate, whose command passes them on
+    job = yaml.safe_load((ROOT_DIR / forecast.definition.job).read_text())
+    assert {k: job["jobs"]["evaluate"]["inputs"][k] for k in values} == {
+        k: f"${{{{parent.inputs.{k}}}}}" for k in values
+    }
+    # local backend: evaluate's command line
+    (evaluate,) = [
+        s for s in plan(forecast, req, LocalLake(tmp_path / "lake"), tmp_path / "work") if s.name == "evaluate"
+    ]
+    argv = evaluate.argv
+    assert argv[argv.index("--max-mape") + 1] == str(values["max_mape"])
+    assert argv[argv.index("--baseline-margin") + 1] == str(values["baseline_margin"])
+    # azureml backend: the job's literal inputs
+    spec = jobspec.build(ROOT_DIR / forecast.definition.job, req, forecast, "run-1", lambda *_: {})
+    assert {k: spec["inputs"][k] for k in values} == values

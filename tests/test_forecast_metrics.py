@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shared.health import policy
 from tests.drivers import forecast_step_module
 
 lib = forecast_step_module("forecast_lib")
 evaluate = forecast_step_module("evaluate")
+#: what the catalog passes the step (the health policy's)
+MAX_MAPE, MARGIN = policy().gates.max_mape, policy().baseline.margin
 
 ACTUAL = np.array([0.0, 2.0, 4.0, 10.0])
 FORECAST = np.array([1.0, 1.0, 5.0, 8.0])
@@ -82,7 +85,7 @@ def _backtest() -> pd.DataFrame:
 
 def test_evaluate_means_and_spreads_over_the_origins() -> None:
     long = evaluate.per_origin(_backtest(), 0.0)
-    table = evaluate.model_table(long, 123.0, "2026-01-19")
+    table = evaluate.model_table(long, 123.0, "2026-01-19", MARGIN)
     group = table.set_index("model").loc["r.large.fast"]
     # origin 1: MAPE (0.25 + 0) / 2 = 0.125, WAPE 0.5/6; origin 2: MAPE 0.2 (the zero actual out), WAPE 3/10
     assert group["mape"] == pytest.approx((0.125 + 0.2) / 2)
@@ -104,8 +107,8 @@ def test_evaluate_means_and_spreads_over_the_origins() -> None:
 
 def test_evaluate_targets_against_the_oracle() -> None:
     long = evaluate.per_origin(_backtest(), 0.0)
-    summary = evaluate.summarise(long)
-    goals = evaluate.targets(summary, evaluate.model_table(long, 0.0, "2026-01-19"))
+    summary = evaluate.summarise(long, MAX_MAPE)
+    goals = evaluate.targets(summary, evaluate.model_table(long, 0.0, "2026-01-19", MARGIN), MAX_MAPE)
     checks = {c["target"]: c for c in goals["checks"]}
     # the oracle here is the actual itself: nothing can be within 10% of a WAPE of 0
     assert not checks["wape"]["met"] and not goals["met"]
@@ -117,6 +120,20 @@ def test_evaluate_targets_against_the_oracle() -> None:
 
 def test_evaluate_with_a_mape_floor() -> None:
     long = evaluate.per_origin(_backtest(), 3.0)
-    table = evaluate.model_table(long, 0.0, "2026-01-19").set_index("model")
+    table = evaluate.model_table(long, 0.0, "2026-01-19", MARGIN).set_index("model")
     # actuals above 3: 4 (origin 1: |4-4|/4 = 0) and 10 (origin 2: 0.2)
     assert table.loc["r.large.fast", "mape"] == pytest.approx(0.1)
+
+
+def test_evaluate_judges_by_the_gate_and_the_baseline_rule_it_is_given() -> None:
+    # the group: MAPE 0.1625 against the baseline's 0.375 (0.2125 better)
+    long = evaluate.per_origin(_backtest(), 0.0)
+    beats = {
+        m: evaluate.model_table(long, 0.0, "2026-01-19", m).set_index("model").loc["r.large.fast"] for m in (0.2, 0.25)
+    }
+    assert bool(beats[0.2]["beats_baseline"]) and not bool(beats[0.25]["beats_baseline"])
+    for gate, within in ((0.17, 1), (0.16, 0)):
+        mean = evaluate.summarise(long, gate).query("origin == 'mean' and velocity == 'all'").set_index("family")
+        assert mean.loc["blend", "models_le_045"] == within
+    goals = evaluate.targets(evaluate.summarise(long, 0.17), evaluate.model_table(long, 0.0, "2026-01-19", 0.0), 0.17)
+    assert "models at MAPE <= 0.17" in {c["target"]: c for c in goals["checks"]}["models_le_045"]["text"]

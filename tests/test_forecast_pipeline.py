@@ -29,6 +29,7 @@ from shared import clock
 from shared.aml.catalog import load_catalog
 from shared.aml.local.backend import LocalBackend
 from shared.aml.request import validate_request
+from shared.health import policy
 from shared.lake import LocalLake
 from shared.settings import Settings
 from shared.tooling import cli
@@ -38,6 +39,8 @@ from tests.drivers import forecast_step_module
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "pipelines" / "forecast" / "src"
 HOLDOUT = 8
+#: evaluate's health-policy arguments, as the catalog passes them
+POLICY = ("--max-mape", str(policy().gates.max_mape), "--baseline-margin", str(policy().baseline.margin))
 
 
 def step(script: str, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -65,7 +68,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     step("prepare.py", "--curated", curated, "--holdout-weeks", HOLDOUT, "--regions", "all", "--out", out["features"])
     step("train.py", "--features", out["features"], "--seed", "7", "--out", out["models"], env=env)
     step("score.py", "--features", out["features"], "--models", out["models"], "--out", out["scores"])
-    step("evaluate.py", "--scores", out["scores"], "--models", out["models"], "--out", out["metrics"], env=env)
+    step("evaluate.py", "--scores", out["scores"], "--models", out["models"], *POLICY, "--out", out["metrics"], env=env)
     return {**out, "tmp": tmp, "curated": curated}
 
 
@@ -232,7 +235,7 @@ def test_score_and_evaluate_cover_the_trained_groups_only(run: dict[str, Path], 
     assert f"no model for {len(groups) - 2} group(s)" in scored.stderr and groups[2] in scored.stderr
     fc = pd.read_csv(tmp / "scores_two" / "forecasts.csv")
     assert set(fc["group"]) == set(groups[:2]) and set(fc["split"]) == {"holdout", "future"}
-    args = ("--scores", tmp / "scores_two", "--models", subsets["two"], "--out", tmp / "metrics_two")
+    args = ("--scores", tmp / "scores_two", "--models", subsets["two"], *POLICY, "--out", tmp / "metrics_two")
     step("evaluate.py", *args, env=env)
     table = pd.read_csv(tmp / "metrics_two" / "metrics.csv")
     assert list(table["model"]) == [*groups[:2], "overall"]

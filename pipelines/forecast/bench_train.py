@@ -54,6 +54,15 @@ def lake_for(work: Path, name: str) -> Path:
     return base
 
 
+def policy_args() -> list[str]:
+    """evaluate's health-policy arguments, as the catalog passes them (pipelines/health_policy.json)."""
+    sys.path.insert(0, str(ROOT))
+    from shared.health import policy
+
+    p = policy()
+    return ["--max-mape", str(p.gates.max_mape), "--baseline-margin", str(p.baseline.margin)]
+
+
 def run(src: Path, script: str, *args: str | Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         run(SRC, "score.py", "--features", out / "features", "--models", out / "models", "--out", out / "scores")
         _, report = run(
             SRC, "evaluate.py", "--scores", out / "scores", "--models", out / "models",
-            "--oracle", base / "oracle", "--out", out / "metrics",
+            "--oracle", base / "oracle", *policy_args(), "--out", out / "metrics",
         )  # fmt: skip
         meta = json.loads((out / "features" / "meta.json").read_text())
         manifest = json.loads((out / "models" / "manifest.json").read_text())

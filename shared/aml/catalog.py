@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared import ROOT
+from shared import ROOT, health
 
 CATALOG_FILE = ROOT / "pipelines" / "catalog.toml"
 
@@ -35,6 +35,9 @@ class Parameter(BaseModel):
     default: str | int | float | bool | None = None
     allowed: list[str | int | float] | None = None
     description: str = ""
+    #: the health policy's value this parameter carries to the steps (``gates.max_mape``: the
+    #: pipeline's gate); its value is always that one, filled in when the catalog loads
+    policy: Literal["gates.max_mape", "gates.max_age_days", "baseline.margin"] | None = None
 
 
 class Input(BaseModel):
@@ -80,15 +83,16 @@ class LocalSpec(BaseModel):
 
 
 class Gates(BaseModel):
-    """A pipeline's health gates: what a completed run's metrics must show to pass. Only the
-    catalog sets them; a caller may only make them stricter."""
+    """A pipeline's health gates: what a completed run's metrics must show to pass. The limits
+    are the health policy's (:mod:`shared.health`); the catalog may make a pipeline's stricter,
+    a caller only stricter again."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: the highest MAPE a model may have (metrics named ``mape`` or ``<model>.mape``)
-    max_mape: float | None = Field(0.45, gt=0)
+    max_mape: float | None = Field(default_factory=lambda: health.policy().gates.max_mape, gt=0)
     #: the oldest a model may be, in days (``trained_at`` in epoch seconds)
-    max_age_days: float | None = Field(60.0, gt=0)
+    max_age_days: float | None = Field(default_factory=lambda: health.policy().gates.max_age_days, gt=0)
     #: metrics every model must report (by their last name); a missing or non-finite one fails
     required: tuple[str, ...] = ()
     #: metric prefixes that are not models (an ``overall`` row), held only to what they report
@@ -135,6 +139,31 @@ def load_catalog(path: Path = CATALOG_FILE) -> dict[str, Pipeline]:
         ]:
             if rel is not None and not (path.parent.parent / rel).is_file():
                 problems.append(f"{p.name}: {rel} does not exist")
+    for name, p in list(found.items()):
+        found[name], more = _with_policy(p, health.policy())
+        problems += more
     if problems:
         raise CatalogError(f"{path}: " + "; ".join(problems))
     return found
+
+
+def _with_policy(p: Pipeline, policy: health.HealthPolicy) -> tuple[Pipeline, list[str]]:
+    """``p`` with its policy parameters' values filled in, and its gates checked against the
+    health policy: a catalog entry may make them stricter, never looser."""
+    problems = []
+    for gate in ("max_mape", "max_age_days"):
+        mine, limit = getattr(p.gates, gate), getattr(policy.gates, gate)
+        if mine is None or mine > limit:
+            problems.append(
+                f"{p.name}.gates.{gate}: {mine} is looser than the health policy's {limit} ({health.POLICY_FILE.name})"
+            )
+    values = {
+        "gates.max_mape": p.gates.max_mape,
+        "gates.max_age_days": p.gates.max_age_days,
+        "baseline.margin": policy.baseline.margin,
+    }
+    parameters = {
+        k: v.model_copy(update={"default": values[v.policy], "required": False}) if v.policy else v
+        for k, v in p.parameters.items()
+    }
+    return p.model_copy(update={"parameters": parameters}), problems

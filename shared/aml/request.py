@@ -214,6 +214,9 @@ def check_parameters(
     for name, spec in pipeline.parameters.items():
         if name in given:
             value, error = coerce(spec, given[name], from_text)
+            if not error and spec.policy is not None and value != spec.default:
+                # the gates' own values, carried to the steps: a run cannot move them
+                error = f"set by the health policy ({spec.policy} = {spec.default}), not by a request"
             if error:
                 problems.append(problem(f"{field}.{name}", error))
             else:
