@@ -59,6 +59,19 @@ def test_the_margin_is_a_setting():
     assert decide(card(4, 0.34), card(3, 0.33), GATES, NOW, max_mape_increase=0.0).rule == "beyond_margin"
 
 
+def test_the_margin_and_the_staleness_limit_are_the_health_policy_s_unless_given():
+    from shared.health import policy
+    from shared.settings import Settings
+
+    margin, stale = policy().promotion.margin, policy().stale_days
+    assert Settings().promotion_margin == margin  # the app's, not an app setting of its own
+    base = 0.30
+    assert decide(card(4, base + margin - 0.001), card(3, base), GATES, NOW).rule == "within_margin"
+    assert decide(card(4, base + margin + 0.001), card(3, base), GATES, NOW).rule == "beyond_margin"
+    assert decide(card(4, 0.44), card(3, 0.20, days_old=stale + 1), GATES, NOW).rule == "stale_production"
+    assert decide(card(4, 0.44), card(3, 0.20, days_old=stale - 1), GATES, NOW).rule == "beyond_margin"
+
+
 def test_a_stale_production_model_is_replaced_even_by_a_worse_candidate():
     d = decide(card(4, 0.44), card(3, 0.20, days_old=75), GATES, NOW)
     assert (d.outcome, d.rule) == ("promoted", "stale_production")

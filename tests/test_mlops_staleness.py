@@ -111,3 +111,28 @@ def test_nothing_stale_sends_nothing():
             raise AssertionError("nothing should be sent")
 
     assert staleness.retrain_at_once([], "2026-12-21", Never()) is None
+
+
+def test_the_staleness_limit_is_read_in_one_place_the_forecast_pipeline_s_age_gate():
+    from shared.aml.catalog import Gates, load_catalog
+    from shared.health import policy
+    from shared.mlops import steps
+
+    gates = load_catalog()["forecast"].gates
+    assert staleness.limit(gates) == gates.max_age_days == policy().stale_days == staleness.limit()
+    # a stricter gate is the limit; the daily timer's spelling is the policy's limit
+    assert staleness.limit(Gates(max_age_days=30)) == 30 and policy().stale_days == staleness.DEFAULT_STALE_DAYS
+    # the batch's plan and promotion read the same function
+    ctx = steps.Context(lake=None, registry=None, data=None, gates=Gates(max_age_days=30))
+    assert steps._stale_days(ctx) == 30
+
+
+def test_the_daily_check_defaults_to_the_policy_s_limit(local_lake):
+    from shared.health import policy
+
+    registry = LakeRegistry(local_lake)
+    limit = policy().stale_days
+    production(registry, "west.large.fast", days_old=limit + 1)
+    production(registry, "west.small.fast", days_old=limit - 1)
+    assert [c.name for c in staleness.check(registry, NOW)] == ["west.large.fast"]
+    assert [c.name for c in staleness.stale_models(registry, NOW)] == ["west.large.fast"]

@@ -1,18 +1,22 @@
-"""The promotion rules: a pure decision, with no I/O, about one registered candidate.
+"""The promotion rules: a pure decision about one registered candidate (no I/O but the health
+policy, read once, for the limits not given).
 
 In order:
 
-1. **Gates.** The candidate must pass its pipeline's health gates (:class:`shared.aml.catalog.Gates`):
-   a finite MAPE at most ``max_mape``, trained no more than ``max_age_days`` ago, every required
-   metric present. A candidate that fails is never promoted, even when there is no production
-   model: serving nothing new is better than serving a model the gates call unhealthy.
+1. **Gates.** The candidate must pass its pipeline's health gates (:class:`shared.aml.catalog.Gates`,
+   the health policy's limits): a finite MAPE at most ``max_mape``, trained no more than
+   ``max_age_days`` ago, every required metric present. A candidate that fails is never
+   promoted, even when there is no production model: serving nothing new is better than
+   serving a model the gates call unhealthy.
 2. **No production model:** the candidate is promoted.
-3. **Stale production model** (older than ``stale_days``, 60 by default, or whose MAPE is not a
-   number): the candidate is promoted whatever it scores against it.
-4. **Comparison.** With ``max_mape_increase`` (an absolute difference in MAPE, 0.02 by default:
-   MAPE 0.35 against production's 0.33 is within it), the candidate is promoted when its MAPE is
-   at most production's plus the margin (a newer model trained on newer data that is about as
-   good replaces the older one), and kept otherwise.
+3. **Stale production model** (older than ``stale_days``, by default the health policy's
+   staleness limit, or whose MAPE is not a number): the candidate is promoted whatever it scores
+   against it.
+4. **Comparison.** With ``max_mape_increase`` (an absolute difference in MAPE, by default the
+   health policy's promotion margin: with a margin of 0.02, MAPE 0.35 against production's 0.33
+   is within it), the candidate is promoted when its MAPE is at most production's plus the
+   margin (a newer model trained on newer data that is about as good replaces the older one),
+   and kept otherwise.
 
 The decision says which rule decided and, for a person, why.
 """
@@ -22,17 +26,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
+from shared import health
 from shared.aml.catalog import Gates
 from shared.clock import iso
 from shared.mlops.cards import Decision, ModelCard
 from shared.watch.gates import age_failure, finite, mape_failure
 
-__all__ = ["DEFAULT_MAX_MAPE_INCREASE", "DEFAULT_STALE_DAYS", "age_days", "decide", "gate_problems"]
-
-#: how much worse (absolute MAPE) a candidate may be than production and still replace it
-DEFAULT_MAX_MAPE_INCREASE = 0.02
-#: a production model older than this (days since ``trained_at``) is replaced by any healthy candidate
-DEFAULT_STALE_DAYS = 60.0
+__all__ = ["age_days", "decide", "gate_problems"]
 
 # float noise: 0.35 - 0.33 is 0.01999..., which must count as within a 0.02 margin
 _EPSILON = 1e-9
@@ -59,15 +59,26 @@ def gate_problems(card: ModelCard, gates: Gates, now: dt.datetime) -> list[str]:
     return problems
 
 
+def _limits(max_mape_increase: float | None, stale_days: float | None) -> tuple[float, float]:
+    """The margin and the staleness limit: as given, else the health policy's."""
+    policy = health.policy()
+    return (
+        policy.promotion.margin if max_mape_increase is None else max_mape_increase,
+        policy.stale_days if stale_days is None else stale_days,
+    )
+
+
 def decide(
     candidate: ModelCard,
     production: ModelCard | None,
     gates: Gates,
     now: dt.datetime,
-    max_mape_increase: float = DEFAULT_MAX_MAPE_INCREASE,
-    stale_days: float = DEFAULT_STALE_DAYS,
+    max_mape_increase: float | None = None,
+    stale_days: float | None = None,
 ) -> Decision:
-    """Promote ``candidate`` or keep ``production`` (see the module's rules)."""
+    """Promote ``candidate`` or keep ``production`` (see the module's rules); the margin and the
+    staleness limit are the health policy's unless given."""
+    max_mape_increase, stale_days = _limits(max_mape_increase, stale_days)
     version = candidate.version
     if version is None:
         raise ValueError("decide on a registered candidate (its version is not set)")

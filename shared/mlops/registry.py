@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from shared.aml.catalog import Gates
 from shared.lake import Lake, NotFoundError
 from shared.mlops.cards import Decision, ModelCard
-from shared.mlops.promotion import DEFAULT_MAX_MAPE_INCREASE, DEFAULT_STALE_DAYS, decide
+from shared.mlops.promotion import decide
 
 __all__ = ["LakeRegistry", "ModelNotFound", "Registry", "RegistryError", "review"]
 
@@ -131,11 +131,12 @@ def review(
     version: int,
     gates: Gates,
     now: dt.datetime,
-    max_mape_increase: float = DEFAULT_MAX_MAPE_INCREASE,
-    stale_days: float = DEFAULT_STALE_DAYS,
+    max_mape_increase: float | None = None,
+    stale_days: float | None = None,
 ) -> Decision:
     """Apply the promotion rules to a registered candidate, then promote it or record that
-    production stays; the decision either way."""
+    production stays; the decision either way (the margin and the staleness limit are the health
+    policy's unless given)."""
     candidate = registry.get(name, version)
     production = registry.production(name)
     decision = decide(candidate, production, gates, now, max_mape_increase, stale_days)

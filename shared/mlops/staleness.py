@@ -4,7 +4,11 @@ Application Insights (``model_age_days``, ``stale_models``). The next weekly bat
 stale model's group (its plan sees the age); with ``FORECASTOPS_STALE_RETRAIN=at_once`` the
 check asks for a batch of the stale groups at once (:func:`retrain_at_once`: a message on the
 batch queue, which the bridge's queue trigger starts like any other). A stale incumbent is
-replaced by any candidate that passes the gates (:mod:`shared.mlops.promotion`)."""
+replaced by any candidate that passes the gates (:mod:`shared.mlops.promotion`).
+
+How old is stale is :func:`limit`, the one reader of the limit: the forecast pipeline's age gate,
+which is the health policy's (``pipelines/health_policy.json``) unless the catalog is stricter.
+The batch's plan and promotion (:mod:`shared.mlops.steps`) and the daily check read it there."""
 
 from __future__ import annotations
 
@@ -12,23 +16,43 @@ import datetime as dt
 import logging
 from typing import Any, Protocol
 
-from shared import telemetry
+from shared import health, telemetry
+from shared.aml.catalog import Gates
 from shared.mlops.cards import ModelCard
-from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
+from shared.mlops.promotion import age_days
 from shared.mlops.registry import Registry
 
-__all__ = ["check", "retrain_at_once", "stale_models"]
+__all__ = ["check", "limit", "retrain_at_once", "stale_models"]
 
 log = logging.getLogger(__name__)
 
 
-def stale_models(registry: Registry, now: dt.datetime, max_age_days: float = DEFAULT_STALE_DAYS) -> list[ModelCard]:
-    """Every production model trained more than ``max_age_days`` before ``now``, by name."""
+def limit(gates: Gates | None = None) -> float:
+    """The age (days since ``trained_at``) beyond which a production model is stale: the age gate
+    of ``gates`` (the forecast pipeline's), else the health policy's."""
+    if gates is not None and gates.max_age_days is not None:
+        return gates.max_age_days
+    return health.policy().stale_days
+
+
+def __getattr__(name: str) -> float:
+    # the daily timer's older spelling (``staleness.DEFAULT_STALE_DAYS``): the policy's limit
+    if name == "DEFAULT_STALE_DAYS":
+        return limit()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def stale_models(registry: Registry, now: dt.datetime, max_age_days: float | None = None) -> list[ModelCard]:
+    """Every production model trained more than ``max_age_days`` (default :func:`limit`) before
+    ``now``, by name."""
+    max_age_days = limit() if max_age_days is None else max_age_days
     return [card for card in registry.production_models() if age_days(card, now) > max_age_days]
 
 
-def check(registry: Registry, now: dt.datetime, max_age_days: float = DEFAULT_STALE_DAYS) -> list[ModelCard]:
-    """The daily check: every stale production model logged and counted; the stale ones."""
+def check(registry: Registry, now: dt.datetime, max_age_days: float | None = None) -> list[ModelCard]:
+    """The daily check: every stale production model (older than ``max_age_days``, default
+    :func:`limit`) logged and counted; the stale ones."""
+    max_age_days = limit() if max_age_days is None else max_age_days
     production = registry.production_models()
     stale = [card for card in production if age_days(card, now) > max_age_days]
     for card in stale:

@@ -28,10 +28,11 @@ from shared.clock import iso
 from shared.ingestion.weeks import StoreMaster, readiness, store_master
 from shared.lake import Lake, NotFoundError
 from shared.mlops import inputs as group_inputs
+from shared.mlops import staleness
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
 from shared.mlops.data_assets import DataCatalog, DataVersionNotFound
-from shared.mlops.promotion import DEFAULT_STALE_DAYS, age_days
+from shared.mlops.promotion import age_days
 from shared.mlops.registry import Registry, review
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class Context:
     #: the forecast pipeline's gates (the catalog's)
     gates: Gates
     retrain: str = "changed"
-    margin: float = 0.02
+    #: the promotion margin (None: the health policy's)
+    margin: float | None = None
     watch: dict[str, Any] | None = None
     #: more inputs of the training run besides the curated data (the main job's oracle)
     train_inputs: dict[str, str] | None = None
@@ -70,8 +72,8 @@ def _record(plan: dict[str, Any], name: str) -> str:
 
 
 def _stale_days(ctx: Context) -> float:
-    """The age beyond which a production model is stale: the gates' max age (60 days)."""
-    return ctx.gates.max_age_days if ctx.gates.max_age_days is not None else DEFAULT_STALE_DAYS
+    """The age beyond which a production model is stale (:func:`shared.mlops.staleness.limit`)."""
+    return staleness.limit(ctx.gates)
 
 
 def _write_json(lake: Lake, path: str, doc: Any) -> None:
