@@ -155,6 +155,23 @@ def test_healthy_means_the_gates_and_better_than_the_baseline_and_says_which_fai
     assert "2 of 3 beat the historical-average baseline" in text
 
 
+def test_healthy_is_the_health_policy_s_rule_the_gates_and_beating_the_baseline_by_its_margin():
+    from shared.health import HealthPolicy, policy
+
+    rows = [_row("west.large.fast", 0.30, 0.33), _row("west.large.slow", 0.30, 0.40)]
+    # the file's rule (margin 0): both beat their baseline
+    assert [r["healthy"] for r in report.models(rows, NOW, GATES)] == [True, True]
+    assert report.models(rows, NOW, GATES) == report.models(rows, NOW, GATES, policy())
+    # a policy whose baseline margin is 0.05: 0.30 against 0.33 no longer beats it
+    margin = policy().model_dump()
+    margin["baseline"]["margin"] = 0.05
+    stricter = HealthPolicy.model_validate(margin)
+    judged = report.models(rows, NOW, GATES, stricter)
+    assert [r["healthy"] for r in judged] == [False, True]
+    assert judged[0]["problems"] == ["not better than the baseline by more than 0.05 (0.300 vs 0.330)"]
+    assert "1 of 2 beat the historical-average baseline" in report.verdict(judged, None, GATES, stricter)
+
+
 def test_the_error_chart_sorts_models_by_error_and_draws_the_gate():
     rows = report.models(
         [_row("b.large.fast", 0.5, 0.6), _row("a.large.fast", 0.2, 0.3), _row("c.large.fast", 0.35, 0.3)], NOW, GATES

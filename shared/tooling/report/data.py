@@ -1,5 +1,5 @@
-"""The figures of a forecast run's report, from its outputs: one verdict per model by the
-watch's gates and the baseline, the terminal's table and lines, the region x format table,
+"""The figures of a forecast run's report, from its outputs: one verdict per model by the health
+policy (the watch's gates and the beat-the-baseline rule), the terminal's table and lines, the region x format table,
 forecast against actual summed per group, and the ingest's data quality from its manifests."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.health import HealthPolicy, policy
 from shared.watch.gates import Gates, age_failure, finite, mape_failure
 
 
@@ -31,8 +32,9 @@ def num(value: str | None) -> float | None:
     return v if finite(v) else None
 
 
-def _problems(row: dict[str, str], gates: Gates, now: dt.datetime) -> list[str]:
-    """What keeps one model from being healthy: the watch's gates, then the baseline."""
+def _problems(row: dict[str, str], gates: Gates, now: dt.datetime, rules: HealthPolicy) -> list[str]:
+    """What keeps one model from being healthy: the watch's gates, then the policy's
+    beat-the-baseline rule."""
     problems = []
     mape, trained, base = num(row.get("mape")), num(row.get("trained_at")), num(row.get("baseline_mape"))
     if mape is None:
@@ -46,21 +48,29 @@ def _problems(row: dict[str, str], gates: Gates, now: dt.datetime) -> list[str]:
     for kind in gates.required:
         if kind not in ("mape", "trained_at") and num(row.get(kind)) is None:
             problems.append(f"no {kind}")
-    if mape is not None and (base is None or not mape < base):
-        problems.append(f"not better than the baseline ({mape:.3f} vs {_fmt(base)})")
+    if mape is not None and not rules.beats_baseline(mape, base):
+        by = f" by more than {rules.baseline.margin}" if rules.baseline.margin else ""
+        problems.append(f"not better than the baseline{by} ({mape:.3f} vs {_fmt(base)})")
     return problems
 
 
-def models(metrics_rows: list[dict[str, str]], now: dt.datetime, gates: Gates | None = None) -> list[dict[str, Any]]:
-    """One entry per model (the ``overall`` row excluded). Healthy: it passes the watch's
-    gates (MAPE, age, required metrics) *and* its MAPE is below the historical average's;
-    ``problems`` names each that failed."""
+def models(
+    metrics_rows: list[dict[str, str]],
+    now: dt.datetime,
+    gates: Gates | None = None,
+    rules: HealthPolicy | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per model (the ``overall`` row excluded). Healthy, by the health policy
+    (``rules``, the file's by default): it passes the watch's gates (MAPE, age, required
+    metrics) *and* beats its baseline (MAPE below the historical average's by more than the
+    policy's margin); ``problems`` names each that failed."""
     gates = gates or Gates()
+    rules = rules or policy()
     out = []
     for row in metrics_rows:
         if row["model"] in gates.aggregates:
             continue
-        problems = _problems(row, gates, now)
+        problems = _problems(row, gates, now, rules)
         out.append(
             {
                 "model": row["model"],
@@ -100,10 +110,16 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def verdict(rows: list[dict[str, Any]], overall: dict[str, str] | None, gates: Gates | None = None) -> str:
+def verdict(
+    rows: list[dict[str, Any]],
+    overall: dict[str, str] | None,
+    gates: Gates | None = None,
+    rules: HealthPolicy | None = None,
+) -> str:
     gates = gates or Gates()
+    rules = rules or policy()
     healthy = sum(r["healthy"] for r in rows)
-    beat = sum(1 for r in rows if r["mape"] is not None and r["baseline_mape"] and r["mape"] < r["baseline_mape"])
+    beat = sum(1 for r in rows if rules.beats_baseline(r["mape"], r["baseline_mape"]))
     text = f"{healthy} of {len(rows)} models healthy (MAPE <= {gates.max_mape}, trained within "
     text += f"{gates.max_age_days or 0:.0f} days, better than the historical average); "
     text += f"{beat} of {len(rows)} beat the historical-average baseline"

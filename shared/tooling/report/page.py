@@ -8,6 +8,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from shared.health import policy
 from shared.tooling.report import charts
 from shared.tooling.report.data import Quality, num, region_format, targets_line, verdict
 from shared.tooling.report.series import GroupSeries
@@ -83,6 +84,11 @@ def _model_row(r: dict[str, Any]) -> str:
         health,
     ]
     return f"<tr class={'ok' if r['healthy'] else 'bad'}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _margin() -> str:
+    margin = policy().baseline.margin
+    return f" by more than {margin}" if margin else ""
 
 
 def _region_format(inp: ReportInputs) -> str:
@@ -216,8 +222,9 @@ at the same lead over the earlier backtest origins. Grey dashes: the earlier ori
 <th>oracle MAPE</th><th>reduction</th><th>healthy</th></tr>
 {table}</table>
 <p>MAPE: mean absolute percentage error over rows whose actual is above zero. WAPE: absolute errors over actuals.
-Bias: forecast total over actual total. Healthy: passes the watch's gates (MAPE at most {inp.gates.max_mape},
-trained within {inp.gates.max_age_days or 0:.0f} days) and its MAPE is below the historical-average baseline's.</p>
+Bias: forecast total over actual total. Healthy, by the health policy: passes the watch's gates (MAPE at most
+{inp.gates.max_mape}, trained within {inp.gates.max_age_days or 0:.0f} days) and its MAPE is below the
+historical-average baseline's{_margin()}.</p>
 <h2>Data quality</h2>
 <p>Every ingested file's manifest, summed per dataset and format; quarantined files by reason.</p>
 {_quality(inp.quality)}
