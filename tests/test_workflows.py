@@ -225,6 +225,55 @@ def test_model_validation_fails_the_pull_request_when_a_gate_fails(tmp_path, row
     assert "::error::" in proc.stdout and message in proc.stdout, proc.stdout
 
 
+def test_model_validation_takes_its_gates_from_the_health_policy(tmp_path):
+    from shared.health import POLICY_FILE
+
+    # the workflow names no threshold: the script reads the policy file the app reads
+    (line,) = [
+        s["run"]
+        for s in workflow("pull-request.yml")["jobs"]["model-validation"]["steps"]
+        if "validate_models" in s.get("run", "")
+    ]
+    assert line.split() == [".venv/bin/python", ".github/scripts/validate_models.py", "--lake", '"$RUNNER_TEMP/lake"']
+    # three models of four beat their baseline: the policy's share (0.75) passes, a policy asking all fails
+    rows = [_model("a", 0.2, 0.4), _model("b", 0.2, 0.4), _model("c", 0.2, 0.4), _model("d", 0.5, 0.4)]
+    _fake_run(tmp_path / "lake", [*rows, _model("overall", 0.3, 0.4)])
+    assert _validate(tmp_path / "lake").returncode == 0
+    every = json.loads(POLICY_FILE.read_text())
+    every["baseline"]["min_share"] = 1.0
+    (tmp_path / "every.json").write_text(json.dumps(every))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "validate_models.py"),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--policy",
+            str(tmp_path / "every.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "75% of the models beat their baseline; the gate is 100%" in proc.stdout
+    # the rule is the policy's: a margin the models do not clear fails them
+    every["baseline"] = {"margin": 0.25, "min_share": 0.75}
+    (tmp_path / "margin.json").write_text(json.dumps(every))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "validate_models.py"),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--policy",
+            str(tmp_path / "margin.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "0% of the models beat their baseline" in proc.stdout
+    assert "overall MAPE 0.300 does not beat the baseline's 0.400" in proc.stdout
+
+
 def test_makefile_setup_makes_the_tools_venv():
     makefile = (ROOT / "Makefile").read_text()
     assert "setup: $(STAMP) $(TOOLS_STAMP)" in makefile
