@@ -244,7 +244,6 @@ module bridge 'modules/function-app.bicep' = {
       FORECASTOPS_BATCH_INCOMPLETE: 'wait'
       FORECASTOPS_RETRAIN: 'changed'
       FORECASTOPS_STALE_RETRAIN: 'next_batch'
-      FORECASTOPS_PROMOTION_MARGIN: '0.02'
     }
     keyVaultName: vault.outputs.name
     storeFunctionKey: appsRunning

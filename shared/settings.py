@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import health
+
 #: the function folders (blueprints) of the app, in the order the app registers them
 FUNCTION_FOLDERS = ("ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable")
 
@@ -105,14 +107,19 @@ class Settings(BaseSettings):
     stale_retrain: Literal["next_batch", "at_once"] = Field(
         "next_batch", validation_alias=AliasChoices("FORECASTOPS_STALE_RETRAIN")
     )
-    #: how much worse (absolute MAPE) a candidate may be than production and still replace it
-    promotion_margin: float = Field(0.02, ge=0, le=1, validation_alias=AliasChoices("FORECASTOPS_PROMOTION_MARGIN"))
     watch_safety_poll_s: float = Field(
         900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
     )
     #: a folder of the user's own mapping files (one TOML per raw layout), loaded with the
     #: shipped ones and validated the same way; a new vendor layout needs no change to the package
     extra_mappings_dir: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_EXTRA_MAPPINGS"))
+
+    @property
+    def promotion_margin(self) -> float:
+        """How much worse (absolute MAPE) a candidate may be than production and still replace it:
+        the health policy's (``pipelines/health_policy.json``), not an app setting, so that the app
+        promotes by the rule CI and the report judge by."""
+        return health.policy().promotion.margin
 
     def watch_polling(self) -> dict[str, float] | None:
         """The watch's default polling: the safety poll when job events wake it, else None

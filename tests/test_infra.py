@@ -258,7 +258,6 @@ NOT_IN_INGEST_APPS = {
     "FORECASTOPS_BATCH_INCOMPLETE": "the same",
     "FORECASTOPS_RETRAIN": "the same",
     "FORECASTOPS_STALE_RETRAIN": "the same",
-    "FORECASTOPS_PROMOTION_MARGIN": "the same",
 }
 # settings only Azure needs, and why
 AZURE_ONLY = {
@@ -830,10 +829,16 @@ def _names_in(query: str) -> tuple[set[str], set[str]]:
     return metrics, fields
 
 
-def test_the_workbook_is_deployed_from_its_file_and_has_both_dashboards():
+def deployed_workbook(templates: dict[str, dict]) -> dict:
+    """The workbook as the deploy writes it: its file with the health policy's values put in."""
+    (workbook,) = deploy(templates).of_type("Microsoft.Insights/workbooks")
+    return json.loads(workbook.properties["serializedData"])
+
+
+def test_the_workbook_is_deployed_from_its_file_and_has_both_dashboards(templates):
     monitoring = (INFRA / "modules" / "monitoring.bicep").read_text()
-    assert "serializedData: loadTextContent('../workbook/forecastops.workbook.json')" in monitoring
-    doc = json.loads((INFRA / "workbook" / "forecastops.workbook.json").read_text())
+    assert "loadTextContent('../workbook/forecastops.workbook.json')" in monitoring
+    doc = deployed_workbook(templates)
     assert doc["version"] == "Notebook/1.0"
     groups = {i["name"]: i for i in doc["items"] if i["type"] == 12}
     assert set(groups) == {"training", "monitoring"}
@@ -842,6 +847,32 @@ def test_the_workbook_is_deployed_from_its_file_and_has_both_dashboards():
         assert f'"forecastops/{metric}"' in training
     formatters = json.dumps(groups["training"])
     assert '"columnMatch": "age_days"' in formatters and '"thresholdValue": "60"' in formatters
+
+
+def test_the_workbook_and_the_stale_model_alert_take_the_health_policy_at_deploy(templates):
+    from shared.health import POLICY_FILE, policy
+
+    gates = policy().gates
+    assert (
+        "loadJsonContent('../../pipelines/health_policy.json')" in (INFRA / "modules" / "monitoring.bicep").read_text()
+    )
+    assert (INFRA / "modules" / ".." / ".." / "pipelines" / "health_policy.json").resolve() == POLICY_FILE
+    # the files hold placeholders only, each one the deploy fills
+    raw = (INFRA / "workbook" / "forecastops.workbook.json").read_text()
+    raw += (INFRA / "alerts" / "stale-model.kql").read_text()
+    assert set(re.findall(r"\{\{([\w.]+)\}\}", raw)) == {
+        "health_policy.gates.max_mape",
+        "health_policy.gates.max_age_days",
+    }
+    doc = json.dumps(deployed_workbook(templates))
+    assert "{{" not in doc
+    mape, days = json.dumps(gates.max_mape), f"{gates.max_age_days:.0f}"
+    assert f"MAPE <= {mape}, trained within {days} days" in doc
+    assert f'"thresholdValue": "{mape}"' in doc and f'"thresholdValue": "{days}"' in doc
+    assert f"| where age_days > {days}" in doc and f"Models older than {days} days" in doc
+    (stale,) = [r for r in deploy(templates).of_type("Microsoft.Insights/scheduledQueryRules") if "stale" in r.ref.name]
+    assert f"| where age_days > {days}\n" in stale.properties["criteria"]["allOf"][0]["query"]
+    assert stale.properties["displayName"] == f"ForecastOps: a production model is older than {days} days"
 
 
 def test_every_metric_and_field_the_dashboards_and_alerts_read_is_emitted_or_listed_as_needed():
@@ -870,13 +901,15 @@ def test_metrics_json_lists_only_what_is_not_emitted_yet_or_matches_it():
     assert set(pending_metrics()) <= read, "metrics.json lists a metric no dashboard or alert reads"
 
 
-def test_the_four_alert_rules_load_their_queries():
+def test_the_four_alert_rules_load_their_queries(templates):
     alerts = (INFRA / "modules" / "alerts.bicep").read_text()
     loaded = re.findall(r"loadTextContent\('\.\./alerts/([\w-]+\.kql)'\)", alerts)
     assert sorted(loaded) == sorted(p.name for p in (INFRA / "alerts").glob("*.kql"))
     assert {"quarantine-ratio.kql", "watch-failed.kql", "stale-model.kql", "batch-not-succeeded.kql"} == set(loaded)
     assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 4
-    stale = (INFRA / "alerts" / "stale-model.kql").read_text()
+    # the stale-model query as the deploy writes it (the health policy's age gate put in)
+    (rule,) = [r for r in deploy(templates).of_type("Microsoft.Insights/scheduledQueryRules") if "stale" in r.ref.name]
+    stale = rule.properties["criteria"]["allOf"][0]["query"]
     assert 'stage == "production"' in stale and "age_days > 60" in stale
 
 

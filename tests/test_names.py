@@ -371,6 +371,11 @@ class Template:
         "concat": lambda a: [v for x in a for v in x] if all(isinstance(x, list) for x in a) else None,
         "empty": lambda a: len(a[0]) == 0,
         "json": lambda a: json.loads(a[0]) if isinstance(a[0], str) else None,
+        "replace": lambda a: a[0].replace(a[1], a[2]) if all(isinstance(x, str) for x in a) else None,
+        # ARM's string(): a string as it is, a number as JSON writes it (60, 0.45)
+        "string": lambda a: (
+            a[0] if isinstance(a[0], str) else json.dumps(a[0]) if isinstance(a[0], int | float) else None
+        ),
     }
 
     def _function(self, fn: dict[str, Any], local: dict[str, Any]) -> Any:
@@ -543,7 +548,6 @@ SAFE_DEFAULTS = {
     "batch_incomplete": "wait: no batch on incomplete data unless asked",
     "retrain": "changed: retrain only what changed",
     "stale_retrain": "next_batch",
-    "promotion_margin": "0.02, the engagement's margin",
     "watch_safety_poll_s": "900 s",
     "extra_mappings_dir": "none: in Azure the mappings ship in the package",
 }
@@ -1080,12 +1084,15 @@ def test_every_settings_field_is_either_set_in_azure_or_safe_by_default():
 
 @pytest.fixture(scope="module")
 def copy_infra(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, list[tuple[str, str]]]], Deployment]:
-    """A copy of infra/ (and adf/, which datafactory.bicep loads) with some edits, evaluated."""
+    """A copy of infra/ (and adf/, which datafactory.bicep loads, and the health policy, which the
+    workbook and the alerts load) with some edits, evaluated."""
 
     def make(edits: dict[str, list[tuple[str, str]]]) -> Deployment:
         base = tmp_path_factory.mktemp("infra")
         shutil.copytree(INFRA, base / "infra")
         shutil.copytree(ROOT / "adf", base / "adf")
+        (base / "pipelines").mkdir()
+        shutil.copy(ROOT / "pipelines" / "health_policy.json", base / "pipelines")
         for rel, pairs in edits.items():
             path = base / "infra" / rel
             text = path.read_text()

@@ -1,5 +1,7 @@
 // Scheduled query rules on Application Insights. The queries live in infra/alerts/*.kql, where
-// tests/test_infra.py checks every metric and field they read against shared/telemetry.py.
+// tests/test_infra.py checks every metric and field they read against shared/telemetry.py. The
+// health gates are the health policy's (pipelines/health_policy.json): each
+// {{health_policy.gates.<gate>}} in a query becomes the policy's value at deploy.
 param location string
 param tags object
 param applicationInsightsId string
@@ -81,13 +83,16 @@ resource watchFailed 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview'
   }
 }
 
+var healthPolicy = loadJsonContent('../../pipelines/health_policy.json')
+var staleDays = healthPolicy.gates.max_age_days
+
 resource staleModel 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: 'alert-forecastops-stale-model'
   location: location
   tags: tags
   properties: {
-    displayName: 'ForecastOps: a production model is older than 60 days'
-    description: 'A model in stage production was trained more than 60 days ago'
+    displayName: 'ForecastOps: a production model is older than ${staleDays} days'
+    description: 'A model in stage production was trained more than ${staleDays} days ago'
     severity: 2
     enabled: true
     scopes: [applicationInsightsId]
@@ -100,7 +105,7 @@ resource staleModel 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
     criteria: {
       allOf: [
         {
-          query: loadTextContent('../alerts/stale-model.kql')
+          query: replace(loadTextContent('../alerts/stale-model.kql'), '{{health_policy.gates.max_age_days}}', string(staleDays))
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

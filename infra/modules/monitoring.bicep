@@ -34,6 +34,12 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
+// The workbook's health gates are the health policy's (pipelines/health_policy.json): each
+// {{health_policy.gates.<gate>}} in the workbook's file becomes the policy's value at deploy.
+var healthPolicy = loadJsonContent('../../pipelines/health_policy.json')
+var workbookTemplate = loadTextContent('../workbook/forecastops.workbook.json')
+var workbookWithMape = replace(workbookTemplate, '{{health_policy.gates.max_mape}}', string(healthPolicy.gates.max_mape))
+
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
   name: guid(applicationInsights.id, 'forecastops-workbook')
   location: location
@@ -43,7 +49,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
     displayName: 'ForecastOps: training and monitoring'
     category: 'workbook'
     sourceId: applicationInsights.id
-    serializedData: loadTextContent('../workbook/forecastops.workbook.json')
+    serializedData: replace(workbookWithMape, '{{health_policy.gates.max_age_days}}', string(healthPolicy.gates.max_age_days))
   }
 }
 
