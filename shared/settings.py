@@ -13,8 +13,6 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import health
-
 #: the function folders (blueprints) of the app, in the order the app registers them
 FUNCTION_FOLDERS = ("ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable")
 
@@ -113,13 +111,6 @@ class Settings(BaseSettings):
     #: a folder of the user's own mapping files (one TOML per raw layout), loaded with the
     #: shipped ones and validated the same way; a new vendor layout needs no change to the package
     extra_mappings_dir: Path | None = Field(None, validation_alias=AliasChoices("FORECASTOPS_EXTRA_MAPPINGS"))
-
-    @property
-    def promotion_margin(self) -> float:
-        """How much worse (absolute MAPE) a candidate may be than production and still replace it:
-        the health policy's (``pipelines/health_policy.json``), not an app setting, so that the app
-        promotes by the rule CI and the report judge by."""
-        return health.policy().promotion.margin
 
     def watch_polling(self) -> dict[str, float] | None:
         """The watch's default polling: the safety poll when job events wake it, else None

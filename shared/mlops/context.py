@@ -24,15 +24,14 @@ def compose(
 ) -> Context:
     """The batch's context: the forecast pipeline's gates and every pipeline's watch options
     from the catalog ``pipelines`` (with ``polling``, None for the policy's own backoff), the
-    retrain rule and the promotion margin from ``settings``, and ``train_inputs`` (more inputs
-    of the training run besides the curated data)."""
+    retrain rule from ``settings``, and ``train_inputs`` (more inputs of the training run besides
+    the curated data). The promotion margin is the health policy's (:mod:`shared.health`)."""
     return Context(
         lake=lake,
         registry=registry,
         data=data,
         gates=pipelines["forecast"].gates,
         retrain=settings.retrain,
-        margin=settings.promotion_margin,
         watch=watch_options(pipelines, polling),
         train_inputs=train_inputs,
     )
