@@ -88,29 +88,17 @@ var profiles = {
 var profile = profiles[environmentType]
 
 // One code base, several apps: FORECASTOPS_FUNCTIONS selects the blueprints each app registers.
+// One ingest app per source of the registry (shared/sources.json, read by the app as well):
 // `service` is the azd service name in azure.yaml; `source` is the lake folder raw/<source>/ the
 // app's blob trigger (`blobFunction`) follows.
+var registry = loadJsonContent('../shared/sources.json')
 var ingestApps = [
-  {
-    service: 'ingest-weather'
-    short: 'wx'
-    functions: 'ingest_weather'
-    source: 'weather'
-    blobFunction: 'ingest_weather_blob'
-  }
-  {
-    service: 'ingest-shipments'
-    short: 'sh'
-    functions: 'ingest_shipments'
-    source: 'shipments'
-    blobFunction: 'ingest_shipments_blob'
-  }
-  {
-    service: 'ingest-demographics'
-    short: 'dm'
-    functions: 'ingest_demographics'
-    source: 'demographics'
-    blobFunction: 'ingest_demographics_blob'
+  for s in registry.sources: {
+    service: 'ingest-${s.source}'
+    short: s.short
+    functions: 'ingest_${s.source}'
+    source: s.source
+    blobFunction: 'ingest_${s.source}_blob'
   }
 ]
 var bridgeApp = {

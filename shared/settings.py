@@ -14,7 +14,8 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: the function folders (blueprints) of the app, in the order the app registers them
-FUNCTION_FOLDERS = ("ingest_weather", "ingest_shipments", "ingest_demographics", "trigger_aml", "poll_aml_durable")
+#: (an ingest folder per source of the registry, :mod:`shared.sources`, then the bridge's)
+FUNCTION_FOLDERS = (*sources.ingest_folders(), "trigger_aml", "poll_aml_durable")
 
 
 class Settings(BaseSettings):

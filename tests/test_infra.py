@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -217,14 +218,16 @@ def _object_block(text: str, start: str) -> str:
     raise AssertionError(f"unbalanced block after {start}")
 
 
+@cache
 def apps() -> list[dict[str, str]]:
     """The apps main.bicep deploys: service, FORECASTOPS_FUNCTIONS and, for ingest apps, the
-    source and the blob-trigger function its Event Grid subscription calls."""
-    text = MAIN.read_text()
-    found = []
-    for block in re.findall(r"\{[^{}]*\}", _object_block(text, "var ingestApps")):
-        found.append(dict(re.findall(r"(\w+): '([^']*)'", block)) | {"kind": "ingest"})
-    bridge = dict(re.findall(r"(\w+): '([^']*)'", _object_block(text, "var bridgeApp")))
+    source and the blob-trigger function its Event Grid subscription calls (the ingest apps are
+    a loop over the registry, shared/sources.json: evaluated, as the deploy does)."""
+    main = bicep.Template(
+        bicep.parse_templates(INFRA), INFRA, "main.bicep", bicep.deployment_params("dev"), "main.bicep"
+    )
+    found = [{k: str(v) for k, v in app.items()} | {"kind": "ingest"} for app in main.lookup("ingestApps", {})]
+    bridge = dict(re.findall(r"(\w+): '([^']*)'", _object_block(MAIN.read_text(), "var bridgeApp")))
     return [*found, bridge | {"kind": "bridge"}]
 
 

@@ -17,6 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 import annotated_types as at
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared import sources
+
 SCHEMA_VERSION = 1
 
 
@@ -143,12 +145,10 @@ class StoreDemographics(_Dataset):
 
 
 MODELS: dict[str, type[_Dataset]] = {m.__dataset__: m for m in (WeatherDaily, ShipmentsWeekly, StoreDemographics)}
-#: raw source folder (``raw/<source>/``) -> the dataset it feeds
-SOURCES: dict[str, str] = {
-    "weather": "weather_daily",
-    "shipments": "shipments_weekly",
-    "demographics": "store_demographics",
-}
+#: raw source folder (``raw/<source>/``) -> the dataset it feeds (the registry's, :mod:`shared.sources`)
+SOURCES: dict[str, str] = {s.name: s.dataset for s in sources.SOURCES}
+if set(MODELS) != set(sources.DATASETS):
+    raise RuntimeError(f"the registry's datasets {sorted(sources.DATASETS)} are not the models' {sorted(MODELS)}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared import clock
+from shared import clock, sources
 from shared.ingestion.layout import outputs_for
 from shared.lake import Lake, NotFoundError
 
@@ -36,17 +36,17 @@ if TYPE_CHECKING:  # pyarrow is imported where rows are counted: the bridge, whi
 
 log = logging.getLogger(__name__)
 
-#: the datasets a week's batch needs
-REQUIRED = ("weather_daily", "shipments_weekly", "store_demographics")
+#: the datasets a week's batch needs (the registry's facts, :mod:`shared.sources`)
+REQUIRED = sources.required()
 #: datasets with no date: a file of one covers every week (``static/`` in the index)
-TIMELESS = frozenset({"store_demographics"})
+TIMELESS = frozenset(name for name, d in sources.DATASETS.items() if d.timeless)
 #: the column whose distinct values a manifest's coverage lists, per dataset
-KEY_COLUMN = {"shipments_weekly": "store_id", "weather_daily": "zip_code", "store_demographics": "store_id"}
+KEY_COLUMN = {name: d.key_column for name, d in sources.DATASETS.items()}
 #: the column a dataset's weeks are read from (timeless datasets have none)
-DATE_COLUMN = {"shipments_weekly": "week_start", "weather_daily": "date"}
+DATE_COLUMN = {name: d.date_column for name, d in sources.DATASETS.items() if d.date_column}
 #: the store master's key of each dated dataset: a region has the dataset for a week when a
 #: file of the week lists one of the region's stores (shipments) or of their zip codes (weather)
-REGION_KEY = {"shipments_weekly": "store_id", "weather_daily": "zip_code"}
+REGION_KEY = {name: d.region_key for name, d in sources.DATASETS.items() if d.region_key}
 #: beyond this many distinct keys a manifest lists none (``keys: null, keys_truncated: true``)
 MAX_KEYS = 5000
 #: the index's folder of a timeless dataset
