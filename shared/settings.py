@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import sources
+
 #: the function folders (blueprints) of the app, in the order the app registers them
 #: (an ingest folder per source of the registry, :mod:`shared.sources`, then the bridge's)
 FUNCTION_FOLDERS = (*sources.ingest_folders(), "trigger_aml", "poll_aml_durable")
