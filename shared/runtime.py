@@ -22,11 +22,11 @@ if TYPE_CHECKING:  # the bridge's modules are imported on first use: an ingestio
 
     from shared.aml.backend import Backend
     from shared.aml.catalog import Pipeline
-    from shared.ingestion.announce import Signal
     from shared.ingestion.reingest import Wiring
     from shared.mlops.data_assets import DataCatalog
     from shared.mlops.registry import Registry
     from shared.mlops.steps import Context
+    from shared.weeks.announce import Signal
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def lake() -> Lake:
 def batch_signal() -> Signal | None:
     """Where the worker announces a week whose data is complete (the lake account's batch
     queue), or None when announcing is off; built on first use."""
-    from shared.ingestion.announce import signal_from_settings
+    from shared.weeks.announce import signal_from_settings
 
     return signal_from_settings(get_settings())
 
@@ -53,8 +53,8 @@ def batch_signal() -> Signal | None:
 def request_queue(source: str) -> Signal | None:
     """The source's re-ingest request queue in the lake's account (``<FORECASTOPS_INGEST_QUEUE>-
     <source>``), or None when no storage account is named; built on first use."""
-    from shared.ingestion.announce import lake_queue
     from shared.ingestion.reingest import queue_name
+    from shared.weeks.announce import lake_queue
 
     settings = get_settings()
     return lake_queue(settings, queue_name(settings.ingest_queue, source))

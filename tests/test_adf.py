@@ -337,10 +337,10 @@ def test_the_batch_starts_through_the_batch_route_and_follows_location(pipeline)
 
 @pytest.mark.parametrize("day", range(14))
 def test_the_week_adf_computes_is_the_last_finished_week_as_the_app_computes_it(day):
-    """ADF's expression (dayOfWeek: 0 is Sunday) against shared.ingestion.weeks."""
+    """ADF's expression (dayOfWeek: 0 is Sunday) against shared.weeks."""
     import datetime as dt
 
-    from shared.ingestion.weeks import last_finished_week
+    from shared.weeks import last_finished_week
 
     now = dt.datetime(2026, 12, 20, 9, 30, tzinfo=dt.UTC) + dt.timedelta(days=day)
     day_of_week = (now.weekday() + 1) % 7  # ADF's dayOfWeek

@@ -12,7 +12,6 @@ import json
 import pytest
 
 from shared.aml.catalog import load_catalog
-from shared.ingestion.announce import CollectSignal
 from shared.lake import Lake
 from shared.mlops import batch, steps
 from shared.mlops.batch import BatchInput
@@ -20,6 +19,7 @@ from shared.mlops.cards import Metrics, ModelCard
 from shared.mlops.data_assets import LakeDataCatalog
 from shared.mlops.registry import LakeRegistry, review
 from shared.tooling.bulk_ingest import ingest_all
+from shared.weeks.announce import CollectSignal
 from tests.drivers import DELIVERIES_HEADER, STORE_MASTER_HEADER, US_OBS_HEADER, lines, put
 
 W = "2026-12-21"  # Sunday 2026-12-20 .. Saturday 2026-12-26

@@ -301,7 +301,7 @@ def test_a_message_that_names_no_request_raises_and_one_naming_another_sources_f
 
 
 def test_a_raw_file_deleted_before_its_turn_fails_the_request_without_retries(local_lake, invocation_id):
-    from shared.ingestion.announce import CollectSignal
+    from shared.weeks.announce import CollectSignal
 
     put_weather(local_lake)
     queue = CollectSignal()

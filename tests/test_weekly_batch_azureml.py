@@ -42,7 +42,6 @@ from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
 from shared.aml.lakeuri import lake_path, lake_uri
 from shared.aml.local.backend import LocalBackend
-from shared.ingestion.announce import CollectSignal
 from shared.lake import BlobLake, Lake, LocalLake
 from shared.mlops.aml_data_assets import AzureDataCatalog
 from shared.mlops.aml_registry import TAG_CARD, AzureRegistry
@@ -51,6 +50,7 @@ from shared.mlops.registry import LakeRegistry
 from shared.settings import Settings, get_settings
 from shared.tooling import mainjob, synth, weekly_batch
 from shared.tooling.bulk_ingest import ingest_all, upload_tree
+from shared.weeks.announce import CollectSignal
 from tests.aml.credential import FakeCredential
 from tests.aml.executor import Executor
 from tests.aml.fake import FakeAML

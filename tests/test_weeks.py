@@ -21,21 +21,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pytest
 
+from shared import weeks
+from shared.ingestion import coverage
 from shared.ingestion import http as ingestion
-from shared.ingestion import weeks
-from shared.ingestion.announce import (
+from shared.ingestion.layout import outputs_for
+from shared.ingestion.service import ingest
+from shared.lake import Lake, LocalLake, TransientLakeError
+from shared.settings import Settings
+from shared.tooling.bulk_ingest import ingest_all
+from shared.weeks import Readiness, last_finished_week, latest_week, readiness, week_of
+from shared.weeks.announce import (
     CollectSignal,
     QueueSignal,
     after_ingest,
     announce,
     signal_from_settings,
 )
-from shared.ingestion.layout import outputs_for
-from shared.ingestion.service import ingest
-from shared.ingestion.weeks import Readiness, last_finished_week, latest_week, readiness, week_of
-from shared.lake import Lake, LocalLake, TransientLakeError
-from shared.settings import Settings
-from shared.tooling.bulk_ingest import ingest_all
 from tests.drivers import DELIVERIES_HEADER, ROOT_DIR, STORE_MASTER_HEADER, US_OBS_HEADER, lines, put, read_json
 
 W = "2026-12-21"  # Sunday 2026-12-20 .. Saturday 2026-12-26
@@ -175,7 +176,7 @@ def test_a_weather_forecast_covers_no_week(lake):
 
 
 def test_weather_coverage_counts_observed_rows_and_leaves_forecast_rows_out():
-    cov = weeks.Coverage("weather_daily")
+    cov = coverage.Coverage("weather_daily")
     days = [dt.date(2026, 12, 20), dt.date(2026, 12, 26), dt.date(2027, 1, 9), dt.date(2026, 12, 1)]
     cov.add(
         pa.table(
@@ -220,11 +221,11 @@ def test_a_demographics_manifest_is_timeless_and_lists_its_stores(lake):
 
 
 def test_keys_beyond_the_cap_are_not_listed_and_the_manifest_says_so(local_lake):
-    ids = tuple(f"S{i:05d}" for i in range(weeks.MAX_KEYS + 1))
+    ids = tuple(f"S{i:05d}" for i in range(coverage.MAX_KEYS + 1))
     cov = ingest(local_lake, put_stores(local_lake, STORES, ids))["coverage"]
     assert cov == {"first_week": None, "last_week": None, "weeks": None, "keys": None, "keys_truncated": True}
     cov = ingest(local_lake, put_stores(local_lake, STORES, ids[:-1]), force=True)["coverage"]
-    assert len(cov["keys"]["store_id"]) == weeks.MAX_KEYS and cov["keys_truncated"] is False
+    assert len(cov["keys"]["store_id"]) == coverage.MAX_KEYS and cov["keys_truncated"] is False
 
 
 def test_a_manifest_written_before_coverage_existed_is_ingested_again(lake):
@@ -500,7 +501,7 @@ def test_a_store_master_region_with_no_shipments_leaves_the_week_incomplete(lake
 
 
 def test_a_file_of_unknown_keys_covers_every_region(lake, monkeypatch):
-    monkeypatch.setattr(weeks, "MAX_KEYS", 1)
+    monkeypatch.setattr(coverage, "MAX_KEYS", 1)
     put_master(lake, STORES, REGIONS | {"northeast": ("S1", "02134"), "midwest": ("S2", "60601")})
     # two stores and two zip codes: past the cap, neither file lists its keys
     put_deliveries(lake, SHIPMENTS, ("2026-12-23",), stores=("S1", "S2"))
@@ -538,7 +539,7 @@ def test_without_a_readable_store_master_a_dataset_is_there_when_any_file_covers
     index_all(lake, STORES)
     assert readiness(lake, W).gaps["shipments_weekly"] == ("northeast", "plains", "southeast")
     lake.write_bytes(outputs_for(STORES).curated, b"\xff\xfe not a CSV in UTF-8")
-    with caplog.at_level(logging.WARNING, logger="shared.ingestion.weeks"):
+    with caplog.at_level(logging.WARNING, logger="shared.weeks.ready"):
         assert readiness(lake, W).complete  # no store master: the rule per dataset
     assert any(outputs_for(STORES).curated in r.getMessage() for r in caplog.records)
     lake.write_bytes(outputs_for(STORES).curated, b"store_id,zip_code,region,store_format\n")
@@ -723,10 +724,10 @@ def test_a_failed_announcement_is_one_warning_and_the_ingest_succeeds(local_lake
     put_deliveries(local_lake, SHIPMENTS, ("2026-12-21",))
     for path in (STORES, WEATHER):
         ingestion.ingest_blob(path, invocation_id, local_lake, Down())
-    with caplog.at_level(logging.WARNING, logger="shared.ingestion.announce"):
+    with caplog.at_level(logging.WARNING, logger="shared.weeks.announce"):
         m = ingestion.ingest_blob(SHIPMENTS, invocation_id, local_lake, Down())
     assert m["status"] == "ingested"
-    (record,) = [r for r in caplog.records if r.name == "shared.ingestion.announce"]
+    (record,) = [r for r in caplog.records if r.name == "shared.weeks.announce"]
     text = record.getMessage()
     assert record.levelno == logging.WARNING and "\n" not in text and SHIPMENTS in text
     assert "s3cret" not in text and "k3y" not in text and "weekly timer" in text

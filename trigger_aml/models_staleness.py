@@ -24,7 +24,7 @@ def models_staleness_check(timer: func.TimerRequest) -> None:
     stale = staleness.check(runtime.registry(), now, limit)
     settings = get_settings()
     if stale and settings.stale_retrain == "at_once":
-        from shared.ingestion.weeks import last_finished_week, latest_week
+        from shared.weeks import last_finished_week, latest_week
 
         signal = runtime.batch_signal()
         if signal is None:

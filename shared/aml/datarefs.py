@@ -13,6 +13,7 @@ import re
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.lake import Lake, NotFoundError
+from shared.weeks import layout
 
 __all__ = [
     "RECORDS",
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 #: where the lake keeps the version records
-RECORDS = "batches/data"
+RECORDS = layout.DATA
 _REFERENCE = re.compile(r"^azureml:([A-Za-z0-9][A-Za-z0-9_-]{0,254}):([A-Za-z0-9][A-Za-z0-9_.-]{0,254})$")
 
 
@@ -82,7 +83,7 @@ def parse_reference(reference: str) -> tuple[str, str]:
 
 def record_path(name: str, version: str, top: str = RECORDS) -> str:
     """The lake path of a version's record."""
-    return f"{top}/{name}/{version}.json"
+    return layout.data_record(name, version, top)
 
 
 def read_version(lake: Lake, name: str, version: str, top: str = RECORDS) -> DataVersion | None:

@@ -3,7 +3,7 @@
 its queue trigger and its status route. Every path runs :func:`reingest`: it logs with the
 invocation id and the raw path, records telemetry for every new version ingested, indexes the
 weeks the file covers and, with a ``signal``, announces a week whose data is now complete
-(:mod:`shared.ingestion.announce`). :func:`blueprint` gathers a source's four functions, so
+(:mod:`shared.weeks.announce`). :func:`blueprint` gathers a source's four functions, so
 that the three folders differ in their source alone."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from shared import telemetry
 from shared.http import Answer, Problem, error, guarded, internal_error, invalid_request, json_body, origin, problem
-from shared.ingestion.announce import Signal
 from shared.ingestion.layout import outputs_for
 from shared.ingestion.reingest import (
     Wiring,
@@ -27,6 +26,7 @@ from shared.ingestion.reingest import (
 )
 from shared.lake import Lake, NotFoundError, TransientLakeError
 from shared.settings import env_name
+from shared.weeks.announce import Signal
 
 log = logging.getLogger(__name__)
 

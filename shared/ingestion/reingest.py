@@ -35,16 +35,17 @@ from urllib.parse import urlencode
 
 from shared import clock, telemetry
 from shared.http import Answer, error, invalid_request, problem
-from shared.ingestion.announce import Signal, after_ingest
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.layout import outputs_for
 from shared.ingestion.service import ingest
 from shared.lake import Lake, LakeAccessError, LakeError, NotFoundError, ObjectInfo, TransientLakeError
+from shared.weeks import layout
+from shared.weeks.announce import Signal, after_ingest
 
 log = logging.getLogger(__name__)
 
 #: where the requests' records are kept, one folder per source
-RECORDS = "batches/ingest-requests"
+RECORDS = layout.INGEST_REQUESTS
 #: the host's attempts at a message before it moves it to the poison queue (host.json's
 #: ``extensions.queues.maxDequeueCount`` says the same; a test holds them together)
 MAX_DEQUEUE = 5
@@ -90,7 +91,7 @@ def reingest(
     # a redelivery too: it fills an index a failed attempt left short, and announces again a
     # week whose announcement failed. After the telemetry: a retry after an indexing error finds
     # the file unchanged, and its rows would never be counted
-    after_ingest(target, manifest, signal)
+    after_ingest(target, manifest, signal, curated=outputs_for(path).curated)
     return manifest
 
 
@@ -139,7 +140,7 @@ def request_id(path: str, force: bool, etag: str) -> str:
 
 
 def record_path(source: str, rid: str) -> str:
-    return f"{RECORDS}/{source}/{rid}.json"
+    return layout.ingest_request(source, rid)
 
 
 def status_url(base_url: str, source: str, rid: str, code: str | None = None) -> str:

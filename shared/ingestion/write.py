@@ -19,13 +19,13 @@ import pyarrow.csv as pacsv
 
 from shared.ingestion.aggregate import Folder
 from shared.ingestion.convert import REJECT_SCHEMA, Context, Converted, Converter
+from shared.ingestion.coverage import Coverage
 from shared.ingestion.datasets import spec
 from shared.ingestion.dedupe import FirstWins, KeyCounter, duplicate_rejects, key_hashes
 from shared.ingestion.detect import open_batches
 from shared.ingestion.formats import Mapping
 from shared.ingestion.layout import Outputs
 from shared.ingestion.readers import DataError, open_decoded, sniff_kind
-from shared.ingestion.weeks import Coverage
 from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError
 
 Progress = Callable[[int, int], None]

@@ -40,6 +40,7 @@ from shared.mlops.data_assets import (
     version_key,
     version_name,
 )
+from shared.weeks import layout
 
 __all__ = ["AzureDataCatalog"]
 
@@ -61,7 +62,7 @@ class AzureDataCatalog(LakeDataCatalog):
         self,
         client: MLClient,
         lake: Lake,
-        top: str = "batches/data",
+        top: str = layout.DATA,
         folder: str = "curated",
         attempts: int = 20,
     ) -> None:

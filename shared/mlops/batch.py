@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.weeks import layout
+
 __all__ = ["DATA_ASSET", "BatchInput", "Call", "Command", "Watch", "batch_path", "instance_id_for", "steps"]
 
 #: the data asset the curated inputs are registered as, one version per week
@@ -94,7 +96,7 @@ def instance_id_for(inp: BatchInput) -> str:
 
 def batch_path(week: str, name: str = "") -> str:
     """Where a week's batch keeps its records in the lake."""
-    return f"batches/week={week}/{name}".rstrip("/")
+    return layout.week_path(week, name)
 
 
 @dataclass(frozen=True)

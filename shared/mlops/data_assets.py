@@ -62,6 +62,7 @@ from shared.aml.datarefs import (
 from shared.aml.lakeuri import lake_uri
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.lake import Lake, LocalLake, NotFoundError, check_path
+from shared.weeks import layout
 
 __all__ = [
     "DATASETS",
@@ -294,7 +295,7 @@ class LakeDataCatalog(DataCatalog):
         return record_path(name, version, self.top)
 
     def _runs_folder(self, name: str, version: str) -> str:
-        return f"{self.top}/{name}/{version}/runs"
+        return layout.data_runs(name, version, self.top)
 
     # the interface -----------------------------------------------------------------------------
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
@@ -313,7 +314,7 @@ class LakeDataCatalog(DataCatalog):
 
     def versions(self, name: str) -> list[DataVersion]:
         check_name(name)
-        found = [v for v in self._records(self._record_paths(f"{self.top}/{name}")) if v.name == name]
+        found = [v for v in self._records(self._record_paths(layout.data_folder(name, self.top))) if v.name == name]
         return sorted(found, key=lambda v: version_key(v.version))
 
     def link_run(self, name: str, version: str, run_id: str, kind: RunKind = "train") -> RunLink:

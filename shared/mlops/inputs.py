@@ -4,7 +4,7 @@ A group (model) is ``<region>.<format>.<velocity>``. Its inputs are the curated 
 rows touch its stores: shipments and demographics files that hold one of the region's stores
 of that format, weather files that hold one of their zip codes, read from the manifests'
 ``coverage.keys`` (:func:`shared.mlops.data_assets.manifests`; no CSV is read but the store
-master's, :func:`shared.ingestion.weeks.store_master`). A file whose keys are not known (an old
+master's, :func:`shared.weeks.store_master`). A file whose keys are not known (an old
 manifest, or more keys than a manifest lists) touches every group. Velocity classes are the
 pipeline's (per SKU), so both velocities of a region and format share their inputs.
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.ingestion.weeks import StoreMaster
 from shared.lake import Lake
 from shared.mlops.data_assets import DATASETS, content_hash, manifests
+from shared.weeks import StoreMaster
 
 __all__ = ["CuratedFile", "curated_files", "fingerprint", "group_files", "split_group"]
 

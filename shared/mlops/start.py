@@ -24,9 +24,9 @@ from pydantic import ValidationError
 
 from shared import clock, telemetry
 from shared.http import Answer, error, invalid_request, json_body, problem
-from shared.ingestion.weeks import readiness
 from shared.lake import Lake, NotFoundError
 from shared.mlops.batch import BatchInput, batch_path, check_week, instance_id_for
+from shared.weeks import readiness
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ async def schedule_batch(client: Any, lake: Lake, partial: bool, now: dt.datetim
     its data is not complete: with ``partial`` it trains on what is there; otherwise it starts
     nothing and records which sources are missing (``batches/week=<W>/waiting.json``, which
     ``GET /api/batches/<W>`` answers) until data or a later start completes the week."""
-    from shared.ingestion.weeks import last_finished_week
+    from shared.weeks import last_finished_week
 
     week = last_finished_week(now)
     answer = await start_batch(client, lake, BatchInput(week=week, by="schedule", partial=partial), "", now)

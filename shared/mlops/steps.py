@@ -25,7 +25,6 @@ from shared import telemetry
 from shared.aml.catalog import Gates
 from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
-from shared.ingestion.weeks import StoreMaster, readiness, store_master
 from shared.lake import Lake, NotFoundError
 from shared.mlops import inputs as group_inputs
 from shared.mlops import staleness
@@ -34,6 +33,7 @@ from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
 from shared.mlops.data_assets import DataCatalog, DataVersionNotFound
 from shared.mlops.promotion import age_days
 from shared.mlops.registry import Registry, review
+from shared.weeks import StoreMaster, readiness, store_master
 
 log = logging.getLogger(__name__)
 

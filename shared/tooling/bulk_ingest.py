@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from shared.ingestion.announce import Signal, after_ingest
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.formats import Mapping
+from shared.ingestion.layout import outputs_for
 from shared.ingestion.service import ingest
 from shared.ingestion.write import Progress
 from shared.lake import Lake, LakeError, NotFoundError
 from shared.tooling.progress import bar, say
+from shared.weeks.announce import Signal, after_ingest
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def ingest_all(
     that had a problem, and a progress bar (files, rate, ETA) on a terminal's stderr.
 
     Every file's weeks are indexed in the lake (``batches/index/``), as the triggers do; with
-    a ``signal`` (the main job's :class:`~shared.ingestion.announce.CollectSignal`), a week
+    a ``signal`` (the main job's :class:`~shared.weeks.announce.CollectSignal`), a week
     whose data becomes complete is announced on it.
 
     A file the service cannot handle (a fault of the app) is recorded as ``failed`` and the
@@ -111,7 +112,7 @@ def _ingest_one(
 ) -> dict[str, Any]:
     try:
         m = ingest(lake, path, invocation_id=invocation_id, force=force, progress=progress, mappings=mappings)
-        after_ingest(lake, m, signal)
+        after_ingest(lake, m, signal, curated=outputs_for(path).curated)
         return m
     except LakeError as e:
         if not isinstance(e, NotFoundError):

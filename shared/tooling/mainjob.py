@@ -31,10 +31,8 @@ from shared.aml import runs
 from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
 from shared.aml.lakeuri import lake_uri
-from shared.ingestion.announce import CollectSignal
 from shared.ingestion.datasets import SOURCES
 from shared.ingestion.formats import Mapping
-from shared.ingestion.weeks import latest_week, readiness
 from shared.lake import Lake
 from shared.mlops import steps
 from shared.mlops.batch import BatchInput
@@ -45,6 +43,8 @@ from shared.settings import get_settings
 from shared.tooling import report, synth, weekly_batch
 from shared.tooling.bulk_ingest import FAILED, ingest_all, outcome, raw_paths, summarise, upload_tree
 from shared.tooling.progress import bar
+from shared.weeks import latest_week, readiness
+from shared.weeks.announce import CollectSignal
 
 #: where the generator's expected demand (the oracle) goes in the lake, outside raw/
 ORACLE_FOLDER = "oracle"

@@ -1,8 +1,8 @@
 """Announcing a week whose data is complete: the weekly batch starts itself.
 
-After an ingest, :func:`after_ingest` indexes the file's weeks (:func:`weeks.index`) and calls
+After an ingest, :func:`after_ingest` indexes the file's weeks (:func:`week_index.index`) and calls
 :func:`announce`: when the file covers the latest shipments week ``W`` (or is of a timeless
-dataset) and ``W`` is now complete (:func:`weeks.readiness`: every required dataset, for every
+dataset) and ``W`` is now complete (:func:`ready.readiness`: every required dataset, for every
 region of the store master; with shipments arriving as one file per region, the region's file
 that arrives last completes it), the first caller to create
 ``batches/week=<W>/announced.json`` sends one message on a :class:`Signal`; every other caller,
@@ -24,8 +24,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import clock
-from shared.ingestion import weeks
 from shared.lake import Lake
+from shared.weeks import layout, ready, week_index
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
@@ -140,14 +140,10 @@ def lake_queue(settings: Settings, queue: str) -> QueueSignal | None:
     return None
 
 
-def _marker(week: str) -> str:
-    return f"batches/week={week}/announced.json"
-
-
 def announce(lake: Lake, manifest: dict[str, Any], signal: Signal, now: dt.datetime) -> str | None:
     """Announce the latest shipments week ``W`` if this ingested file covers it (or is of a
     timeless dataset) and ``W`` is now complete: every required dataset, for every region of
-    the store master (:func:`weeks.readiness`).
+    the store master (:func:`ready.readiness`).
 
     Only the caller that creates ``batches/week=<W>/announced.json`` sends
     ``{"week", "by": "data_complete", "at", "raw"}``; if the send raises, the marker is removed
@@ -156,20 +152,20 @@ def announce(lake: Lake, manifest: dict[str, Any], signal: Signal, now: dt.datet
     if manifest.get("status") != "ingested":
         return None
     dataset = manifest.get("dataset")
-    covers = weeks.covered(manifest)
-    if dataset not in weeks.TIMELESS and not covers:
+    covers = week_index.covered(manifest)
+    if dataset not in week_index.TIMELESS and not covers:
         return None  # a file of no week (a weather forecast) completes none: no listing
-    week = weeks.latest_week(lake)
+    week = week_index.latest_week(lake)
     if week is None:
         return None
-    if dataset not in weeks.TIMELESS and week not in covers:
+    if dataset not in week_index.TIMELESS and week not in covers:
         return None
-    ready = weeks.readiness(lake, week)
-    if not ready.complete:
-        log.info("week %s not announced after %s: %s", week, manifest["raw"]["path"], ready.describe())
+    state = ready.readiness(lake, week)
+    if not state.complete:
+        log.info("week %s not announced after %s: %s", week, manifest["raw"]["path"], state.describe())
         return None
     message = {"week": week, "by": BY, "at": clock.iso(now), "raw": manifest["raw"]["path"]}
-    marker = _marker(week)
+    marker = layout.announced(week)
     if not lake.create(marker, (json.dumps(message) + "\n").encode()):
         return None
     try:
@@ -182,15 +178,21 @@ def announce(lake: Lake, manifest: dict[str, Any], signal: Signal, now: dt.datet
 
 
 def after_ingest(
-    lake: Lake, manifest: dict[str, Any], signal: Signal | None, now: dt.datetime | None = None
+    lake: Lake,
+    manifest: dict[str, Any],
+    signal: Signal | None,
+    now: dt.datetime | None = None,
+    *,
+    curated: str | None = None,
 ) -> str | None:
     """What follows every ingest (blob trigger, re-ingest route, command line), ``unchanged``
     ones included: index the file's weeks, then announce (when a ``signal`` is given).
 
     Indexing errors raise, as the ingest's own would (the index must hold every ingested
     file: a retry indexes again, cheaply). Announcing never fails the ingest: a failure is one
-    warning line, and the weekly timer is the fallback. Returns the week this call announced."""
-    weeks.index(lake, manifest)
+    warning line, and the weekly timer is the fallback. Returns the week this call announced.
+    ``curated``: the file's curated path, for a manifest that does not name it."""
+    week_index.index(lake, manifest, curated)
     if signal is None:
         return None
     try:

@@ -1,0 +1,42 @@
+"""The sales calendar: a week ``W`` is named by the Monday ISO date of curated shipments'
+``week_start`` (``2026-12-21``); a sales week runs Sunday..Saturday, so the Sunday before ``W``
+belongs to ``W`` (:func:`week_of`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+#: a week's name: an ISO date
+WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ONE_WEEK = dt.timedelta(days=7)
+
+
+def _monday(d: dt.date) -> dt.date:
+    return d - dt.timedelta(days=d.weekday())
+
+
+def week_of(d: dt.date) -> str:
+    """The week a day belongs to: the Monday after its Sunday (``monday(d + 1 day)``), ISO."""
+    if isinstance(d, dt.datetime):
+        d = d.date()
+    return _monday(d + dt.timedelta(days=1)).isoformat()
+
+
+def last_finished_week(now: dt.datetime) -> str:
+    """The latest week whose Saturday has ended by ``now`` (UTC; a naive time is taken as UTC)."""
+    utc = now.astimezone(dt.UTC) if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
+    today = utc.date()
+    # the latest Sunday at or before today: its midnight ended the Saturday before it
+    sunday = today - dt.timedelta(days=(today.weekday() + 1) % 7)
+    return (sunday - dt.timedelta(days=6)).isoformat()
+
+
+def weeks_between(first: str, last: str) -> list[str]:
+    """Every week from ``first`` to ``last``, both included (empty when ``last`` is earlier)."""
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    out = []
+    while start <= end:
+        out.append(start.isoformat())
+        start += _ONE_WEEK
+    return out
