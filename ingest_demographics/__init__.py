@@ -1,6 +1,6 @@
 """Ingestion of raw/demographics/: a blob-arrival trigger, the re-ingest route, the queue trigger that
 runs a queued re-ingest, and the route that answers a queued request's state. The logic is
-`shared.ingestion.http.blueprint`'s, the same for every source.
+`shared.ingestion.entrypoints.blueprint`'s, the same for every source.
 
 The blob trigger binds an SDK-type `BlobClient` so that the worker never loads the blob into
 memory; the ingestion service streams it from the lake in chunks.
@@ -10,7 +10,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared import http, runtime
-from shared.ingestion import http as ingestion
+from shared.ingestion import entrypoints as ingestion
 
 bp = func.Blueprint()
 ingest = ingestion.blueprint("demographics", runtime.ingestion)

@@ -4,9 +4,12 @@ serves the Functions host (the function folders are thin adapters over it), the 
 
 Where things are:
 
+- :mod:`shared.weeks`: weeks and batches (the calendar, the index of weeks, the store master and
+  readiness, announcing a complete week, and ``layout``, the only code that builds ``batches/...``
+  paths);
 - :mod:`shared.ingestion`: raw vendor files -> standard CSVs, manifests and quarantine
-  (datasets, mapping formats, readers, conversion, duplicate search, aggregation, the service
-  behind the blob triggers and the re-ingest route);
+  (datasets, mapping formats, readers, conversion, duplicate search, aggregation, coverage, the
+  service, and ``entrypoints``: what the blob triggers and the re-ingest route call);
 - :mod:`shared.aml`: the ADF -> Azure ML bridge (run statuses and the backend interface, the
   pipeline catalog and run requests, the run API, the ``azureml`` and ``local`` backends);
 - :mod:`shared.watch`: the durable watch (policy and gates, the one decision loop the
@@ -18,7 +21,8 @@ Where things are:
   batch in this process, main job, report, data generator);
 - beside them, what every room uses: :mod:`shared.settings`, :mod:`shared.lake`,
   :mod:`shared.telemetry`, :mod:`shared.http` (answers and problem lists),
-  :mod:`shared.clock` (time and ISO timestamps), :mod:`shared.health` (the health policy: gates,
+  :mod:`shared.clock` (time and ISO timestamps), :mod:`shared.sources` (the registry of sources and
+  datasets, ``sources.json``), :mod:`shared.health` (the health policy: gates,
   promotion margin, staleness, the baseline rule), and :mod:`shared.runtime`, the composition
   root that builds the worker's clients once.
 """

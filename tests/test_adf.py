@@ -268,7 +268,7 @@ def test_the_starter_gets_the_key_in_its_url_so_that_location_carries_it(pipelin
 
 
 def test_replays_post_the_path_to_the_ingest_route_of_its_source_and_ask_to_be_queued(pipeline):
-    from shared.ingestion.http import read_reingest_body
+    from shared.ingestion.entrypoints import read_reingest_body
 
     (foreach,) = [a for a in pipeline.activities if isinstance(a, models.ForEachActivity)]
     assert foreach.items.value == "@pipeline().parameters.replayPaths"

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from shared import runtime
-from shared.ingestion import http as ingestion
+from shared.ingestion import entrypoints as ingestion
 from shared.settings import Settings
 from tests.drivers import (
     US_OBS_HEADER,

@@ -1085,7 +1085,8 @@ def test_every_settings_field_is_either_set_in_azure_or_safe_by_default():
 @pytest.fixture(scope="module")
 def copy_infra(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, list[tuple[str, str]]]], Deployment]:
     """A copy of infra/ (and adf/, which datafactory.bicep loads, and the health policy, which the
-    workbook and the alerts load) with some edits, evaluated."""
+    workbook and the alerts load, and the registry of sources, which main.bicep loads) with some
+    edits, evaluated."""
 
     def make(edits: dict[str, list[tuple[str, str]]]) -> Deployment:
         base = tmp_path_factory.mktemp("infra")
@@ -1093,6 +1094,8 @@ def copy_infra(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, 
         shutil.copytree(ROOT / "adf", base / "adf")
         (base / "pipelines").mkdir()
         shutil.copy(ROOT / "pipelines" / "health_policy.json", base / "pipelines")
+        (base / "shared").mkdir()
+        shutil.copy(ROOT / "shared" / "sources.json", base / "shared")  # main.bicep loads the registry
         for rel, pairs in edits.items():
             path = base / "infra" / rel
             text = path.read_text()

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from shared import clock, runtime
-from shared.ingestion import http as ingestion
+from shared.ingestion import entrypoints as ingestion
 from shared.ingestion import reingest
 from shared.settings import get_settings
 from tests.drivers import US_OBS_HEADER, HostQueue, context, http_request, indexed_functions, lines, put, read_json

@@ -23,7 +23,7 @@ import pytest
 
 from shared import weeks
 from shared.ingestion import coverage
-from shared.ingestion import http as ingestion
+from shared.ingestion import entrypoints as ingestion
 from shared.ingestion.layout import outputs_for
 from shared.ingestion.service import ingest
 from shared.lake import Lake, LocalLake, TransientLakeError
