@@ -120,8 +120,11 @@ def test_the_staleness_limit_is_read_in_one_place_the_forecast_pipeline_s_age_ga
 
     gates = load_catalog()["forecast"].gates
     assert staleness.limit(gates) == gates.max_age_days == policy().stale_days == staleness.limit()
-    # a stricter gate is the limit; the daily timer's spelling is the policy's limit
-    assert staleness.limit(Gates(max_age_days=30)) == 30 and policy().stale_days == staleness.DEFAULT_STALE_DAYS
+    # a stricter gate is the limit; no gate, the policy's limit
+    assert (
+        staleness.limit(Gates(max_age_days=30)) == 30
+        and staleness.limit(Gates(max_age_days=None)) == policy().stale_days
+    )
     # the batch's plan and promotion read the same function
     ctx = steps.Context(lake=None, registry=None, data=None, gates=Gates(max_age_days=30))
     assert steps._stale_days(ctx) == 30

@@ -19,7 +19,7 @@ def models_staleness_check(timer: func.TimerRequest) -> None:
     from shared.aml.catalog import load_catalog
     from shared.mlops import staleness
 
-    limit = load_catalog()["forecast"].gates.max_age_days or staleness.DEFAULT_STALE_DAYS
+    limit = staleness.limit(load_catalog()["forecast"].gates)
     now = clock.now()
     stale = staleness.check(runtime.registry(), now, limit)
     settings = get_settings()

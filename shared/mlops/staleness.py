@@ -35,13 +35,6 @@ def limit(gates: Gates | None = None) -> float:
     return health.policy().stale_days
 
 
-def __getattr__(name: str) -> float:
-    # the daily timer's older spelling (``staleness.DEFAULT_STALE_DAYS``): the policy's limit
-    if name == "DEFAULT_STALE_DAYS":
-        return limit()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def stale_models(registry: Registry, now: dt.datetime, max_age_days: float | None = None) -> list[ModelCard]:
     """Every production model trained more than ``max_age_days`` (default :func:`limit`) before
     ``now``, by name."""
