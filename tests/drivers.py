@@ -10,6 +10,7 @@ import gzip
 import inspect
 import io
 import json
+import re
 import typing
 from pathlib import Path
 from types import SimpleNamespace
@@ -288,3 +289,11 @@ def forecast_step_module(name: str) -> Any:
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(FORECAST_SRC))
+
+
+def docs_text() -> str:
+    """The README and the reference pages it links (docs/), in its order: the examples the
+    tests run may stand on any of them."""
+    readme = (ROOT_DIR / "README.md").read_text()
+    pages = re.findall(r"^- \[[^\]]+\]\((docs/[^)]+\.md)\)", readme, re.M)
+    return "\n".join([readme, *((ROOT_DIR / page).read_text() for page in pages)])

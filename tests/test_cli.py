@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from shared.tooling.cli import SAMPLES, main
+from tests.drivers import docs_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def test_the_readme_commands_are_the_makefile_targets_ci_runs():
 def test_the_readme_command_line_examples_run(tmp_path):
     import shlex
 
-    lines = re.findall(r"^\.venv/bin/python -m shared (.+?)(?:\s+#.*)?$", (ROOT / "README.md").read_text(), re.M)
+    lines = re.findall(r"^\.venv/bin/python -m shared (.+?)(?:\s+#.*)?$", docs_text(), re.M)
     assert len(lines) >= 8
     (tmp_path / "lake").mkdir()  # what the README's first command, run, leaves
     run_id = None
@@ -92,7 +93,7 @@ def test_the_readme_submit_body_is_a_valid_request():
     from shared.aml.catalog import load_catalog
     from shared.aml.request import validate_request
 
-    body = re.search(r"^(\{\"parameters\".+?\})\n```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
+    body = re.search(r"^(\{\"parameters\".+?\})\n```", docs_text(), re.M | re.S).group(1)
     request, problems = validate_request(
         load_catalog()["smoke"], json.loads(body.replace("@{pipeline().RunId}", "adf-1")) | {"inputs": {}}
     )

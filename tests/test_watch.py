@@ -247,9 +247,10 @@ def test_every_runtime_status_maps_to_an_answer_adf_acts_on(runtime, output, cod
 
 def test_the_readme_start_body_is_a_valid_request():
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    from tests.drivers import docs_text
+
+    text = docs_text()
     body = re.search(r'^(\{"pipeline": "smoke", "runs".+?\})\n```', text, re.M | re.S).group(1)
     plan, problems = watch_api.plan_start(body.replace("@{pipeline().RunId}", "adf-1").encode(), load_catalog(), T0)
     assert problems is None and len(plan["state"]["runs"]) == 2
