@@ -2,7 +2,7 @@
 
 A mapping file (TOML, in ``shared/ingestion/mappings/`` or the extra folder the settings
 name) says which raw columns, JSON paths, path fields or constants feed which standard
-column, in which unit and date format, and how rows fold into the dataset's key. The README
+column, in which unit and date format, and how rows fold into the dataset's key. docs/raw-formats.md
 documents the language; :class:`Mapping` is its schema, so a mistake in a mapping file
 fails loudly when the mappings are loaded, naming the file.
 """

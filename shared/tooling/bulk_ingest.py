@@ -59,7 +59,7 @@ def raw_paths(lake: Lake) -> list[str]:
     return [p for source in SOURCES for p in lake.list(f"raw/{source}")]
 
 
-#: the command line's exit codes (``python -m shared --help`` and the README list them)
+#: the command line's exit codes (``python -m shared --help`` and docs/command-line.md list them)
 OK, FAILED, USAGE, QUARANTINED, INTERRUPTED = 0, 1, 2, 3, 130
 
 
