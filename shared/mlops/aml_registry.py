@@ -1,33 +1,6 @@
 """The model registry in Azure ML, through azure-ai-ml's ``MLClient.models``.
 
-Imported only where the Azure registry is used: azure-ai-ml costs about a second of import.
-
-How a card maps onto AML:
-
-- **Name.** The card's name (``northeast.large.fast``) is the AML model name unchanged: AML
-  model names take letters, digits, ``-``, ``_`` and ``.``, and a card's name is lower-case
-  letters, digits, ``_`` and ``-`` in three ``.``-separated segments. Other models in the
-  workspace are left alone: only versions tagged ``forecastops.card`` are read as cards.
-- **Version.** ``1``, ``2``, ``3``... (the highest existing one plus one). Each registration has
-  its own artifact folder, so when two registrations pick the same number, AML refuses the
-  second PUT (a version's path cannot change: ``Asset paths cannot be updated``) and it takes
-  the next number: two registrations never share a version.
-- **Files.** Written to the lake under ``models/<name>/files/<registration id>/`` and registered
-  by their URI on the workspace's ``lake_models`` datastore (``azureml://datastores/lake_models/
-  paths/<name>/files/<registration id>/``: :mod:`shared.aml.lakeuri`; versions registered with the
-  legacy ``azureml://datastores/lake/paths/models/...`` still read), so azure-ai-ml uploads
-  nothing (a local folder would make it upload through the workspace's default datastore with
-  its own credentials and hashing).
-- **Facts, stage and decision** as the version's tags: ``mape``, ``rmse_0``, ``rmse_all``,
-  ``baseline_mape``, ``wape`` (``repr`` of the float; absent when null), ``trained_at`` (epoch
-  seconds), ``run_id``, ``data.<dataset>`` (its version), ``files`` (comma-separated),
-  ``stage`` (``candidate``, ``production``, ``retired``), and the last decision as
-  ``decision.outcome``, ``decision.rule``, ``decision.reason``, ``decision.decided_at``,
-  ``decision.production_version``.
-- **Production.** The version tagged ``stage=production``. azure-ai-ml 1.35 offers no custom
-  label or alias on workspace models (its only label is the managed ``latest``), so the tag is
-  the pointer. Promotion tags the new version first, then retires the old one; should a
-  crash leave two tagged, the one promoted last is production.
+The design notes: docs/mlops-loop.md.
 """
 
 from __future__ import annotations

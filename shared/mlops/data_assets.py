@@ -2,35 +2,7 @@
 ways (a model card -> its data version -> the files; a file -> the versions holding it -> the
 runs that used them).
 
-A **data version** is the state of the lake's curated folder as of a week ``W`` (a Monday,
-``YYYY-MM-DD``): every ingested curated CSV's path and sha256, read from the manifests beside
-them (:func:`snapshot`), one hash over them (:func:`content_hash`), and the folder as an AML
-data URI (``azureml://datastores/lake_curated/paths/``: :mod:`shared.aml.lakeuri`). Its reference,
-``azureml:<name>:<version>``, is what a run request passes as an input: Azure ML resolves it itself; the local backend
-resolves it through the lake records below.
-
-Versions: the first content registered for a week is version ``<week>``; registering the same
-content again returns that version (idempotent); other content for the same week (a late or a
-corrected file) gets the next free ``<week>.2``, ``<week>.3``... A version is claimed by creating
-its record with ``Lake.create`` (create-if-absent): of two concurrent registrations with other
-content, one gets the version and the other the next one; with the same content, both get the
-same version. A record is never rewritten.
-
-The lake records (``top`` = ``batches/data`` by default)::
-
-    batches/data/<name>/<version>.json                   the version (DataVersion as JSON, with every file)
-    batches/data/<name>/<version>/runs/<run_id>.json     a run that used it: name, version, run_id, kind, linked_at
-
-- :class:`LakeDataCatalog` keeps only these.
-- ``AzureDataCatalog`` (:mod:`shared.mlops.aml_data_assets`, apart so that azure-ai-ml's import
-  is paid only where it is used, as for the model registry) also registers each version as an AML
-  ``uri_folder`` data asset (the same name and version; tags ``week``, ``content_hash``,
-  ``files`` (the count) and ``datasets`` (comma-separated)), and keeps the lake records: AML
-  holds the hash, not the file list, and cannot answer "which versions hold this file, which
-  runs used them", so the lake records are the lineage index in both homes.
-
-A folder is a live folder: a version's ``path`` names the curated folder, which later ingests
-change; the record's files and hash say what it held when the version was registered.
+The design notes: docs/mlops-loop.md.
 """
 
 from __future__ import annotations

@@ -1,46 +1,6 @@
 """Seeded, reproducible generator of RAW vendor files for ForecastOps.
 
-A food company ships to stores in several sales regions. This module simulates one
-coherent world (regions -> stores -> zip codes, daily weather per zip, weekly demand per
-store and SKU driven by seasonality, temperature, rain and holidays) and writes it out in
-the raw vendor layouts the mapping files in ``shared/mappings/`` read:
-
-====  ===================================  ==================================================
-code  layout                               path (relative to ``out_dir``)
-====  ===================================  ==================================================
-W1    US observation CSV                   weather/us_obs/region=<region>/<year>.csv
-W2    NOAA CDO daily CSV (GHCN-Daily)      weather/ghcn/zip=<zip>/<STATION>.csv
-W2m   same, metric units (one file)        weather/ghcn/zip=<zip>/format=weather_ghcn_cdo_metric/<STATION>.csv
-W3    Open-Meteo daily forecast JSON       weather/openmeteo/zip=<zip>/issued_on=<date>/forecast.json
-S1    ERP weekly export in cases           shipments/erp/region=<region>/<isoyear>-W<ww>.csv
-S2    daily delivery lines                 shipments/deliveries/<yyyy-mm-dd>.csv
-D1    store master CSV                     demographics/store_master.csv
-D2    store master JSON Lines              demographics/store_master.jsonl
-====  ===================================  ==================================================
-
-The standard datasets are keyed (weather: zip+date+kind+issued_on; shipments: store+sku+week;
-demographics: store), so each key comes from exactly ONE raw source, never two:
-
-* observed weather: in every region the first half of the zips (rounded up) is in W1, the
-  rest in W2; the last W2 zip is written in metric units only (W2m). Every zip has W3
-  forecasts (kind "forecast", keyed by issue date), issued each week-ending Saturday.
-* shipments and demographics: stores of even-numbered regions (0, 2, ...) are in S1 and
-  D1, stores of odd-numbered regions in S2 and D2 (with one region, its stores are split
-  in halves instead).
-
-Weeks run Sunday..Saturday and are named by their Saturday (S1 "Week Ending"); deliveries
-(S2) fall on Monday..Saturday, so both fold into the same Monday-based ``week_start``.
-The output contains no intentionally bad rows: tmin <= tmax, quantities >= 0, returns <=
-shipped units, every week-ending date is a Saturday. "Not measured" values (snow in W1,
-SNOW/SNWD in W2, census fields in D1/D2) are legitimately empty.
-
-Deterministic: the same arguments give byte-identical files (``\\n`` line endings, fixed
-float formatting, one ``numpy.random.default_rng`` stream per component).
-
-Usage::
-
-    python -m shared.tooling.synth --out samples/raw --regions 2 --stores-per-region 3 \\
-        --skus 8 --weeks 26 --start 2026-06-29 --seed 7 --clean
+The design notes: docs/generator.md.
 """
 
 from __future__ import annotations
