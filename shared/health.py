@@ -26,6 +26,8 @@ class _Part(BaseModel):
 
 
 class GateLimits(_Part):
+    """The limits every model must meet: a MAPE and an age."""
+
     #: the highest MAPE a model may have
     max_mape: float = Field(gt=0)
     #: the oldest a model may be, in days; also the staleness limit of a production model
@@ -33,11 +35,15 @@ class GateLimits(_Part):
 
 
 class Promotion(_Part):
+    """When a candidate model may replace production."""
+
     #: how much worse (absolute MAPE) a candidate may be than production and still replace it
     margin: float = Field(ge=0, le=1)
 
 
 class Baseline(_Part):
+    """When a model beats its baseline, and how many must."""
+
     #: a model beats its baseline when its MAPE is below the baseline's by more than this
     margin: float = Field(ge=0, le=1)
     #: CI: the share of a run's models that must beat their baseline
@@ -45,6 +51,8 @@ class Baseline(_Part):
 
 
 class HealthPolicy(_Part):
+    """The health policy: the gates, the promotion rule and the baseline rule."""
+
     gates: GateLimits
     promotion: Promotion
     baseline: Baseline

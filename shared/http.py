@@ -25,6 +25,7 @@ INTERNAL_MESSAGE = "an unexpected error; the app's logs have the details"
 
 
 def problem(field: str, message: str) -> Problem:
+    """A problem with one field of a request."""
     return {"field": field, "message": message}
 
 
@@ -40,6 +41,7 @@ def error(status: int, code: str, message: str, **extra: Any) -> Answer:
 
 
 def internal_error() -> Answer:
+    """The 500 answer, telling nothing of the cause."""
     return error(500, "internal_error", INTERNAL_MESSAGE)
 
 

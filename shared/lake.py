@@ -74,6 +74,8 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """One object of the lake: its path, ETag and size."""
+
     path: str
     etag: str
     size: int

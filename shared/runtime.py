@@ -144,6 +144,7 @@ def batch_context(settings: Settings | None = None) -> Context:
 
 
 def catalog() -> dict[str, Pipeline]:
+    """The pipeline catalog, loaded on first use."""
     from shared.aml.catalog import load_catalog
 
     return load_catalog()

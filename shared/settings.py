@@ -21,6 +21,8 @@ FUNCTION_FOLDERS = (*sources.ingest_folders(), "trigger_aml", "poll_aml_durable"
 
 
 class Settings(BaseSettings):
+    """The app's settings, from the environment and app settings."""
+
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, populate_by_name=True)
 
     #: ``local``: a folder on this machine; ``blob``: Blob Storage / ADLS Gen2 (Azurite locally)

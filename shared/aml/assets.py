@@ -39,6 +39,8 @@ _REF = re.compile(r"^azureml:(?P<name>[A-Za-z0-9_.-]+)(?::(?P<version>[A-Za-z0-9
 
 @dataclass(frozen=True)
 class EnvironmentAsset:
+    """One AML environment of this repo: its name, content version, conda file and base image."""
+
     name: str
     version: str
     conda_file: Path
@@ -51,6 +53,8 @@ class EnvironmentAsset:
 
 @dataclass(frozen=True)
 class ComponentAsset:
+    """One AML component of this repo: its name, content version and YAML file."""
+
     name: str
     version: str
     file: Path
@@ -125,6 +129,8 @@ State = Literal["created", "exists", "missing", "failed"]
 
 @dataclass(frozen=True)
 class Outcome:
+    """What registering one asset did: created, already there, missing or failed."""
+
     kind: Literal["environment", "component", "compute"]
     name: str
     version: str | None

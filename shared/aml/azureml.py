@@ -82,6 +82,8 @@ class MetricsUnavailable(Exception):
 
 
 class AzureMLBackend(Backend):
+    """The backend that runs pipelines as Azure ML jobs in one workspace."""
+
     name = "azureml"
 
     def __init__(self, client: MLClient, credential: Any, transport: Any = None, retry: Retry = RETRY) -> None:

@@ -34,6 +34,8 @@ class TransientBackendError(BackendError):
 
 
 class Backend(ABC):
+    """Where pipeline runs happen: submit, get and cancel a run by its id."""
+
     name: str
 
     @abstractmethod

@@ -28,6 +28,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 
 
 class Parameter(BaseModel):
+    """One parameter a pipeline takes: its type, default, allowed values and policy value."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["string", "integer", "number", "boolean"]
@@ -41,6 +43,8 @@ class Parameter(BaseModel):
 
 
 class Input(BaseModel):
+    """One data input a pipeline takes: its AML type, whether required, and its default."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["uri_folder", "uri_file", "mltable"] = "uri_folder"
@@ -100,6 +104,8 @@ class Gates(BaseModel):
 
 
 class Pipeline(BaseModel):
+    """One pipeline of the catalog: its job definition, parameters, inputs, local plan and gates."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -120,6 +126,7 @@ class CatalogError(ValueError):
 
 @cache
 def load_catalog(path: Path = CATALOG_FILE) -> dict[str, Pipeline]:
+    """The catalog's pipelines by name; CatalogError naming every problem."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:

@@ -42,10 +42,12 @@ def answer(call: Callable[[], Answer]) -> Answer:
 
 
 def status_url(base_url: str, run_id: str) -> str:
+    """The URL of a run's status route."""
     return f"{base_url.rstrip('/')}/api/pipelines/runs/{run_id}"
 
 
 def list_pipelines(catalog: dict[str, Pipeline]) -> Answer:
+    """The answer listing the catalog's pipelines with their parameters and inputs."""
     return (
         200,
         {

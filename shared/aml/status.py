@@ -36,10 +36,13 @@ Normalised = Literal["queued", "running", "completed", "failed", "canceled"]
 
 
 def normalise(aml_status: str) -> str:
+    """The normalised status of an AML status; running if unknown."""
     return NORMALISED.get(aml_status, "running")
 
 
 class StepStatus(BaseModel):
+    """One step of a run: its AML and normalised status, times, error and child run."""
+
     name: str
     aml_status: str
     status: str
@@ -51,12 +54,16 @@ class StepStatus(BaseModel):
 
 
 class RunError(BaseModel):
+    """Why a run failed: the step, if one, a message and a code."""
+
     step: str | None = None
     message: str
     code: str | None = None
 
 
 class RunStatus(BaseModel):
+    """One run as the routes answer it: status, times, steps, error, metrics and portal link."""
+
     run_id: str
     pipeline: str | None
     backend: str

@@ -38,6 +38,7 @@ _DATE_AND_TIME = (
 
 
 def output_schema(ds: DatasetSpec) -> pa.Schema:
+    """The Arrow schema of the dataset's curated files."""
     return pa.schema([(c.name, _ARROW_TYPES[c.type]) for c in ds.columns])
 
 
@@ -51,6 +52,8 @@ class Context:
 
 @dataclass
 class Violation:
+    """Rows breaking one rule of one column: their mask, raw values and the message."""
+
     column: str
     rule: str
     mask: pa.Array
@@ -60,6 +63,8 @@ class Violation:
 
 @dataclass
 class Converted:
+    """One batch converted: its good rows, its rejects and the counts by rule."""
+
     good: pa.Table
     rejects: pa.Table
     rows_read: int

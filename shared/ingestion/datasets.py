@@ -168,6 +168,8 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One curated dataset: its columns, key, rules and row model."""
+
     name: str
     columns: tuple[ColumnSpec, ...]
     key: tuple[str, ...]

@@ -163,6 +163,7 @@ class FirstWins:
 
 
 def duplicate_rejects(table: pa.Table, mask: np.ndarray, lines: pa.Array, key: tuple[str, ...]) -> pa.Table:
+    """The reject rows of the rows ``mask`` marks as duplicates of an earlier key."""
     idx = pa.array(np.flatnonzero(mask))
     k = len(idx)
     keys = table.select(list(key)).take(idx)

@@ -51,6 +51,7 @@ AGGREGATES = ("sum", "min", "max", "mean")
 
 
 def canonical_unit(unit: str) -> tuple[str, str]:
+    """The unit's canonical form and kind; ValueError if the unit is unknown."""
     try:
         return UNITS[unit.strip().lower()]
     except KeyError:
@@ -58,6 +59,7 @@ def canonical_unit(unit: str) -> tuple[str, str]:
 
 
 def standard_unit(column: str) -> tuple[str, str] | None:
+    """The unit a column's name suffix implies, or None."""
     return next((u for suffix, u in STANDARD_UNITS.items() if column.endswith(suffix)), None)
 
 
@@ -204,6 +206,7 @@ class MappingFileError(ValueError):
 
 
 def load_mapping(file: Path) -> Mapping:
+    """The mapping in a TOML file; MappingFileError naming every problem."""
     raw = file.read_bytes()
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -260,6 +263,8 @@ def path_fields(path: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Candidate:
+    """A mapping that might read a file, with the required columns the file lacks."""
+
     mapping: Mapping
     missing: list[str]
 

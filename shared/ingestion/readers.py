@@ -45,6 +45,8 @@ class DataError(Exception):
 
 @dataclass
 class BadRecord:
+    """A record that could not be read: its line, rule, text and why."""
+
     line: int | None
     rule: str
     text: str
@@ -53,6 +55,8 @@ class BadRecord:
 
 @dataclass
 class RawBatch:
+    """Rows read from a raw file: text columns, each row's line, and the records not read."""
+
     columns: dict[str, pa.Array]
     lines: pa.Array
     bad: list[BadRecord] = field(default_factory=list)
@@ -147,6 +151,7 @@ def decode_prefix(prefix: bytes, encoding: str) -> str:
 
 
 def csv_header(prefix: bytes, encoding: str, delimiter: str) -> list[str]:
+    """The header row of a CSV file from its first bytes; DataError if there is none."""
     text = decode_prefix(prefix, encoding)
     try:
         first = next(csv.reader(io.StringIO(text), delimiter=delimiter), None)
@@ -290,6 +295,7 @@ def _record_columns(mapping: Mapping) -> list[str]:
 
 
 def load_json(src: Any, prefix: bytes, encoding: str) -> Any:
+    """The JSON document, numbers kept as text; DataError if too large, undecodable or invalid."""
     try:
         data = prefix + read_up_to(src, JSON_MAX_BYTES + 1 - len(prefix))
     except (OSError, EOFError) as e:  # a gzip stream that ends early or is corrupt
@@ -333,6 +339,7 @@ def json_records(doc: Any, mapping: Mapping) -> tuple[dict[str, list[Any]], int]
 
 
 def json_available(doc: Any, mapping: Mapping) -> set[str]:
+    """The columns a JSON document's records offer the mapping."""
     records = _lookup(doc, mapping.records or "")
     if isinstance(records, dict):
         return {normalise_header(k) for k in records}
@@ -342,12 +349,14 @@ def json_available(doc: Any, mapping: Mapping) -> set[str]:
 
 
 def json_batch(doc: Any, mapping: Mapping) -> RawBatch:
+    """The mapping's records of a JSON document as one batch."""
     cols, n = json_records(doc, mapping)
     arrays = {k: pa.array(v, pa.string()) for k, v in cols.items()}
     return RawBatch(arrays, pa.array(range(1, n + 1), pa.int64()))
 
 
 def jsonl_first_record(prefix: bytes, encoding: str) -> dict[str, Any]:
+    """The first JSON object among the first bytes' lines; DataError if none."""
     text = decode_prefix(prefix, encoding)
     for line in text.splitlines():
         if line.strip():
@@ -361,6 +370,7 @@ def jsonl_first_record(prefix: bytes, encoding: str) -> dict[str, Any]:
 
 
 def jsonl_batches(src: Any, prefix: bytes, mapping: Mapping) -> Iterator[RawBatch]:
+    """The rows of a JSON Lines stream in batches, with the lines that are not objects."""
     stream = io.TextIOWrapper(io.BufferedReader(PrefixedReader(prefix, src)), encoding=mapping.encoding, newline=None)
     wanted = _record_columns(mapping)
     rows: list[dict[str, Any]] = []

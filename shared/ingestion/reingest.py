@@ -140,6 +140,7 @@ def request_id(path: str, force: bool, etag: str) -> str:
 
 
 def record_path(source: str, rid: str) -> str:
+    """The lake path of a source's ingest request record."""
     return layout.ingest_request(source, rid)
 
 
@@ -349,6 +350,7 @@ def _dump(record: dict[str, Any]) -> bytes:
 
 
 def check_source(source: str) -> str:
+    """The source, if it is one; ValueError naming the known ones otherwise."""
     if source not in SOURCES:
         raise ValueError(f"no source {source!r}; known: {', '.join(SOURCES)}")
     return source

@@ -107,6 +107,7 @@ def check_week(week: str) -> str:
 
 
 def check_name(name: str) -> str:
+    """The name, if it is a valid data asset name; ValueError otherwise."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"{name!r} is not a data asset name (letters, digits, '_' and '-'; at most 255)")
     return name
@@ -129,10 +130,12 @@ def _check_files(files: Mapping[str, str]) -> dict[str, str]:
 
 
 def version_name(week: str, n: int) -> str:
+    """The ``n``th version of a week: the week, then ``<week>.<n>``."""
     return week if n == 1 else f"{week}.{n}"
 
 
 def version_key(version: str) -> tuple[str, int]:
+    """A version as ``(week, n)``, to sort by; ``(version, 0)`` if it is not a week's."""
     m = VERSION_PATTERN.match(version)
     return (m.group(1), int(m.group(2) or 1)) if m else (version, 0)
 

@@ -56,6 +56,7 @@ def curated_files(lake: Lake, datasets: Iterable[str] = DATASETS) -> list[Curate
 
 
 def split_group(group: str) -> tuple[str, str, str]:
+    """A group's region, store format and velocity."""
     region, store_format, velocity = group.split(".")
     return region, store_format, velocity
 
@@ -69,4 +70,5 @@ def group_files(group: str, files: list[CuratedFile], stores: StoreMaster) -> li
 
 
 def fingerprint(files: Iterable[CuratedFile]) -> str:
+    """The content hash of curated files, by path and SHA-256."""
     return content_hash({f.path: f.sha256 for f in files})

@@ -39,6 +39,7 @@ _EPSILON = 1e-9
 
 
 def age_days(card: ModelCard, now: dt.datetime) -> float:
+    """How old the model is at ``now``, in days."""
     return (now.timestamp() - card.trained_at) / 86400
 
 

@@ -40,6 +40,7 @@ _ACTIVE = ("Pending", "Running", "ContinuedAsNew", "Suspended")
 
 
 def status_url(base_url: str, week: str, code: str | None = None) -> str:
+    """The URL of a week's batch status route."""
     url = f"{base_url.rstrip('/')}/api/batches/{week}"
     return f"{url}?{urlencode({'code': code})}" if code else url
 

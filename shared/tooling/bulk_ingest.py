@@ -56,6 +56,7 @@ def _sha256(stream: BinaryIO) -> str:
 
 
 def raw_paths(lake: Lake) -> list[str]:
+    """Every raw file in the lake, source by source."""
     return [p for source in SOURCES for p in lake.list(f"raw/{source}")]
 
 

@@ -103,6 +103,7 @@ def _check_folder(root: Path, create: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the main job: the weekly loop on generated data, or on a folder of raw files (--samples)."""
     size = mainjob.Size(
         regions=args.regions, stores_per_region=args.stores_per_region, skus=args.skus, weeks=args.weeks, seed=args.seed
     )
@@ -128,6 +129,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
+    """Ingest the given raw files, or all of the lake's."""
     lake = _lake(args)
     mappings = _mappings(args)
     for path in args.paths:
@@ -147,6 +149,7 @@ def cmd_ingest(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_formats(args: argparse.Namespace, out: TextIO) -> int:
+    """List the mappings: dataset, reader, detection and required columns."""
     for m in _mappings(args).values():
         cols = ", ".join(m.required_columns) or "-"
         extra = "" if Path(m.file).parent == MAPPINGS_DIR else f"  ({m.file})"
@@ -184,10 +187,12 @@ def _typed(value: str) -> Any:
 
 
 def cmd_pipelines(args: argparse.Namespace, out: TextIO) -> int:
+    """List the catalog's pipelines."""
     return _print_answer(runs.list_pipelines(load_catalog()), out)
 
 
 def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    """Submit a pipeline run, and with --wait follow it to its end."""
     body: dict[str, Any] = {
         "parameters": {k: _typed(v) for k, v in _pairs(args.param, "--param").items()},
         "inputs": _pairs(args.input, "--input"),
@@ -233,16 +238,19 @@ def _wait(backend: Backend, run_ids: list[str], out: TextIO, timeout_s: float = 
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    """Show a run's status, or with --wait follow it to its end."""
     if args.wait:
         return _wait(_backend(args), [args.run_id], out)
     return _print_answer(runs.get(_backend(args), args.run_id), out)
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
+    """Follow runs to their end with the durable watch's policy."""
     return _wait(_backend(args), args.run_ids, out, args.timeout)
 
 
 def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
+    """Cancel a run."""
     return _print_answer(runs.cancel(_backend(args), args.run_id), out)
 
 
@@ -291,6 +299,7 @@ def _common(sub: bool) -> _Parser:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line's argument parser, a subcommand per command."""
     p = _Parser(
         prog="python -m shared",
         description=__doc__.split("\n\n")[0],

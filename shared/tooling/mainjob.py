@@ -119,6 +119,7 @@ def check_samples(folder: Path) -> None:
 
 
 def holdout_weeks(pipeline: str = "forecast") -> int:
+    """The pipeline's default holdout weeks from the catalog; 8 if it has none."""
     default = load_catalog()[pipeline].parameters["holdout_weeks"].default
     return int(default) if isinstance(default, int | float | str) else 8
 

@@ -72,6 +72,8 @@ LAYOUTS = {
 
 @dataclass(frozen=True)
 class Region:
+    """One generated region: its place and climate."""
+
     index: int
     name: str
     city: str
@@ -92,6 +94,8 @@ class Region:
 
 @dataclass(frozen=True)
 class Zip:
+    """One generated ZIP code: its place, weather station and population."""
+
     index: int
     code: str  # 5 digits, zero padded
     region: Region
@@ -112,6 +116,8 @@ class Zip:
 
 @dataclass(frozen=True)
 class Store:
+    """One generated store: its region, ZIP, size, format and demand group."""
+
     index: int
     store_id: str
     region: Region
@@ -794,6 +800,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write the raw files of a generated world to ``--out``."""
     p = argparse.ArgumentParser(prog="python -m shared.tooling.synth", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output folder (raw root)")
     p.add_argument("--regions", type=int, default=2)

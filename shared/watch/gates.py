@@ -37,10 +37,12 @@ def model_of(metric: str) -> str:
 
 
 def finite(value: Any) -> bool:
+    """Whether the value is a finite number (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def mape_failure(value: float, gates: Gates) -> GateFailure | None:
+    """The max_mape gate's failure if the MAPE is over it, else None."""
     if gates.max_mape is None or not value > gates.max_mape:
         return None
     by = round(value - gates.max_mape, 4)

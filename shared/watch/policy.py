@@ -33,12 +33,16 @@ CUSTOM_STATUS_BUDGET = 12_000
 
 
 class Polling(BaseModel):
+    """How often a watch polls: the first interval, its growth and its cap."""
+
     first_s: float = Field(30.0, gt=0, le=3600)
     factor: float = Field(1.5, ge=1.0, le=10.0)
     max_s: float = Field(300.0, gt=0, le=6 * 3600)
 
 
 class WatchOptions(BaseModel):
+    """How a watch follows its runs: timeout, polling, gates and stuck limit."""
+
     timeout_s: float = Field(12 * 3600.0, gt=0, le=7 * 24 * 3600)
     polling: Polling = Field(default_factory=Polling)
     cancel_on_timeout: bool = True
@@ -56,6 +60,8 @@ Outcome = Literal["succeeded", "failed", "timed_out", "canceled"]
 
 
 class RunState(BaseModel):
+    """One run a watch follows: its request, status, outcome and gate failures."""
+
     index: int
     run_id: str | None = None
     pipeline: str | None = None
@@ -84,6 +90,8 @@ class RunState(BaseModel):
 
 
 class WatchState(BaseModel):
+    """One watch: its options, its runs, its deadline and how it ended."""
+
     options: WatchOptions = Field(default_factory=WatchOptions)
     runs: list[RunState]
     started_at: str
@@ -104,6 +112,7 @@ class WatchState(BaseModel):
 
 
 def start(runs: list[RunState], options: WatchOptions, now: dt.datetime) -> WatchState:
+    """A new watch of these runs, its deadline the timeout from ``now``."""
     return WatchState(
         options=options,
         runs=runs,
@@ -274,6 +283,7 @@ def next_poll(state: WatchState, now: dt.datetime) -> dt.datetime:
 
 
 def time_out(state: WatchState) -> None:
+    """End the watch as timed out, each pending run too."""
     for run in pending(state):
         run.done, run.outcome = True, "timed_out"
         run.error = {"message": f"still {run.aml_status} after {state.options.timeout_s:.0f} s", "code": "timeout"}
@@ -281,6 +291,7 @@ def time_out(state: WatchState) -> None:
 
 
 def cancel_all(state: WatchState) -> None:
+    """End the watch as canceled, each run not done too."""
     for run in state.runs:
         if not run.done:
             run.done, run.outcome = True, "canceled"
@@ -288,6 +299,7 @@ def cancel_all(state: WatchState) -> None:
 
 
 def finish(state: WatchState, outcome: Outcome | None = None) -> None:
+    """End the watch: as ``outcome``, or failed if a run did not complete, else succeeded."""
     state.finished = True
     if outcome is None:
         bad = [r for r in state.runs if r.outcome != "completed"]

@@ -42,6 +42,8 @@ _INSTANCE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 class RunSpec(BaseModel):
+    """One run a watch request asks for: its parameters."""
+
     model_config = ConfigDict(extra="forbid")
     parameters: dict[str, Any] = Field(default_factory=dict)
 
@@ -136,6 +138,7 @@ def _problems(e: ValidationError) -> list[Problem]:
 
 
 def instance_id_for(key: str | None) -> str:
+    """The watch's instance id: from the idempotency key, or a new random one."""
     if key is None:
         return uuid.uuid4().hex
     return "watch-" + hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -216,6 +219,7 @@ def status_url(base_url: str, instance_id: str, code: str | None = None) -> str:
 
 
 def cancel_url(base_url: str, instance_id: str, code: str | None = None) -> str:
+    """The URL of a watch's cancel route."""
     url = f"{base_url.rstrip('/')}/api/orchestrations/pipeline-runs/{instance_id}/cancel"
     return f"{url}?{urlencode({'code': code})}" if code else url
 
@@ -350,6 +354,7 @@ def _summary(output: dict[str, Any]) -> str:
 
 
 async def get_watch(client: Any, instance_id: str, base_url: str, now: dt.datetime, code: str | None = None) -> Answer:
+    """The answer of a watch's status route; not found if the id is not one."""
     if not _INSTANCE.match(instance_id):
         return _unknown(instance_id)
     return answer_status(await client.get_status(instance_id), instance_id, base_url, now, code)

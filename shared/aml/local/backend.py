@@ -38,6 +38,8 @@ STALE_S = 30.0
 
 
 class LocalBackend(Backend):
+    """The backend that runs pipelines on this machine, a detached runner per run, its state in the lake."""
+
     name = "local"
 
     def __init__(self, lake: Lake, settings: Settings) -> None:

@@ -22,6 +22,8 @@ from shared.lake import Lake, LocalLake
 
 @dataclass
 class Step:
+    """One step of a local run: its command line, working folder, outputs and environment."""
+
     name: str
     argv: list[str]
     cwd: Path

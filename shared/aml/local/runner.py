@@ -36,6 +36,8 @@ def run_paths(run_id: str) -> dict[str, str]:
 
 
 class Runner:
+    """One local run: runs its steps in order, keeping its status in the lake."""
+
     def __init__(self, lake: Lake, run_id: str, work: Path) -> None:
         self.lake = lake
         self.run_id = run_id
@@ -175,6 +177,7 @@ def _read_metrics(path: Path) -> dict[str, float]:
 
 
 def work_folder(lake: Lake, settings: Settings, run_id: str) -> Path:
+    """The folder a local run's steps work in: the runs root's, the local lake's, or a temporary one."""
     if settings.local_runs_root is not None:
         return Path(settings.local_runs_root).absolute() / run_id
     if isinstance(lake, LocalLake):
@@ -183,6 +186,7 @@ def work_folder(lake: Lake, settings: Settings, run_id: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one local run (its id the only argument) to the end; its status says how it ended."""
     (run_id,) = argv if argv is not None else sys.argv[1:]
     if argv is None and os.getpgid(0) != os.getpid():
         os.setsid()  # a session of its own: a cancel signal to its steps never reaches the caller

@@ -76,6 +76,7 @@ class RunResults:
 
 
 def output_path(run_id: str, name: str) -> str:
+    """The lake path of one of a run's outputs."""
     return f"runs/{run_id}/outputs/{OUTPUTS[name]}"
 
 

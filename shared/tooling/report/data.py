@@ -18,6 +18,7 @@ from shared.watch.gates import Gates, age_failure, finite, mape_failure
 
 
 def read_csv(data: bytes) -> list[dict[str, str]]:
+    """The rows of a UTF-8 CSV file."""
     return list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
 
 
@@ -96,6 +97,7 @@ def _fmt(v: float | None, fmt: str = ".3f") -> str:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
+    """The models' metrics as a plain-text table."""
     width = max([len(r["model"]) for r in rows] + [5])
     lines = [
         f"{'model':<{width}}  {'MAPE':>6} {'RMSE_0':>7} {'RMSE_All':>8} {'base MAPE':>9} {'reduction':>9}  healthy"
@@ -116,6 +118,7 @@ def verdict(
     gates: Gates | None = None,
     rules: HealthPolicy | None = None,
 ) -> str:
+    """The first summary line: how many models are healthy and beat the baseline."""
     gates = gates or Gates()
     rules = rules or policy()
     healthy = sum(r["healthy"] for r in rows)
@@ -199,4 +202,5 @@ def data_quality(manifests: Iterable[dict[str, Any]], errors: Iterable[dict[str,
 
 
 def parse_json(data: bytes) -> Any:
+    """A UTF-8 JSON document."""
     return json.loads(data.decode("utf-8"))

@@ -32,6 +32,8 @@ svg { max-width: 100%; height: auto; }
 
 @dataclass
 class ReportInputs:
+    """Everything one run's HTML report shows."""
+
     run_id: str
     now: dt.datetime
     gates: Gates
@@ -183,6 +185,7 @@ def _decisions(summary: dict[str, Any] | None) -> str:
 
 
 def html_report(inp: ReportInputs) -> str:
+    """The run's report as one HTML page."""
     m = inp.meta
     holdout_from = str(m.get("holdout_from", ""))
     weeks = int(m.get("holdout_weeks") or 0)
