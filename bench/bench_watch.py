@@ -5,9 +5,9 @@
     .venv/bin/python bench/bench_watch.py --runs 3        # a few seconds: CI's proof that it runs
 
 The batch is submitted and followed by the app's own orchestrator and activities, through the
-Durable SDK's real replay engine (tests/durable/ plays the host, with a simulated clock) and
+Durable SDK's real replay engine (tests/fakes/durable/ plays the host, with a simulated clock) and
 the ``azureml`` backend on the real ``MLClient`` whose transport is the in-process fake of
-AML's REST API (tests/aml/), so every AML call is counted. The jobs run for 5.5 to 6 hours
+AML's REST API (tests/fakes/aml/), so every AML call is counted. The jobs run for 5.5 to 6 hours
 (spread evenly) and all complete.
 
 Printed per mode (polling only, the default policy; with events, the 15-minute safety poll
@@ -42,10 +42,10 @@ from shared.aml.catalog import load_catalog  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.watch import events  # noqa: E402
 from shared.watch import routes as watch_api  # noqa: E402
-from tests.aml.credential import FakeCredential  # noqa: E402
-from tests.aml.fake import FakeAML  # noqa: E402
-from tests.durable.host import DurableHost  # noqa: E402
-from tests.durable.replay import find_function  # noqa: E402
+from tests.fakes.aml.credential import FakeCredential  # noqa: E402
+from tests.fakes.aml.fake import FakeAML  # noqa: E402
+from tests.fakes.durable.host import DurableHost  # noqa: E402
+from tests.fakes.durable.replay import find_function  # noqa: E402
 
 T0 = dt.datetime(2026, 11, 30, 2, 0, tzinfo=dt.UTC)
 SUB = "00000000-0000-0000-0000-000000000001"

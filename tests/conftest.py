@@ -12,7 +12,7 @@ import pytest
 from shared import clock, telemetry
 from shared.lake import BlobLake, Lake, LocalLake
 from shared.settings import get_settings
-from tests.azurite import AzuriteInstance, start_azurite
+from tests.fakes.azurite import AzuriteInstance, start_azurite
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,1 @@
+"""Tests of the deployment: infra/, adf/, the GitHub workflows and the names they share."""

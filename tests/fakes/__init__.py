@@ -1,0 +1,1 @@
+"""The fakes (Azurite, AML's REST API, the Durable host) and their own tests."""

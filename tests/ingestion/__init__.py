@@ -1,0 +1,1 @@
+"""Tests of shared/ingestion: formats, datasets, ingestion and re-ingestion."""

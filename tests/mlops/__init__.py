@@ -1,0 +1,1 @@
+"""Tests of shared/mlops: the weekly batch, data assets, the registry, promotion, staleness."""

@@ -1,0 +1,1 @@
+"""Tests of pipelines/: the forecast pipeline's steps, metrics and backtest; the benchmarks."""

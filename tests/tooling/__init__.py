@@ -1,0 +1,1 @@
+"""Tests of shared/tooling: the command line and the main job's report."""

@@ -1,0 +1,1 @@
+"""Tests of shared/watch: the watch policy, the status route, events."""

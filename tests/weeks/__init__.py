@@ -1,0 +1,1 @@
+"""Tests of shared/weeks: the calendar, the week index, readiness."""
