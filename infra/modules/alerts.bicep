@@ -1,5 +1,5 @@
 // Scheduled query rules on Application Insights. The queries live in infra/alerts/*.kql, where
-// tests/test_infra.py checks every metric and field they read against shared/telemetry.py. The
+// tests/deploy/test_infra.py checks every metric and field they read against shared/telemetry.py. The
 // health gates are the health policy's (pipelines/health_policy.json): each
 // {{health_policy.gates.<gate>}} in a query becomes the policy's value at deploy.
 param location string

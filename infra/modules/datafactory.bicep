@@ -1,5 +1,5 @@
 // Data Factory with the weekly pipeline, its linked services, datasets and schedule, all loaded
-// from adf/ (the JSON that tests/test_adf.py checks). Environment-specific values (the apps'
+// from adf/ (the JSON that tests/deploy/test_adf.py checks). Environment-specific values (the apps'
 // URLs, Key Vault, the lake) are the factory's global parameters, so the JSON is the same in
 // every environment.
 param location string

@@ -136,7 +136,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// BEGIN app settings (tests/test_infra.py compares these keys with local.settings.sample.json)
+// BEGIN app settings (tests/deploy/test_infra.py compares these keys with local.settings.sample.json)
 var baseSettings = {
   AzureWebJobsStorage__accountName: hostStorage.name
   AzureWebJobsStorage__credential: 'managedidentity'

@@ -33,7 +33,7 @@ __all__ = [
     "lake_uri",
 ]
 
-#: the lake's containers (infra/modules/lake.bicep declares the same; tests/test_infra.py checks)
+#: the lake's containers (infra/modules/lake.bicep declares the same; tests/deploy/test_infra.py checks)
 LAKE_CONTAINERS = ("raw", "curated", "quarantine", "runs", "models", "batches", "oracle")
 #: a container's datastore is this prefix and the container's name
 DATASTORE_PREFIX = "lake_"

@@ -162,3 +162,15 @@ def test_the_order_check_finds_an_import_up_and_one_sideways():
         "shared.aml.runs -> shared.ingestion.weeks (shared.aml may not import shared.ingestion)",
         "shared.weeks.ready -> shared.ingestion.datasets (shared.weeks may not import shared.ingestion)",
     ]
+
+
+def test_every_public_type_and_function_of_shared_has_a_docstring():
+    missing = [
+        f"{p.relative_to(ROOT)}:{n.lineno} {n.name}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        for n in ast.parse(p.read_text(), str(p)).body
+        if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and not n.name.startswith("_")
+        and not ast.get_docstring(n)
+    ]
+    assert missing == []
