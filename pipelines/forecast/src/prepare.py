@@ -131,11 +131,19 @@ def known_weather(
         clim = near.groupby("zip_code")[list(WEATHER_OBSERVED)].mean().reset_index()
         parts.append(clim.assign(week_start=w))
     clim = pd.concat(parts, ignore_index=True).assign(source="climatology")
-    out = frame.merge(fc, on=["zip_code", "week_start"], how="left") if len(fc) else frame.assign(source=np.nan)
-    missing = out["source"].isna()
+    if len(fc):
+        out = frame.merge(fc, on=["zip_code", "week_start"], how="left")
+    else:  # observed weather only (most lakes): no forecast at all, every week is climatology
+        out = frame.assign(**{col: np.nan for col in WEATHER_OBSERVED})
+    # one column at a time, each of its own dtype (a whole-row array would be object, and a
+    # string written into a float column is an error in pandas 3)
+    out["source"] = out.get("source", pd.Series(index=out.index, dtype=object)).astype(object)
+    missing = out["source"].isna().to_numpy()
     if missing.any():
         filled = out.loc[missing, ["zip_code", "week_start"]].merge(clim, on=["zip_code", "week_start"], how="left")
-        out.loc[missing, [*WEATHER_OBSERVED, "source"]] = filled[[*WEATHER_OBSERVED, "source"]].to_numpy()
+        for col in WEATHER_OBSERVED:
+            out.loc[missing, col] = filled[col].to_numpy(float)
+        out.loc[missing, "source"] = filled["source"].astype(object).to_numpy()
     # a zip without history near that week of the year: its mean before the origin, else all zips'
     zip_mean = before.groupby("zip_code")[list(WEATHER_OBSERVED)].mean()
     for col in WEATHER_OBSERVED:
