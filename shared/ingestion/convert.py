@@ -198,7 +198,7 @@ class Converter:
                 value = pc.subtract(days, pc.day_of_week(value).cast(pa.int32())).cast(pa.date32())
         else:
             value = self._number(col, src, text, raw, batch, out)
-        out += _constraints(col, value, raw)
+        out += _constraints(col, value, raw, text)
         return value, out
 
     def _number(
@@ -364,15 +364,13 @@ def _reject_rolled_over(value: pa.Array, text: pa.Array, formats: list[str]) -> 
     return pc.if_else(pa.array(bad), pa.scalar(None, value.type), value)
 
 
-def _constraints(col: ColumnSpec, value: pa.Array, raw: pa.Array) -> list[Violation]:
+def _constraints(col: ColumnSpec, value: pa.Array, raw: pa.Array, text: pa.Array) -> list[Violation]:
+    """``text``: the cleaned raw text, null where the raw value was empty or a declared null
+    token (``M``, ``NA``): a required column is missing whichever way the null arrived."""
     out = []
     if not col.nullable:
-        missing = pc.is_null(value)
-        # a value that failed to parse is already reported; only report what was empty
-        missing = pc.and_(
-            missing, pc.or_kleene(pc.is_null(raw), pc.is_in(pc.utf8_trim_whitespace(raw), value_set=pa.array([""])))
-        )
-        missing = pc.fill_null(missing, True)
+        # a value that failed to parse is already reported; only report what was null
+        missing = pc.fill_null(pc.and_(pc.is_null(value), pc.is_null(text)), True)
         if pc.any(missing).as_py():
             out.append(Violation(col.name, "missing_value", missing, raw, f"{col.name} is required"))
     checks: list[tuple[str, Callable[[], pa.Array], str]] = []
