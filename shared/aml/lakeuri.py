@@ -31,6 +31,7 @@ __all__ = [
     "datastore_names",
     "lake_path",
     "lake_uri",
+    "normal_scheme",
 ]
 
 #: the lake's containers (infra/modules/lake.bicep declares the same; tests/deploy/test_infra.py checks)
@@ -44,6 +45,17 @@ LEGACY_DATASTORE = "lake"
 _URI = re.compile(
     r"^azureml://(?i:subscriptions/[^/]+/resourcegroups/[^/]+/workspaces/[^/]+/)?datastores/([^/]+)/paths/(.*)$"
 )
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def normal_scheme(value: str) -> str:
+    """``value`` with its URI scheme, if it has one, in lower case: schemes are
+    case-insensitive (RFC 3986), so ``AZUREML://`` and ``FILE://`` are the same as ``azureml://``
+    and ``file://`` and every check here reads them alike."""
+    m = _SCHEME.match(value)
+    return value if m is None else m.group(0).lower() + value[m.end() :]
 
 
 def _segments(path: str, what: str) -> list[str]:
@@ -88,7 +100,7 @@ def lake_path(uri: str) -> str | None:
     """The lake path an AML data URI names: ``<container>/<rest>`` (no trailing slash) for a
     ``lake_<container>`` datastore or the legacy ``lake`` one; ``None`` for anything else (another
     datastore, not a datastore URI). ``ValueError`` for a ``..`` segment in a lake URI."""
-    m = _URI.match(uri)
+    m = _URI.match(normal_scheme(uri))
     if m is None:
         return None
     store, rest = m.group(1), m.group(2)
@@ -108,6 +120,7 @@ def lake_path(uri: str) -> str | None:
 def canonical(uri: str) -> str:
     """A lake URI in the per-container form (a legacy one rewritten); anything else, a legacy
     one whose first segment is no container included, unchanged."""
+    uri = normal_scheme(uri)
     path = lake_path(uri)
     if path is None or path.split("/", 1)[0] not in LAKE_CONTAINERS:
         return uri
@@ -117,7 +130,8 @@ def canonical(uri: str) -> str:
 def aml_path(path: str) -> str:
     """An input's path as AML resolves it: a lake path (``curated/x``) or a legacy lake URI as
     the URI on its container's datastore; a data asset reference, another datastore's URI or
-    anything else unchanged."""
+    anything else unchanged (its scheme in lower case)."""
+    path = normal_scheme(path)
     if path.startswith("azureml:"):
         return canonical(path)
     if "://" not in path and path.strip("/").split("/", 1)[0] in LAKE_CONTAINERS:

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from shared.aml.catalog import NAME_PATTERN, Parameter, Pipeline
 from shared.aml.datarefs import is_reference
-from shared.aml.lakeuri import container_of, lake_path, lake_uri
+from shared.aml.lakeuri import container_of, lake_path, lake_uri, normal_scheme
 from shared.http import Problem, problem
 
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
@@ -265,7 +265,9 @@ def input_path_ok(value: str) -> bool:
     """An AML data URI, a registered data asset version (``azureml:<name>:<version>``), or a
     relative lake path that stays inside the lake. A lake datastore's URI (``lake_<container>``,
     or the legacy ``lake``: :mod:`shared.aml.lakeuri`) may name a whole container
-    (``azureml://datastores/lake_curated/paths/``); another datastore's needs a path in it."""
+    (``azureml://datastores/lake_curated/paths/``); another datastore's needs a path in it. A
+    scheme is read in any case (``FILE://`` is ``file://``), and no scheme but ``azureml`` is taken."""
+    value = normal_scheme(value)
     if value.startswith("azureml:") and not value.startswith("azureml://"):
         return is_reference(value)
     m = re.match(r"^azureml://datastores/([A-Za-z0-9_]+)/paths/(.*)$", value)
@@ -275,7 +277,7 @@ def input_path_ok(value: str) -> bool:
         except ValueError:
             return False
     rel = m.group(2) if m else value
-    if re.match(r"^[a-z]+://", rel) or rel.startswith("/") or "\\" in rel:
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", rel) or rel.startswith("/") or "\\" in rel:
         return False
     return bool(rel.strip("/")) and all(p not in ("..", ".") for p in rel.strip("/").split("/"))
 
@@ -287,7 +289,7 @@ def _inputs(pipeline: Pipeline, given: dict[str, Any], field: str, adf: bool) ->
     inputs: dict[str, str] = {}
     takes = ", ".join(pipeline.inputs) or "none"
     for name, value in given.items():
-        path = _adf_path(value) if adf else value
+        path = _adf_path(value) if adf else normal_scheme(value) if isinstance(value, str) else value
         if name not in pipeline.inputs:
             problems.append(problem(f"{field}.{name}", f"unknown input; {pipeline.name} takes {takes}"))
         elif adf and (path is None or not input_path_ok(path)):

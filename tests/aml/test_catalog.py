@@ -295,3 +295,32 @@ def test_the_forecast_pipeline_passes_the_policy_to_its_evaluate_step_on_both_ba
     # azureml backend: the job's literal inputs
     spec = jobspec.build(ROOT_DIR / forecast.definition.job, req, forecast, "run-1", lambda *_: {})
     assert {k: spec["inputs"][k] for k in values} == values
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "FILE:///etc/passwd",
+        "File:///etc/passwd",
+        "file:/etc/passwd",
+        "HTTPS://account.blob.core.windows.net/curated/x",
+        "ABFSS://curated@account.dfs.core.windows.net/x",
+        "Wasbs://curated@account.blob.core.windows.net/x",
+        "AZUREML://datastores/lake_curated/paths/../raw",
+        "AzureML://datastores/other/paths/",
+    ],
+)
+def test_an_input_uri_scheme_is_refused_whatever_its_case(smoke, path):
+    from shared.aml.catalog import Input, Pipeline
+
+    p = Pipeline(**{**smoke.model_dump(), "inputs": {"data": Input()}})
+    _, problems = validate_request(p, {"inputs": {"data": path}})
+    assert [x["field"] for x in problems] == ["inputs.data"]
+
+
+def test_an_upper_case_lake_uri_is_read_as_the_lake_and_handed_on_in_lower_case(smoke):
+    from shared.aml.catalog import Input, Pipeline
+
+    p = Pipeline(**{**smoke.model_dump(), "inputs": {"data": Input()}})
+    ok, problems = validate_request(p, {"inputs": {"data": "AZUREML://datastores/lake_curated/paths/weather_daily"}})
+    assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake_curated/paths/weather_daily"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.aml.lakeuri import LAKE_CONTAINERS, canonical, datastore_names, lake_path, lake_uri
+from shared.aml.lakeuri import LAKE_CONTAINERS, aml_path, canonical, datastore_names, lake_path, lake_uri
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,13 @@ def test_a_path_outside_the_containers_has_no_uri(path):
 def test_the_datastore_names_are_one_per_container():
     assert datastore_names() == [f"lake_{c}" for c in LAKE_CONTAINERS]
     assert len(set(datastore_names())) == len(LAKE_CONTAINERS)
+
+
+def test_the_scheme_is_case_insensitive():
+    assert lake_path("AZUREML://datastores/lake_curated/paths/x") == "curated/x"
+    assert lake_path("AzureML://datastores/lake/paths/curated/x") == "curated/x"
+    with pytest.raises(ValueError, match=r"'\.\.'"):
+        lake_path("AZUREML://datastores/lake_curated/paths/../raw")
+    assert canonical("AZUREML://datastores/lake/paths/curated/") == "azureml://datastores/lake_curated/paths/"
+    assert aml_path("AZUREML://datastores/lake/paths/curated/x") == "azureml://datastores/lake_curated/paths/x"
+    assert aml_path("AZUREML:curated-data:2026-01-05") == "azureml:curated-data:2026-01-05"

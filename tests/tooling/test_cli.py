@@ -180,3 +180,12 @@ def test_the_whole_weekly_batch_end_to_end_at_a_small_size(tmp_path):
             assert line["training"] == "retrained" and line["why"] == "no production model"
         else:
             assert line["training"] == "retrained" and line["why"].startswith("inputs changed since v"), line
+
+
+def test_submit_refuses_an_upper_case_file_uri_as_an_input(tmp_path):
+    out = io.StringIO()
+    code = main(["--lake", str(tmp_path), "submit", "forecast", "--input", "curated=FILE:///etc/passwd"], out=out)
+    answer = json.loads(out.getvalue())
+    assert code != 0 and "run_id" not in answer
+    assert [p["field"] for p in answer["problems"]] == ["inputs.curated"]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
