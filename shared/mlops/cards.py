@@ -51,7 +51,7 @@ class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     outcome: Literal["promoted", "kept"]
-    #: which rule decided: gate, no_production, stale_production, better, within_margin, beyond_margin
+    #: which rule decided: gate, baseline, no_production, stale_production, better, within_margin, beyond_margin
     rule: str
     #: for a person: "MAPE 0.31 beats production's 0.33 (version 3)"
     reason: str

@@ -8,11 +8,16 @@ In order:
    ``max_age_days`` ago, every required metric present. A candidate that fails is never
    promoted, even when there is no production model: serving nothing new is better than
    serving a model the gates call unhealthy.
-2. **No production model:** the candidate is promoted.
-3. **Stale production model** (older than ``stale_days``, by default the health policy's
+2. **Beats the baseline.** The candidate's MAPE must be below its group's baseline's (the
+   historical average's, on the same backtest) by more than the health policy's baseline margin:
+   the one rule of health (:meth:`shared.health.HealthPolicy.beats_baseline`, which the report
+   uses too). A candidate that does not, or whose baseline MAPE is unknown, is not promoted: the
+   group's baseline is served in its place (the score step's fallback chain).
+3. **No production model:** the candidate is promoted.
+4. **Stale production model** (older than ``stale_days``, by default the health policy's
    staleness limit, or whose MAPE is not a number): the candidate is promoted whatever it scores
    against it.
-4. **Comparison.** With ``max_mape_increase`` (an absolute difference in MAPE, by default the
+5. **Comparison.** With ``max_mape_increase`` (an absolute difference in MAPE, by default the
    health policy's promotion margin: with a margin of 0.02, MAPE 0.35 against production's 0.33
    is within it), the candidate is promoted when its MAPE is at most production's plus the
    margin (a newer model trained on newer data that is about as good replaces the older one),
@@ -32,7 +37,7 @@ from shared.clock import iso
 from shared.mlops.cards import Decision, ModelCard
 from shared.watch.gates import age_failure, finite, mape_failure
 
-__all__ = ["age_days", "decide", "gate_problems"]
+__all__ = ["age_days", "baseline_problem", "decide", "gate_problems"]
 
 # float noise: 0.35 - 0.33 is 0.01999..., which must count as within a 0.02 margin
 _EPSILON = 1e-9
@@ -58,6 +63,20 @@ def gate_problems(card: ModelCard, gates: Gates, now: dt.datetime) -> list[str]:
         if name in metrics and metrics[name] is None:
             problems.append(f"{name} is missing or not a number")
     return problems
+
+
+def baseline_problem(mape: float, baseline: float | None) -> str | None:
+    """Why a model of MAPE ``mape`` (it passed the gates) does not beat its baseline, by the
+    health policy's rule; None when it does."""
+    policy = health.policy()
+    if policy.beats_baseline(mape, baseline):
+        return None
+    if baseline is None:
+        return f"MAPE {mape:.2f} passes the gates, but its baseline's MAPE is not known"
+    why = f"MAPE {mape:.2f} passes the gates, but does not beat its baseline's {baseline:.2f}"
+    if policy.baseline.margin > 0:
+        why += f" by more than the {policy.baseline.margin:.2f} margin"
+    return why
 
 
 def _limits(max_mape_increase: float | None, stale_days: float | None) -> tuple[float, float]:
@@ -101,6 +120,8 @@ def decide(
     mape = candidate.metrics.mape
     if problems or mape is None:
         return result("kept", "gate", f"{'; '.join(problems)}: not promoted ({incumbent})")
+    if (why := baseline_problem(mape, candidate.metrics.baseline_mape)) is not None:
+        return result("kept", "baseline", f"{why}: not promoted ({incumbent})")
     if production is None:
         return result("promoted", "no_production", f"MAPE {mape:.2f} passes the gates; no production model yet")
     age = age_days(production, now)

@@ -82,7 +82,7 @@ def promote(ctx: steps.Context, plan: dict, name: str, *, mape: float = 0.3, day
     card = ctx.registry.register(
         ModelCard(
             name=name,
-            metrics=Metrics(mape=mape),
+            metrics=Metrics(mape=mape, baseline_mape=0.5),
             trained_at=(NOW - dt.timedelta(days=days_old)).timestamp(),
             run_id="run-before",
             data_versions={"curated": plan["data"]["reference"], "inputs": plan["fingerprints"][f"{region}.{fmt}"]},
@@ -381,7 +381,9 @@ def test_a_registration_that_died_before_its_files_is_completed_on_the_retry(lak
     plan = steps.plan(ctx, {"week": W}, NOW)
     train = fake_training_run(lake, "run-crash", {WEST[1]: 0.2})
     card = ctx.registry.register(  # the first attempt claimed version 1, then died
-        ModelCard(name=WEST[1], metrics=Metrics(mape=0.2), trained_at=NOW.timestamp(), run_id="run-crash"),
+        ModelCard(
+            name=WEST[1], metrics=Metrics(mape=0.2, baseline_mape=0.5), trained_at=NOW.timestamp(), run_id="run-crash"
+        ),
         {"model.pkl": b"", "lgbm.txt": b""},
     )
     lake.delete(f"models/{WEST[1]}/1/model.pkl")

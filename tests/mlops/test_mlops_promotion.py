@@ -20,7 +20,7 @@ def card(version: int | None, mape: float | None, days_old: float = 1, **metrics
     return ModelCard(
         name="northeast.large.fast",
         version=version,
-        metrics=Metrics(mape=mape, rmse_all=4.2, baseline_mape=0.5, **metrics),
+        metrics=Metrics(**{"mape": mape, "rmse_all": 4.2, "baseline_mape": 0.5, **metrics}),
         trained_at=(NOW - dt.timedelta(days=days_old)).timestamp(),
         run_id=f"forecast-run-{version}",
         data_versions={"shipments_weekly": "v1@2026-11-23"},
@@ -167,3 +167,34 @@ def test_a_reason_never_hides_the_difference_it_decided_on(mape, theirs, reason)
     """'0.22 is worse than 0.22 by 0.00' says nothing: a third decimal when two hide it."""
     d = decide(card(2, mape), card(1, theirs), GATES, NOW)
     assert d.outcome == "promoted" and d.reason.startswith(reason), d.reason
+
+
+def test_a_candidate_that_does_not_beat_its_baseline_is_never_promoted():
+    # passes the gates (0.40 <= 0.45) and there is no production model, but the historical
+    # average does as well: the baseline is served instead
+    d = decide(card(1, 0.40, baseline_mape=0.40), None, GATES, NOW)
+    assert (d.outcome, d.rule) == ("kept", "baseline")
+    assert (
+        d.reason
+        == "MAPE 0.40 passes the gates, but does not beat its baseline's 0.40: not promoted (no production model)"
+    )
+    # nor over a production model, however much better than it
+    d = decide(card(4, 0.30, baseline_mape=0.29), card(3, 0.44), GATES, NOW)
+    assert (d.outcome, d.rule) == ("kept", "baseline")
+    assert d.reason.endswith("not promoted (production stays version 3)")
+
+
+def test_a_candidate_whose_baseline_is_unknown_is_not_promoted():
+    bare = card(1, 0.30).model_copy(update={"metrics": Metrics(mape=0.30)})
+    d = decide(bare, None, GATES, NOW)
+    assert (d.outcome, d.rule) == ("kept", "baseline")
+    assert "its baseline's MAPE is not known" in d.reason
+
+
+def test_promotion_and_the_report_share_one_rule_of_health():
+    from shared import health
+
+    policy = health.policy()
+    for mape, base in ((0.30, 0.50), (0.40, 0.40), (0.41, 0.40)):
+        promoted = decide(card(1, mape, baseline_mape=base), None, GATES, NOW).outcome == "promoted"
+        assert promoted == policy.beats_baseline(mape, base)
