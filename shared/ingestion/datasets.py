@@ -10,6 +10,7 @@ test holds the two verdicts equal.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
@@ -67,8 +68,14 @@ class Weekday:
 Rule = LessEqual | EqualWhen | Weekday
 
 
+#: what the engine rejects as ``control_character`` in a free-text column (an id, a region)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: the engine's ``above_maximum`` / ``below_minimum`` for any number: beyond it nothing is a quantity
+MAX_MAGNITUDE = 1e15
+
+
 class _Dataset(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     __dataset__: ClassVar[str]
     __key__: ClassVar[tuple[str, ...]]
@@ -77,6 +84,11 @@ class _Dataset(BaseModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> _Dataset:
         row = self.__dict__
+        for name, value in row.items():
+            if isinstance(value, str) and name != "source" and CONTROL_CHARACTERS.search(value):
+                raise ValueError(f"{name} holds a control character")
+            if isinstance(value, int | float) and abs(value) > MAX_MAGNITUDE:
+                raise ValueError(f"{name} is beyond {MAX_MAGNITUDE:g}")
         broken = [rule.name for rule in self.__rules__ if not rule.check(row)]
         if broken:
             raise ValueError(f"breaks rule(s): {', '.join(broken)}")
