@@ -179,11 +179,24 @@ class LocalLake(Lake):
         self.root = Path(root).absolute()
 
     def _file(self, path: str) -> Path:
-        return self.root / check_path(path)
+        """``path``'s file below the root; ``ValueError`` when it resolves outside the root
+        (a symlink, of the file or of a folder on the way, that leads out of the lake)."""
+        target = self.root / check_path(path)
+        if not self._inside(target):
+            raise ValueError(f"{path!r} resolves outside the lake (a symbolic link leads out of it)")
+        return target
+
+    def _inside(self, p: Path) -> bool:
+        # resolved every time: a link may be made or changed between two calls
+        real, root = p.resolve(), self.root.resolve()
+        return real == root or root in real.parents
 
     def stat(self, path: str) -> ObjectInfo:
+        target = self.root / check_path(path)
+        if not self._inside(target):
+            raise NotFoundError(path)  # what lies outside the lake is not in it
         try:
-            st = self._file(path).stat()
+            st = target.stat()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(path) from None
         if not stat.S_ISREG(st.st_mode):
@@ -232,18 +245,20 @@ class LocalLake(Lake):
         base = self.root / prefix.strip("/")
         if not base.is_dir():
             return iter(())
+        if not self._inside(base):
+            return iter(())
         found = (
             p.relative_to(self.root).as_posix()
             for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(self._TMP)
+            if p.is_file() and not p.name.startswith(self._TMP) and self._inside(p)
         )
         return iter(sorted(found))
 
     def children(self, prefix: str) -> builtins.list[str]:
         base = self.root / prefix.strip("/")
-        if not base.is_dir():
+        if not base.is_dir() or not self._inside(base):
             return []
-        return sorted(p.name for p in base.iterdir() if not p.name.startswith(self._TMP))
+        return sorted(p.name for p in base.iterdir() if not p.name.startswith(self._TMP) and self._inside(p))
 
     def describe(self, path: str) -> str:
         return str(self._file(path))

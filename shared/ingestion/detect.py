@@ -25,7 +25,18 @@ from shared.ingestion.readers import (
     jsonl_batches,
     jsonl_first_record,
     load_json,
+    sample,
 )
+
+#: how many of a file's own column names a "no format fits" message shows
+SHOWN_COLUMNS = 12
+
+
+def _columns(available: set[str] | None) -> str:
+    """The file's columns as the message shows them: a few, each a short escaped sample."""
+    names = sorted(available or [])
+    shown = ", ".join(sample(n, 40) for n in names[:SHOWN_COLUMNS]) or "none"
+    return shown + (f" and {len(names) - SHOWN_COLUMNS} more" if len(names) > SHOWN_COLUMNS else "")
 
 
 def choose(
@@ -63,7 +74,7 @@ def choose(
         closest = "; ".join(f"{c.mapping.id} lacks {', '.join(c.missing)}" for c in ranked[:3]) or "none"
         raise DataError(
             "no_matching_format",
-            f"no {dataset} format fits this {kind} file (columns: {', '.join(sorted(available or [])) or 'none'}); "
+            f"no {dataset} format fits this {kind} file (columns: {_columns(available)}); "
             f"closest: {closest}. Add a mapping, or name one in the path (format=<id>)",
             columns=sorted(available or []),
             candidates={c.mapping.id: c.missing for c in ranked},

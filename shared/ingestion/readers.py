@@ -33,14 +33,44 @@ JSONL_BATCH_LINES = 20_000
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+#: how much of a file's own text a quarantine record (and the route's answer) may show
+SAMPLE_CHARS = 60
+SAMPLE_ITEMS = 20
+MESSAGE_CHARS = 600
+
+
+def sample(text: str, limit: int = SAMPLE_CHARS) -> str:
+    """A short, escaped sample of raw text: what is not printable written as an escape
+    (``\\x07``, ``\\u2028``), then cut to ``limit`` characters with an ellipsis."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _sampled(value: Any) -> Any:
+    if isinstance(value, str):
+        return sample(value)
+    if isinstance(value, list | tuple):
+        items = [_sampled(v) for v in value[:SAMPLE_ITEMS]]
+        return items + ([f"... {len(value) - SAMPLE_ITEMS} more"] if len(value) > SAMPLE_ITEMS else [])
+    if isinstance(value, dict):
+        kept = list(value.items())[:SAMPLE_ITEMS]
+        return {sample(str(k)): _sampled(v) for k, v in kept}
+    return value
+
+
 class DataError(Exception):
-    """The file cannot be read as a whole; ``reason`` is a stable code, ``message`` a sentence."""
+    """The file cannot be read as a whole; ``reason`` is a stable code, ``message`` a sentence.
+
+    What the file itself holds reaches the record (and the re-ingest route's answer) only as a
+    short escaped sample: the message is escaped and bounded, each detail too (a raw header of
+    10,000 columns, or a file that is not data at all, is never echoed back whole)."""
 
     def __init__(self, reason: str, message: str, **details: Any) -> None:
+        message = sample(message, MESSAGE_CHARS)
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.details = details
+        self.details = {k: _sampled(v) for k, v in details.items()}
 
 
 @dataclass

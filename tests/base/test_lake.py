@@ -125,3 +125,35 @@ def test_children_names_one_level_without_listing_deeper(lake):
     assert lake.children("batches/index") == ["shipments_weekly"]
     assert lake.children("batches/index/nothing") == []
     assert lake.children("nocontainer/x") == []
+
+
+def test_a_symlink_out_of_the_local_lake_is_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    lake = LocalLake(tmp_path / "lake")
+    lake.write_bytes("raw/weather/ok.csv", b"a\n1\n")
+    (tmp_path / "lake" / "raw" / "weather" / "passwd.csv").symlink_to(outside / "secret.csv")
+    (tmp_path / "lake" / "raw" / "weather" / "out").symlink_to(outside, target_is_directory=True)
+    for path in ("raw/weather/passwd.csv", "raw/weather/out/secret.csv"):
+        assert not lake.exists(path)
+        with pytest.raises(NotFoundError):
+            lake.read_bytes(path)
+        with pytest.raises(ValueError, match="outside the lake"):
+            lake.write_bytes(path, b"x")
+        with pytest.raises(ValueError, match="outside the lake"):
+            lake.delete(path)
+    with pytest.raises(ValueError, match="outside the lake"):
+        lake.write_bytes("raw/weather/out/new.csv", b"x")
+    assert list(lake.list("raw/weather")) == ["raw/weather/ok.csv"]
+    assert lake.children("raw/weather") == ["ok.csv"]
+    assert (outside / "secret.csv").read_text().startswith("root:") and sorted(p.name for p in outside.iterdir()) == [
+        "secret.csv"
+    ]
+
+
+def test_a_symlink_that_stays_inside_the_local_lake_reads(tmp_path):
+    lake = LocalLake(tmp_path / "lake")
+    lake.write_bytes("raw/weather/ok.csv", b"a\n1\n")
+    (tmp_path / "lake" / "raw" / "weather" / "alias.csv").symlink_to(tmp_path / "lake" / "raw" / "weather" / "ok.csv")
+    assert lake.read_bytes("raw/weather/alias.csv") == b"a\n1\n"

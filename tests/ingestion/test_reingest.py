@@ -335,3 +335,26 @@ def test_a_record_that_cannot_be_read_answers_502_never_500(local_lake, content)
     local_lake.write_bytes(reingest.record_path("weather", rid), content)
     status, answer, _ = reingest.request_status(local_lake, "weather", rid, "http://h")
     assert status == 502 and answer["error"] == "reingest_failed" and "post it again" in answer["message"]
+
+
+def test_a_symlink_out_of_the_lake_is_not_found_and_its_target_never_shown(local_lake, tmp_path, invocation_id):
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n")
+    put_weather(local_lake)
+    (local_lake.root / "raw" / "weather" / "passwd.csv").symlink_to(secret)
+    body = json.dumps({"path": "raw/weather/passwd.csv"}).encode()
+    status, answer, _ = ingestion.reingest_request("weather", body, invocation_id, local_lake)
+    assert status == 404
+    assert "root" not in json.dumps(answer) and str(tmp_path) not in json.dumps(answer)
+
+
+def test_a_quarantine_answer_shows_only_a_short_escaped_sample_of_the_raw_header(local_lake, invocation_id):
+    header = ",".join(f"col{i}_{'x' * 200}\u0007=cmd" for i in range(300))
+    local_lake.write_bytes("raw/weather/odd.csv", (header + "\n1\n").encode())
+    body = json.dumps({"path": "raw/weather/odd.csv"}).encode()
+    status, answer, _ = ingestion.reingest_request("weather", body, invocation_id, local_lake)
+    text = json.dumps(answer, ensure_ascii=False)
+    assert status == 422 and answer["error"]["reason"] == "no_matching_format"
+    assert "\u0007" not in text and "x" * 100 not in text
+    assert len(text) < 8_000
+    assert str(local_lake.root) not in text and "Traceback" not in text
