@@ -93,6 +93,8 @@ def check_path(path: str) -> str:
         raise ValueError("the path is empty")
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise ValueError(f"{path!r} holds a control character (NUL, newline, tab, ...), which no lake path may hold")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+        raise ValueError("the path holds a lone surrogate (\\ud800-\\udfff), which no file or blob name can hold")
     if len(path) > MAX_PATH_CHARS:
         raise ValueError(f"the path is {len(path)} characters long; a lake path has at most {MAX_PATH_CHARS}")
     parts = path.split("/")

@@ -113,6 +113,9 @@ def read_reingest_body(source: str, body: bytes) -> tuple[str, bool, bool, list[
         problems.append(problem(",".join(unknown), "unknown field(s); expected path, force and async"))
     if not path:
         problems.append(problem("path", f"required: the raw file to ingest, raw/{source}/..."))
+    elif any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+        # JSON may spell a lone surrogate (\ud800), which no file name can hold
+        problems.append(problem("path", "holds a lone surrogate (\\ud800-\\udfff), which no lake path may hold"))
     elif (refused := path_problem(source, path)) is not None:
         problems.append(problem("path", refused))
     for flag in FIELDS[1:]:

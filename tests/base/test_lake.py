@@ -157,3 +157,11 @@ def test_a_symlink_that_stays_inside_the_local_lake_reads(tmp_path):
     lake.write_bytes("raw/weather/ok.csv", b"a\n1\n")
     (tmp_path / "lake" / "raw" / "weather" / "alias.csv").symlink_to(tmp_path / "lake" / "raw" / "weather" / "ok.csv")
     assert lake.read_bytes("raw/weather/alias.csv") == b"a\n1\n"
+
+
+@pytest.mark.parametrize("bad", ["raw/weather/\ud800.csv", "raw/\udfff/x.csv"])
+def test_a_lone_surrogate_is_no_lake_path(bad, local_lake):
+    with pytest.raises(ValueError, match="surrogate"):
+        check_path(bad)
+    with pytest.raises(ValueError, match="surrogate"):
+        local_lake.stat(bad)

@@ -358,3 +358,11 @@ def test_a_quarantine_answer_shows_only_a_short_escaped_sample_of_the_raw_header
     assert "\u0007" not in text and "x" * 100 not in text
     assert len(text) < 8_000
     assert str(local_lake.root) not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("path", ["raw/weather/\ud800.csv", "raw/weather/a\udfff/b.csv", "\ud800"])
+def test_a_lone_surrogate_in_the_path_is_a_400(local_lake, invocation_id, path):
+    body = json.dumps({"path": path}).encode()  # JSON escapes it: \\ud800, as a client sends it
+    status, answer, _ = ingestion.reingest_request("weather", body, invocation_id, local_lake)
+    assert status == 400 and [p["field"] for p in answer["problems"]] == ["path"]
+    assert "Traceback" not in json.dumps(answer)
