@@ -16,7 +16,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.ingestion.datasets import MAX_MAGNITUDE, ColumnSpec, DatasetSpec, EqualWhen, LessEqual, Weekday, spec
+from shared.ingestion.datasets import (
+    MAX_MAGNITUDE,
+    MIN_YEAR,
+    ColumnSpec,
+    DatasetSpec,
+    EqualWhen,
+    LessEqual,
+    Weekday,
+    spec,
+)
 from shared.ingestion.formats import CONVERSIONS, Mapping, Source, canonical_unit, normalise_header, standard_unit
 from shared.ingestion.readers import BadRecord, DataError, RawBatch
 
@@ -358,10 +367,17 @@ def _parse_distinct_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array,
             value = pc.coalesce(value, pc.strptime(date_part, format=fmt, unit="s", error_is_null=True))
         parsed_text = pc.coalesce(date_part, text)
     value = _reject_rolled_over(value, parsed_text, formats)
+    # strptime's %Y takes "26" as the year 26 and "10000" as 10000: a year is four digits,
+    # and one Python's dates cannot hold (0, 10000) would crash whoever reads the row
+    year = pc.year(value)
+    four_digits = pc.fill_null(pc.and_(pc.greater_equal(year, MIN_YEAR), pc.less_equal(year, MAX_YEAR)), True)
+    value = pc.if_else(four_digits, value, pa.scalar(None, value.type))
     failed = pc.and_(pc.is_valid(text), pc.is_null(value))
     return pc.cast(value, pa.date32(), safe=False), (failed if pc.any(failed).as_py() else None)
 
 
+#: the last year a date may have: four digits, as ISO dates have them
+MAX_YEAR = 9999
 _LEADING_ZEROS = r"(^|[^0-9])0+([0-9])"
 
 

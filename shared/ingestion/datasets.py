@@ -72,6 +72,8 @@ Rule = LessEqual | EqualWhen | Weekday
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: the engine's ``above_maximum`` / ``below_minimum`` for any number: beyond it nothing is a quantity
 MAX_MAGNITUDE = 1e15
+#: the first year a date may have (the engine's ``invalid_date`` for "06/28/26" read as 0026)
+MIN_YEAR = 1000
 
 
 class _Dataset(BaseModel):
@@ -89,6 +91,8 @@ class _Dataset(BaseModel):
                 raise ValueError(f"{name} holds a control character")
             if isinstance(value, int | float) and abs(value) > MAX_MAGNITUDE:
                 raise ValueError(f"{name} is beyond {MAX_MAGNITUDE:g}")
+            if isinstance(value, dt.date) and value.year < MIN_YEAR:
+                raise ValueError(f"{name}: a year has four digits")
         broken = [rule.name for rule in self.__rules__ if not rule.check(row)]
         if broken:
             raise ValueError(f"breaks rule(s): {', '.join(broken)}")

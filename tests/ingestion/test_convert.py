@@ -64,3 +64,12 @@ def test_control_characters_in_an_identifier_are_rejected(lake, store):
     assert m["rows"]["written"] == 1 and m["rows"]["rejected_by_rule"] == {"control_character": 1}
     curated = lake.read_bytes(m["outputs"]["curated"]["path"])
     assert b"\x00" not in curated and b"\x1b" not in curated and curated.count(b"\n") == 2
+
+
+@pytest.mark.parametrize("day", ["06/28/26", "6/28/26", "01/31/0000", "01/31/0026", "01/31/10000", "12/31/9999999"])
+def test_a_date_whose_year_is_not_four_digits_within_1000_to_9999_is_rejected_as_invalid_date(lake, day):
+    put(lake, WEATHER, lines(US_OBS_HEADER, "2134,01/30/2026,50,30,0,", f"2134,{day},50,30,0,"))
+    m = ingest(lake, WEATHER)
+    assert m["status"] == "ingested"
+    assert m["rows"]["written"] == 1 and m["rows"]["rejected_by_rule"] == {"invalid_date": 2}
+    assert [r["date"] for r in read_csv(lake, m["outputs"]["curated"]["path"])] == ["2026-01-30"]
