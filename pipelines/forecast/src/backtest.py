@@ -53,6 +53,13 @@ LGBM_ROUNDS = 300
 LGBM_LEAD_EVERY = 4
 #: fewer training rows than this: no gradient-boosting member
 LGBM_MIN_ROWS = 500
+#: a seasonal factor (the SKU's same week last year against its level a year before the
+#: origin) is at most this: a SKU that barely sold a year ago has no meaningful ratio
+SEASONAL_FACTOR_MAX = 5.0
+#: every forecast (each member's, the blend's) is within [0, FORECAST_CAP x the series'
+#: largest week in the FORECAST_CAP_WEEKS weeks before its origin]
+FORECAST_CAP = 3.0
+FORECAST_CAP_WEEKS = 52
 
 
 class Data:
@@ -79,6 +86,12 @@ class Data:
         )
         self.units = units
         self._cs, self._cn = _cumulative(units)
+        # the levels behind the LightGBM member and the pooled seasonal naive are demand, never
+        # below zero: a week of net returns is no demand, and a level near zero or below makes
+        # every ratio over it unbounded (a SKU's mean store near zero made one series' share of
+        # it, and so its level, explode)
+        self.demand = np.where(np.isfinite(units), np.clip(units, 0.0, None), np.nan)
+        self._qs, self._qn = _cumulative(self.demand)
         self.first = np.argmax(np.isfinite(units), axis=1)
         # the store's observed weekly tmax (weeks before the holdout; last year's weather)
         observed = self.table[self.table["week_start"] < self.meta["holdout_from"]]
@@ -95,8 +108,8 @@ class Data:
         self.sku_row = np.array([skus.index(k) for k in self.sku_of])
         sums = np.zeros((len(skus), len(weeks)))
         counts = np.zeros((len(skus), len(weeks)))
-        np.add.at(sums, self.sku_row, np.nan_to_num(units))
-        np.add.at(counts, self.sku_row, np.isfinite(units))
+        np.add.at(sums, self.sku_row, np.nan_to_num(self.demand))
+        np.add.at(counts, self.sku_row, np.isfinite(self.demand))
         with np.errstate(invalid="ignore", divide="ignore"):
             self.sku_units = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         self._scs, self._scn = _cumulative(self.sku_units)
@@ -171,20 +184,22 @@ class Data:
         """Statistics of each row's series and SKU known at ``origin`` (one origin, or one per
         row), in units (see ``lgbm_features`` and ``pooled_seasonal``)."""
         s, t, o = self.indices(rows, origin)
-        cs, cn, scs, scn, k = self._cs, self._cn, self._scs, self._scn, self.sku_row[s]
+        cs, cn, scs, scn, k = self._qs, self._qn, self._scs, self._scn, self.sku_row[s]
         level = self._mean(cs, cn, s, o - 13, o)
         level = np.where(np.isfinite(level), level, np.nan_to_num(self._mean(cs, cn, s, np.zeros_like(o), o)))
         # the series' share of its SKU's mean store over up to two years before the origin,
         # times the SKU's last 13 weeks: a steadier level than the series' own 13 weeks
         a = np.maximum(o - 104, self.first[s])
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = self._mean(cs, cn, s, a, o) / self._mean(scs, scn, k, a, o)
+            sku_mean = self._mean(scs, scn, k, a, o)
+            share = np.where(sku_mean > 0, self._mean(cs, cn, s, a, o) / sku_mean, np.nan)
         pooled = share * self._mean(scs, scn, k, o - 13, o)
         pooled = np.where(np.isfinite(pooled), pooled, level)
         sku_ly_level = self._mean(scs, scn, k, o - 65, o - 52)
         ok_ly = (t - 53 >= 0) & (o - 65 >= 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            seasonal = pooled * (self._mean(scs, scn, k, t - 52, t - 51) + 0.1) / (sku_ly_level + 0.1)
+            factor = (self._mean(scs, scn, k, t - 52, t - 51) + 0.1) / (sku_ly_level + 0.1)
+            seasonal = pooled * np.clip(factor, 0.0, SEASONAL_FACTOR_MAX)
         return {
             "s": s,
             "t": t,
@@ -201,6 +216,18 @@ class Data:
             "sku_ly_level": sku_ly_level,
             "sku_level": self._mean(scs, scn, k, o - 13, o),
         }
+
+    def upper_bound(self, rows: pd.DataFrame, origin: str) -> np.ndarray:
+        """The largest forecast a row may have, known at ``origin``: FORECAST_CAP x the series'
+        largest week of demand in the FORECAST_CAP_WEEKS weeks before it (0 for a series that
+        sold nothing then)."""
+        s, _, o = self.indices(rows, origin)
+        i = self.week_index[origin]
+        window = self.demand[:, max(i - FORECAST_CAP_WEEKS, 0) : i]
+        if window.shape[1] == 0:
+            return np.zeros(len(rows))
+        top = np.nanmax(np.where(np.isfinite(window), window, -np.inf), axis=1)
+        return FORECAST_CAP * np.clip(top, 0.0, None)[s]
 
     def pooled_seasonal(self, rows: pd.DataFrame, origin: str) -> np.ndarray:
         """The seasonal naive pooled over the SKU's stores, known at ``origin``: the series'
@@ -254,7 +281,7 @@ class Data:
         rep, own = rep[keep], own[keep]
         picked = rows.iloc[rep].reset_index(drop=True)
         x, offset = self.lgbm_features(picked, own)
-        return picked, x, offset, picked[TARGET].to_numpy(float)
+        return picked, x, offset, np.clip(picked[TARGET].to_numpy(float), 0.0, None)  # demand: Poisson counts
 
 
 def _cumulative(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +305,8 @@ class Booster:
     def matrix(x: pd.DataFrame, rows: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
         x = x.copy()
         for col in LGBM_CATEGORICAL:
-            codes = pd.Categorical(rows[col].astype(str).to_numpy(), categories=categories[col]).codes
+            # a category the booster never saw (a region or SKU newer than its origin): missing
+            codes = pd.Index(categories[col]).get_indexer(rows[col].astype(str).to_numpy())
             x[col] = np.where(codes < 0, np.nan, codes.astype(float))
         return x
 

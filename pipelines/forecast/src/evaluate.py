@@ -55,7 +55,7 @@ COLUMNS = [
 LOGGED = ("mape", "rmse_0", "rmse_all", "baseline_mape", "mape_reduction", "lasso_mape", "mlp_mape", "trained_at")
 LOGGED_NEW = (
     "mape_sd", "wape", "bias", "mase", "baseline_wape", "baseline_bias", "snaive_mape", "snaive_wape",
-    "lgbm_mape", "lgbm_wape", "seasonal_mape", "seasonal_wape", "oracle_mape", "oracle_wape",
+    "lgbm_mape", "lgbm_wape", "seasonal_mape", "seasonal_wape", "oracle_mape", "oracle_wape", "clipped",
 )  # fmt: skip
 #: family -> forecast column
 FAMILIES = {
@@ -157,6 +157,16 @@ def summarise(long: pd.DataFrame, max_mape: float) -> pd.DataFrame:
                          "reduction": (b - m["mape"]) / b if b else math.nan,
                          "models_le_045": int((mean_mape <= max_mape).sum()), "models": len(mean_mape)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def clipped_counts(bt: pd.DataFrame, models: pd.Series) -> np.ndarray:
+    """Per model (group, ``overall``): the forecasts (members' and the blend's) of the backtest
+    that were out of range and bounded (train's ``clipped``; 0 for models of an older train)."""
+    if "clipped" not in bt.columns:
+        return np.zeros(len(models), dtype=int)
+    per_group = bt.groupby("group")["clipped"].sum()
+    total = int(per_group.sum())
+    return np.array([total if m == "overall" else int(per_group.get(m, 0)) for m in models], dtype=int)
 
 
 def model_table(long: pd.DataFrame, trained_at: float, last_origin: str, baseline_margin: float) -> pd.DataFrame:
@@ -281,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     long = per_origin(bt, a.mape_floor)
     last_origin = str(max(bt["origin"]))
     table = model_table(long, trained_at, last_origin, a.baseline_margin)
+    table["clipped"] = clipped_counts(bt, table["model"])
     summary = summarise(long, a.max_mape)
     goals = targets(summary, table, a.max_mape)
     goals["mape_floor"] = a.mape_floor
@@ -311,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     log_metrics(metrics, run_name="evaluate", params={"models": len(models), "origins": len(goals["origins"])})
     print(report(summary, goals, a.max_mape), flush=True)
     print(f"evaluate: {beating}/{len(models)} models beat the historical average on MAPE", flush=True)
+    clipped = models.loc[models["clipped"] > 0, ["model", "clipped"]]
+    if len(clipped):
+        listed = ", ".join(f"{r.model} {r.clipped}" for r in clipped.itertuples())
+        print(f"evaluate: forecasts out of range, bounded (backtest, members and blend): {listed}", flush=True)
     return 0
 
 

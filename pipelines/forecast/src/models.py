@@ -35,6 +35,11 @@ MEMBERS = ("lasso", "mlp", "lgbm", "seasonal")
 WEIGHT_STEP = 0.1
 #: the weights of a group without a validation window
 DEFAULT_WEIGHTS = {"lasso": 0.1, "mlp": 0.1, "lgbm": 0.5, "seasonal": 0.3}
+#: a member whose WAPE on the validation window is above this multiple of the historical
+#: average's gets no weight there (a member that broke on some series must not be blended in)
+MAX_WAPE_VS_BASELINE = 1.5
+#: a forecast out of its range by at most this (half a unit) is bounded but not counted clipped
+CLIP_TOLERANCE = 0.5
 #: train weeks needed before the linear trend is used
 MIN_WEEKS_FOR_TREND = 52
 
@@ -147,7 +152,7 @@ def fit_members(train: pd.DataFrame, seed: int) -> tuple[Encoder, LassoCV, MLPRe
     """The LASSO and the MLP on a group's rows (log1p units, encoded features)."""
     train = train.sort_values(["week_start", "series"], kind="stable")
     enc = Encoder().fit(train)
-    y = np.log1p(train[TARGET].to_numpy(float))
+    y = np.log1p(np.clip(train[TARGET].to_numpy(float), 0.0, None))  # demand: a week of net returns is 0
     x_lasso = enc.transform(train, interactions=True)
     x_mlp = enc.transform(train, interactions=False)
     n_splits = 3 if len(train) >= 60 else 2
@@ -192,18 +197,43 @@ def _grid(members: tuple[str, ...], step: float) -> list[dict[str, float]]:
     ]
 
 
+def sane_members(val: pd.DataFrame, members: tuple[str, ...] = MEMBERS) -> tuple[str, ...]:
+    """The ``members`` whose WAPE on ``val`` is at most MAX_WAPE_VS_BASELINE x the historical
+    average's (``baseline``), or every member when ``val`` cannot tell (no baseline column, no
+    actual); when none is, the one with the lowest WAPE."""
+    if len(val) == 0 or "baseline" not in val.columns or not len(members):
+        return members
+    actual = val["actual"].to_numpy(float)
+    total = np.abs(actual).sum()
+    if total <= 0:
+        return members
+
+    def wape_of(col: str) -> float:
+        err = np.abs(np.nan_to_num(val[col].to_numpy(float), nan=0.0) - actual).sum() / total
+        return float(err) if np.isfinite(err) else math.inf
+
+    errors = {m: wape_of(m) for m in members}
+    limit = MAX_WAPE_VS_BASELINE * wape_of("baseline")
+    kept = tuple(m for m in members if errors[m] <= limit)
+    return kept or (min(members, key=lambda m: errors[m]),)
+
+
 def choose_weights(
     val: pd.DataFrame, members: tuple[str, ...] = MEMBERS, step: float = WEIGHT_STEP
 ) -> dict[str, float]:
     """The blend weights (a grid over the simplex) with the lowest WAPE on ``val`` (the
-    validation window: members' forecasts and ``actual``); ties go to the weights nearest
-    the default ones."""
+    validation window: members' forecasts and ``actual``), over the members whose WAPE there
+    is not far above the historical average's (``sane_members``; the others weigh 0); ties go
+    to the weights nearest the default ones."""
     actual = val["actual"].to_numpy(float)
     if len(val) == 0 or actual.sum() <= 0:
         default = {m: DEFAULT_WEIGHTS[m] for m in members}
         total = sum(default.values())
         return {m: round(w / total, 4) for m, w in default.items()} if total else dict(DEFAULT_WEIGHTS)
-    pred = val[list(members)].to_numpy(float)
+    kept = sane_members(val, members)
+    if kept != members:
+        return {m: 0.0 for m in members} | choose_weights(val, kept, step)
+    pred = np.nan_to_num(val[list(members)].to_numpy(float), nan=0.0)
     grid = _grid(members, step)
     w = np.array([[g[m] for m in members] for g in grid])
     errors = np.abs(pred @ w.T - actual[:, None]).sum(axis=0) / actual.sum()
@@ -239,6 +269,20 @@ def choose_old_weight(val: pd.DataFrame) -> float:
 FORECASTS = ("forecast", "lasso", "mlp", "lgbm", "seasonal", "old_blend", "baseline", "snaive")
 
 
+def bound(pred: pd.DataFrame, cols: tuple[str, ...], upper: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
+    """``pred`` with each of ``cols`` within [0, ``upper``] (NaN: 0), and per row how many of
+    them were out of range by more than CLIP_TOLERANCE (or NaN)."""
+    pred = pred.copy()
+    hi = upper.to_numpy(float)
+    clipped = np.zeros(len(pred), dtype=int)
+    for col in cols:
+        v = pred[col].to_numpy(float)
+        bad = np.isnan(v) | (v < -CLIP_TOLERANCE) | (v > hi + CLIP_TOLERANCE)
+        clipped += bad
+        pred[col] = np.clip(np.where(np.isnan(v), 0.0, v), 0.0, hi)
+    return pred, clipped
+
+
 def forecast(models: dict[str, GroupModel], booster, data, rows: pd.DataFrame, origin: str) -> pd.DataFrame:
     """Every member, the blend, the old blend and both baselines for ``rows`` (horizon rows
     of ``origin``, features known at it); with ``actual`` (NaN for future weeks), ``scale``
@@ -249,14 +293,17 @@ def forecast(models: dict[str, GroupModel], booster, data, rows: pd.DataFrame, o
     pred = data.baselines(rows, origin)
     pred["seasonal"] = data.pooled_seasonal(rows, origin)
     pred["lgbm"] = booster.predict(data, rows, origin) if booster is not None else pred["seasonal"]
+    upper = pd.Series(data.upper_bound(rows, origin), index=rows.index)
     parts = []
     for group, part in rows.groupby("group", sort=True):
         model = models[group]
         p = pd.concat([pred.loc[part.index], model.members(part)], axis=1)
-        parts.append(pd.concat([p, model.blend(p)], axis=1))
+        p, clipped = bound(p, ("lasso", "mlp", "lgbm", "seasonal"), upper.loc[part.index])
+        b, clipped_blend = bound(model.blend(p), ("forecast", "old_blend"), upper.loc[part.index])
+        parts.append(pd.concat([p, b], axis=1).assign(clipped=clipped + clipped_blend))
     out = pd.concat(parts)
     keys = rows.loc[out.index, ["group", "series", "store_id", "sku", "week_start", "split"]]
-    out = pd.concat([keys, out[list(FORECASTS)]], axis=1)
+    out = pd.concat([keys, out[[*FORECASTS, "clipped"]]], axis=1)
     out["actual"] = rows.loc[out.index, TARGET]
     out["scale"] = pred.loc[out.index, "scale"]
     out["origin"] = origin

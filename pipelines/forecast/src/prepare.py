@@ -159,7 +159,14 @@ def build(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     ship = load_shipments(curated)
     stores = load_stores(curated)
-    ship = ship[ship["store_id"].isin(stores.index)]
+    # a store without demographics has no region or format, so no group: its series are left
+    # out (named in meta.json's ``paths``)
+    placed = ship["store_id"].isin(stores.index)
+    unplaced = sorted(ship.loc[~placed, "store_id"].unique())
+    unplaced_series = int(ship.loc[~placed, ["store_id", "sku"]].drop_duplicates().shape[0])
+    ship = ship[placed]
+    if ship.empty:
+        raise ValueError("no shipments of a store with demographics")
     first, last = ship["week_start"].min(), ship["week_start"].max()
     weeks = pd.date_range(first, last, freq="7D")
     if len(weeks) <= holdout_weeks + 4:
@@ -199,8 +206,9 @@ def build(
     history = panel.loc[panel["split"] != "future", ["series", "week_start", TARGET]].copy()
 
     # level features, known at the forecast origin (lagged by `lag` weeks)
-    g = panel.groupby("series", sort=False)[TARGET]
-    shifted = g.shift(lag)
+    # of demand: a week below zero (net returns) is no demand, and the log of it is not a number
+    demand = panel[TARGET].clip(lower=0.0)
+    shifted = demand.groupby(panel["series"], sort=False).shift(lag)
     sg = shifted.groupby(panel["series"], sort=False)
     panel["lag"] = np.log1p(shifted)
     panel["roll4"] = np.log1p(sg.transform(lambda s: s.rolling(4, min_periods=1).mean()))
@@ -241,7 +249,17 @@ def build(
     panel["median_age"] = panel["store_id"].map(stores["median_age"]).astype(float)
 
     before = len(panel)
+    all_series = set(panel["series"])
+    negative_weeks = int((panel[TARGET] < 0).sum())
     panel = panel[panel["lag"].notna()].reset_index(drop=True)
+    kept = panel.groupby("series")["split"].agg(set)
+    forecast_series = {s for s, splits in kept.items() if splits & {"holdout", "future"}}
+    paths = {
+        "modelled": len(forecast_series),
+        "too_short": len(all_series - set(kept.index)),
+        "ended_before_the_holdout": len(set(kept.index) - forecast_series),
+        "store_without_demographics": unplaced_series,
+    }
     panel["week_start"] = panel["week_start"].dt.strftime("%Y-%m-%d")
     panel = panel[[*KEYS, TARGET, *NUMERIC]]
     history["week_start"] = history["week_start"].dt.strftime("%Y-%m-%d")
@@ -267,6 +285,12 @@ def build(
         "regions": regions,
         "rows": {k: int(v) for k, v in counts.items()},
         "rows_dropped_without_lag": before - len(panel),
+        "paths": paths,
+        "paths_note": "series per path: modelled (every member, the blend); too_short (fewer weeks than the "
+        "features' lag: no row); ended_before_the_holdout (no forecast row); store_without_demographics "
+        "(no region or format: left out)",
+        "stores_without_demographics": unplaced,
+        "negative_weeks": negative_weeks,
         "groups": sorted(panel["group"].unique()),
         "series": int(panel["series"].nunique()),
         "weather_known": known.groupby(["origin", "source"]).size().unstack(fill_value=0).to_dict("index"),
@@ -294,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     known.to_csv(a.out / "weather_known.csv", index=False, float_format="%.6g")
     write_json(a.out / "meta.json", meta)
     print(
-        f"prepare: {meta['series']} series, {len(meta['groups'])} groups, rows {meta['rows']}, "
+        f"prepare: {meta['series']} series, {len(meta['groups'])} groups, rows {meta['rows']}, paths {meta['paths']}, "
         f"origins {', '.join(meta['origins'])}, {time.monotonic() - t0:.1f}s",
         flush=True,
     )
