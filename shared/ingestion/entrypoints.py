@@ -24,6 +24,7 @@ from shared.ingestion.reingest import (
     request_status,
     run_request,
 )
+from shared.ingestion.service import quarantine_refused
 from shared.lake import Lake, NotFoundError, TransientLakeError
 from shared.settings import env_name
 from shared.weeks.announce import Signal
@@ -48,9 +49,9 @@ def ingest_blob(path: str, invocation_id: str, target: Lake, signal: Signal | No
             outputs_for(path)
         except ValueError as e:
             # a blob whose name no output can have (a control character, a source folder we
-            # do not know): no retry can ingest it, so none is asked for
-            log.error("ingest %s: refused: %s", path, e)
-            return {"status": "refused", "raw": {"path": path}, "error": {"reason": "bad_path", "message": str(e)}}
+            # do not know, a name too long for the lake): no retry can ingest it, so none is
+            # asked for, and a record says it existed
+            return quarantine_refused(target, path, invocation_id, e)
         # anything else raises: the host retries, and the error is in its log
         return reingest(target, path, invocation_id, signal=signal)
 

@@ -26,7 +26,7 @@ import numpy as np
 from shared import __version__, clock
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.ingestion.formats import Mapping, current_mappings, path_fields
-from shared.ingestion.layout import Outputs, outputs_for
+from shared.ingestion.layout import NameTooLong, Outputs, outputs_for, refused_record_path
 from shared.ingestion.readers import DataError
 from shared.ingestion.write import (
     Progress,
@@ -241,4 +241,33 @@ def _quarantine(
     record["error_record"] = error_path or out.error
     lake.write_bytes(error_path or out.error, _dump(record))
     check_current(lake, out.raw, raw["etag"], committed=True)  # as after a manifest: the newest wins
+    return record
+
+
+def quarantine_refused(lake: Lake, raw_path: str, invocation_id: str, error: ValueError) -> dict[str, Any]:
+    """The error record of a raw file whose path no output can be named after (too long for
+    the lake, a control character, an unknown source folder): written under the path's
+    sha256 (:func:`refused_record_path`), with the path in full inside, so that every raw file
+    a trigger sees ends ingested or quarantined with a record; no retry can change it."""
+    reason = "name_too_long" if isinstance(error, NameTooLong) else "bad_path"
+    path = refused_record_path(raw_path)
+    parts = raw_path.split("/")
+    record = {
+        "manifest_version": 1,
+        "status": "quarantined",
+        "dataset": path.split("/")[1] if not path.startswith("quarantine/_") else None,
+        "schema_version": SCHEMA_VERSION,
+        "raw": {
+            "path": raw_path.encode("utf-8", "backslashreplace").decode(),
+            "source": parts[1] if len(parts) > 1 else None,
+        },
+        "format": None,
+        "error": {"reason": reason, "message": str(error), "details": {}},
+        "error_record": path,
+        "finished_at": clock.now_iso(),
+        "code_version": CODE_VERSION,
+        "invocation_id": invocation_id,
+    }
+    log.warning("ingest %r: quarantined (%s): %s", raw_path, reason, error)
+    lake.write_bytes(path, _dump(record))
     return record

@@ -293,5 +293,5 @@ def test_a_first_line_over_the_csv_field_limit_is_quarantined_by_the_trigger_and
 
 def test_a_blob_whose_name_cannot_be_ingested_is_refused_without_a_retry(local_lake, invocation_id, caplog):
     m = ingestion.ingest_blob("raw/weather/a\tb.csv", invocation_id, target=local_lake)
-    assert m["status"] == "refused" and "control character" in m["error"]["message"]
-    assert "refused" in caplog.text
+    assert m["status"] == "quarantined" and "control character" in m["error"]["message"]
+    assert "quarantined (bad_path)" in caplog.text
