@@ -31,7 +31,7 @@ from shared.mlops import staleness
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
 from shared.mlops.data_assets import DataCatalog, DataVersionNotFound
-from shared.mlops.promotion import age_days
+from shared.mlops.promotion import age_days, gate_problems
 from shared.mlops.registry import Registry, review
 from shared.weeks import StoreMaster, readiness, store_master
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: the forecast pipeline's product-velocity classes (its groups' last segment)
 VELOCITIES = ("fast", "slow")
+#: what may serve a group, best first (the score step's fallback chain)
+SOURCES = ("production", "previous", "baseline")
 #: where the published forecasts go: a standard dataset
 FORECASTS = "curated/forecasts/v1"
 #: changed files named in a reason; the rest are counted
@@ -301,7 +303,9 @@ def _register_one(
 
 # --- production --------------------------------------------------------------------------------------
 def production(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """The production models, copied where the scoring run reads them, with ``production.json``."""
+    """The production models, copied where the scoring run reads them, with ``production.json``;
+    beside each, in ``<group>/previous/``, the previous production version when it still passes
+    the gates (the first fallback of the score step's chain; the group's baseline is the last)."""
     plan = payload["plan"]
     week = plan["week"]
     # one folder per plan: a scoring run never reads a folder another batch is rewriting
@@ -310,17 +314,35 @@ def production(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[
     models: dict[str, dict[str, Any]] = {}
     for card in ctx.registry.production_models():
         version = int(card.version or 0)
-        for file_name in card.files:
-            data = ctx.registry.read_file(card.name, version, file_name)
-            ctx.lake.write_bytes(f"{folder}/{card.name}/{file_name}", data)
+        _copy_model(ctx, card, f"{folder}/{card.name}")
         models[card.name] = {
             "name": card.name,
             "version": version,
             "trained_at": card.trained_at,
             "stale": age_days(card, now) > _stale_days(ctx),
         }
+        previous = _previous(ctx, card, now)
+        if previous is not None:
+            _copy_model(ctx, previous, f"{folder}/{card.name}/previous")
+            models[card.name]["previous"] = {"version": int(previous.version or 0), "trained_at": previous.trained_at}
     _write_json(ctx.lake, f"{folder}/production.json", {"week": week, "models": models})
     return {"uri": lake_uri(folder), "models": models}
+
+
+def _copy_model(ctx: Context, card: ModelCard, where: str) -> None:
+    for file_name in card.files:
+        data = ctx.registry.read_file(card.name, int(card.version or 0), file_name)
+        ctx.lake.write_bytes(f"{where}/{file_name}", data)
+
+
+def _previous(ctx: Context, current: ModelCard, now: dt.datetime) -> ModelCard | None:
+    """The version that served before ``current`` (the newest retired one), if it still passes
+    the gates (a model that fails them is never served)."""
+    retired = [c for c in ctx.registry.versions(current.name) if c.stage == "retired" and c.version != current.version]
+    if not retired:
+        return None
+    last = max(retired, key=lambda c: int(c.version or 0))
+    return None if gate_problems(last, ctx.gates, now) else last
 
 
 # --- publish -------------------------------------------------------------------------------------------
@@ -358,12 +380,15 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         error = score.get("error") or {}
         message = error.get("message") if isinstance(error, dict) else error
         problems.append(f"the scoring run {score.get('run_id')} ended {score.get('outcome')}: {message}")
-    elif not prod:
-        problems.append("no model is in production: nothing was scored")
+    elif not scored:
+        problems.append("no group was scored")
     counts: dict[str, int] = {}
+    sources = dict.fromkeys(SOURCES, 0)
     for g in groups.values():
-        for key in (g["training"], g.get("decision") or "-", "scored" if g.get("scored_with") else "not scored"):
+        for key in (g["training"], g.get("decision") or "-", "scored" if g.get("source") else "not scored"):
             counts[key] = counts.get(key, 0) + 1
+        if g.get("source") in sources:
+            sources[g["source"]] += 1
     summary = {
         "week": week,
         "by": plan["by"],
@@ -376,6 +401,8 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         "score_run": score.get("run_id") if score else None,
         "forecasts": f"{FORECASTS}/week={week}/",
         "counts": counts,
+        "sources": sources,
+        "fallback_share": round((sources["previous"] + sources["baseline"]) / max(1, sum(sources.values())), 4),
         "groups": groups,
         "started_at": plan["started_at"],
         "finished_at": iso(now),
@@ -395,17 +422,27 @@ def _telemetry(summary: dict[str, Any]) -> None:
 
 def _copy_forecasts(ctx: Context, week: str, score: dict[str, Any], prod: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The scoring run's ``<group>.csv`` files into the forecasts dataset (a group no longer
-    scored loses its old file); per group, the version it was scored with and its rows."""
+    scored loses its old file); per group, what served it (the score step's summary: source,
+    model, version, why it fell back) and its rows."""
     outputs = f"runs/{score['run_id']}/outputs"
-    found = {p.rsplit("/", 1)[-1][:-4]: p for p in ctx.lake.list(outputs) if p.endswith(".csv") and "/forecasts/" in p}
+    listed = [p for p in ctx.lake.list(outputs) if "/forecasts/" in p]
+    found = {p.rsplit("/", 1)[-1][:-4]: p for p in listed if p.endswith(".csv")}
+    served: dict[str, Any] = {}
+    for path in listed:
+        if path.endswith("/forecasts/summary.json"):
+            served = json.loads(ctx.lake.read_bytes(path)).get("sources") or {}
     target = f"{FORECASTS}/week={week}"
     scored: dict[str, dict[str, Any]] = {}
     for group, path in sorted(found.items()):
-        if group not in prod:
+        if not re.match(NAME_PATTERN, group):
             continue
         data = ctx.lake.read_bytes(path)
         ctx.lake.write_bytes(f"{target}/{group}.csv", data)
-        scored[group] = {"version": prod[group]["version"], "rows": max(0, data.count(b"\n") - 1)}
+        # a scoring run without the sources (an older score step): production served what it listed
+        version = (prod.get(group) or {}).get("version")
+        default = {"source": "production" if version else "baseline", "model": group, "version": version, "reasons": []}
+        how = served.get(group) or default
+        scored[group] = {**how, "rows": max(0, data.count(b"\n") - 1)}
     for path in list(ctx.lake.list(target)):
         if path.endswith(".csv") and path.rsplit("/", 1)[-1][:-4] not in scored:
             with contextlib.suppress(NotFoundError):
@@ -420,7 +457,7 @@ def _group_lines(
     trained = registered.get("groups") or {}
     planned = plan.get("groups") or {}
     lines: dict[str, dict[str, Any]] = {}
-    for group in sorted(set(planned) | set(trained) | set(prod)):
+    for group in sorted(set(planned) | set(trained) | set(prod) | set(scored)):
         p = planned.get(group) or {"action": "retrain", "reason": "no production model"}
         t = trained.get(group)
         line: dict[str, Any] = {"training": "skipped" if p["action"] == "skip" else "retrained", "why": p["reason"]}
@@ -431,8 +468,14 @@ def _group_lines(
             )
         if t and t.get("registered"):
             line |= {"version": t["version"], "mape": t["mape"], "decision": t["outcome"], "decision_why": t["reason"]}
-        line["scored_with"] = scored[group]["version"] if group in scored else None
-        line["rows"] = scored[group]["rows"] if group in scored else 0
+        how = scored.get(group) or {}
+        # scored_with: the registry version that served (production or previous); a baseline has none
+        line["scored_with"] = how.get("version") if how.get("source") in ("production", "previous") else None
+        line["rows"] = how.get("rows", 0)
+        line["source"] = how.get("source")
+        line["served_by"] = how.get("model")
+        if how.get("reasons") and how.get("source") != "production":
+            line["fallback_why"] = "; ".join(how["reasons"])
         if group in prod and prod[group].get("stale"):
             line["stale_production"] = True
         lines[group] = line

@@ -111,7 +111,9 @@ def print_summary(summary: dict[str, Any], out: TextIO, width: int = 90) -> None
     )
     for name, g in groups.items():
         why = g.get("decision_why") if g.get("decision") else g.get("why")
-        serving = f"v{g['scored_with']}" if g.get("scored_with") else "-"
+        serving = f"v{g['scored_with']}" if g.get("scored_with") else (g.get("served_by") or "-")
+        if g.get("source") == "previous":
+            serving = f"prev {serving}"
         print(
             f"{name:<26} {g['training']:<10} {g.get('decision') or '-':<9} {serving:>7}  {_cut(str(why), width)}",
             file=out,
@@ -120,6 +122,9 @@ def print_summary(summary: dict[str, Any], out: TextIO, width: int = 90) -> None
     parts = [
         f"{counts[k]} {k}" for k in ("retrained", "skipped", "failed", "promoted", "kept", "scored") if counts.get(k)
     ]
+    sources = summary.get("sources") or {}
+    if counts.get("scored") and sources:
+        parts[-1] += " (" + ", ".join(f"{n} {k}" for k, n in sources.items()) + ")"
     print(f"\nweek of {week} ({summary['by'].replace('_', ' ')}): {', '.join(parts) or 'nothing done'}", file=out)
     for problem in summary.get("problems") or []:
         print(f"problem: {problem}", file=out)

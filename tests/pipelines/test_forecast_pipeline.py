@@ -273,7 +273,7 @@ def test_train_leaves_out_a_listed_group_not_in_the_data_and_refuses_when_none_i
 
 
 # the score pipeline: scoring with production models ----------------------------------------------
-COLUMNS = ["store_id", "sku", "week_start", "forecast", "model", "model_version"]
+COLUMNS = ["store_id", "sku", "week_start", "forecast", "model", "model_version", "source", "new_sku"]
 WEEK = "2026-03-02"
 GHOST = "atlantis.large.fast"  # in production, not in the lake
 
@@ -323,6 +323,7 @@ def test_each_group_is_scored_with_its_own_model_and_booster(run: dict[str, Path
         got = pd.read_csv(out / f"{group}.csv", dtype={"store_id": str, "sku": str})
         assert list(got.columns) == COLUMNS
         assert (got["model"] == group).all() and (got["model_version"] == version).all()
+        assert (got["source"] == "production").all() and not got["new_sku"].any()
         assert got.equals(got.sort_values(["store_id", "sku", "week_start"]).reset_index(drop=True))
         assert np.isfinite(got["forecast"]).all() and (got["forecast"] >= 0).all()
         mine = future[future["group"] == group]
@@ -345,16 +346,33 @@ def test_each_group_is_scored_with_its_own_model_and_booster(run: dict[str, Path
     assert boosters_matter >= 1
 
 
-def test_the_summary_lists_every_group_and_those_without_a_model(run: dict[str, Path], production: dict) -> None:
+def test_every_group_of_the_lake_is_served_those_without_a_model_by_their_baseline(
+    run: dict[str, Path], production: dict
+) -> None:
     out = production["out"]
     groups = groups_of(run)
     summary = json.loads((out / "summary.json").read_text())
-    counts = {g: len(pd.read_csv(out / f"{g}.csv")) for g in production["chosen"]}
-    assert summary == {"week": WEEK, "groups": {**counts, GHOST: 0}, "missing": sorted(set(groups) - set(counts))}
+    counts = {g: len(pd.read_csv(out / f"{g}.csv")) for g in groups}
+    missing = sorted(set(groups) - set(production["chosen"]))
+    assert summary["groups"] == {**counts, GHOST: 0}
+    assert summary["missing"] == missing
+    assert summary["counts"] == {"production": 3, "previous": 0, "baseline": len(missing)}
     assert all(counts.values())
+    for group in missing:
+        got = pd.read_csv(out / f"{group}.csv")
+        assert (got["source"] == "baseline").all() and got["model_version"].isna().all()
+        assert set(got["model"]) <= {"baseline", "snaive"}
+        assert summary["sources"][group] | {"model": "-"} == {
+            "source": "baseline",
+            "model": "-",
+            "version": None,
+            "reasons": ["no production model"],
+            "new_skus": 0,
+        }
+        assert np.isfinite(got["forecast"]).all() and (got["forecast"] >= 0).all()
     assert (out / f"{GHOST}.csv").read_text().strip() == ",".join(COLUMNS)  # listed, empty, not an error
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{g}.csv" for g in [*counts, GHOST]), "summary.json"])
-    assert f"no production model for {len(groups) - 2} group(s)" in production["proc"].stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{g}.csv" for g in [*groups, GHOST]), "summary.json"])
+    assert f"no production model for {len(missing)} group(s)" in production["proc"].stderr
 
 
 def _break(folder: Path, case: str) -> None:
@@ -395,9 +413,6 @@ def _break(folder: Path, case: str) -> None:
         ("version not an integer", "version must be an integer"),
         ("name not the group", "must be an object with name"),
         ("a path as a group", "is not a group name"),
-        ("model.pkl missing", "/model.pkl is missing"),
-        ("lgbm.json missing", "/lgbm.json is missing"),
-        ("model.pkl not a model", "/model.pkl cannot be read"),
     ],
 )
 def test_a_bad_production_folder_fails_in_one_line(
@@ -413,6 +428,70 @@ def test_a_bad_production_folder_fails_in_one_line(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("score_production: ") and says in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "case, says",
+    [
+        ("model.pkl missing", "/model.pkl is missing"),
+        ("lgbm.json missing", "/lgbm.json is missing"),
+        ("model.pkl not a model", "/model.pkl cannot be read"),
+        ("predict raises", "predict failed"),
+    ],
+)
+def test_a_broken_production_model_costs_its_group_only(
+    run: dict[str, Path], production: dict, tmp_path: Path, case: str, says: str
+) -> None:
+    """A corrupt pickle, a missing booster file, a model that raises on predict: that group is
+    served by its fallback, with the reason; every other group by its own production model."""
+    folder = tmp_path / "production"
+    shutil.copytree(production["folder"], folder)
+    doc = json.loads((folder / "production.json").read_text())
+    broken = next(iter(doc["models"]))
+    if case == "predict raises":
+        model = pickle.loads((folder / broken / "model.pkl").read_bytes())
+        model.encoder = "predict failed"  # its members' transform raises on predict
+        (folder / broken / "model.pkl").write_bytes(pickle.dumps(model))
+        says = "transform"
+    else:
+        _break(folder, case)
+    out = tmp_path / "out"
+    proc = step("score_production.py", "--features", run["features"], "--production", folder, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    served = summary["sources"][broken]
+    assert served["source"] == "baseline" and served["version"] is None
+    assert says in served["reasons"][0] and served["reasons"][0].startswith("production v3: ")
+    assert f"{broken} served by baseline" in proc.stderr
+    got = pd.read_csv(out / "forecasts" / f"{broken}.csv")
+    assert (got["source"] == "baseline").all() and len(got) == summary["groups"][broken] > 0
+    for group in doc["models"]:  # every other group: its own model, the same forecast as before
+        if group != broken:
+            assert summary["sources"][group]["source"] == "production"
+            before = (production["out"] / f"{group}.csv").read_bytes()
+            assert (out / "forecasts" / f"{group}.csv").read_bytes() == before
+
+
+def test_the_previous_production_version_serves_before_the_baseline(
+    run: dict[str, Path], production: dict, tmp_path: Path
+) -> None:
+    folder = tmp_path / "production"
+    shutil.copytree(production["folder"], folder)
+    doc = json.loads((folder / "production.json").read_text())
+    group = next(iter(doc["models"]))
+    shutil.copytree(folder / group, folder / group / "previous")
+    (folder / group / "model.pkl").write_bytes(b"overwritten")
+    doc["models"][group]["previous"] = {"version": 2}
+    (folder / "production.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    proc = step("score_production.py", "--features", run["features"], "--production", folder, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    assert summary["sources"][group]["source"] == "previous" and summary["sources"][group]["version"] == 2
+    assert summary["counts"]["previous"] == 1
+    got = pd.read_csv(out / "forecasts" / f"{group}.csv")
+    assert (got["source"] == "previous").all() and (got["model_version"] == 2).all()
+    assert (got["model"] == group).all()
 
 
 def test_the_score_pipeline_runs_end_to_end_on_the_local_backend(run: dict[str, Path], production: dict) -> None:
@@ -437,4 +516,4 @@ def test_the_score_pipeline_runs_end_to_end_on_the_local_backend(run: dict[str, 
     for file in production["out"].iterdir():  # the same files as the step run by hand
         assert (out / file.name).read_bytes() == file.read_bytes(), file.name
     assert gate_failures(final.metrics, pipeline.gates, clock.now()) == []
-    assert final.metrics["score"]["groups_scored"] == 2
+    assert final.metrics["score"]["groups_scored"] == len(groups_of(run))

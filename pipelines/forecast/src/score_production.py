@@ -1,24 +1,40 @@
-"""The score pipeline's step: the production models forecast the ``future`` weeks (the weeks
-after the lake, from the week after the lake, as score's future rows), each group with its own
-model and its own booster (models of different runs have different boosters).
+"""The score pipeline's step: every group of the lake forecasts the ``future`` weeks (the weeks
+after the lake, from the week after the lake, as score's future rows) with the best thing that
+may be served, decided here, per group, in this order (the fallback is part of the model's API,
+as statsforecast's ``fallback_model``):
+
+1. ``production``: the group's production model and its own booster (models of different runs
+   have different boosters);
+2. ``previous``: the previous production version, when production.json hands one (the batch
+   hands it only while it passes the gates);
+3. ``baseline``: the group's baseline, the historical average, or the seasonal naive where it
+   did better over the backtest origins of this lake (``model`` then says which).
+
+A model that cannot be read (a corrupt pickle, a missing booster file) or whose scoring raises
+costs its group only: the group falls to the next in the chain and the reason is recorded.
 
 ``--production`` is a folder:
 
     production.json          {"week": "<YYYY-MM-DD>",
-                              "models": {"<group>": {"name": "<group>", "version": <int>}}}
+                              "models": {"<group>": {"name": "<group>", "version": <int>,
+                                                     "previous": {"version": <int>} (optional)}}}
     <group>/model.pkl        the group's model (train's ``<group>.pkl``)
     <group>/lgbm.txt         the booster of the run that trained it, and its categories
     <group>/lgbm.json        (optional: both or neither; without them the LightGBM member is
                              the pooled seasonal naive, as in a run too short for a booster)
+    <group>/previous/...     the previous production version's files, the same three
 
-Writes ``<out>/forecasts/<group>.csv`` for every group production.json lists: exactly the
-columns ``store_id,sku,week_start,forecast,model,model_version`` (model: the group,
-model_version: the registry's version), sorted by store_id, sku, week_start, the forecast in
-units rounded to 3 decimals (non-negative, finite); a group the lake has no rows of gets the
-header only. And ``<out>/forecasts/summary.json``: ``week`` (production.json's), ``groups``
-(rows per group listed) and ``missing`` (groups of the lake with no production model, not
-scored). production.json missing or invalid, or a model file missing or unreadable: exit 2
-with one line.
+Writes ``<out>/forecasts/<group>.csv`` for every group of the lake and every group listed:
+exactly the columns ``store_id,sku,week_start,forecast,model,model_version,source,new_sku``
+(model: the group, or ``baseline`` / ``snaive``; model_version: the registry's version, empty
+for a baseline; source: production, previous or baseline; new_sku: the SKU is not in the
+classes stored with the serving model, so it is scored by the baseline), sorted by store_id,
+sku, week_start, the forecast in units rounded to 3 decimals (non-negative, finite); a listed
+group the lake has no rows of gets the header only. And ``<out>/forecasts/summary.json``:
+``week`` (production.json's), ``groups`` (rows per group), ``sources`` (per group: source,
+model, version and the reasons it fell back), ``counts`` (groups per source) and ``missing``
+(groups of the lake with no production model, served by their baseline). production.json
+missing or invalid: exit 2 with one line.
 """
 
 from __future__ import annotations
@@ -31,15 +47,18 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from backtest import Booster, Data
-from forecast_lib import log_metrics, write_json
+from forecast_lib import TARGET, log_metrics, write_json
 from models import GroupModel, forecast
 
 #: the columns of a forecast file (the standard dataset ``forecasts`` v1)
-COLUMNS = ["store_id", "sku", "week_start", "forecast", "model", "model_version"]
+COLUMNS = ["store_id", "sku", "week_start", "forecast", "model", "model_version", "source", "new_sku"]
+#: the fallback chain, best first
+SOURCES = ("production", "previous", "baseline")
 #: a group's name, also a folder name: <region>.<format>.<velocity>, no path separators
 GROUP_NAME = re.compile(r"^[^./\\\s]+\.[^./\\\s]+\.[^./\\\s]+$")
 BOOSTER_FILES = ("lgbm.txt", "lgbm.json")
@@ -49,8 +68,10 @@ class ProductionError(ValueError):
     """The production folder cannot be scored with; the message says why, in one line."""
 
 
-def read_production(folder: Path) -> tuple[str, dict[str, int]]:
-    """production.json's week and its models (group -> registry version)."""
+def read_production(folder: Path, previous: dict[str, int] | None = None) -> tuple[str, dict[str, int]]:
+    """production.json's week and its models (group -> registry version); ``previous``, when
+    given, is filled with the previous production versions it hands (group -> version)."""
+    previous = {} if previous is None else previous
     path = Path(folder) / "production.json"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -76,6 +97,12 @@ def read_production(folder: Path) -> tuple[str, dict[str, int]]:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ProductionError(f"production.json: models.{group}.version must be an integer >= 1, not {version!r}")
         models[group] = version
+        prev = entry.get("previous")
+        if prev is not None:
+            pv = prev.get("version") if isinstance(prev, dict) else None
+            if isinstance(pv, bool) or not isinstance(pv, int) or pv < 1:
+                raise ProductionError(f"production.json: models.{group}.previous.version must be an integer >= 1")
+            previous[group] = pv
     return week, models
 
 
@@ -89,9 +116,10 @@ def _is_date(text: str) -> bool:
     return True
 
 
-def load_model(folder: Path, group: str) -> tuple[GroupModel, Booster | None]:
-    """A group's model and its booster (None when the version has no booster files)."""
-    where = Path(folder) / group
+def load_model(folder: Path, group: str, sub: str = "") -> tuple[GroupModel, Booster | None]:
+    """A group's model and its booster (None when the version has no booster files); ``sub``:
+    a subfolder of the group's (``previous``)."""
+    where = Path(folder) / group / sub if sub else Path(folder) / group
     path = where / "model.pkl"
     if not path.is_file():
         raise ProductionError(f"{group}: {group}/model.pkl is missing")
@@ -130,11 +158,99 @@ def score_group(
     out["forecast"] = np.round(pred["forecast"].to_numpy(float), 3)
     out["model"] = model.group
     out["model_version"] = int(version)
+    out["source"] = "production"
+    out["new_sku"] = False
     out = out.sort_values(["store_id", "sku", "week_start"], kind="stable").reset_index(drop=True)
     values = out["forecast"].to_numpy(float)
     if not (np.isfinite(values).all() and (values >= 0).all()):
         raise ArithmeticError(f"{model.group}: a forecast is negative or not a finite number")
     return out[COLUMNS]
+
+
+def baseline_choice(data: Data) -> dict[str, str]:
+    """Per group: ``snaive`` where the seasonal naive's MAPE over the backtest origins' horizons
+    (rows with units above zero) is below the historical average's, else ``baseline``."""
+    frames = []
+    for origin in data.origins:
+        rows = data.horizon_rows(origin)
+        b = data.baselines(rows, origin)
+        frame = {"group": rows["group"].to_numpy(), "actual": rows[TARGET].to_numpy(float)}
+        frames.append(pd.DataFrame(frame | {k: b[k].to_numpy(float) for k in ("baseline", "snaive")}))
+    if not frames:
+        return {}
+    table = pd.concat(frames)
+    table = table[np.isfinite(table["actual"]) & (table["actual"] > 0)]
+    chosen = {}
+    for group, rows in table.groupby("group"):
+        err = {k: float(np.mean(np.abs(rows[k] - rows["actual"]) / rows["actual"])) for k in ("baseline", "snaive")}
+        chosen[str(group)] = "snaive" if err["snaive"] < err["baseline"] else "baseline"
+    return chosen
+
+
+def score_baseline(data: Data, rows: pd.DataFrame, origin: str, kind: str) -> pd.DataFrame:
+    """``rows`` (horizon rows of ``origin``) forecast by a baseline (``baseline``, the historical
+    average, or ``snaive``), in the dataset's columns and order."""
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    values = data.baselines(rows, origin)[kind].to_numpy(float)
+    out = rows[["store_id", "sku", "week_start"]].copy()
+    out["forecast"] = np.round(np.clip(np.nan_to_num(values, nan=0.0, posinf=0.0), 0, None), 3)
+    out["model"] = kind
+    out["model_version"] = pd.array([None] * len(out), dtype="Int64")
+    out["source"] = "baseline"
+    out["new_sku"] = False
+    return out.sort_values(["store_id", "sku", "week_start"], kind="stable").reset_index(drop=True)[COLUMNS]
+
+
+def _classes(model: GroupModel) -> set[str] | None:
+    """The SKUs whose velocity class put them in the model's group at training (None: a model
+    trained before the classes were stored with it)."""
+    skus = getattr(model, "skus", None)
+    return set(skus) if skus is not None else None
+
+
+def serve_group(
+    group: str,
+    folder: Path,
+    versions: dict[str, int],
+    previous: dict[str, int],
+    data: Data,
+    rows: pd.DataFrame,
+    origin: str,
+    baseline: str,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One group's forecast by the chain (production, previous, baseline) and what served it:
+    ``source``, ``model``, ``version``, ``reasons`` (why each better link was passed over)."""
+    mine = rows[rows["group"] == group]
+    reasons: list[str] = []
+    links = []
+    if group in versions:
+        links.append(("production", "", versions[group]))
+        if group in previous:
+            links.append(("previous", "previous", previous[group]))
+    else:
+        reasons.append("no production model")
+    for source, sub, version in links:
+        try:
+            model, booster = load_model(folder, group, sub)
+            skus = _classes(model)
+            known = mine if skus is None else mine[mine["sku"].isin(skus)]
+            out = score_group(model, booster, data, known, origin, version)
+        except Exception as e:  # any failure of one model costs its group only: the next link
+            reasons.append(f"{source} v{version}: {' '.join(str(e).split()) or type(e).__name__}"[:300])
+            if source == "production" and group not in previous:
+                reasons.append("no previous production version may be served")
+            continue
+        out["source"] = source
+        new = mine[~mine.index.isin(known.index)]
+        if not new.empty:  # SKUs new since training: the baseline, flagged
+            extra = score_baseline(data, new, origin, baseline).assign(new_sku=True)
+            out = pd.concat([out, extra]).sort_values(["store_id", "sku", "week_start"], kind="stable")
+            out = out.reset_index(drop=True)[COLUMNS]
+        return out, {"source": source, "model": group, "version": version, "reasons": reasons,
+                     "new_skus": int(new["sku"].nunique())}  # fmt: skip
+    out = score_baseline(data, mine, origin, baseline)
+    return out, {"source": "baseline", "model": baseline, "version": None, "reasons": reasons, "new_skus": 0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,49 +260,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     t0 = time.monotonic()
+    previous: dict[str, int] = {}
     try:
-        week, versions = read_production(a.production)
-        loaded = {group: load_model(a.production, group) for group in sorted(versions)}
+        week, versions = read_production(a.production, previous)
     except ProductionError as e:
         print(f"score_production: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     data = Data(a.features)
     origin = data.meta["future_from"]
     rows = data.horizon_rows(origin, int(data.meta["future_weeks"]))
-    for group, (model, booster) in loaded.items():
-        if booster is None and model.weights.get("lgbm", 0) > 0:
-            print(f"score_production: {group} has no booster: its LightGBM weight goes to the seasonal naive",
-                  file=sys.stderr)  # fmt: skip
+    baselines = baseline_choice(data)
     folder = a.out / "forecasts"
     folder.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    for group, (model, booster) in loaded.items():
-        try:
-            out = score_group(model, booster, data, rows, origin, versions[group])
-        except ArithmeticError as e:
-            print(f"score_production: {e}", file=sys.stderr)
-            return 1
+    sources: dict[str, dict[str, Any]] = {}
+    for group in sorted(set(versions) | set(rows["group"])):
+        out, served = serve_group(
+            group, a.production, versions, previous, data, rows, origin, baselines.get(group, "baseline")
+        )
+        if served["source"] != "production" and group in versions:
+            print(f"score_production: {group} served by {served['source']} ({served['model']}): "
+                  f"{'; '.join(served['reasons'])}", file=sys.stderr)  # fmt: skip
         out.to_csv(folder / f"{group}.csv", index=False)
         counts[group] = len(out)
+        sources[group] = served
     missing = sorted(set(rows["group"]) - set(versions))
-    write_json(folder / "summary.json", {"week": week, "groups": counts, "missing": missing})
+    by_source = {s: sum(1 for v in sources.values() if v["source"] == s) for s in SOURCES}
+    write_json(
+        folder / "summary.json",
+        {"week": week, "groups": counts, "sources": sources, "counts": by_source, "missing": missing},
+    )
     empty = sorted(g for g, n in counts.items() if n == 0)
     if missing:
-        print(f"score_production: no production model for {len(missing)} group(s): {', '.join(missing)}",
-              file=sys.stderr)  # fmt: skip
+        print(f"score_production: no production model for {len(missing)} group(s), served by the baseline: "
+              f"{', '.join(missing)}", file=sys.stderr)  # fmt: skip
     if empty:
         print(f"score_production: no rows in the lake for {', '.join(empty)}", file=sys.stderr)
     total = sum(counts.values())
     seconds = time.monotonic() - t0
     log_metrics(
         {"forecast_rows": total, "groups_scored": len(counts) - len(empty), "groups_missing": len(missing),
-         "score_seconds": seconds},
+         **{f"groups_{k}": v for k, v in by_source.items()}, "score_seconds": seconds},
         run_name="score_production",
         params={"week": week, "future_from": origin},
     )  # fmt: skip
     print(
-        f"score_production: week {week}, {total} rows from {origin}, {len(counts) - len(empty)} groups, "
-        f"{len(missing)} without a model, {seconds:.1f}s",
+        f"score_production: week {week}, {total} rows from {origin}, {len(counts) - len(empty)} groups "
+        f"({', '.join(f'{v} {k}' for k, v in by_source.items())}), {seconds:.1f}s",
         flush=True,
     )
     return 0
