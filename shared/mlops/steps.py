@@ -440,7 +440,12 @@ def _copy_forecasts(ctx: Context, week: str, score: dict[str, Any], prod: dict[s
         ctx.lake.write_bytes(f"{target}/{group}.csv", data)
         # a scoring run without the sources (an older score step): production served what it listed
         version = (prod.get(group) or {}).get("version")
-        default = {"source": "production" if version else "baseline", "model": group, "version": version, "reasons": []}
+        default: dict[str, Any] = {
+            "source": "production" if version else "baseline",
+            "model": group,
+            "version": version,
+            "reasons": [],
+        }
         how = served.get(group) or default
         scored[group] = {**how, "rows": max(0, data.count(b"\n") - 1)}
     for path in list(ctx.lake.list(target)):
