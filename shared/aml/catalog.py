@@ -36,10 +36,25 @@ class Parameter(BaseModel):
     required: bool = False
     default: str | int | float | bool | None = None
     allowed: list[str | int | float] | None = None
+    #: the least and the greatest value a number or integer may take (both inclusive); every
+    #: such parameter declares both, but one the health policy sets
+    minimum: float | None = None
+    maximum: float | None = None
     description: str = ""
     #: the health policy's value this parameter carries to the steps (``gates.max_mape``: the
     #: pipeline's gate); its value is always that one, filled in when the catalog loads
     policy: Literal["gates.max_mape", "gates.max_age_days", "baseline.margin"] | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Parameter:
+        numeric = self.type in ("integer", "number")
+        if numeric and self.policy is None and (self.minimum is None or self.maximum is None):
+            raise ValueError("a number or integer parameter declares its minimum and maximum")
+        if not numeric and (self.minimum is not None or self.maximum is not None):
+            raise ValueError(f"a {self.type} parameter has no minimum or maximum")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        return self
 
 
 class Input(BaseModel):

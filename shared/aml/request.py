@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from typing import Annotated, Any
@@ -65,13 +66,13 @@ def job_name_for(pipeline: str, key: str) -> str:
 
 
 def _experiment(value: str) -> str:
-    if value and not re.match(NAME_PATTERN, value):
+    if value and not re.fullmatch(NAME_PATTERN, value):
         raise ValueError("letters, digits, '_' and '-', at most 63, starting with a letter or digit")
     return value
 
 
 def _key(value: str) -> str:
-    if not _KEY.match(value):
+    if not _KEY.fullmatch(value):
         raise ValueError("1 to 200 of letters, digits, '_', '-', '.', ':' (ADF's pipeline().RunId fits)")
     return value
 
@@ -84,7 +85,9 @@ Tags = dict[str, str]
 class OurBody(BaseModel):
     """``{"parameters", "inputs", "experiment", "idempotency_key", "tags"}``, all optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: ``"true"`` or ``1`` is no boolean, ``"10"`` no integer (ADF's parameters, sent as
+    # text, are read by :func:`coerce`, not here)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     parameters: dict[str, Any] | None = None
     inputs: dict[str, Any] | None = None
@@ -96,7 +99,7 @@ class OurBody(BaseModel):
 class DataPath(BaseModel):
     """One of ADF's ``dataPathAssignments``: a datastore and a path in it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     DataStoreName: str = Field(pattern=r"^[A-Za-z0-9_]{1,255}$")
     RelativePath: str
@@ -112,7 +115,7 @@ class AdfBody(BaseModel):
     the pipeline; an AML v1 pipeline id means nothing to a v2 job) and ``mlParentRunId``
     (v2 jobs have no parent run to attach to)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     mlPipelineParameters: dict[str, Any] | None = None
     dataPathAssignments: dict[str, Any] | None = None
@@ -235,7 +238,7 @@ def coerce(spec: Parameter, value: Any, from_text: bool) -> tuple[Any, str | Non
         try:
             value = _from_text(t, value)
         except ValueError:
-            return None, f"expected {t}, got {value!r}"
+            return None, f"expected {t}, got {_shown(value)}"
     ok = {
         "string": isinstance(value, str),
         "integer": isinstance(value, int) and not isinstance(value, bool),
@@ -243,16 +246,39 @@ def coerce(spec: Parameter, value: Any, from_text: bool) -> tuple[Any, str | Non
         "boolean": isinstance(value, bool),
     }[t]
     if not ok:
-        return None, f"expected {t}, got {type(value).__name__} {value!r}"
+        return None, f"expected {t}, got {type(value).__name__} {_shown(value)}"
+    if t in ("integer", "number"):
+        if not math.isfinite(value):
+            return None, f"expected a finite {t}, got {value!r}"
+        if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):
+            return None, f"{_shown(value)} is outside {_bound(spec.minimum)}..{_bound(spec.maximum)}"
     if spec.allowed is not None and value not in spec.allowed:
         return None, f"{value!r} is not one of {', '.join(map(str, spec.allowed))}"
     return value, None
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _bound(b: float | None) -> str:
+    return "" if b is None else str(int(b)) if b == int(b) else str(b)
+
+
+# ASCII digits only: ``int()`` and ``float()`` also take other scripts' digits and ``1_0``
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+
+
 def _from_text(t: str, value: str) -> Any:
     if t == "integer":
+        if not _INTEGER_TEXT.fullmatch(value):
+            raise ValueError(value)
         return int(value)
     if t == "number":
+        if not _NUMBER_TEXT.fullmatch(value):
+            raise ValueError(value)  # "inf", "NaN", "1_0" and the like: not a number ADF means
         return float(value)
     if t == "boolean":
         if value.lower() not in ("true", "false"):

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.mlops.cards import NAME_PATTERN
 from shared.weeks import layout
 
 __all__ = ["DATA_ASSET", "BatchInput", "Call", "Command", "Watch", "batch_path", "instance_id_for", "steps"]
@@ -48,7 +49,7 @@ _WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 def check_week(week: str) -> str:
     """``week`` if it names a week: the ISO date of its Monday (``week_start``)."""
-    if not _WEEK.match(week):
+    if not _WEEK.fullmatch(week):
         raise ValueError(f"{week!r} is not a week: give its Monday as YYYY-MM-DD")
     try:
         day = dt.date.fromisoformat(week)
@@ -62,7 +63,8 @@ def check_week(week: str) -> str:
 class BatchInput(BaseModel):
     """What starts a week's batch, from any of its entry points."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: ``"true"`` or ``1`` is no boolean (ADF's HTTP body and the queue's messages alike)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: the week, by its Monday (``week_start``), whose data the batch trains on
     week: str
@@ -83,6 +85,15 @@ class BatchInput(BaseModel):
     @classmethod
     def _week(cls, value: str) -> str:
         return check_week(value)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        bad = [g for g in value if not re.fullmatch(NAME_PATTERN, g)]
+        if bad:
+            shown = ", ".join(repr(g)[:40] for g in bad[:5])
+            raise ValueError(f"not a group (<region>.<format>.<velocity>, lower case): {shown}")
+        return value
 
 
 def instance_id_for(inp: BatchInput) -> str:

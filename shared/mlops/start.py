@@ -27,6 +27,8 @@ from shared.http import Answer, error, invalid_request, json_body, problem
 from shared.lake import Lake, NotFoundError
 from shared.mlops.batch import BatchInput, batch_path, check_week, instance_id_for
 from shared.weeks import readiness
+from shared.weeks.ready import REQUIRED
+from shared.weeks.week_index import TIMELESS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,11 @@ ORCHESTRATOR = "weekly_batch"
 #: a claim older than this whose instance never appeared: its starter died; start again
 CLAIM_TIMEOUT_S = 300.0
 _ACTIVE = ("Pending", "Running", "ContinuedAsNew", "Suspended")
+#: the furthest ahead of the clock a week may begin and still be started (ADF may name the
+#: coming week a little early; a week of 2031 or 9999 is a mistake, not a plan)
+MAX_DAYS_AHEAD = 28
+#: the furthest back a batch may go (ten years of weeks: the lake keeps nothing older)
+MAX_WEEKS_BACK = 520
 
 
 def status_url(base_url: str, week: str, code: str | None = None) -> str:
@@ -74,6 +81,9 @@ async def start_batch(
     for the one the week already has, its state as the status route answers it (202 while it
     runs, so that ADF's Web activity waits for it; 200 or 502 once it ended), ``started: false``;
     409 ``data_incomplete`` naming the missing sources (unless ``partial``)."""
+    far = far_from_clock(inp.week, now)
+    if far is not None:
+        return invalid_request([problem("week", far)])
     instance_id = instance_id_for(inp)
     url = status_url(base_url, inp.week, code)
     existing = await client.get_status(instance_id)
@@ -91,7 +101,9 @@ async def start_batch(
             message = f"the week of {inp.week} has its batch running; the stale groups wait for the next check"
             return error(409, "batch_running", message, week=inp.week)
     ready = readiness(lake, inp.week)
-    if not ready.present:
+    # the store master has no week: a week with none of the weekly datasets has no data at all
+    weekly = [d for d in REQUIRED if d not in TIMELESS]
+    if not any(d in ready.present or d in ready.gaps for d in weekly):
         message = f"no curated data at all for the week of {inp.week}: nothing to train on"
         return error(409, "data_incomplete", message, week=inp.week, missing=list(ready.missing))
     if ready.missing and not inp.partial:
@@ -119,6 +131,19 @@ async def start_batch(
     if ready.missing:
         body["missing"] = list(ready.missing)
     return 202, body, {"Location": url, "Retry-After": "60"}
+
+
+def far_from_clock(week: str, now: dt.datetime) -> str | None:
+    """Why ``week`` is too far from the clock for a batch (a week that begins more than
+    :data:`MAX_DAYS_AHEAD` days from now, or ended more than :data:`MAX_WEEKS_BACK` weeks ago);
+    ``None`` for a week a batch may train on."""
+    monday = dt.date.fromisoformat(week)
+    today = now.date()
+    if (monday - today).days > MAX_DAYS_AHEAD:
+        return f"the week of {week} begins more than {MAX_DAYS_AHEAD} days from now ({today.isoformat()})"
+    if (today - monday).days > 7 * MAX_WEEKS_BACK:
+        return f"the week of {week} ended more than {MAX_WEEKS_BACK} weeks ago ({today.isoformat()})"
+    return None
 
 
 def _claim_expired(lake: Lake, path: str, now: dt.datetime) -> bool:

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import clock
 from shared.aml.status import STUCK, TERMINAL
@@ -32,16 +32,27 @@ from shared.watch.gates import Gates, finite, gate_failures
 CUSTOM_STATUS_BUDGET = 12_000
 
 
-class Polling(BaseModel):
-    """How often a watch polls: the first interval, its growth and its cap."""
+#: the shortest interval a watch polls at: AML's own state changes no faster, and a watch
+#: polling in a loop would spend the task hub and AML's rate limit for nothing
+MIN_POLL_S = 1.0
+#: the longest a run may report NotResponding, Paused or Unknown before it counts as failed
+MAX_STUCK_LIMIT_S = 7 * 24 * 3600.0
 
-    first_s: float = Field(30.0, gt=0, le=3600)
+
+class Polling(BaseModel):
+    """How often a watch polls: the first interval, its growth and its cap (finite numbers)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    first_s: float = Field(30.0, ge=MIN_POLL_S, le=3600)
     factor: float = Field(1.5, ge=1.0, le=10.0)
-    max_s: float = Field(300.0, gt=0, le=6 * 3600)
+    max_s: float = Field(300.0, ge=MIN_POLL_S, le=6 * 3600)
 
 
 class WatchOptions(BaseModel):
-    """How a watch follows its runs: timeout, polling, gates and stuck limit."""
+    """How a watch follows its runs: timeout, polling, gates and stuck limit (finite, bounded)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     timeout_s: float = Field(12 * 3600.0, gt=0, le=7 * 24 * 3600)
     polling: Polling = Field(default_factory=Polling)
@@ -50,7 +61,7 @@ class WatchOptions(BaseModel):
     gates: Gates = Field(default_factory=Gates)
     #: following runs whose pipeline is read from their status: each catalog pipeline's gates
     pipeline_gates: dict[str, Gates] = Field(default_factory=dict)
-    stuck_limit_s: float = Field(1800.0, gt=0)
+    stuck_limit_s: float = Field(1800.0, gt=0, le=MAX_STUCK_LIMIT_S)
     #: polls per orchestration generation before continue_as_new keeps the history bounded
     polls_per_generation: int = Field(20, ge=1, le=1000)
 

@@ -52,7 +52,7 @@ class StricterGates(BaseModel):
     """A caller's gates: only stricter than the pipeline's own (a lower MAPE limit, a younger
     model). Switching a gate off (null) or relaxing it is the catalog's alone."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     max_mape: float | None = Field(None, gt=0)
     max_age_days: float | None = Field(None, gt=0)
@@ -83,7 +83,8 @@ class StartRequest(BaseModel):
     """Follow one run (``run_id``), or submit and follow (``pipeline`` + ``parameters``), or a
     batch (``pipeline`` + ``runs``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: ``"false"`` is no boolean, ``"60"`` no number; and every number finite
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
     pipeline: str | None = None

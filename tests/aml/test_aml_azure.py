@@ -184,7 +184,10 @@ def test_a_registered_pipeline_component_is_submitted_as_a_pipeline_job(fake, ba
         experiment="forecastops-smoke",
         compute="cpu-cluster",
         definition={"kind": "component", "component": "azureml:forecastops_smoke_pipeline:1"},
-        parameters={"seconds": {"type": "number", "default": 0.2}, "region": {"type": "string", "default": "all"}},
+        parameters={
+            "seconds": {"type": "number", "default": 0.2, "minimum": 0, "maximum": 60},
+            "region": {"type": "string", "default": "all"},
+        },
     )
     request, problems = validate_request(pipeline, {"parameters": {"region": "west"}, "idempotency_key": "c1"})
     status, created = backend.submit(pipeline, request, request.job_name())

@@ -324,3 +324,73 @@ def test_an_upper_case_lake_uri_is_read_as_the_lake_and_handed_on_in_lower_case(
     p = Pipeline(**{**smoke.model_dump(), "inputs": {"data": Input()}})
     ok, problems = validate_request(p, {"inputs": {"data": "AZUREML://datastores/lake_curated/paths/weather_daily"}})
     assert problems == [] and ok.inputs["data"] == "azureml://datastores/lake_curated/paths/weather_daily"
+
+
+@pytest.mark.parametrize(
+    ("params", "adf"),
+    [
+        ({"seconds": float("inf")}, False),
+        ({"seconds": float("nan")}, False),
+        ({"seconds": "inf"}, True),
+        ({"seconds": "NaN"}, True),
+        ({"seconds": "1e999"}, True),
+        ({"seconds": -1}, False),
+        ({"seconds": 1e9}, False),
+    ],
+    ids=["inf", "nan", "adf-inf", "adf-nan", "adf-overflow", "negative", "huge"],
+)
+def test_a_number_parameter_must_be_finite_and_within_the_catalogs_bounds(smoke, params, adf):
+    body = {"experimentName": "x", "mlPipelineParameters": params} if adf else {"parameters": params}
+    _, problems = validate_request(smoke, body)
+    assert [p["field"] for p in problems] == [("mlPipelineParameters" if adf else "parameters") + ".seconds"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"holdout_weeks": "\u0661\u0660"},
+        {"holdout_weeks": "1_0"},
+        {"holdout_weeks": " 10"},
+        {"holdout_weeks": "-5"},
+        {"origins": "0"},
+        {"seed": "1000000000000000000000000000000"},
+    ],
+    ids=["arabic-digits", "underscore", "space", "negative", "zero-origins", "huge-seed"],
+)
+def test_an_integer_parameter_from_text_is_plain_ascii_digits_within_bounds(params):
+    forecast = load_catalog()["forecast"]
+    _, problems = validate_request(forecast, {"experimentName": "x", "mlPipelineParameters": params})
+    assert [p["field"] for p in problems] == [f"mlPipelineParameters.{next(iter(params))}"]
+
+
+@pytest.mark.parametrize(
+    "params", [{"holdout_weeks": -5}, {"origins": 0}, {"seed": 10**30}, {"mape_floor": -1}], ids=str
+)
+def test_every_numeric_parameter_has_catalog_bounds(params):
+    forecast = load_catalog()["forecast"]
+    _, problems = validate_request(forecast, {"parameters": params})
+    assert [p["field"] for p in problems] == [f"parameters.{next(iter(params))}"]
+
+
+def test_every_numeric_parameter_of_the_catalog_declares_its_bounds():
+    for p in load_catalog().values():
+        for name, spec in p.parameters.items():
+            if spec.type in ("integer", "number") and spec.policy is None:
+                assert spec.minimum is not None and spec.maximum is not None, f"{p.name}.{name}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"idempotency_key": "k1\n"},
+        {"experiment": "exp\n"},
+        {"experimentName": "exp\n", "mlPipelineParameters": {}},
+        {"experimentName": "x", "continueOnStepFailure": "true"},
+        {"experimentName": "x", "continueOnStepFailure": 1},
+        {"tags": {"a": 1}},
+    ],
+    ids=["key-newline", "experiment-newline", "adf-experiment-newline", "bool-text", "bool-int", "tag-int"],
+)
+def test_the_body_is_strict(smoke, body):
+    _, problems = validate_request(smoke, body)
+    assert problems, body

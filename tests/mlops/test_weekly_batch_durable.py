@@ -374,3 +374,60 @@ def test_adf_is_told_which_regions_a_source_lacks(bridge):
     assert status == 409 and body["missing"] == ["shipments_weekly"] and body["gaps"] == {"shipments_weekly": ["west"]}
     assert body["message"].startswith(f"shipments_weekly lacks region west for the week of {W}")
     assert not host.instances
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"partial": "true"},
+        {"partial": 1},
+        {"rerun": "yes"},
+        {"groups": ["../../x"]},
+        {"groups": ["a\nb"]},
+        {"groups": [""]},
+        {"groups": ["northeast.large.fast\n"]},
+        {"groups": "northeast.large.fast"},
+        {"retrain": "ALL"},
+    ],
+    ids=[
+        "partial-text",
+        "partial-int",
+        "rerun-text",
+        "group-dotdot",
+        "group-newline",
+        "group-empty",
+        "group-trailing-nl",
+    ]
+    + ["groups-string", "retrain-case"],
+)
+def test_a_batch_start_is_strict(bridge, body):
+    world(bridge)
+    host = idle_host()
+    with DurableRpcStub(host, on_start="none") as stub:
+        status, answer, _ = http(stub, "POST", W, body)
+    assert status == 400 and answer["problems"] and not host.instances
+    assert "Traceback" not in json.dumps(answer)
+
+
+@pytest.mark.parametrize("week", ["9999-12-27", "0001-01-01", "2031-01-06", "1990-01-01"])
+def test_a_week_far_from_the_clock_is_refused(bridge, week):
+    world(bridge)
+    host = idle_host()
+    with DurableRpcStub(host, on_start="none") as stub:
+        status, answer, _ = http(stub, "POST", week, {"partial": True})
+    assert status in (400, 409) and not host.instances
+    assert [p["field"] for p in answer.get("problems", [])] == ["week"]
+
+
+def test_a_partial_start_of_a_week_with_no_weekly_data_is_refused_though_the_store_master_is_there(bridge):
+    world(bridge)  # data for W, and the store master; none for the week before
+    host = idle_host()
+    with DurableRpcStub(host, on_start="none") as stub:
+        status, body, _ = http(stub, "POST", "2026-11-30", {"partial": True})
+    assert status == 409 and body["error"] == "data_incomplete" and "nothing to train on" in body["message"]
+    assert not host.instances
+
+
+def test_a_valid_group_list_is_accepted():
+    inp = BatchInput(week=W, by="staleness", groups=[NE[0], "west.small.slow"])
+    assert inp.groups == [NE[0], "west.small.slow"]

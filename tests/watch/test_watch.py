@@ -477,3 +477,39 @@ def test_the_apps_default_polling_does_not_change_the_requests_fingerprint():
     plain, _ = watch_api.plan_start(body, load_catalog(), T0)
     safety, _ = watch_api.plan_start(body, load_catalog(), T0, {"first_s": 900, "factor": 1.0, "max_s": 900})
     assert plain["state"]["request"] == safety["state"]["request"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"polling": {"first_s": 1e-9}}, "polling.first_s"),
+        ({"polling": {"max_s": 0.001}}, "polling.max_s"),
+        ({"stuck_limit_s": "Infinity"}, "stuck_limit_s"),
+        ({"stuck_limit_s": 1e999}, "stuck_limit_s"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"polling": {"first_s": float("inf")}}, "polling.first_s"),
+        ({"cancel_on_timeout": "false"}, "cancel_on_timeout"),
+        ({"polls_per_generation": 2.5}, "polls_per_generation"),
+        ({"timeout_s": "60"}, "timeout_s"),
+    ],
+    ids=["tiny-poll", "tiny-cap", "text-infinity", "overflow", "nan", "inf-poll", "bool-text", "float-int", "text-num"],
+)
+def test_the_watchs_options_are_strict_finite_and_bounded(options, field):
+    body = {"run_id": "r1", **options}
+    plan, problems = watch_api.plan_start(json.dumps(body).encode(), load_catalog(), T0)
+    assert plan is None and [p["field"] for p in problems] == [field]
+    assert all("Traceback" not in p["message"] for p in problems)
+
+
+def test_the_watch_has_a_minimum_poll_interval():
+    with pytest.raises(ValueError):
+        watch.Polling(first_s=0.01)
+    with pytest.raises(ValueError):
+        watch.WatchOptions(stuck_limit_s=float("inf"))
+    assert watch.Polling(first_s=watch.MIN_POLL_S).first_s == watch.MIN_POLL_S
+
+
+@pytest.mark.parametrize("gates", [{"max_mape": "0.3"}, {"max_mape": 1e999}, {"max_age_days": True}], ids=str)
+def test_a_callers_gates_are_strict_and_finite(gates):
+    plan, problems = watch_api.plan_start(json.dumps({"run_id": "r1", "gates": gates}).encode(), load_catalog(), T0)
+    assert plan is None and [p["field"].split(".")[0] for p in problems] == ["gates"]
