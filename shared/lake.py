@@ -65,11 +65,7 @@ class ChangedWhileReadError(LakeError):
 #: and for an answer, so that an unreachable endpoint fails in seconds, not minutes
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
-_CLIENT_OPTIONS: dict[str, Any] = {
-    "retry_total": 0,
-    "connection_timeout": CONNECT_TIMEOUT_S,
-    "read_timeout": READ_TIMEOUT_S,
-}
+_CLIENT_OPTIONS: dict[str, Any] = dict(retry_total=0, connection_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -91,10 +87,8 @@ def check_path(path: str) -> str:
     """Return ``path`` if it is a clean relative lake path, else raise ``ValueError``."""
     if not isinstance(path, str) or not path:
         raise ValueError("the path is empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        raise ValueError(f"{path!r} holds a control character (NUL, newline, tab, ...), which no lake path may hold")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in path):
-        raise ValueError("the path holds a lone surrogate (\\ud800-\\udfff), which no file or blob name can hold")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in path):
+        raise ValueError(f"{path!r} holds a control character or a lone surrogate, which no lake path may hold")
     if len(path) > MAX_PATH_CHARS:
         raise ValueError(f"the path is {len(path)} characters long; a lake path has at most {MAX_PATH_CHARS}")
     parts = path.split("/")
@@ -181,17 +175,14 @@ class LocalLake(Lake):
         self.root = Path(root).absolute()
 
     def _file(self, path: str) -> Path:
-        """``path``'s file below the root; ``ValueError`` when it resolves outside the root
-        (a symlink, of the file or of a folder on the way, that leads out of the lake)."""
+        """``path``'s file; ``ValueError`` when a symbolic link on the way leads out of the lake."""
         target = self.root / check_path(path)
         if not self._inside(target):
             raise ValueError(f"{path!r} resolves outside the lake (a symbolic link leads out of it)")
         return target
 
     def _inside(self, p: Path) -> bool:
-        # resolved every time: a link may be made or changed between two calls
-        real, root = p.resolve(), self.root.resolve()
-        return real == root or root in real.parents
+        return p.resolve().is_relative_to(self.root.resolve())  # each time: a link may change
 
     def stat(self, path: str) -> ObjectInfo:
         target = self.root / check_path(path)
@@ -245,9 +236,7 @@ class LocalLake(Lake):
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix.strip("/")
-        if not base.is_dir():
-            return iter(())
-        if not self._inside(base):
+        if not base.is_dir() or not self._inside(base):
             return iter(())
         found = (
             p.relative_to(self.root).as_posix()
