@@ -125,23 +125,38 @@ def store_master(lake: Lake) -> StoreMaster:
     return master
 
 
+_CORRUPT = object()
+
+
 def _week_keys(lake: Lake, dataset: str, week: str) -> list[frozenset[str] | None]:
     """The keys of every file that covers ``week`` (one listing of the week's markers, each
     read; None: not known, the file covers every key). An old-layout marker (``<W>.json``,
-    from before markers per file) counts as one file of unknown keys."""
+    from before markers per file) counts as one file of unknown keys; a corrupt marker as none."""
     paths = list(lake.list(f"{layout.index_folder(dataset)}/{week}"))
     column = REGION_KEY[dataset]
 
     def read(path: str) -> list[frozenset[str] | None]:
         try:
-            keys = _read_json(lake, path).get("keys")
+            doc = _read_json(lake, path)
         except NotFoundError:
             return []  # removed since the listing: a new version of the file left the week
-        except (ValueError, AttributeError):
-            log.warning("index marker %s could not be read: taken as a file of unknown keys", path)
+        except ValueError:
+            doc = None
+        # only a marker that says ``"keys": null`` is a file of unknown keys: a corrupt one
+        # (truncated, ill-typed) makes its week less ready, never more, and says so
+        keys = doc.get("keys", _CORRUPT) if isinstance(doc, dict) else _CORRUPT
+        if keys is None:
             return [None]
         values = keys.get(column) if isinstance(keys, dict) else None
-        return [frozenset(str(v) for v in values) if isinstance(values, list) else None]
+        if not isinstance(values, list):
+            record = layout.file_record(dataset, path.rsplit("/", 1)[-1].removesuffix(".json"))
+            log.warning(
+                "index marker %s could not be read: it covers no region (delete %s and ingest its file again)",
+                path,
+                record,
+            )
+            return []
+        return [frozenset(str(v) for v in values)]
 
     with ThreadPoolExecutor(max_workers=max(1, min(READ_WORKERS, len(paths)))) as pool:
         found = [k for one in pool.map(read, paths) for k in one]

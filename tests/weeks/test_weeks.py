@@ -512,6 +512,21 @@ def test_a_file_of_unknown_keys_covers_every_region(lake, monkeypatch):
     assert readiness(lake, W).complete
 
 
+@pytest.mark.parametrize(
+    "body", [b'{"dataset": "shipments_weekly", "keys": {"store_id": ["S', b"", b"[1, 2]", b"\xff\xfe"]
+)
+def test_a_corrupt_marker_makes_its_week_less_ready_never_more(lake, body, caplog):
+    put_master(lake, STORES)
+    put_observations(lake, WEATHER, "2026-12-20", "2026-12-26", zips=tuple(z for _, z in REGIONS.values()))
+    index_all(lake, STORES, WEATHER, put_region_shipments(lake, "northeast"), put_region_shipments(lake, "southeast"))
+    lake.write_bytes(f"batches/index/shipments_weekly/{W}/0123456789abcdef.json", body)
+    r = readiness(lake, W)
+    assert not r.complete and r.gaps == {"shipments_weekly": ("plains", "west")}
+    assert "0123456789abcdef.json" in caplog.text
+    index_all(lake, put_region_shipments(lake, "plains"))
+    assert readiness(lake, W).gaps == {"shipments_weekly": ("west",)}
+
+
 def test_old_layout_markers_count_as_files_of_unknown_keys(lake):
     put_master(lake, STORES)
     index_all(lake, put_region_shipments(lake, "west"))
