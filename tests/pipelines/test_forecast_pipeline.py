@@ -517,3 +517,26 @@ def test_the_score_pipeline_runs_end_to_end_on_the_local_backend(run: dict[str, 
         assert (out / file.name).read_bytes() == file.read_bytes(), file.name
     assert gate_failures(final.metrics, pipeline.gates, clock.now()) == []
     assert final.metrics["score"]["groups_scored"] == len(groups_of(run))
+
+
+def test_the_velocity_classes_go_with_the_model_and_a_new_sku_is_served_by_the_baseline(
+    run: dict[str, Path], production: dict, tmp_path: Path
+) -> None:
+    folder = tmp_path / "production"
+    shutil.copytree(production["folder"], folder)
+    group = next(iter(production["chosen"]))
+    model = pickle.loads((folder / group / "model.pkl").read_bytes())
+    got = pd.read_csv(production["out"] / f"{group}.csv", dtype={"store_id": str, "sku": str})
+    assert model.skus == sorted(set(got["sku"]))  # stored at training: the group's SKUs
+    new = model.skus[0]
+    model.skus = model.skus[1:]  # as if the SKU had been in another class at training
+    (folder / group / "model.pkl").write_bytes(pickle.dumps(model))
+    out = tmp_path / "out"
+    proc = step("score_production.py", "--features", run["features"], "--production", folder, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    scored = pd.read_csv(out / "forecasts" / f"{group}.csv", dtype={"store_id": str, "sku": str})
+    flagged = scored[scored["new_sku"]]
+    assert set(flagged["sku"]) == {new} and (flagged["source"] == "baseline").all()
+    assert (scored.loc[~scored["new_sku"], "model"] == group).all()
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    assert summary["sources"][group]["source"] == "production" and summary["sources"][group]["new_skus"] == 1

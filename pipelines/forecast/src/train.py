@@ -159,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     for stale in a.out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
         if stale.stem not in models:
             stale.unlink()
+    # the velocity classes, decided once: the SKUs of each group at training go with its model,
+    # and scoring serves a SKU by this model only when it is one of them (a new SKU: the baseline)
+    skus = data.table.groupby("group")["sku"].unique()
     for group, model in models.items():
+        model.skus = sorted(str(k) for k in skus.get(group, []))
         with open(a.out / f"{group}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
     for stale in ("lgbm.txt", "lgbm.json"):
