@@ -73,7 +73,7 @@ SUB = "00000000-0000-0000-0000-000000000001"
 WS = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
 FORECAST_STEPS = ["prepare", "train", "score", "evaluate"]
 SCORE_STEPS = ["prepare", "score"]
-FORECAST_HEADER = ["store_id", "sku", "week_start", "forecast", "model", "model_version"]
+FORECAST_HEADER = ["store_id", "sku", "week_start", "forecast", "model", "model_version", "source", "new_sku"]
 
 
 @dataclass
@@ -227,7 +227,7 @@ def _comparable(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------------ the stages
-def test_both_batches_succeed_training_every_group_and_scoring_every_promoted_one(both):
+def test_both_batches_succeed_training_every_group_and_serving_every_group(both):
     for batch in (both.local, both.azure):
         s = batch.summary
         assert s["outcome"] == "succeeded", (s["problems"], batch.out)
@@ -235,7 +235,9 @@ def test_both_batches_succeed_training_every_group_and_scoring_every_promoted_on
         promoted = sum(line.get("decision") == "promoted" for line in s["groups"].values())
         assert s["counts"]["retrained"] == len(GROUPS) and 1 <= promoted <= len(GROUPS)
         assert s["counts"]["promoted"] + s["counts"].get("kept", 0) == len(GROUPS)
-        assert s["counts"]["scored"] == promoted
+        # every group is served: the promoted by their model, the others by their baseline
+        assert s["counts"]["scored"] == len(GROUPS)
+        assert s["sources"] == {"production": promoted, "previous": 0, "baseline": len(GROUPS) - promoted}
     # through AML: two jobs, each run by the fake's executor, nothing it could not answer
     summary = both.azure.summary
     assert sorted(both.fake.jobs) == sorted([summary["train_run"], summary["score_run"]])
@@ -362,12 +364,18 @@ def test_the_score_run_serves_production_and_publishes_the_local_backends_foreca
     assert all(both.azure.lake.exists(f"{production}/{g}/model.pkl") for g in promoted)
 
     published = both.azure.forecasts(week)
-    assert sorted(published) == [f"{g}.csv" for g in promoted]
+    # every group is published: the promoted by their model, the others by their baseline
+    assert sorted(published) == [f"{g}.csv" for g in GROUPS]
     for name, data in published.items():
+        group = name.removesuffix(".csv")
         rows = list(csv.reader(io.StringIO(data.decode())))
         assert rows[0] == FORECAST_HEADER and len(rows) > 1
-        assert {(r[4], r[5]) for r in rows[1:]} == {(name.removesuffix(".csv"), "1")}
-        assert summary["groups"][name.removesuffix(".csv")]["rows"] == len(rows) - 1
+        if group in promoted:
+            assert {(r[4], r[5], r[6]) for r in rows[1:]} == {(group, "1", "production")}
+        else:
+            assert {r[6] for r in rows[1:]} == {"baseline"} and {r[4] for r in rows[1:]} <= {"baseline", "snaive"}
+            assert summary["groups"][group]["fallback_why"] == "no production model"
+        assert summary["groups"][group]["rows"] == len(rows) - 1
     # the same forecasts as the local backend's, byte for byte (deterministic training, same data)
     assert published == both.local.forecasts(week)
     # lineage: the data version knows both runs
