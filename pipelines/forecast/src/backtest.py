@@ -154,8 +154,9 @@ class Data:
             return np.where(n > 0, (cs[row, b] - cs[row, a]) / np.maximum(n, 1), np.nan)
 
     def indices(self, rows: pd.DataFrame, origin: str | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = rows["series"].map(self.series_index).to_numpy()
-        t = rows["week_start"].map(self.week_index).to_numpy()
+        # integers even for no rows (an empty map is of floats, no index)
+        s = rows["series"].map(self.series_index).to_numpy(np.int64)
+        t = rows["week_start"].map(self.week_index).to_numpy(np.int64)
         o = np.full(len(rows), self.week_index[origin]) if isinstance(origin, str) else np.asarray(origin)
         return s, t, o
 
