@@ -12,74 +12,34 @@ models handed to the scoring run) and ``summary.json`` (a staleness retrain of t
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import logging
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from shared import telemetry
-from shared.aml.catalog import Gates
 from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
-from shared.lake import Lake, NotFoundError
 from shared.mlops import inputs as group_inputs
 from shared.mlops import staleness
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
-from shared.mlops.data_assets import DataCatalog, DataVersionNotFound
+from shared.mlops.context import FORECASTS, SOURCES, VELOCITIES, Context, batch_record, watch_options, write_json
+from shared.mlops.data_assets import DataVersionNotFound
 from shared.mlops.promotion import age_days, gate_problems
-from shared.mlops.registry import Registry, review
+from shared.mlops.publish import publish, record
+from shared.mlops.registry import review
 from shared.weeks import StoreMaster, readiness, store_master
 
 log = logging.getLogger(__name__)
 
-#: the forecast pipeline's product-velocity classes (its groups' last segment)
-VELOCITIES = ("fast", "slow")
-#: what may serve a group, best first (the score step's fallback chain)
-SOURCES = ("production", "previous", "baseline")
-#: where the published forecasts go: a standard dataset
-FORECASTS = "curated/forecasts/v1"
 #: changed files named in a reason; the rest are counted
 _NAMED = 2
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the steps work with (the composition root builds it once per worker)."""
-
-    lake: Lake
-    registry: Registry
-    data: DataCatalog
-    #: the forecast pipeline's gates (the catalog's)
-    gates: Gates
-    retrain: str = "changed"
-    #: the promotion margin (None: the health policy's)
-    margin: float | None = None
-    watch: dict[str, Any] | None = None
-    #: more inputs of the training run besides the curated data (the main job's oracle)
-    train_inputs: dict[str, str] | None = None
-
-
-def _record(plan: dict[str, Any], name: str) -> str:
-    """Where the batch keeps its record ``name`` (``plan``, ``summary``...): the week's batch in
-    ``batches/week=<W>/<name>.json``, a staleness retrain of the same week beside it with its
-    own suffix, so that neither overwrites the other's."""
-    week, instance = plan["week"], plan.get("instance") or f"weekly-batch-{plan['week']}"
-    suffix = instance.removeprefix(f"weekly-batch-{week}")
-    return batch_path(week, f"{name}{suffix}.json")
 
 
 def _stale_days(ctx: Context) -> float:
     """The age beyond which a production model is stale (:func:`shared.mlops.staleness.limit`)."""
     return staleness.limit(ctx.gates)
-
-
-def _write_json(lake: Lake, path: str, doc: Any) -> None:
-    lake.write_bytes(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
 
 
 # --- plan ----------------------------------------------------------------------------------------
@@ -100,7 +60,7 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
     if ready.missing and not inp.partial:
         reason = f"{ready.describe()}: waiting for the data"
         waiting = base | {"status": "waiting_for_data", "reason": reason}
-        _write_json(ctx.lake, batch_path(inp.week, "waiting.json"), waiting)
+        write_json(ctx.lake, batch_path(inp.week, "waiting.json"), waiting)
         log.warning("weekly batch %s: %s", inp.week, reason)
         return waiting
     files = group_inputs.curated_files(ctx.lake)
@@ -135,7 +95,7 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
     }
     if ready.missing:
         result["reason"] = f"trained on what is there: {ready.describe()}"
-    _write_json(ctx.lake, _record(result, "plan"), result)
+    write_json(ctx.lake, batch_record(result, "plan"), result)
     return result
 
 
@@ -325,7 +285,7 @@ def production(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[
         if previous is not None:
             _copy_model(ctx, previous, f"{folder}/{card.name}/previous")
             models[card.name]["previous"] = {"version": int(previous.version or 0), "trained_at": previous.trained_at}
-    _write_json(ctx.lake, f"{folder}/production.json", {"week": week, "models": models})
+    write_json(ctx.lake, f"{folder}/production.json", {"week": week, "models": models})
     return {"uri": lake_uri(folder), "models": models}
 
 
@@ -345,159 +305,6 @@ def _previous(ctx: Context, current: ModelCard, now: dt.datetime) -> ModelCard |
     return None if gate_problems(last, ctx.gates, now) else last
 
 
-# --- publish -------------------------------------------------------------------------------------------
-def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """The forecasts into ``curated/forecasts/v1/week=<W>/`` and the batch's summary."""
-    plan = payload["plan"]
-    week = plan["week"]
-    if plan["status"] != "ready":
-        summary = {
-            "week": week,
-            "by": plan["by"],
-            "outcome": plan["status"],
-            "missing": plan["missing"],
-            "reason": plan.get("reason"),
-            "started_at": plan["started_at"],
-            "finished_at": iso(now),
-        }
-        _write_json(ctx.lake, _record(plan, "summary"), summary)
-        _telemetry(summary)
-        return summary
-    registered = payload.get("registered") or {}
-    prod = (payload.get("production") or {}).get("models") or {}
-    score = payload.get("score")
-    scored = _copy_forecasts(ctx, week, score, prod) if score and score.get("outcome") == "completed" else {}
-    if score and score.get("run_id") and scored:
-        ctx.data.link_run(DATA_ASSET, plan["data"]["version"], str(score["run_id"]), "score")
-    groups = _group_lines(plan, registered, prod, scored)
-    train = payload.get("train")
-    problems = []
-    if registered.get("error"):
-        problems.append(registered["error"])
-    if score is None and prod:
-        problems.append("the scoring run did not start")
-    elif score is not None and score.get("outcome") != "completed":
-        error = score.get("error") or {}
-        message = error.get("message") if isinstance(error, dict) else error
-        problems.append(f"the scoring run {score.get('run_id')} ended {score.get('outcome')}: {message}")
-    elif not scored:
-        problems.append("no group was scored")
-    counts: dict[str, int] = {}
-    sources = dict.fromkeys(SOURCES, 0)
-    for g in groups.values():
-        for key in (g["training"], g.get("decision") or "-", "scored" if g.get("source") else "not scored"):
-            counts[key] = counts.get(key, 0) + 1
-        if g.get("source") in sources:
-            sources[g["source"]] += 1
-    summary = {
-        "week": week,
-        "by": plan["by"],
-        "outcome": "failed" if problems else "succeeded",
-        "problems": problems,
-        "partial": plan["partial"],
-        "missing": plan["missing"],
-        "data": plan["data"],
-        "train_run": train.get("run_id") if train else None,
-        "score_run": score.get("run_id") if score else None,
-        "forecasts": f"{FORECASTS}/week={week}/",
-        "counts": counts,
-        "sources": sources,
-        "fallback_share": round((sources["previous"] + sources["baseline"]) / max(1, sum(sources.values())), 4),
-        "groups": groups,
-        "started_at": plan["started_at"],
-        "finished_at": iso(now),
-    }
-    _write_json(ctx.lake, _record(plan, "summary"), summary)
-    _telemetry(summary)
-    return summary
-
-
-def _telemetry(summary: dict[str, Any]) -> None:
-    """The batch's metrics; telemetry never fails a batch (a fault is logged)."""
-    try:
-        telemetry.record_batch(summary)
-    except Exception:
-        log.warning("the weekly batch's telemetry could not be recorded", exc_info=True)
-
-
-def _copy_forecasts(ctx: Context, week: str, score: dict[str, Any], prod: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The scoring run's ``<group>.csv`` files into the forecasts dataset (a group no longer
-    scored loses its old file); per group, what served it (the score step's summary: source,
-    model, version, why it fell back) and its rows."""
-    outputs = f"runs/{score['run_id']}/outputs"
-    listed = [p for p in ctx.lake.list(outputs) if "/forecasts/" in p]
-    found = {p.rsplit("/", 1)[-1][:-4]: p for p in listed if p.endswith(".csv")}
-    served: dict[str, Any] = {}
-    for path in listed:
-        if path.endswith("/forecasts/summary.json"):
-            served = json.loads(ctx.lake.read_bytes(path)).get("sources") or {}
-    target = f"{FORECASTS}/week={week}"
-    scored: dict[str, dict[str, Any]] = {}
-    for group, path in sorted(found.items()):
-        if not re.match(NAME_PATTERN, group):
-            continue
-        data = ctx.lake.read_bytes(path)
-        ctx.lake.write_bytes(f"{target}/{group}.csv", data)
-        # a scoring run without the sources (an older score step): production served what it listed
-        version = (prod.get(group) or {}).get("version")
-        default: dict[str, Any] = {
-            "source": "production" if version else "baseline",
-            "model": group,
-            "version": version,
-            "reasons": [],
-        }
-        how = served.get(group) or default
-        scored[group] = {**how, "rows": max(0, data.count(b"\n") - 1)}
-    for path in list(ctx.lake.list(target)):
-        if path.endswith(".csv") and path.rsplit("/", 1)[-1][:-4] not in scored:
-            with contextlib.suppress(NotFoundError):
-                ctx.lake.delete(path)
-    return scored
-
-
-def _group_lines(
-    plan: dict[str, Any], registered: dict[str, Any], prod: dict[str, Any], scored: dict[str, dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """Per group: retrained or skipped (why), promoted or kept (why), scored with which version."""
-    trained = registered.get("groups") or {}
-    planned = plan.get("groups") or {}
-    lines: dict[str, dict[str, Any]] = {}
-    for group in sorted(set(planned) | set(trained) | set(prod) | set(scored)):
-        p = planned.get(group) or {"action": "retrain", "reason": "no production model"}
-        t = trained.get(group)
-        line: dict[str, Any] = {"training": "skipped" if p["action"] == "skip" else "retrained", "why": p["reason"]}
-        if p["action"] == "retrain" and not (t and t.get("registered")):
-            line["training"] = "failed"
-            line["why"] = (
-                registered.get("error") or (t or {}).get("reason") or "the training run produced no model for it"
-            )
-        if t and t.get("registered"):
-            line |= {"version": t["version"], "mape": t["mape"], "decision": t["outcome"], "decision_why": t["reason"]}
-        how = scored.get(group) or {}
-        # scored_with: the registry version that served (production or previous); a baseline has none
-        line["scored_with"] = how.get("version") if how.get("source") in ("production", "previous") else None
-        line["rows"] = how.get("rows", 0)
-        line["source"] = how.get("source")
-        line["served_by"] = how.get("model")
-        if how.get("reasons") and how.get("source") != "production":
-            line["fallback_why"] = "; ".join(how["reasons"])
-        if group in prod and prod[group].get("stale"):
-            line["stale_production"] = True
-        lines[group] = line
-    return lines
-
-
-def record(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """A batch that ended without its publish step (a step failed on every attempt): its
-    summary in the lake and in the telemetry, best effort."""
-    summary = dict(payload)
-    week = str(summary.get("week"))
-    inp = BatchInput(week=week, by=summary.get("by") or "http", groups=summary.get("asked_groups") or [])
-    _write_json(ctx.lake, _record({"week": week, "instance": instance_id_for(inp)}, "summary"), summary)
-    _telemetry(summary)
-    return summary
-
-
 STEP_FUNCTIONS = {"plan": plan, "register": register, "production": production, "publish": publish, "record": record}
 
 
@@ -508,13 +315,4 @@ def run_step(ctx: Context, step: str, payload: dict[str, Any], now: dt.datetime)
     return STEP_FUNCTIONS[step](ctx, payload, now)
 
 
-def watch_options(pipelines: dict[str, Any], polling: dict[str, float] | None) -> dict[str, Any]:
-    """How the batch's runs are followed: each pipeline held to its own gates from the catalog,
-    the app's polling (the safety poll when job events wake the watch), six hours at most."""
-    options: dict[str, Any] = {
-        "timeout_s": 6 * 3600.0,
-        "pipeline_gates": {name: p.gates.model_dump(mode="json") for name, p in pipelines.items()},
-    }
-    if polling:
-        options["polling"] = polling
-    return options
+__all__ = ["FORECASTS", "SOURCES", "VELOCITIES", "Context", "publish", "record", "run_step", "watch_options"]

@@ -138,8 +138,9 @@ def test_the_whole_weekly_batch_end_to_end_at_a_small_size(tmp_path):
             assert line["decision"] in ("promoted", "kept") and line["decision_why"]
         if serving is not None:
             csv = (tmp_path / "curated" / "forecasts" / "v1" / f"week={week2}" / f"{name}.csv").read_text().splitlines()
-            assert csv[0] == "store_id,sku,week_start,forecast,model,model_version"
-            assert {row.split(",")[4:] == [name, str(serving)] for row in csv[1:]} == {True}
+            # every row says what made it: the production model here (issue 20's source column)
+            assert csv[0] == "store_id,sku,week_start,forecast,model,model_version,source,new_sku"
+            assert {tuple(row.split(",")[4:7]) == (name, str(serving), "production") for row in csv[1:]} == {True}
     m = re.search(r"(\d+) of (\d+) models healthy .*?; (\d+) of (\d+) beat the historical-average baseline", text)
     assert m, text
     healthy, models, beat, _ = map(int, m.groups())
