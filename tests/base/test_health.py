@@ -26,6 +26,9 @@ AGE_WORDS = re.compile(r"(?i)(?<![a-z])(age|ages|days?|stale|older|threshold\w*)
 #: for the whole file) -> why
 NOT_THRESHOLDS = {
     ("shared/tooling/synth.py", None): "the data generator's world: region shares, demand and weather parameters",
+    ("shared/tooling/synth_world.py", None): "the data generator's world: regions, stores and their layouts",
+    ("shared/tooling/synth_weather.py", None): "the data generator's weather parameters",
+    ("shared/tooling/synth_demand.py", None): "the data generator's demand parameters",
     ("pipelines/forecast/src/models.py", r"^WEIGHTS = "): "the old blend's grid of weights",
     ("pipelines/smoke/src/step.py", r"time\.sleep\("): "the smoke step's wait between two looks at the clock",
 }
