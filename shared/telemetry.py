@@ -48,6 +48,7 @@ METRICS = {
     "stale_models": "production models older than the staleness limit, at the daily check",
     "batch_outcome": "weekly batches ended, by outcome (succeeded, failed, waiting_for_data) and who started them",
     "batch_groups": "a weekly batch's groups, by what it did with them (retrained, skipped, promoted, ...)",
+    "batch_fallback_share": "the share of a weekly batch's scored groups served by a fallback (previous or baseline)",
 }
 #: each metric's dimensions (custom dimensions in Application Insights)
 METRIC_DIMENSIONS = {
@@ -67,6 +68,7 @@ METRIC_DIMENSIONS = {
     "stale_models": ("stage",),
     "batch_outcome": ("outcome", "by", "week"),
     "batch_groups": ("week", "action"),
+    "batch_fallback_share": ("week",),
 }
 #: metrics read as their last value (the others add up)
 LAST_VALUE = frozenset(
@@ -79,6 +81,7 @@ LAST_VALUE = frozenset(
         "model_age_days",
         "stale_models",
         "batch_groups",
+        "batch_fallback_share",
     }
 )
 #: a run's metric (its last name) -> the custom metric that carries it per model
@@ -228,8 +231,9 @@ def record_staleness(ages: dict[str, float], stale: int) -> None:
 
 
 def record_batch(summary: dict[str, Any]) -> None:
-    """A weekly batch's end: its outcome, and how many groups it retrained, skipped, promoted,
-    kept and scored."""
+    """A weekly batch's end: its outcome, how many groups it retrained, skipped, promoted,
+    kept and scored, and the share of its scored groups served by a fallback (a batch that
+    scored nothing, waiting for data, has no share)."""
     if not _configured.get("measures"):
         return
     week = str(summary.get("week"))
@@ -238,6 +242,9 @@ def record_batch(summary: dict[str, Any]) -> None:
     for action, count in (summary.get("counts") or {}).items():
         if action != "-":
             _record({"batch_groups": count}, {"week": week, "action": action})
+    share = summary.get("fallback_share")
+    if isinstance(share, int | float) and math.isfinite(share):
+        _record({"batch_fallback_share": share}, {"week": week})
 
 
 def _record_models(values: dict[str, Any], week: str, now: dt.datetime) -> None:

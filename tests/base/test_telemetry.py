@@ -212,6 +212,8 @@ def test_a_weekly_batch_reports_its_outcome_and_what_it_did_with_its_groups(inge
         "by": "data_complete",
         "outcome": "succeeded",
         "counts": {"retrained": 3, "skipped": 53, "promoted": 2, "kept": 1, "scored": 55, "not scored": 1, "-": 53},
+        "sources": {"production": 42, "previous": 0, "baseline": 14},
+        "fallback_share": 0.25,
     }
     telemetry.record_batch(summary)
     telemetry.record_batch({"week": "2026-12-28", "by": "schedule", "outcome": "waiting_for_data"})
@@ -231,3 +233,6 @@ def test_a_weekly_batch_reports_its_outcome_and_what_it_did_with_its_groups(inge
     ]
     groups = {p["action"]: metric["value"] for metric, p in sent if metric["name"] == "forecastops/batch_groups"}
     assert groups == {"retrained": 3, "skipped": 53, "promoted": 2, "kept": 1, "scored": 55, "not scored": 1}
+    # the share served by fallback, once per batch that scored (the waiting batch has none)
+    shares = [(p, metric["value"]) for metric, p in sent if metric["name"] == "forecastops/batch_fallback_share"]
+    assert shares == [({"week": "2026-12-21"}, 0.25)]
