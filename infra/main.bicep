@@ -52,6 +52,9 @@ param amlComputeVmSize string = ''
 @description('Most nodes the AML compute cluster scales out to (0: the environment profile\'s); it scales in to none')
 param amlComputeMaxNodes int = 0
 
+@description('Alert when more than this share of a weekly batch\'s scored groups is served by a fallback (a decimal string, 0-1)')
+param fallbackAlertShare string = '0.25'
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 // The Event Grid subscriptions (their webhooks need the deployed blob triggers and each ingest
 // host's blobs_extension system key) and the function keys in Key Vault (functionKeys.default)
@@ -384,6 +387,7 @@ module alerts 'modules/alerts.bicep' = {
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     actionGroupId: monitoring.outputs.actionGroupId
+    fallbackAlertShare: fallbackAlertShare
   }
 }
 

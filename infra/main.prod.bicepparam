@@ -16,3 +16,4 @@ param landingBlobServiceUri = readEnvironmentVariable('LANDING_BLOB_SERVICE_URI'
 param alertEmail = readEnvironmentVariable('ALERT_EMAIL', '')
 param amlComputeVmSize = readEnvironmentVariable('AML_COMPUTE_VM_SIZE', 'Standard_DS4_v2')
 param amlComputeMaxNodes = int(readEnvironmentVariable('AML_COMPUTE_MAX_NODES', '10'))
+param fallbackAlertShare = readEnvironmentVariable('FORECASTOPS_FALLBACK_ALERT_SHARE', '0.25')

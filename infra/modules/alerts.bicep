@@ -8,6 +8,8 @@ param applicationInsightsId string
 param actionGroupId string
 @description('Alert when more than this share of a dataset\'s rows goes to quarantine in an hour')
 param quarantineRatioThreshold string = '0.05'
+@description('Alert when more than this share of a weekly batch\'s scored groups is served by a fallback (previous or baseline)')
+param fallbackAlertShare string = '0.25'
 
 resource quarantineRatio 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: 'alert-forecastops-quarantine-ratio'
@@ -141,6 +143,46 @@ resource batchNotSucceeded 'Microsoft.Insights/scheduledQueryRules@2023-03-15-pr
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [actionGroupId]
+    }
+  }
+}
+
+resource fallbackShare 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-forecastops-fallback-share'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'ForecastOps: more than ${fallbackAlertShare} of a week\'s groups served by fallback'
+    description: 'The share of a weekly batch\'s scored groups served by the previous production version or the baseline, per week'
+    severity: 3
+    enabled: true
+    scopes: [applicationInsightsId]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: loadTextContent('../alerts/fallback-share.kql')
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'share'
+          dimensions: [
+            {
+              name: 'week'
+              operator: 'Include'
+              values: ['*']
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: json(fallbackAlertShare)
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

@@ -530,7 +530,7 @@ def test_log_alert_rules_read_at_most_two_days(templates):
         return days * 24 + hours + minutes / 60
 
     rules = deploy(templates).of_type("Microsoft.Insights/scheduledQueryRules")
-    assert len(rules) == 4
+    assert len(rules) == 5
     for rule in rules:
         props = rule.properties
         window = duration(props["windowSize"])
@@ -904,12 +904,18 @@ def test_metrics_json_lists_only_what_is_not_emitted_yet_or_matches_it():
     assert set(pending_metrics()) <= read, "metrics.json lists a metric no dashboard or alert reads"
 
 
-def test_the_four_alert_rules_load_their_queries(templates):
+def test_the_five_alert_rules_load_their_queries(templates):
     alerts = (INFRA / "modules" / "alerts.bicep").read_text()
     loaded = re.findall(r"loadTextContent\('\.\./alerts/([\w-]+\.kql)'\)", alerts)
     assert sorted(loaded) == sorted(p.name for p in (INFRA / "alerts").glob("*.kql"))
-    assert {"quarantine-ratio.kql", "watch-failed.kql", "stale-model.kql", "batch-not-succeeded.kql"} == set(loaded)
-    assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 4
+    assert {
+        "quarantine-ratio.kql",
+        "watch-failed.kql",
+        "stale-model.kql",
+        "batch-not-succeeded.kql",
+        "fallback-share.kql",
+    } == set(loaded)
+    assert alerts.count("'Microsoft.Insights/scheduledQueryRules@") == 5
     # the stale-model query as the deploy writes it (the health policy's age gate put in)
     (rule,) = [r for r in deploy(templates).of_type("Microsoft.Insights/scheduledQueryRules") if "stale" in r.ref.name]
     stale = rule.properties["criteria"]["allOf"][0]["query"]
@@ -963,3 +969,21 @@ def test_every_lake_uri_in_the_pipelines_names_a_declared_datastore():
     texts = [p.read_text() for p in (ROOT / "pipelines").rglob("*") if p.suffix in (".yml", ".toml")]
     used = {m for t in texts for m in re.findall(r"azureml://datastores/(\w+)/paths/", t)}
     assert used and used <= names, used - names
+
+
+def test_the_fallback_share_alert_takes_its_threshold_from_a_deploy_parameter(templates):
+    """The share of a week's groups served by fallback: a deploy parameter (not an app setting,
+    the app never reads it), FORECASTOPS_FALLBACK_ALERT_SHARE, 0.25 unless set."""
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert given["fallbackAlertShare"]["value"] == "${FORECASTOPS_FALLBACK_ALERT_SHARE=0.25}"
+    for env in ("dev", "prod"):
+        stated = bicep.bicepparam_values(INFRA / f"main.{env}.bicepparam")
+        assert stated["fallbackAlertShare"] == "0.25"
+    for share, expected in ((None, 0.25), ("0.4", 0.4)):
+        dep = deploy(templates) if share is None else deploy(templates, fallbackAlertShare=share)
+        (rule,) = [r for r in dep.of_type("Microsoft.Insights/scheduledQueryRules") if "fallback" in r.ref.name]
+        (criterion,) = rule.properties["criteria"]["allOf"]
+        assert criterion["threshold"] == expected and criterion["operator"] == "GreaterThan"
+        assert criterion["metricMeasureColumn"] == "share"
+        assert '"forecastops/batch_fallback_share"' in criterion["query"]
+        assert f"more than {share or '0.25'} of a week" in rule.properties["displayName"]
