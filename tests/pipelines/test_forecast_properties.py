@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tempfile
 import traceback
 from datetime import timedelta
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -162,6 +162,14 @@ def test_a_random_lake_completes_or_fails_in_one_line_and_serves_nothing_out_of_
                 assert answer.startswith("exit code ") and "\n" not in answer and "Traceback" not in answer
                 assert name in ("prepare", "train", "score")
                 return
+            if name == "train":
+                manifest = json.loads((models / "manifest.json").read_text())
+                assert all(g["reason"].strip() and "\n" not in g["reason"] for g in manifest["not_fitted"])
+                if not manifest["models"]:
+                    # every group too small to fit: no model for score to evaluate; in production
+                    # score_production serves each of them by its baseline
+                    assert manifest["not_fitted"]
+                    return
         check_served_forecasts(features, scores)
 
 
@@ -182,16 +190,12 @@ def test_the_lake_builder_makes_the_shapes_it_is_asked_for(tmp_path: Path) -> No
     assert ship.groupby("store_id").size().max() < 30  # weeks missing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train crashes in LassoCV on a group with 1 train row (9 weeks, a 4-week lag): sklearn's "
-    "'Cannot have number of folds=3 greater than the number of samples=1', a traceback; a group too "
-    "small to fit needs a rule (left to the baseline with a reason), not a crash (issue 21, open)",
-)
 def test_a_lake_too_short_for_the_lightgbm_member_trains_without_it(tmp_path: Path) -> None:
     """Found by the property test: 9 weeks of one series left the booster no training row,
     and indexing with the empty (float) series index crashed train with an IndexError (fixed in
-    ``Data.indices``); the group's one train row then crashes the LASSO's cross-validation."""
+    ``Data.indices``); the group's one train row then crashed the LASSO's cross-validation: now a
+    group under MIN_TRAIN_ROWS is not fitted, named in the manifest with its reason, and train
+    goes on (here with no group model at all: the baseline serves it)."""
     shape = {
         "seed": 0,
         "weeks": 9,
@@ -206,3 +210,18 @@ def test_a_lake_too_short_for_the_lightgbm_member_trains_without_it(tmp_path: Pa
     data = backtest.Data(tmp_path / "features")
     assert backtest.Booster.fit(data, data.meta["holdout_from"], seed=7) is None
     assert train.main(["--features", str(tmp_path / "features"), "--out", str(tmp_path / "models")]) == 0
+    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    assert manifest["models"] == [] and not list((tmp_path / "models").glob("*.pkl"))
+    [skipped] = manifest["not_fitted"]
+    assert skipped["reason"].startswith("1 training row: too few to fit") and "baseline" in skipped["reason"]
+
+
+def test_a_group_too_small_for_its_members_is_not_fitted_and_the_cv_folds_fit_the_rows() -> None:
+    models = forecast_step_module("models")
+    assert models.too_few_rows(models.MIN_TRAIN_ROWS) is None
+    assert models.too_few_rows(3) == (
+        f"3 training rows: too few to fit (under {models.MIN_TRAIN_ROWS}); served by its baseline"
+    )
+    assert [models.cv_splits(n) for n in (3, 4, 12, 59, 60, 500)] == [2, 2, 2, 2, 3, 3]
+    for n in range(models.MIN_TRAIN_ROWS, 80):  # every fitted size leaves each fold 4+ rows
+        assert n // (models.cv_splits(n) + 1) >= 4

@@ -42,6 +42,11 @@ MAX_WAPE_VS_BASELINE = 1.5
 CLIP_TOLERANCE = 0.5
 #: train weeks needed before the linear trend is used
 MIN_WEEKS_FOR_TREND = 52
+#: a group with fewer train rows than this is not fitted (``too_few_rows``): it is served by its
+#: baseline. At this size the LASSO's time-series CV still has 2 folds of at least 4 rows each
+#: (TimeSeriesSplit: test folds of n // (splits + 1) rows); fewer rows would fit the members
+#: (~100+ columns) on a handful of weeks, which no baseline loses to, and 1 row crashes the CV.
+MIN_TRAIN_ROWS = 12
 
 
 #: one-hot categories of both members, each at most MAX_LEVELS levels (the largest by units;
@@ -148,14 +153,32 @@ class GroupModel:
         return pd.DataFrame({"forecast": np.clip(forecast, 0, None), "old_blend": old}, index=pred.index)
 
 
+def too_few_rows(n_train: int) -> str | None:
+    """Why a group of ``n_train`` train rows is not fitted (one line), or None when it is."""
+    if n_train >= MIN_TRAIN_ROWS:
+        return None
+    rows = "row" if n_train == 1 else "rows"
+    return f"{n_train} training {rows}: too few to fit (under {MIN_TRAIN_ROWS}); served by its baseline"
+
+
+def cv_splits(n_samples: int) -> int:
+    """The LASSO's time-series CV folds: 3 from 60 rows, else 2, and never more than the rows
+    allow (TimeSeriesSplit needs n_samples > n_splits); fit_members is not called below
+    MIN_TRAIN_ROWS, where 2 folds have 4+ rows each, so this bound is a guard for direct callers."""
+    return max(2, min(3 if n_samples >= 60 else 2, n_samples - 1))
+
+
 def fit_members(train: pd.DataFrame, seed: int) -> tuple[Encoder, LassoCV, MLPRegressor, float, float, float]:
-    """The LASSO and the MLP on a group's rows (log1p units, encoded features)."""
+    """The LASSO and the MLP on a group's rows (log1p units, encoded features); the caller
+    checks ``too_few_rows`` first (fewer than MIN_TRAIN_ROWS rows raise ValueError)."""
+    if too_few_rows(len(train)):
+        raise ValueError(too_few_rows(len(train)))
     train = train.sort_values(["week_start", "series"], kind="stable")
     enc = Encoder().fit(train)
     y = np.log1p(np.clip(train[TARGET].to_numpy(float), 0.0, None))  # demand: a week of net returns is 0
     x_lasso = enc.transform(train, interactions=True)
     x_mlp = enc.transform(train, interactions=False)
-    n_splits = 3 if len(train) >= 60 else 2
+    n_splits = cv_splits(len(train))
     # the alpha grid is given (not n_alphas / alphas=int, whose meaning moved between releases)
     xc = x_lasso - x_lasso.mean(axis=0)
     alpha_max = max(float(np.abs(xc.T @ (y - y.mean())).max()) / len(y), 1e-6)

@@ -21,7 +21,10 @@ origin, which only validates, else backtest; with a single origin, too short a h
 more, it is the backtest and the weights are the defaults) and ``manifest.json``
 (``trained_at`` in epoch seconds, ``groups``: the groups asked for, ``all`` or their sorted
 names; the origins, per-group row counts, weights, the LASSO's alpha, the MLP's iterations,
-seconds). Logs ``<group>.trained_at`` and the train row counts of the groups trained.
+seconds; ``not_fitted``: the groups with too few train rows at the holdout's origin for their
+members (``models.MIN_TRAIN_ROWS``), each with a one-line reason: they get no model, the other
+groups are trained, and scoring serves them by their baseline). Logs ``<group>.trained_at`` and
+the train row counts of the groups trained.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ from pathlib import Path
 import pandas as pd
 from backtest import Booster, Data
 from forecast_lib import log_metrics, now_epoch, write_json
-from models import FORECASTS, MEMBERS, choose_old_weight, choose_weights, fit_group, forecast, group_weights
+from models import (
+    FORECASTS,
+    MEMBERS,
+    choose_old_weight,
+    choose_weights,
+    fit_group,
+    forecast,
+    group_weights,
+    too_few_rows,
+)
 from threadpoolctl import threadpool_limits
 
 
@@ -92,6 +104,9 @@ def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print,
                 for g, rows in train.groupby("group", sort=True)
                 if wanted is None or g in wanted
             ]
+            # a group too small for its members is not fitted at this origin: no model, a reason
+            not_fitted = {w[0]: too_few_rows(len(w[1])) for w in work if too_few_rows(len(w[1]))}
+            work = [w for w in work if w[0] not in not_fitted]
             fitted = list(pool.map(_fit, work)) if pool else [_fit(w) for w in work]
             models = {m.group: m for m, _ in fitted}
             seconds = {m.group: s for m, s in fitted}
@@ -117,6 +132,7 @@ def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print,
                     "lgbm_seconds": round(t_lgbm, 2),
                     "seconds": round(time.monotonic() - t0, 2),
                     "group_seconds": seconds,
+                    "not_fitted": not_fitted,
                 }
             )
             log(f"train: origin {origin} ({notes[-1]['role']}): {len(models)} groups, {notes[-1]['seconds']:.1f}s")
@@ -150,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     # made training 3x slower; --jobs trains groups in parallel processes instead
     with threadpool_limits(limits=1):
         models, booster, backtest, notes = run_backtest(data, a.seed, a.jobs, trained_at, groups=groups)
-    if not models:
+    not_fitted = notes[-1]["not_fitted"] if notes else {}
+    for group, reason in sorted(not_fitted.items()):
+        print(f"train: {group} not fitted: {reason}", file=sys.stderr)
+    if not models and not not_fitted:
         print("train: no train rows", file=sys.stderr)
         return 2
-    untrained = sorted(set(groups or ()) - set(models))
+    untrained = sorted(set(groups or ()) - set(models) - set(not_fitted))
     if untrained:
         print(f"train: no train rows at the holdout's origin for: {', '.join(untrained)}", file=sys.stderr)
     for stale in a.out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
@@ -196,12 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             "groups": "all" if groups is None else groups,
             "origins": notes,
             "models": manifest,
+            # groups too small for their members at the holdout's origin: no model, the baseline
+            "not_fitted": [{"group": g, "reason": r} for g, r in sorted(not_fitted.items())],
             "seconds": seconds,
         },
     )
     metrics = {f"{m['group']}.trained_at": trained_at for m in manifest}
     metrics.update({f"{m['group']}.n_train": m["n_train"] for m in manifest})
     metrics["models_trained"] = len(manifest)
+    metrics["groups_not_fitted"] = len(not_fitted)
     metrics["train_seconds"] = seconds
     listed = "all" if groups is None else ",".join(groups)[:500]  # MLflow's limit on a param's length
     params = {"seed": a.seed, "models": len(manifest), "origins": len(notes), "groups": listed}
