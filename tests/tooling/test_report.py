@@ -58,14 +58,26 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str,
 def test_the_report_shows_the_weekly_batchs_decision_for_every_model(batch):
     page = _page(batch)
     rows = _grids(page).grids["decisions"]
-    assert rows[0] == ["model", "training", "why", "decision", "why", "serving"]
+    assert rows[0] == ["model", "training", "why", "decision", "why", "serving", "source", "why"]
     models = [r[0] for r in rows[1:]]
     assert len(models) == 8 and models == sorted(models)
-    for _, training, why, decision, decision_why, serving in rows[1:]:
+    per_source: dict[str, int] = {}
+    for _, training, why, decision, decision_why, serving, source, fallback_why in rows[1:]:
         assert training in ("retrained", "skipped") and why
         assert decision in ("promoted", "kept") and decision_why
-        assert serving == "not scored" or re.fullmatch(r"v\d+", serving)
+        # every group is served: by a registry version, or by its baseline, which says why
+        assert source in ("production", "previous", "baseline")
+        per_source[source] = per_source.get(source, 0) + 1
+        if source == "baseline":
+            assert serving and not re.fullmatch(r"v\d+", serving) and fallback_why
+        else:
+            assert re.fullmatch(r"v\d+", serving)
+        if source == "production":
+            assert fallback_why == ""
     assert "The weekly batch: week of" in page and "curated/forecasts/v1/week=" in page
+    # the counts per source, as the batch's summary has them
+    told = ", ".join(f"{per_source.get(s, 0)} {s}" for s in ("production", "previous", "baseline"))
+    assert told in page and "served by fallback" in page
 
 
 def _page(batch: tuple[Path, str, str]) -> str:

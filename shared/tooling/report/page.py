@@ -153,8 +153,9 @@ def _targets(inp: ReportInputs) -> str:
 
 
 def _decisions(summary: dict[str, Any] | None) -> str:
-    """The weekly batch's decisions: per group, retrained or skipped, promoted or kept, and the
-    version that scored the coming weeks, each with its reason."""
+    """The weekly batch's decisions: per group, retrained or skipped, promoted or kept, and what
+    served the coming weeks (its version, the source: production, previous or baseline, and why
+    it fell back), each with its reason; and the groups per source."""
     if not summary or not summary.get("groups"):
         return ""
     esc = html.escape
@@ -162,7 +163,12 @@ def _decisions(summary: dict[str, Any] | None) -> str:
     for name, g in summary["groups"].items():
         decision = g.get("decision") or "-"
         bad = "no" if g["training"] == "failed" or decision == "kept" else ""
-        serving = f"v{g['scored_with']}" if g.get("scored_with") else "not scored"
+        source = g.get("source") or ""
+        if g.get("scored_with"):
+            serving = f"v{g['scored_with']}"
+        else:
+            serving = str(g.get("served_by") or source) if source else "not scored"
+        mark = "ok" if source == "production" else ("no" if source in ("", "baseline") else "")
         rows.append(
             [
                 (name, ""),
@@ -171,15 +177,24 @@ def _decisions(summary: dict[str, Any] | None) -> str:
                 (decision, bad if decision == "kept" else ("ok" if decision == "promoted" else "")),
                 (str(g.get("decision_why") or ""), ""),
                 (serving, ""),
+                (source or "-", mark),
+                (str(g.get("fallback_why") or ""), ""),
             ]
         )
     counts = summary.get("counts") or {}
     told = ", ".join(f"{v} {esc(k)}" for k, v in counts.items() if k not in ("-", "not scored"))
+    sources = summary.get("sources") or {}
+    served = ", ".join(f"{v} {esc(str(k))}" for k, v in sources.items())
+    share = summary.get("fallback_share")
+    if served and isinstance(share, int | float):
+        served += f"; {share:.0%} served by fallback"
+    served = f": {served}" if served else ""
     data = summary.get("data") or {}
-    headers = ["model", "training", "why", "decision", "why", "serving"]
+    headers = ["model", "training", "why", "decision", "why", "serving", "source", "why"]
     return f"""<h2>The weekly batch: week of {esc(str(summary["week"]))}</h2>
 <p>Started by {esc(str(summary["by"]).replace("_", " "))}; data {esc(str(data.get("reference", "")))};
-{told}. Forecasts of the coming weeks, each group by its production model:
+{told}. Forecasts of the coming weeks, each group by the best that may serve it (its production
+model, else the previous production version, else its baseline){served}:
 <code>{esc(str(summary.get("forecasts", "")))}</code>.</p>
 {grid(headers, rows, "decisions")}"""
 
