@@ -51,6 +51,7 @@ def batch_record(plan: dict[str, Any], name: str) -> str:
 
 
 def write_json(lake: Lake, path: str, doc: Any) -> None:
+    """``doc`` as indented, key-sorted JSON at ``path`` in the lake, written whole."""
     lake.write_bytes(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
 
 
