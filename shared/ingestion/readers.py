@@ -14,6 +14,7 @@ import codecs
 import csv
 import io
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -31,6 +32,17 @@ CSV_BLOCK_BYTES = 2 * 1024 * 1024
 JSON_MAX_BYTES = 256 * 1024 * 1024
 JSONL_BATCH_LINES = 20_000
 GZIP_MAGIC = b"\x1f\x8b"
+#: compressions recognised by their first bytes and refused by name (gzip is read)
+OTHER_MAGIC = {
+    b"PK\x03\x04": "zip",
+    b"PK\x05\x06": "zip",
+    b"BZh": "bz2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"7z\xbc\xaf\x27\x1c": "7z",
+}
+#: Python's JSON reader recurses per level: a document nested deeper is refused by name
+TOO_DEEP = "too_deep"
 
 
 #: how much of a file's own text a quarantine record (and the route's answer) may show
@@ -119,18 +131,46 @@ class PrefixedReader(io.RawIOBase):
         return n
 
 
+class CrToLf(io.RawIOBase):
+    """A stream whose lone CR line endings (old Mac exports) read as LF."""
+
+    def __init__(self, rest: Any) -> None:
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Buffer) -> int:
+        b = memoryview(b).cast("B")
+        data = bytes(self._rest.read(len(b))).replace(b"\r", b"\n")
+        n = len(data)
+        b[:n] = data
+        return n
+
+
 def open_decoded(stream: BinaryIO | io.RawIOBase) -> tuple[Any, bytes, str | None]:
-    """The stream decompressed if it is gzip, its first bytes, and the compression found."""
-    head = stream.read(2)
-    src = PrefixedReader(head, stream)
+    """The stream decompressed if it is gzip, its first bytes, and the compression found;
+    another compression (zip, bz2, xz) is refused by name. A file whose lines end in CR
+    alone (no LF in its first MiB) is read with LF line endings."""
+    head = read_up_to(stream, 6)
+    for magic, name in OTHER_MAGIC.items():
+        if head.startswith(magic):
+            raise DataError(
+                "unsupported_compression",
+                f"the file is {name}-compressed, which is not read: send it uncompressed or as gzip (.gz)",
+                compression=name,
+            )
+    src: Any = PrefixedReader(head, stream)
     compression = None
-    if head == GZIP_MAGIC:
+    if head[:2] == GZIP_MAGIC:
         compression = "gzip"
         src = pa.CompressedInputStream(pa.PythonFile(src, mode="r"), "gzip")
     try:
         prefix = read_up_to(src, SNIFF_BYTES)
     except (OSError, EOFError, pa.ArrowException) as e:
         raise DataError("unreadable_gzip", f"the file starts like gzip but cannot be decompressed: {e}") from e
+    if b"\r" in prefix and b"\n" not in prefix:
+        return CrToLf(src), bytes(prefix).replace(b"\r", b"\n"), compression
     return src, bytes(prefix), compression
 
 
@@ -156,7 +196,10 @@ def sniff_kind(prefix: bytes) -> str:
         return "csv"
     first_line, _, rest = text.partition(b"\n")
     try:
-        json.loads(first_line)
+        # numbers kept as text: a 5,000-digit integer is JSON, whatever int() accepts
+        json.loads(first_line, parse_float=str, parse_int=str)
+    except RecursionError:
+        pass  # one line, but nested too deep: the reader that follows says so
     except ValueError:
         return "json"  # a document spread over lines (or broken: the JSON reader says where)
     if rest.strip():
@@ -339,12 +382,19 @@ def load_json(src: Any, prefix: bytes, encoding: str) -> Any:
     try:
         # numbers stay text, so that the raw value reported for a bad row is what was sent
         return json.loads(text, parse_float=str, parse_int=str)
+    except RecursionError as e:
+        raise too_deep() from e
     except json.JSONDecodeError as e:
         where = "truncated" if e.pos >= len(text.rstrip()) else "invalid"
         raise DataError(
             "invalid_json",
             f"the JSON is {where}: {e.msg} at line {e.lineno}, column {e.colno} (character {e.pos})",
         ) from e
+
+
+def too_deep() -> DataError:
+    limit = sys.getrecursionlimit()
+    return DataError(TOO_DEEP, f"the JSON is nested deeper than the reader goes (about {limit} levels)")
 
 
 def json_records(doc: Any, mapping: Mapping) -> tuple[dict[str, list[Any]], int]:
@@ -388,11 +438,12 @@ def json_batch(doc: Any, mapping: Mapping) -> RawBatch:
 def jsonl_first_record(prefix: bytes, encoding: str) -> dict[str, Any]:
     """The first JSON object among the first bytes' lines; DataError if none."""
     text = decode_prefix(prefix, encoding)
-    for line in text.splitlines():
+    # JSON Lines end in \n (or \r\n): str.splitlines would split at U+2028 inside a string
+    for line in text.split("\n"):
         if line.strip():
             try:
-                obj = json.loads(line)
-            except ValueError:
+                obj = json.loads(line, parse_float=str, parse_int=str)
+            except (ValueError, RecursionError):
                 continue
             if isinstance(obj, dict):
                 return obj
@@ -416,6 +467,9 @@ def jsonl_batches(src: Any, prefix: bytes, mapping: Mapping) -> Iterator[RawBatc
                     raise ValueError("not an object")
             except ValueError as e:
                 bad.append(BadRecord(number, "invalid_json", line.rstrip("\r\n"), f"not a JSON object: {e}"))
+                continue
+            except RecursionError:
+                bad.append(BadRecord(number, "invalid_json", line[:200], "nested deeper than the reader goes"))
                 continue
             rows.append(obj)
             lines.append(number)

@@ -25,7 +25,7 @@ from shared.ingestion.dedupe import FirstWins, KeyCounter, duplicate_rejects, ke
 from shared.ingestion.detect import open_batches
 from shared.ingestion.formats import Mapping
 from shared.ingestion.layout import Outputs
-from shared.ingestion.readers import DataError, open_decoded, sniff_kind
+from shared.ingestion.readers import DataError, open_decoded, sniff_kind, too_deep
 from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError
 
 Progress = Callable[[int, int], None]
@@ -150,6 +150,8 @@ def write_outputs(
             return Repeated(again.hashes)
         except DataError as e:
             return Unreadable(e, _drain(hashing, raw))
+        except RecursionError:  # a JSON value nested deeper than some later step goes
+            return Unreadable(too_deep(), _drain(hashing, raw))
         _drain(hashing, raw)
     return result
 
