@@ -49,7 +49,11 @@ async def weekly_batch_queue(msg: func.QueueMessage, client: df.DurableOrchestra
     """An ingest app announced a week whose data is complete (or the staleness check asks for
     a retrain at once): start that week's batch, once. A message that is not a start raises,
     and after the host's retries lands in the poison queue, where it can be read."""
-    message = msg.get_json()
+    try:
+        message = msg.get_json()
+    except RecursionError:  # nested deeper than the JSON reader goes: never a start
+        log.warning("weekly batch message %s refused: its JSON is nested too deep", msg.id)
+        raise ValueError("a batch message is a JSON object with a week, not a deeply nested document") from None
     if not isinstance(message, dict):
         raise ValueError("a batch message is a JSON object with a week")
     # what the announcer adds for people (when, which raw file) is not part of the start

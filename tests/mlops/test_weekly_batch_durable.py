@@ -249,6 +249,15 @@ def test_the_queue_message_of_a_complete_week_starts_its_batch_and_a_bad_one_rai
                 run_async(fn.get_user_function()(msg=func.QueueMessage(body=bad), client=stub.client_binding_json()))
 
 
+def test_a_queue_message_nested_too_deep_is_refused_with_a_log_line_not_a_recursion_error(bridge, caplog):
+    fn = find_function(poll_aml_durable.bp, "weekly_batch_queue")
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    with DurableRpcStub(idle_host(), on_start="none") as stub, pytest.raises(ValueError) as e:
+        run_async(fn.get_user_function()(msg=func.QueueMessage(body=deep), client=stub.client_binding_json()))
+    assert not isinstance(e.value, RecursionError)
+    assert any("nested too deep" in r.getMessage() for r in caplog.records)
+
+
 def test_a_hundred_concurrent_starters_of_one_week_start_one_batch(blob_lake):
     """A hundred starts of the same week at once (data-complete messages, the schedule, ADF),
     each with its own client: every one checks before any starts, so the claim on Azurite is
