@@ -9,6 +9,7 @@ fails loudly when the mappings are loaded, naming the file.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 import tomllib
@@ -88,6 +89,14 @@ class Source(BaseModel):
     values: dict[str, str] = Field(default_factory=dict)
     pad: int | None = Field(None, ge=1, le=64)
 
+    @field_validator("date_format")
+    @classmethod
+    def _some_date_format(cls, v: str | list[str]) -> str | list[str]:
+        formats = [v] if isinstance(v, str) else v
+        if not formats or any(not f.strip() for f in formats):
+            raise ValueError("date_format is 'iso', a strptime format or a non-empty list of them, none empty")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> Source:
         given = [k for k in ("column", "path", "field", "const") if getattr(self, k) is not None]
@@ -128,6 +137,17 @@ class Mapping(BaseModel):
 
     sha256: str = ""
     file: str = ""
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, v: str) -> str:
+        try:
+            info = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r}") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{v!r} is not a text encoding (bytes to text); name one such as 'utf-8' or 'latin-1'")
+        return v
 
     @field_validator("dataset")
     @classmethod
@@ -211,6 +231,10 @@ def load_mapping(file: Path) -> Mapping:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
         return Mapping(**data, sha256=hashlib.sha256(raw).hexdigest(), file=file.name)
+    except UnicodeDecodeError as e:
+        raise MappingFileError(f"{file}: not UTF-8 (byte {e.start} cannot be decoded); save it as UTF-8") from e
+    except RecursionError as e:
+        raise MappingFileError(f"{file}: not a mapping: nested too deep to read") from e
     except tomllib.TOMLDecodeError as e:
         raise MappingFileError(f"{file}: not valid TOML: {e}") from e
     except ValidationError as e:

@@ -161,3 +161,55 @@ def test_the_extra_mappings_are_validated_like_the_shipped_ones(tmp_path, name, 
 def test_an_extra_mappings_folder_that_does_not_exist_is_refused(tmp_path):
     with pytest.raises(MappingFileError, match="does not exist"):
         load_mappings(MAPPINGS_DIR, tmp_path / "nope")
+
+
+GOOD_MASTER = (
+    'id = "x"\ndataset = "store_demographics"\ndescription = ""\nreader = "csv"\n{extra}\n[columns]\n'
+    'store_id = {{ column = "a"{date} }}\nzip_code = {{ column = "b" }}\nregion = {{ column = "c" }}\n'
+    'store_format = {{ column = "d" }}\npopulation = {{ column = "e" }}\nhouseholds = {{ column = "f" }}\n'
+    'median_household_income = {{ column = "g" }}\nmedian_age = {{ column = "h" }}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "date", "words"),
+    [
+        ('encoding = "base64"', "", "not a text encoding"),
+        ('encoding = "rot13"', "", "not a text encoding"),
+        ('encoding = "no-such-codec"', "", "unknown encoding"),
+        ("", ", date_format = []", "date_format"),
+        ("", ', date_format = [""]', "date_format"),
+        ("encoding = 8", "", "encoding"),
+    ],
+    ids=["base64", "rot13", "unknown", "empty-date-formats", "empty-date-format", "int-encoding"],
+)
+def test_a_mapping_with_a_bad_encoding_or_date_format_is_refused_when_loaded_naming_the_file(
+    tmp_path, extra, date, words
+):
+    file = tmp_path / "x.toml"
+    file.write_text(GOOD_MASTER.format(extra=extra, date=date))
+    with pytest.raises(MappingFileError) as e:
+        load_mapping(file)
+    assert str(file) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_good_mapping_of_those_tests_loads(tmp_path):
+    file = tmp_path / "x.toml"
+    file.write_text(GOOD_MASTER.format(extra='encoding = "latin-1"', date=""))
+    assert load_mapping(file).encoding == "latin-1"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('id = "x"\ndescription = "caf\xe9"\n'.encode("latin-1"), "not UTF-8"),
+        (b"a = " + b"[" * 20_000 + b"]" * 20_000 + b"\n", "nested too deep"),
+    ],
+    ids=["latin1-file", "deep-toml"],
+)
+def test_a_mapping_file_that_cannot_be_read_is_refused_in_one_line_naming_it(tmp_path, body, words):
+    file = tmp_path / "x.toml"
+    file.write_bytes(body)
+    with pytest.raises(MappingFileError) as e:
+        load_mapping(file)
+    assert str(file) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
