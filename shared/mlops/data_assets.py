@@ -172,37 +172,59 @@ def snapshot(lake: Lake, datasets: Iterable[str] = DATASETS, workers: int = READ
     return dict(sorted(found.items()))
 
 
-def manifests(lake: Lake, datasets: Iterable[str] = DATASETS, workers: int = READ_WORKERS) -> Iterator[dict[str, Any]]:
+def manifests(
+    lake: Lake,
+    datasets: Iterable[str] = DATASETS,
+    workers: int = READ_WORKERS,
+    skipped: dict[str, str] | None = None,
+) -> Iterator[dict[str, Any]]:
     """The manifest of every ingested curated file of ``datasets`` that names its curated
-    output (path and sha256), in listing order; the others are skipped as :func:`snapshot`
-    says. A storage error other than a manifest gone meanwhile is raised."""
+    output (a lake path and a sha256 of 64 hex digits), in listing order; the others are skipped
+    as :func:`snapshot` says, a corrupt one (not JSON, outputs of the wrong shape) named in
+    ``skipped`` with a one-line reason. A storage error other than a manifest gone meanwhile is
+    raised."""
     paths = (
         path
         for dataset in datasets
         for path in lake.list(f"curated/{dataset}/v{SCHEMA_VERSION}")
         if path.endswith(".manifest.json")
     )
-    for manifest in _map(lake, lambda p: _ingested(lake, p), paths, workers):
+    for path, manifest, problem in _map(lake, lambda p: (p, *_ingested(lake, p)), paths, workers):
+        if problem is not None:
+            log.warning("snapshot: manifest %s %s: skipped", path, problem)
+            if skipped is not None:
+                skipped[path] = f"manifest {problem}: left out"
         if manifest is not None:
             yield manifest
 
 
-def _ingested(lake: Lake, manifest_path: str) -> dict[str, Any] | None:
+def _ingested(lake: Lake, manifest_path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest if it is an ingested file's naming its curated output, and what is wrong
+    with it when it is corrupt (not JSON, outputs of the wrong shape)."""
     try:
         manifest = json.loads(lake.read_bytes(manifest_path))
     except NotFoundError:
-        return None
+        return None, None
     except ValueError as e:
-        log.warning("snapshot: manifest %s is not JSON (%s): skipped", manifest_path, e)
-        return None
-    if not isinstance(manifest, dict) or manifest.get("status") != "ingested":
-        return None
-    curated = (manifest.get("outputs") or {}).get("curated") or {}
+        return None, f"is not JSON ({e})"
+    if not isinstance(manifest, dict):
+        return None, "is not a JSON object"
+    if manifest.get("status") != "ingested":
+        return None, None
+    outputs = manifest.get("outputs")
+    curated = outputs.get("curated") if isinstance(outputs, dict) else None
+    if not isinstance(curated, dict):
+        return None, "names no curated output (outputs.curated is not an object)"
     path, sha = curated.get("path"), curated.get("sha256")
-    if not isinstance(path, str) or not isinstance(sha, str) or not path or not sha:
-        log.warning("snapshot: manifest %s names no curated path and sha256: skipped", manifest_path)
-        return None
-    return manifest
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        return None, "names no sha256 of its curated output (64 lower-case hex digits)"
+    try:
+        check_path(path if isinstance(path, str) else "")
+    except ValueError:
+        return None, "names no lake path for its curated output"
+    if not isinstance(path, str) or not path.startswith("curated/"):
+        return None, "names a curated output outside curated/"
+    return manifest, None
 
 
 # --------------------------------------------------------------------------------------------- the catalogs
@@ -276,7 +298,13 @@ class LakeDataCatalog(DataCatalog):
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
         candidate = self._candidate(name, week, files)
         for n in range(1, self.attempts + 1):
-            version = self._claim(candidate, version_name(week, n))
+            try:
+                version = self._claim(candidate, version_name(week, n))
+            except DataVersionNotFound:
+                raise
+            except DataCatalogError as e:  # a corrupt record keeps its version: the next is claimed
+                log.warning("data catalog: %s: passed over", e)
+                continue
             if version.content_hash == candidate.content_hash:
                 return version
         raise DataCatalogError(f"{name}: no free version for week {week} after {self.attempts} attempts")

@@ -35,12 +35,16 @@ class CuratedFile:
     keys: frozenset[str] | None
 
 
-def curated_files(lake: Lake, datasets: Iterable[str] = DATASETS) -> list[CuratedFile]:
-    """Every ingested curated file of ``datasets``, from its manifest, sorted by path."""
+def curated_files(
+    lake: Lake, datasets: Iterable[str] = DATASETS, skipped: dict[str, str] | None = None
+) -> list[CuratedFile]:
+    """Every ingested curated file of ``datasets``, from its manifest, sorted by path (a corrupt
+    manifest is left out and named in ``skipped``: :func:`~shared.mlops.data_assets.manifests`)."""
     found = []
-    for manifest in manifests(lake, datasets):
+    for manifest in manifests(lake, datasets, skipped=skipped):
         curated = manifest["outputs"]["curated"]
-        coverage = manifest.get("coverage") or {}
+        coverage = manifest.get("coverage")
+        coverage = coverage if isinstance(coverage, dict) else {}
         keys = coverage.get("keys")
         values = next(iter(keys.values()), None) if isinstance(keys, dict) and keys else None
         known = isinstance(values, list) and not coverage.get("keys_truncated")

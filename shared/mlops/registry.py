@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 from abc import ABC, abstractmethod
@@ -34,10 +35,12 @@ from pydantic import ValidationError
 
 from shared.aml.catalog import Gates
 from shared.lake import Lake, NotFoundError
-from shared.mlops.cards import Decision, ModelCard
+from shared.mlops.cards import NAME_PATTERN, Decision, ModelCard
 from shared.mlops.promotion import decide
 
-__all__ = ["LakeRegistry", "ModelNotFound", "Registry", "RegistryError", "review"]
+__all__ = ["LakeRegistry", "ModelNotFound", "Registry", "RegistryError", "readable_production", "review"]
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
@@ -121,8 +124,37 @@ class Registry(ABC):
         return []
 
     def production_models(self) -> list[ModelCard]:
-        """Every model's production version (models with none are left out), by name."""
-        return [card for name in self.names() if (card := self.production(name)) is not None]
+        """Every model's production version, by name: models with none, a name that is not a
+        model's (a stray folder) and a production record that does not read are left out (logged;
+        the group falls back), never the others."""
+        found = []
+        for name in self.names():
+            if not re.match(NAME_PATTERN, name):
+                log.warning("registry: %r is not a model name: ignored", name)
+                continue
+            card = readable_production(self, name)
+            if card is not None:
+                found.append(card)
+        return found
+
+
+def readable_production(registry: Registry, name: str) -> ModelCard | None:
+    """``name``'s production version; None (logged) when there is none or its pointer or card does
+    not read (a corrupt record: a new promotion writes the pointer whole again)."""
+    try:
+        return registry.production(name)
+    except RegistryError as e:
+        log.warning("registry: %s", e)
+        return None
+
+
+def one_line(e: ValidationError) -> str:
+    """A validation error in one line: its first problem and how many there are."""
+    errors = e.errors()
+    first = errors[0] if errors else {"loc": (), "msg": str(e)}
+    where = ".".join(str(x) for x in first.get("loc", ())) or "the record"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg')}{more}"
 
 
 def review(
@@ -138,7 +170,7 @@ def review(
     production stays; the decision either way (the margin and the staleness limit are the health
     policy's unless given)."""
     candidate = registry.get(name, version)
-    production = registry.production(name)
+    production = readable_production(registry, name)
     decision = decide(candidate, production, gates, now, max_mape_increase, stale_days)
     if decision.outcome == "promoted":
         registry.promote(name, version, decision)
@@ -196,7 +228,7 @@ class LakeRegistry(Registry):
         try:
             return ModelCard.from_json(data)
         except ValidationError as e:
-            raise RegistryError(f"the card of {name} version {version} is not valid: {e}") from e
+            raise RegistryError(f"the card of {name} version {version} is not valid: {one_line(e)}") from e
 
     def read_file(self, name: str, version: int, file_name: str) -> bytes:
         if file_name not in self.get(name, version).files:
@@ -204,18 +236,35 @@ class LakeRegistry(Registry):
         return self.lake.read_bytes(f"{self.top}/{name}/{version}/{file_name}")
 
     def versions(self, name: str) -> list[ModelCard]:
-        return [self.get(name, v) for v in self._version_numbers(name)]
+        """Every version whose card reads; a corrupt card is left out (logged), never the others."""
+        found = []
+        for v in self._version_numbers(name):
+            try:
+                found.append(self.get(name, v))
+            except ModelNotFound:
+                continue
+            except RegistryError as e:
+                log.warning("registry: %s: left out", e)
+        return found
 
     def names(self) -> list[str]:
         found = {p[len(self.top) + 1 :].split("/")[0] for p in self.lake.list(self.top) if p.endswith("/card.json")}
         return sorted(found)
 
     def production(self, name: str) -> ModelCard | None:
+        path = self._pointer_path(name)
         try:
-            pointer = json.loads(self.lake.read_bytes(self._pointer_path(name)))
+            data = self.lake.read_bytes(path)
         except NotFoundError:
             return None
-        return self.get(name, int(pointer["version"]))
+        try:
+            pointer = json.loads(data)
+        except ValueError as e:
+            raise RegistryError(f"the production pointer {path} is not JSON ({e})") from None
+        version = pointer.get("version") if isinstance(pointer, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RegistryError(f"the production pointer {path} names no version (a positive integer): {version!r}")
+        return self.get(name, version)
 
     def promote(self, name: str, version: int, decision: Decision) -> ModelCard:
         check_decision(version, decision, "promoted")
@@ -225,7 +274,7 @@ class LakeRegistry(Registry):
         missing = [f for f in card.files if not self.lake.exists(f"{self.top}/{name}/{version}/{f}")]
         if missing:
             raise RegistryError(f"{name} version {version} is incomplete (missing {', '.join(missing)}): not promoted")
-        previous = self.production(name)
+        previous = readable_production(self, name)  # a corrupt pointer is replaced by this promotion
         self._record(name, decision)
         promoted = card.model_copy(update={"stage": "production", "decision": decision})
         self.lake.write_bytes(self._card_path(name, version), promoted.to_json())

@@ -25,10 +25,10 @@ from shared.mlops import staleness
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
 from shared.mlops.context import FORECASTS, SOURCES, VELOCITIES, Context, batch_record, watch_options, write_json
-from shared.mlops.data_assets import DataVersionNotFound
+from shared.mlops.data_assets import DataCatalogError, DataVersionNotFound
 from shared.mlops.promotion import age_days, gate_problems
 from shared.mlops.publish import publish, record
-from shared.mlops.registry import review
+from shared.mlops.registry import RegistryError, review
 from shared.weeks import StoreMaster, readiness, store_master
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         write_json(ctx.lake, batch_path(inp.week, "waiting.json"), waiting)
         log.warning("weekly batch %s: %s", inp.week, reason)
         return waiting
-    files = group_inputs.curated_files(ctx.lake)
+    # a record that does not read costs its own group or file, never the plan: each is named here
+    problems: dict[str, str] = {}
+    files = group_inputs.curated_files(ctx.lake, skipped=problems)
     if not files:
         reason = f"no curated file at all for the week of {inp.week}: nothing to train on"
         return base | {"status": "waiting_for_data", "reason": reason}
@@ -74,9 +76,9 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         f"{r}.{fmt}": group_inputs.fingerprint(group_inputs.group_files(f"{r}.{fmt}.x", files, stores))
         for r, fmt in pairs
     }
-    groups = _decide_groups(ctx, inp, files, stores, fingerprints, now)
+    groups = _decide_groups(ctx, inp, files, stores, fingerprints, now, problems)
     retrain = [g for g, d in groups.items() if d["action"] == "retrain"]
-    known = set(ctx.registry.names())
+    known = {n for n in ctx.registry.names() if re.match(NAME_PATTERN, n)}
     # nothing registered yet (the first batch): every group the data has, whatever it is called
     train: str | list[str] = "all" if not known else retrain
     result = base | {
@@ -92,7 +94,10 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         "groups": groups,
         "train": train,
         "train_inputs": dict(ctx.train_inputs or {}),
+        "problems": problems,
     }
+    for where, problem in problems.items():
+        log.warning("weekly batch %s: %s: %s", inp.week, where, problem)
     if ready.missing:
         result["reason"] = f"trained on what is there: {ready.describe()}"
     write_json(ctx.lake, batch_record(result, "plan"), result)
@@ -106,8 +111,10 @@ def _decide_groups(
     stores: StoreMaster,
     fingerprints: dict[str, str],
     now: dt.datetime,
+    problems: dict[str, str],
 ) -> dict[str, dict[str, Any]]:
-    names = set(ctx.registry.names())
+    names = _model_names(ctx, problems)
+
     # a region and format the store master has and no model covers yet: both velocities are new
     for pair in fingerprints:
         if not any(n.startswith(f"{pair}.") for n in names) and names:
@@ -116,11 +123,11 @@ def _decide_groups(
     decided: dict[str, dict[str, Any]] = {}
     # the data versions production models were trained on, each read once (a record lists
     # every curated file: many groups share one)
-    before: dict[str, dict[str, str] | None] = {}
+    before: dict[str, dict[str, str] | str | None] = {}
     for name in sorted(names):
         region, fmt, _ = group_inputs.split_group(name)
         fp = fingerprints.get(f"{region}.{fmt}")
-        production = ctx.registry.production(name)
+        production, unreadable = _production(ctx, name, problems)
         pv = production.version if production else None
 
         def go(action: str, reason: str, name: str = name, fp: str | None = fp, pv: int | None = pv) -> None:
@@ -132,6 +139,8 @@ def _decide_groups(
             go("retrain", "every group is retrained (retrain=all)")
         elif name in inp.groups:
             go("retrain", f"asked by the {inp.by.replace('_', ' ')} check")
+        elif unreadable is not None:
+            go("retrain", unreadable)
         elif production is None:
             go("retrain", "no production model")
         elif (age := age_days(production, now)) > _stale_days(ctx):
@@ -143,13 +152,35 @@ def _decide_groups(
     return decided
 
 
+def _model_names(ctx: Context, problems: dict[str, str]) -> set[str]:
+    """The registry's model names; a name that is not a group's (a stray folder) is named in
+    ``problems`` and ignored."""
+    names = set()
+    for name in ctx.registry.names():
+        if re.match(NAME_PATTERN, name):
+            names.add(name)
+        else:
+            problems[name] = "not a model name (<region>.<format>.<velocity>): a stray folder in the registry, ignored"
+    return names
+
+
+def _production(ctx: Context, name: str, problems: dict[str, str]) -> tuple[ModelCard | None, str | None]:
+    """``name``'s production model, and why it is retrained when its record does not read (a
+    corrupt pointer or card, named in ``problems``: the group falls back until it retrains)."""
+    try:
+        return ctx.registry.production(name), None
+    except RegistryError as e:
+        problems[name] = str(e)
+        return None, f"its production model is not readable ({e}): retrained"
+
+
 def _changed(
     ctx: Context,
     production: ModelCard,
     name: str,
     files: list[group_inputs.CuratedFile],
     stores: StoreMaster,
-    read: dict[str, dict[str, str] | None],
+    read: dict[str, dict[str, str] | str | None],
 ) -> str:
     """Which of the group's files are new or changed since the data its model was trained on
     (``read``: the data versions read so far, by version)."""
@@ -159,9 +190,14 @@ def _changed(
             read[version] = ctx.data.get(DATA_ASSET, version).files if version else None
         except DataVersionNotFound:  # an outage is not "unknown": it fails the step, which is retried
             read[version] = None
+        except DataCatalogError as e:  # a corrupt record costs the groups trained on it
+            log.warning("weekly batch: %s", e)
+            read[version] = "unreadable"
     before = read[version]
     if before is None:
         return "its data version is not known"
+    if isinstance(before, str):
+        return "its data version record is not readable"
     changed = [f.path for f in group_inputs.group_files(name, files, stores) if before.get(f.path) != f.sha256]
     if not changed:
         gone = len(before.keys() - {f.path for f in files})

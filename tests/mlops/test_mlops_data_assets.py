@@ -320,8 +320,8 @@ def test_a_record_that_is_not_valid_is_reported(local_lake):
     local_lake.write_bytes(f"batches/data/{NAME}/{WEEK}.json", b'{"name": "curated"}')
     with pytest.raises(DataCatalogError, match="is not valid"):
         LakeDataCatalog(local_lake).get(NAME, WEEK)
-    with pytest.raises(DataCatalogError, match="is not valid"):
-        LakeDataCatalog(local_lake).register(NAME, WEEK, BATCH)
+    # registering passes over the corrupt version (it stays as it is) rather than failing the batch
+    assert LakeDataCatalog(local_lake).register(NAME, WEEK, BATCH).version == f"{WEEK}.2"
 
 
 # ----------------------------------------------------------------------------------------------- AML's data assets
