@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from shared.ingestion.aggregate import Folder
@@ -104,9 +105,31 @@ class CsvOut:
         return {"sha256": self.hashing.sha256.hexdigest(), "bytes": self.hashing.bytes, "rows": self.rows}
 
 
+#: a cell a spreadsheet would take for a formula (OWASP's CSV-injection list) ...
+_FORMULA = r"^[=+\-@\t\r]"
+#: ... unless it is a number (``-5``, ``+3.25``, ``-1e5``)
+_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def neutralise_formulas(table: pa.Table) -> pa.Table:
+    """``table`` with every text cell that starts like a formula (``=``, ``+``, ``-``, ``@``, a
+    tab, a carriage return) and is not a number behind a single quote, for a CSV people open in
+    a spreadsheet (docs/lake.md, "CSV files for people")."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            formula = pc.and_(
+                pc.match_substring_regex(column, _FORMULA), pc.invert(pc.match_substring_regex(column, _NUMBER))
+            )
+            column = pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 class LazyCsv:
     """A CSV opened only when its first row comes (most files reject nothing); ``result`` is
-    its sha256, bytes and rows once the ``with`` block closed it, else None."""
+    its sha256, bytes and rows once the ``with`` block closed it, else None. It is for people
+    (the rejected rows): formula prefixes are neutralised (:func:`neutralise_formulas`)."""
 
     def __init__(self, lake: Lake, path: str, schema: pa.Schema) -> None:
         self.lake, self.path, self.schema = lake, path, schema
@@ -122,7 +145,7 @@ class LazyCsv:
             return
         if self._csv is None:
             self._csv = CsvOut(self._stack.enter_context(self.lake.writer(self.path)), self.schema)
-        self._csv.write(table)
+        self._csv.write(neutralise_formulas(table))
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         # the writer must see the exception: only a pass that ended well commits its rejects

@@ -253,6 +253,27 @@ def serve_group(
     return out, {"source": "baseline", "model": baseline, "version": None, "reasons": reasons, "new_skus": 0}
 
 
+#: a cell a spreadsheet would take for a formula (OWASP's CSV-injection list), unless a number
+_FORMULA = re.compile(r"^[=+\-@\t\r]")
+_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+
+
+def for_people(value: Any) -> Any:
+    """A text value that starts like a formula (``=``, ``+``, ``-``, ``@``, a tab, a carriage
+    return) and is not a number, behind a single quote; anything else as it is."""
+    if isinstance(value, str) and _FORMULA.match(value) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def write_forecasts(out: pd.DataFrame, path: Path) -> None:
+    """A group's forecasts as CSV: the file is published for people (a spreadsheet, Power BI),
+    so text cells that would run as a formula are neutralised (docs/lake.md)."""
+    text = [c for c in out.columns if pd.api.types.is_string_dtype(out[c]) or out[c].dtype == object]
+    safe = out.assign(**{c: out[c].map(for_people) for c in text}) if text else out
+    safe.to_csv(path, index=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
@@ -281,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if served["source"] != "production" and group in versions:
             print(f"score_production: {group} served by {served['source']} ({served['model']}): "
                   f"{'; '.join(served['reasons'])}", file=sys.stderr)  # fmt: skip
-        out.to_csv(folder / f"{group}.csv", index=False)
+        write_forecasts(out, folder / f"{group}.csv")
         counts[group] = len(out)
         sources[group] = served
     missing = sorted(set(rows["group"]) - set(versions))
