@@ -472,6 +472,28 @@ def test_a_broken_production_model_costs_its_group_only(
             assert (out / "forecasts" / f"{group}.csv").read_bytes() == before
 
 
+def test_a_stale_production_model_is_never_served(run: dict[str, Path], production: dict, tmp_path: Path) -> None:
+    """A production model past the age gate fails the gates: its group is served by its fallback,
+    with the reason; the other groups by their production models."""
+    folder = tmp_path / "production"
+    shutil.copytree(production["folder"], folder)
+    doc = json.loads((folder / "production.json").read_text())
+    stale = next(iter(doc["models"]))
+    doc["models"][stale]["stale"] = True
+    (folder / "production.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    proc = step("score_production.py", "--features", run["features"], "--production", folder, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    served = summary["sources"][stale]
+    assert served["source"] == "baseline" and served["version"] is None
+    assert served["reasons"][0] == "production v3 is past the age gate: a stale model is never served"
+    assert (pd.read_csv(out / "forecasts" / f"{stale}.csv")["source"] == "baseline").all()
+    assert {g: s["source"] for g, s in summary["sources"].items() if g in doc["models"] and g != stale} == {
+        g: "production" for g in doc["models"] if g != stale
+    }
+
+
 def test_the_previous_production_version_serves_before_the_baseline(
     run: dict[str, Path], production: dict, tmp_path: Path
 ) -> None:

@@ -68,10 +68,14 @@ class ProductionError(ValueError):
     """The production folder cannot be scored with; the message says why, in one line."""
 
 
-def read_production(folder: Path, previous: dict[str, int] | None = None) -> tuple[str, dict[str, int]]:
+def read_production(
+    folder: Path, previous: dict[str, int] | None = None, stale: set[str] | None = None
+) -> tuple[str, dict[str, int]]:
     """production.json's week and its models (group -> registry version); ``previous``, when
-    given, is filled with the previous production versions it hands (group -> version)."""
+    given, is filled with the previous production versions it hands (group -> version), and
+    ``stale`` with the groups whose production model is past the age gate (``"stale": true``)."""
     previous = {} if previous is None else previous
+    stale = set() if stale is None else stale
     path = Path(folder) / "production.json"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -87,23 +91,29 @@ def read_production(folder: Path, previous: dict[str, int] | None = None) -> tup
     listed = doc.get("models")
     if not isinstance(listed, dict) or not listed:
         raise ProductionError("production.json: models must be an object naming at least one group")
-    models: dict[str, int] = {}
-    for group, entry in listed.items():
-        if not GROUP_NAME.match(group):
-            raise ProductionError(f"production.json: {group!r} is not a group name (<region>.<format>.<velocity>)")
-        if not isinstance(entry, dict) or entry.get("name") != group:
-            raise ProductionError(f"production.json: models.{group} must be an object with name {group!r}")
-        version = entry.get("version")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ProductionError(f"production.json: models.{group}.version must be an integer >= 1, not {version!r}")
-        models[group] = version
-        prev = entry.get("previous")
-        if prev is not None:
-            pv = prev.get("version") if isinstance(prev, dict) else None
-            if isinstance(pv, bool) or not isinstance(pv, int) or pv < 1:
-                raise ProductionError(f"production.json: models.{group}.previous.version must be an integer >= 1")
-            previous[group] = pv
+    models = {group: _entry(group, entry, previous, stale) for group, entry in listed.items()}
     return week, models
+
+
+def _entry(group: str, entry: Any, previous: dict[str, int], stale: set[str]) -> int:
+    """One group's entry of production.json: its registry version (its previous version and its
+    staleness noted in ``previous`` and ``stale``)."""
+    if not GROUP_NAME.match(group):
+        raise ProductionError(f"production.json: {group!r} is not a group name (<region>.<format>.<velocity>)")
+    if not isinstance(entry, dict) or entry.get("name") != group:
+        raise ProductionError(f"production.json: models.{group} must be an object with name {group!r}")
+    version = entry.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ProductionError(f"production.json: models.{group}.version must be an integer >= 1, not {version!r}")
+    if entry.get("stale") is True:
+        stale.add(group)
+    prev = entry.get("previous")
+    if prev is not None:
+        pv = prev.get("version") if isinstance(prev, dict) else None
+        if isinstance(pv, bool) or not isinstance(pv, int) or pv < 1:
+            raise ProductionError(f"production.json: models.{group}.previous.version must be an integer >= 1")
+        previous[group] = pv
+    return version
 
 
 def _is_date(text: str) -> bool:
@@ -218,14 +228,19 @@ def serve_group(
     rows: pd.DataFrame,
     origin: str,
     baseline: str,
+    stale: frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One group's forecast by the chain (production, previous, baseline) and what served it:
-    ``source``, ``model``, ``version``, ``reasons`` (why each better link was passed over)."""
+    ``source``, ``model``, ``version``, ``reasons`` (why each better link was passed over). A
+    production model past the age gate (``stale``) fails the gates, so it is never served."""
     mine = rows[rows["group"] == group]
     reasons: list[str] = []
     links = []
     if group in versions:
-        links.append(("production", "", versions[group]))
+        if group in stale:
+            reasons.append(f"production v{versions[group]} is past the age gate: a stale model is never served")
+        else:
+            links.append(("production", "", versions[group]))
         if group in previous:
             links.append(("previous", "previous", previous[group]))
     else:
@@ -282,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     t0 = time.monotonic()
     previous: dict[str, int] = {}
+    stale: set[str] = set()
     try:
-        week, versions = read_production(a.production, previous)
+        week, versions = read_production(a.production, previous, stale)
     except ProductionError as e:
         print(f"score_production: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -297,7 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     sources: dict[str, dict[str, Any]] = {}
     for group in sorted(set(versions) | set(rows["group"])):
         out, served = serve_group(
-            group, a.production, versions, previous, data, rows, origin, baselines.get(group, "baseline")
+            group,
+            a.production,
+            versions,
+            previous,
+            data,
+            rows,
+            origin,
+            baselines.get(group, "baseline"),
+            frozenset(stale),
         )
         if served["source"] != "production" and group in versions:
             print(f"score_production: {group} served by {served['source']} ({served['model']}): "
