@@ -393,6 +393,7 @@ def load_json(src: Any, prefix: bytes, encoding: str) -> Any:
 
 
 def too_deep() -> DataError:
+    """The quarantine reason of a JSON document nested deeper than Python's parser goes."""
     limit = sys.getrecursionlimit()
     return DataError(TOO_DEEP, f"the JSON is nested deeper than the reader goes (about {limit} levels)")
 
