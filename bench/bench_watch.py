@@ -32,32 +32,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from azure.ai.ml import MLClient  # noqa: E402
 
 import poll_aml_durable  # noqa: E402
 from poll_aml_durable import names, pipeline_runs_watch  # noqa: E402
 from shared import runtime  # noqa: E402
-from shared.aml.azureml import AzureMLBackend, Retry  # noqa: E402
 from shared.aml.catalog import load_catalog  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.watch import events  # noqa: E402
 from shared.watch import routes as watch_api  # noqa: E402
-from tests.fakes.aml.credential import FakeCredential  # noqa: E402
 from tests.fakes.aml.fake import FakeAML  # noqa: E402
 from tests.fakes.durable.host import DurableHost  # noqa: E402
 from tests.fakes.durable.replay import find_function  # noqa: E402
 
 T0 = dt.datetime(2026, 11, 30, 2, 0, tzinfo=dt.UTC)
-SUB = "00000000-0000-0000-0000-000000000001"
 
 
 def run_batch(n_runs: int, with_events: bool) -> dict[str, Any]:
     fake = FakeAML()
     fake.register_repo_components()  # the workspace as `python -m shared aml-assets` leaves it
-    credential, transport = FakeCredential(), fake.transport()
-    retry = Retry(total=2, backoff_factor=0.01, backoff_max=0.05)
-    client = MLClient(credential, SUB, "rg", "ws", transport=transport, **retry.kwargs())
-    backend = AzureMLBackend(client, credential, transport, retry)
+    backend = fake.backend()
     runtime.aml_backend = lambda: backend  # type: ignore[assignment]  # the activities' backend, for this script
     ends: dict[str, dt.datetime] = {}  # job -> when it completes (assigned at submit)
     host_box: dict[str, DurableHost] = {}

@@ -11,19 +11,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from azure.ai.ml import MLClient
 
 from shared.aml import assets, runs
-from shared.aml.azureml import AzureMLBackend, Retry
+from shared.aml.azureml import AzureMLBackend
 from shared.aml.catalog import load_catalog
 from shared.tooling import cli
 from tests.fakes.aml.assets import BlobStore
-from tests.fakes.aml.credential import FakeCredential
 from tests.fakes.aml.fake import FakeAML
 
 pytestmark = pytest.mark.azurite
-
-SUB = "00000000-0000-0000-0000-000000000001"
 
 
 @pytest.fixture
@@ -35,10 +31,7 @@ def fake(azurite):
 
 @pytest.fixture
 def backend(fake):
-    credential, transport = FakeCredential(), fake.transport()
-    retry = Retry(total=1, backoff_factor=0.01, backoff_max=0.05)
-    client = MLClient(credential, SUB, "rg", "ws", transport=transport, **retry.kwargs())
-    return AzureMLBackend(client, credential, transport, retry)
+    return fake.backend(retries=1)
 
 
 def aml_assets(backend, monkeypatch, *args: str) -> tuple[int, str]:

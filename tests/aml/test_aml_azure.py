@@ -11,7 +11,7 @@ from azure.ai.ml import MLClient
 from shared import clock
 from shared.aml import runs
 from shared.aml.assets import components
-from shared.aml.azureml import AzureMLBackend, Retry
+from shared.aml.azureml import AzureMLBackend
 from shared.aml.backend import BackendError, RunNotFound
 from shared.aml.catalog import load_catalog
 from tests.fakes.aml.credential import FakeCredential
@@ -32,10 +32,7 @@ def fake():
 
 @pytest.fixture
 def backend(fake):
-    credential, transport = FakeCredential(), fake.transport()
-    retry = Retry(total=2, backoff_factor=0.01, backoff_max=0.05)
-    client = MLClient(credential, SUB, "rg", "ws", transport=transport, **retry.kwargs())
-    return AzureMLBackend(client, credential, transport, retry)
+    return fake.backend()
 
 
 def submit(backend, body, pipeline="smoke"):

@@ -661,17 +661,7 @@ def test_jobs_of_a_submit_that_gave_up_are_cancelled_in_aml():
 # cancels on the azureml backend: the app's own activities, the real MLClient, AML's fake --------------
 def azureml_backend(fake):
     """The azureml backend as the worker builds it, its MLClient answered by AML's fake."""
-    from azure.ai.ml import MLClient
-
-    from shared.aml.azureml import AzureMLBackend, Retry
-    from tests.fakes.aml.credential import FakeCredential
-
-    credential, transport = FakeCredential(), fake.transport()
-    retry = Retry(total=2, backoff_factor=0.01, backoff_max=0.05)
-    client = MLClient(
-        credential, "00000000-0000-0000-0000-000000000001", "rg", "ws", transport=transport, **retry.kwargs()
-    )
-    return AzureMLBackend(client, credential, transport, retry)
+    return fake.backend()
 
 
 @pytest.fixture

@@ -193,9 +193,12 @@ def _model(name: str, mape: float, base: float, age_days: float = 0) -> dict:
     }
 
 
-def _validate(lake: Path) -> subprocess.CompletedProcess:
+def _validate(lake: Path, policy: Path | None = None) -> subprocess.CompletedProcess:
+    more = ["--policy", str(policy)] if policy else []
     return subprocess.run(
-        [sys.executable, str(SCRIPTS / "validate_models.py"), "--lake", str(lake)], capture_output=True, text=True
+        [sys.executable, str(SCRIPTS / "validate_models.py"), "--lake", str(lake), *more],
+        capture_output=True,
+        text=True,
     )
 
 
@@ -243,34 +246,12 @@ def test_model_validation_takes_its_gates_from_the_health_policy(tmp_path):
     every = json.loads(POLICY_FILE.read_text())
     every["baseline"]["min_share"] = 1.0
     (tmp_path / "every.json").write_text(json.dumps(every))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "validate_models.py"),
-            "--lake",
-            str(tmp_path / "lake"),
-            "--policy",
-            str(tmp_path / "every.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = _validate(tmp_path / "lake", tmp_path / "every.json")
     assert proc.returncode == 1 and "75% of the models beat their baseline; the gate is 100%" in proc.stdout
     # the rule is the policy's: a margin the models do not clear fails them
     every["baseline"] = {"margin": 0.25, "min_share": 0.75}
     (tmp_path / "margin.json").write_text(json.dumps(every))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "validate_models.py"),
-            "--lake",
-            str(tmp_path / "lake"),
-            "--policy",
-            str(tmp_path / "margin.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = _validate(tmp_path / "lake", tmp_path / "margin.json")
     assert proc.returncode == 1 and "0% of the models beat their baseline" in proc.stdout
     assert "overall MAPE 0.300 does not beat the baseline's 0.400" in proc.stdout
 

@@ -37,7 +37,7 @@ from azure.ai.ml import MLClient
 from shared import runtime
 from shared.aml import runs
 from shared.aml.assets import components
-from shared.aml.azureml import AzureMLBackend, Retry
+from shared.aml.azureml import AzureMLBackend
 from shared.aml.backend import Backend
 from shared.aml.catalog import load_catalog
 from shared.aml.lakeuri import lake_path, lake_uri
@@ -52,7 +52,6 @@ from shared.tooling import mainjob, synth, weekly_batch
 from shared.tooling.bulk_ingest import ingest_all, upload_tree
 from shared.weeks.announce import CollectSignal
 from tests.conftest import app_setting
-from tests.fakes.aml.credential import FakeCredential
 from tests.fakes.aml.executor import Executor
 from tests.fakes.aml.fake import FakeAML
 
@@ -136,10 +135,8 @@ def _plan(lake: Lake, week: str) -> dict[str, Any]:
 
 def aml_client(fake: FakeAML) -> tuple[AzureMLBackend, MLClient]:
     """The azureml backend on the real MLClient, answered by ``fake``."""
-    credential, transport = FakeCredential(), fake.transport()
-    retry = Retry(total=2, backoff_factor=0.01, backoff_max=0.05)
-    client = MLClient(credential, SUB, "rg", "ws", transport=transport, **retry.kwargs())
-    return AzureMLBackend(client, credential, transport, retry), client
+    backend = fake.backend()
+    return backend, backend.client
 
 
 @pytest.fixture(scope="module")

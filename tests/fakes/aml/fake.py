@@ -91,6 +91,22 @@ class FakeAML(JobsMixin, RunHistoryMixin, ModelsMixin, DataMixin, AssetsMixin):
             _Injection(method.upper(), re.compile(path_regex), list(statuses), dict(headers or {}), body, forever)
         )
 
+    def backend(self, retries: int = 2) -> Any:
+        """The azureml backend as the worker builds it: the real ``MLClient``, its transport this
+        fake, with short bounded retries (``backend.client`` is the client)."""
+        from azure.ai.ml import MLClient
+
+        from shared.aml.azureml import AzureMLBackend, Retry
+        from tests.fakes.aml.credential import FakeCredential
+
+        credential, transport = FakeCredential(), self.transport()
+        retry = Retry(total=retries, backoff_factor=0.01, backoff_max=0.05)
+        client = MLClient(
+            credential, self.subscription_id, self.resource_group, self.workspace_name, transport=transport,
+            **retry.kwargs(),
+        )  # fmt: skip
+        return AzureMLBackend(client, credential, transport, retry)
+
     def register_repo_components(self) -> None:
         """Every component of the repo at the version the app submits (``shared.aml.assets``), as
         ``python -m shared aml-assets`` leaves the workspace, with the compute infra declares."""
