@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     ingest_sync_max_bytes: int = Field(
         32 * 1024 * 1024, ge=0, validation_alias=AliasChoices("FORECASTOPS_INGEST_SYNC_MAX_BYTES")
     )
+    #: a raw file in which more than this share of the rows is rejected (at least
+    #: ``reject_file_min_rows`` of them) is quarantined whole: its first rejects kept as samples
+    #: with the counts per rule, instead of a rejects file as large as the raw file itself
+    reject_ratio_max: float = Field(0.5, gt=0, le=1, validation_alias=AliasChoices("FORECASTOPS_REJECT_RATIO_MAX"))
+    #: the fewest rejected rows that can quarantine a file by ``reject_ratio_max`` (a small file's
+    #: few bad rows are rejected one by one, as before)
+    reject_file_min_rows: int = Field(
+        1000, ge=1, validation_alias=AliasChoices("FORECASTOPS_REJECT_FILE_MIN_ROWS")
+    )
+    #: a row dated more than this many days after the clock's today is rejected (``future_date``):
+    #: one row of 2062 must not move the lake's latest week
+    future_days_max: int = Field(8, ge=0, le=3660, validation_alias=AliasChoices("FORECASTOPS_FUTURE_DAYS_MAX"))
     #: when the weekly fallback starts the last finished week's batch if its data never completed
     #: (NCRONTAB, UTC; the timer binding reads ``%FORECASTOPS_BATCH_SCHEDULE%``): Mondays 09:00
     batch_schedule: str = Field("0 0 9 * * 1", validation_alias=AliasChoices("FORECASTOPS_BATCH_SCHEDULE"))

@@ -156,6 +156,9 @@ var baseSettings = {
   FORECASTOPS_BATCH_QUEUE: batchQueue
   FORECASTOPS_INGEST_QUEUE: ingestQueue
   FORECASTOPS_INGEST_SYNC_MAX_BYTES: '33554432'
+  FORECASTOPS_REJECT_RATIO_MAX: '0.5'
+  FORECASTOPS_REJECT_FILE_MIN_ROWS: '1000'
+  FORECASTOPS_FUTURE_DAYS_MAX: '8'
 }
 var appSettings = union(baseSettings, amlSettings)
 // END app settings
