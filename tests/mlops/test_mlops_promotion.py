@@ -169,15 +169,26 @@ def test_a_reason_never_hides_the_difference_it_decided_on(mape, theirs, reason)
     assert d.outcome == "promoted" and d.reason.startswith(reason), d.reason
 
 
-def test_a_candidate_that_does_not_beat_its_baseline_is_never_promoted():
-    # passes the gates (0.40 <= 0.45) and there is no production model, but the historical
-    # average does as well: the baseline is served instead
-    d = decide(card(1, 0.40, baseline_mape=0.40), None, GATES, NOW)
+@pytest.mark.parametrize(
+    ("mape", "baseline", "said"),
+    [
+        (0.40, 0.40, "0.40 passes the gates, but does not beat its baseline's 0.40"),
+        # better than the historical average, but by less than the policy's margin (0.02)
+        (0.39, 0.40, "0.39 passes the gates, but does not beat its baseline's 0.40"),
+        (0.385, 0.40, "0.39 passes the gates, but does not beat its baseline's 0.40"),
+    ],
+)
+def test_a_candidate_that_does_not_beat_its_baseline_by_the_margin_is_never_promoted(mape, baseline, said):
+    # passes the gates (<= 0.45) and there is no production model, but the historical
+    # average does as well, or nearly: the baseline is served instead
+    d = decide(card(1, mape, baseline_mape=baseline), None, GATES, NOW)
     assert (d.outcome, d.rule) == ("kept", "baseline")
-    assert (
-        d.reason
-        == "MAPE 0.40 passes the gates, but does not beat its baseline's 0.40: not promoted (no production model)"
-    )
+    assert d.reason == f"MAPE {said} by more than the 0.02 margin: not promoted (no production model)"
+
+
+def test_a_candidate_that_beats_its_baseline_by_more_than_the_margin_is_promoted():
+    d = decide(card(1, 0.37, baseline_mape=0.40), None, GATES, NOW)
+    assert (d.outcome, d.reason) == ("promoted", "MAPE 0.37 passes the gates; no production model yet")
     # nor over a production model, however much better than it
     d = decide(card(4, 0.30, baseline_mape=0.29), card(3, 0.44), GATES, NOW)
     assert (d.outcome, d.rule) == ("kept", "baseline")

@@ -160,18 +160,18 @@ def test_healthy_means_the_gates_and_better_than_the_baseline_and_says_which_fai
     assert set(by) == {"west.large.fast", "west.large.slow", "west.small.fast"}
     assert by["west.large.fast"]["healthy"] and by["west.large.fast"]["problems"] == []
     assert not by["west.large.slow"]["healthy"]
-    assert by["west.large.slow"]["problems"] == ["not better than the baseline (0.300 vs 0.250)"]
+    assert by["west.large.slow"]["problems"] == ["not better than the baseline by more than 0.02 (0.300 vs 0.250)"]
     assert by["west.small.fast"]["problems"] == ["MAPE 0.50 > 0.45"]
     text = report.verdict(rows, None, GATES)
     assert text.startswith("1 of 3 models healthy (MAPE <= 0.45, trained within 60 days, better than the historical")
-    assert "2 of 3 beat the historical-average baseline" in text
+    assert "2 of 3 beat the historical-average baseline by more than 0.02" in text
 
 
 def test_healthy_is_the_health_policy_s_rule_the_gates_and_beating_the_baseline_by_its_margin():
     from shared.health import HealthPolicy, policy
 
     rows = [_row("west.large.fast", 0.30, 0.33), _row("west.large.slow", 0.30, 0.40)]
-    # the file's rule (margin 0): both beat their baseline
+    # the file's rule (margin 0.02): both beat their baseline by more than it
     assert [r["healthy"] for r in report.models(rows, NOW, GATES)] == [True, True]
     assert report.models(rows, NOW, GATES) == report.models(rows, NOW, GATES, policy())
     # a policy whose baseline margin is 0.05: 0.30 against 0.33 no longer beats it
@@ -181,7 +181,7 @@ def test_healthy_is_the_health_policy_s_rule_the_gates_and_beating_the_baseline_
     judged = report.models(rows, NOW, GATES, stricter)
     assert [r["healthy"] for r in judged] == [False, True]
     assert judged[0]["problems"] == ["not better than the baseline by more than 0.05 (0.300 vs 0.330)"]
-    assert "1 of 2 beat the historical-average baseline" in report.verdict(judged, None, GATES, stricter)
+    assert "1 of 2 beat the historical-average baseline by more than 0.05" in report.verdict(judged, None, GATES, stricter)
 
 
 def test_the_error_chart_sorts_models_by_error_and_draws_the_gate():

@@ -124,8 +124,9 @@ def verdict(
     healthy = sum(r["healthy"] for r in rows)
     beat = sum(1 for r in rows if rules.beats_baseline(r["mape"], r["baseline_mape"]))
     text = f"{healthy} of {len(rows)} models healthy (MAPE <= {gates.max_mape}, trained within "
-    text += f"{gates.max_age_days or 0:.0f} days, better than the historical average); "
-    text += f"{beat} of {len(rows)} beat the historical-average baseline"
+    by = f" by more than {rules.baseline.margin}" if rules.baseline.margin else ""
+    text += f"{gates.max_age_days or 0:.0f} days, better than the historical average{by}); "
+    text += f"{beat} of {len(rows)} beat the historical-average baseline{by}"
     if overall:
         m, b = num(overall.get("mape")), num(overall.get("baseline_mape"))
         if m is not None and b:
