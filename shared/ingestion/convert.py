@@ -8,17 +8,17 @@ in constant memory.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared import clock
 from shared.ingestion.datasets import (
     MAX_MAGNITUDE,
-    MIN_YEAR,
     ColumnSpec,
     DatasetSpec,
     EqualWhen,
@@ -26,8 +26,10 @@ from shared.ingestion.datasets import (
     Weekday,
     spec,
 )
+from shared.ingestion.dates import parse_dates, sales_weeks
 from shared.ingestion.formats import CONVERSIONS, Mapping, Source, canonical_unit, normalise_header, standard_unit
 from shared.ingestion.readers import BadRecord, DataError, RawBatch
+from shared.settings import Settings, get_settings
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -40,10 +42,13 @@ REJECT_SCHEMA = pa.schema(
 )
 _ARROW_TYPES = {"string": pa.string(), "date": pa.date32(), "float": pa.float64(), "int": pa.int64()}
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-#: "2026-01-27" + "T06:30:00Z" / " 10:00" / ""
-_DATE_AND_TIME = (
-    r"^(?P<d>[^ T]+)(?P<t>(?:[T ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?)$"
-)
+
+
+def latest_date(settings: Settings | None = None, now: dt.datetime | None = None) -> dt.date:
+    """The last date a row may carry: the clock's today (UTC) plus ``future_days_max``
+    (``FORECASTOPS_FUTURE_DAYS_MAX``); a row dated after it is rejected as ``future_date``."""
+    today = (now or clock.now()).astimezone(dt.UTC).date()
+    return today + dt.timedelta(days=(settings or get_settings()).future_days_max)
 
 
 def output_schema(ds: DatasetSpec) -> pa.Schema:
@@ -90,10 +95,13 @@ def _broadcast(value: Any, n: int) -> pa.Array:
 class Converter:
     """Converts raw batches of one file with one mapping into standard rows and rejects."""
 
-    def __init__(self, mapping: Mapping, ctx: Context) -> None:
+    def __init__(self, mapping: Mapping, ctx: Context, *, latest: dt.date | None = None) -> None:
+        """``latest``: the last date a row may carry in the dataset's as-of column (default
+        :func:`latest_date`, the clock's today plus the setting's days)."""
         self.mapping = mapping
         self.ds = spec(mapping.dataset)
         self.ctx = ctx
+        self.latest = latest if latest is not None else latest_date()
         self.schema = output_schema(self.ds)
         self._nulls = pa.array(mapping.null_values, pa.string())
         self._units = {name: self._unit(name, src) for name, src in mapping.columns.items()}
@@ -198,13 +206,18 @@ class Converter:
             value = self._string(src, text)
         elif col.type == "date":
             value, failed = self._cached(
-                ("date", id(raw), tuple(src.date_formats)), lambda: _parse_dates(text, src.date_formats)
+                ("date", id(raw), tuple(src.date_formats)), lambda: parse_dates(text, src.date_formats)
             )
             if failed is not None:
                 out.append(Violation(col.name, "invalid_date", failed, raw, _date_msg(src)))
-            if src.week == "monday":
-                days = value.cast(pa.int32())
-                value = pc.subtract(days, pc.day_of_week(value).cast(pa.int32())).cast(pa.date32())
+            if col.name == self.ds.as_of:
+                # a row dated far beyond today is a typo (2062), never the lake's latest week
+                future = pc.fill_null(pc.greater(value, pa.scalar(self.latest, pa.date32())), False)
+                if pc.any(future).as_py():
+                    message = f"dated after {self.latest.isoformat()}, too far beyond today"
+                    out.append(Violation(col.name, "future_date", future, raw, message))
+            if src.week is not None:
+                value = sales_weeks(value)
         else:
             value = self._number(col, src, text, raw, batch, out)
         out += _constraints(col, value, raw, text)
@@ -334,72 +347,6 @@ def _parse_numbers(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
     ok = pc.and_(ok, pc.fill_null(pc.is_finite(value), True))
     value = pc.if_else(ok, value, pa.scalar(None, pa.float64()))
     return value, pc.invert(ok)
-
-
-def _parse_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array | None]:
-    """Text to date32 with the first format that fits (a trailing time is allowed).
-
-    A batch holds few distinct dates (a day's weather for thousands of zips): the distinct
-    texts are parsed, and the result spread back by index.
-    """
-    enc = pc.dictionary_encode(text)
-    value, failed = _parse_distinct_dates(enc.dictionary, formats)
-    value = pc.take(value, enc.indices)
-    if failed is not None:
-        failed = pc.fill_null(pc.take(failed, enc.indices), False)
-    return value, failed
-
-
-def _parse_distinct_dates(text: pa.Array, formats: list[str]) -> tuple[pa.Array, pa.Array | None]:
-    if not formats:
-        raise ValueError("a date column needs at least one date format")
-    value = pc.strptime(text, format=formats[0], unit="s", error_is_null=True)
-    for fmt in formats[1:]:
-        value = pc.coalesce(value, pc.strptime(text, format=fmt, unit="s", error_is_null=True))
-    parsed_text = text
-    failed = pc.and_(pc.is_valid(text), pc.is_null(value))
-    if pc.any(failed).as_py():
-        # a date followed by a time of day ("2026-01-27T06:30:00", "01/31/2012 10:00"):
-        # parse the date part, and accept the rest only if it is a time
-        parts = pc.extract_regex(pc.if_else(failed, text, pa.scalar(None, pa.string())), _DATE_AND_TIME)
-        date_part = pc.struct_field(parts, "d")
-        for fmt in formats:
-            value = pc.coalesce(value, pc.strptime(date_part, format=fmt, unit="s", error_is_null=True))
-        parsed_text = pc.coalesce(date_part, text)
-    value = _reject_rolled_over(value, parsed_text, formats)
-    # strptime's %Y takes "26" as the year 26 and "10000" as 10000: a year is four digits,
-    # and one Python's dates cannot hold (0, 10000) would crash whoever reads the row
-    year = pc.year(value)
-    four_digits = pc.fill_null(pc.and_(pc.greater_equal(year, MIN_YEAR), pc.less_equal(year, MAX_YEAR)), True)
-    value = pc.if_else(four_digits, value, pa.scalar(None, value.type))
-    failed = pc.and_(pc.is_valid(text), pc.is_null(value))
-    return pc.cast(value, pa.date32(), safe=False), (failed if pc.any(failed).as_py() else None)
-
-
-#: the last year a date may have: four digits, as ISO dates have them
-MAX_YEAR = 9999
-_LEADING_ZEROS = r"(^|[^0-9])0+([0-9])"
-
-
-def _reject_rolled_over(value: pa.Array, text: pa.Array, formats: list[str]) -> pa.Array:
-    """Null the dates strptime rolled over ("2026-02-30" -> March 2nd).
-
-    Arrow's strptime does not check the day against the month; a rolled-over date lands on
-    day 1 to 3 of the next month, so only those rows are checked, by formatting the parsed
-    date back and comparing it with the text (leading zeros aside).
-    """
-    suspect = pc.fill_null(pc.less_equal(pc.day(value), 3), False)
-    if not pc.any(suspect).as_py():
-        return value
-    idx = pc.indices_nonzero(suspect)
-    ts, raw = pc.take(value, idx), pc.replace_substring_regex(pc.take(text, idx), _LEADING_ZEROS, r"\1\2")
-    same = pa.repeat(pa.scalar(False), len(idx))
-    for fmt in formats:
-        back = pc.replace_substring_regex(pc.strftime(ts, format=fmt), _LEADING_ZEROS, r"\1\2")
-        same = pc.or_(same, pc.fill_null(pc.equal(back, raw), False))
-    bad = np.zeros(len(value), bool)
-    bad[idx.to_numpy()[~same.to_numpy(zero_copy_only=False)]] = True
-    return pc.if_else(pa.array(bad), pa.scalar(None, value.type), value)
 
 
 #: datasets.CONTROL_CHARACTERS in RE2's spelling, for Arrow's kernels (a test holds them equal)

@@ -82,6 +82,9 @@ class _Dataset(BaseModel):
     __dataset__: ClassVar[str]
     __key__: ClassVar[tuple[str, ...]]
     __rules__: ClassVar[tuple[Rule, ...]] = ()
+    #: the date a row was known by, which cannot lie far beyond today: ingestion rejects a row
+    #: dated more than ``future_days_max`` days after the clock's today (``future_date``)
+    __as_of__: ClassVar[str | None] = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> _Dataset:
@@ -115,6 +118,8 @@ class WeatherDaily(_Dataset):
         LessEqual("tmin_above_tmax", "tmin_c", "tmax_c"),
         EqualWhen("observed_issued_on_not_date", "issued_on", "date", "kind", "observed"),
     )
+    # a forecast's date runs up to 16 days past its issue: the issue date is the one known
+    __as_of__ = "issued_on"
 
     zip_code: ZipCode
     date: dt.date
@@ -134,6 +139,7 @@ class ShipmentsWeekly(_Dataset):
     __dataset__ = "shipments_weekly"
     __key__ = ("store_id", "sku", "week_start")
     __rules__ = (Weekday("week_start_not_monday", "week_start", 1),)
+    __as_of__ = "week_start"
 
     store_id: Annotated[str, Field(min_length=1)]
     sku: Annotated[str, Field(min_length=1)]
@@ -191,6 +197,8 @@ class DatasetSpec:
     key: tuple[str, ...]
     rules: tuple[Rule, ...]
     model: type[_Dataset]
+    #: the column whose date may not lie beyond the clock (the model's ``__as_of__``), or None
+    as_of: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -250,4 +258,4 @@ def spec(dataset: str) -> DatasetSpec:
         _column_spec(name, f.annotation, list(f.metadata), f.json_schema_extra)
         for name, f in model.model_fields.items()
     )
-    return DatasetSpec(dataset, columns, model.__key__, model.__rules__, model)
+    return DatasetSpec(dataset, columns, model.__key__, model.__rules__, model, model.__as_of__)

@@ -84,7 +84,10 @@ class Source(BaseModel):
     unit_path: str | None = None
     multiply_by: str | None = None
     date_format: str | list[str] = "iso"
-    week: Literal["monday"] | None = None
+    #: ``sales_week``: the date stands for its sales week (Sunday..Saturday), stored as the
+    #: week's Monday (:func:`shared.weeks.calendar.week_start`); ``monday``, its former name,
+    #: is read as ``sales_week``
+    week: Literal["sales_week", "monday"] | None = None
     case: Literal["lower", "upper"] | None = None
     values: dict[str, str] = Field(default_factory=dict)
     pad: int | None = Field(None, ge=1, le=64)
@@ -96,6 +99,12 @@ class Source(BaseModel):
         if not formats or any(not f.strip() for f in formats):
             raise ValueError("date_format is 'iso', a strptime format or a non-empty list of them, none empty")
         return v
+
+    @field_validator("week")
+    @classmethod
+    def _one_week_rule(cls, v: str | None) -> str | None:
+        # one rule for every mapping: the old name is an alias, never a second rule
+        return "sales_week" if v == "monday" else v
 
     @model_validator(mode="after")
     def _one_source(self) -> Source:

@@ -12,15 +12,19 @@ WEEK = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ONE_WEEK = dt.timedelta(days=7)
 
 
-def _monday(d: dt.date) -> dt.date:
-    return d - dt.timedelta(days=d.weekday())
+def week_start(d: dt.date) -> dt.date:
+    """The Monday naming the sales week (Sunday..Saturday) a day belongs to: the Monday after
+    its Sunday, ``monday(d + 1 day)``. The one week rule: the index of weeks (:func:`week_of`)
+    and ingestion's mappings (``week = "sales_week"``) both apply it. Computed in one step
+    (at most one day on, five back), so that no date Python holds overflows."""
+    if isinstance(d, dt.datetime):
+        d = d.date()
+    return d - dt.timedelta(days=(d.weekday() + 1) % 7 - 1)
 
 
 def week_of(d: dt.date) -> str:
-    """The week a day belongs to: the Monday after its Sunday (``monday(d + 1 day)``), ISO."""
-    if isinstance(d, dt.datetime):
-        d = d.date()
-    return _monday(d + dt.timedelta(days=1)).isoformat()
+    """The week a day belongs to, by its name: :func:`week_start`, ISO (``2026-12-21``)."""
+    return week_start(d).isoformat()
 
 
 def last_finished_week(now: dt.datetime) -> str:

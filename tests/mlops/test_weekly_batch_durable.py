@@ -17,7 +17,7 @@ from azure.durable_functions import DurableOrchestrationClient
 
 import poll_aml_durable
 from poll_aml_durable import names, weekly_batch
-from shared import runtime
+from shared import clock, runtime
 from shared.aml.lakeuri import lake_path
 from shared.aml.status import TERMINAL, normalise
 from shared.mlops import start, steps
@@ -30,6 +30,13 @@ from tests.mlops.test_mlops_batch import NE, NOW, WEST, W, context, world
 
 ORCH = find_function(poll_aml_durable.bp, "weekly_batch")
 WATCH = find_function(poll_aml_durable.bp, "watch_pipeline_runs")
+
+
+@pytest.fixture(autouse=True)
+def clock_at_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The world of these tests (W's data, ingested by :func:`world`) is at NOW, and so is the
+    clock: W's days are not dated beyond today (``future_date``), whatever today is."""
+    monkeypatch.setattr(clock, "now", lambda: NOW)
 
 
 class FakeAML:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pytest
 
-from shared import weeks
+from shared import clock, weeks
 from shared.ingestion import coverage
 from shared.ingestion import entrypoints as ingestion
 from shared.ingestion.layout import outputs_for
@@ -47,6 +47,13 @@ SHIPMENTS = "raw/shipments/deliveries/2026-12-23.csv"
 WEATHER = "raw/weather/us_obs/2026-12.csv"
 STORES = "raw/demographics/store_master.csv"
 FORECAST = "raw/weather/openmeteo/zip=02120/issued_on=2026-07-04/forecast.json"
+
+
+@pytest.fixture(autouse=True)
+def clock_at_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' world is at NOW, the Monday after W, and so is ingestion's clock: W's days
+    and the next week's are not dated beyond today (``future_date``), whatever today is."""
+    monkeypatch.setattr(clock, "now", lambda: NOW)
 
 
 def _days(first: str, last: str) -> list[dt.date]:
