@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
+import fcntl
 import io
 import os
 import stat
@@ -131,6 +131,12 @@ class Lake(ABC):
         """Remove ``path`` if it exists."""
 
     @abstractmethod
+    def delete_if(self, path: str, etag: str) -> bool:
+        """Remove ``path`` only while it is still the version ``etag``; False if it is another
+        version or gone. With :meth:`create`, it hands a claim on from a holder that is gone
+        without ever removing a claim someone else has just made."""
+
+    @abstractmethod
     def list(self, prefix: str) -> Iterator[str]:
         """Paths below ``prefix`` (a folder path such as ``raw/weather``), sorted."""
 
@@ -233,6 +239,25 @@ class LocalLake(Lake):
 
     def delete(self, path: str) -> None:
         self._file(path).unlink(missing_ok=True)
+
+    def delete_if(self, path: str, etag: str) -> bool:
+        target = self._file(path)
+        try:
+            f = open(target, "rb")  # noqa: SIM115 -- held for its lock
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        with f:
+            # every caller locks the file it found, then checks that it is still the one at the
+            # path, in the version asked for: the check and the unlink are one step for them all
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                info = self.stat(path)
+            except NotFoundError:
+                return False
+            if info.etag != etag or os.fstat(f.fileno()).st_ino != target.stat().st_ino:
+                return False
+            target.unlink()
+            return True
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix.strip("/")
@@ -418,6 +443,15 @@ class BlobLake(Lake):
         with contextlib.suppress(NotFoundError):
             _translate(self._blob(path).delete_blob)
 
+    def delete_if(self, path: str, etag: str) -> bool:
+        from azure.core import MatchConditions
+
+        try:  # If-Match: the service deletes only that version
+            _translate(self._blob(path).delete_blob, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (NotFoundError, ChangedWhileReadError):
+            return False
+        return True
+
     def list(self, prefix: str) -> Iterator[str]:
         container, _, rest = prefix.strip("/").partition("/")
         client = self.service.get_container_client(container)
@@ -460,41 +494,3 @@ def make_lake(settings: Settings) -> Lake:
         "FORECASTOPS_LAKE_BACKEND=blob needs LAKE_STORAGE (a connection string) "
         "or LAKE_STORAGE__blobServiceUri (the blob endpoint, used with the app's identity)"
     )
-
-
-class HashingReader(io.RawIOBase):
-    """Passes a stream through, counting its bytes and their sha256 as they are read."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self._inner = inner
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Buffer) -> int:
-        n = cast(io.RawIOBase, self._inner).readinto(b)
-        if n:
-            self.sha256.update(memoryview(b)[:n])
-            self.bytes += n
-        return n or 0
-
-
-class HashingWriter(io.RawIOBase):
-    """Passes writes through, counting their bytes and their sha256."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self._inner = inner
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Buffer) -> int:
-        b = memoryview(b).cast("B")
-        self.sha256.update(b)
-        self.bytes += len(b)
-        self._inner.write(bytes(b))
-        return len(b)

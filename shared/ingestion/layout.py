@@ -2,7 +2,8 @@
 
 ``raw/<source>/<path>`` -> ``curated/<dataset>/v1/<base>.csv`` and ``.manifest.json``,
 ``quarantine/<dataset>/v1/<base>.rejected.csv`` and ``.error.json``, where ``<base>`` is
-``<path>`` without a trailing ``.gz`` and ``.csv``.
+``<path>`` without a trailing ``.gz`` and ``.csv``; ``curated/<dataset>/v1/<base>.claim.json``
+names the one raw file those outputs belong to.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Outputs:
     #: where the error record goes when this file's outputs are another raw file's
     #: (``output_collision``): named after the whole raw file name, so it overwrites nothing
     collision_error: str
+    #: the claim naming the raw file that owns these outputs, created only if absent, so that
+    #: of two raw files racing for one ``<base>`` exactly one writes (``output_collision``)
+    claim: str
 
 
 def outputs_for(raw_path: str) -> Outputs:
@@ -71,8 +75,9 @@ def outputs_for(raw_path: str) -> Outputs:
         rejected=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{base}.rejected.csv",
         error=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{base}.error.json",
         collision_error=f"quarantine/{dataset}/v{SCHEMA_VERSION}/{_escaped(rel)}.collision.error.json",
+        claim=f"curated/{dataset}/v{SCHEMA_VERSION}/{base}.claim.json",
     )
-    for path in (out.curated, out.manifest, out.rejected, out.error, out.collision_error):
+    for path in (out.curated, out.manifest, out.rejected, out.error, out.collision_error, out.claim):
         longest = max(path.split("/"), key=len)
         if len(path) > MAX_PATH_CHARS or len(longest) > MAX_OUTPUT_SEGMENT_CHARS:
             raise NameTooLong(

@@ -9,11 +9,15 @@ the command line. Its promises:
 - a transient storage error raises :class:`TransientLakeError` after a few local retries, so
   that the host retries the trigger;
 - outputs are atomic and idempotent: the same raw version (same ETag) with the same code and
-  mapping leaves everything untouched; a new version replaces the outputs.
+  mapping leaves everything untouched; a new version replaces the outputs;
+- two raw files never share outputs (``x.csv`` and ``x.csv.gz``), even ingested at the same
+  moment: the first to create the outputs' claim owns them, the other is an ``output_collision``;
+- a file mostly rejected (:class:`RejectLimit`) is quarantined whole (``too_many_rejects``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +34,7 @@ from shared.ingestion.layout import NameTooLong, Outputs, outputs_for, refused_r
 from shared.ingestion.readers import DataError
 from shared.ingestion.write import (
     Progress,
+    RejectLimit,
     Repeated,
     Superseded,
     Unreadable,
@@ -37,7 +42,8 @@ from shared.ingestion.write import (
     check_current,
     write_outputs,
 )
-from shared.lake import ChangedWhileReadError, Lake, NotFoundError, TransientLakeError
+from shared.lake import ChangedWhileReadError, Lake, LakeError, NotFoundError, TransientLakeError
+from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +74,11 @@ def ingest(
     retries: int = 3,
     progress: Progress | None = None,
     mappings: dict[str, Mapping] | None = None,
+    limit: RejectLimit | None = None,
 ) -> dict[str, Any]:
     """Ingest one raw file; return its manifest (or, if quarantined, its error record).
-    ``mappings``: the raw formats to choose from (default: those the settings name).
+    ``mappings``: the raw formats to choose from (default: those the settings name);
+    ``limit``: when a file is quarantined for its rejects (default: the settings').
 
     Raises ``ValueError`` for a path that is not ``raw/<source>/...``, :class:`NotFoundError`
     when the raw file does not exist, and :class:`TransientLakeError` when storage keeps
@@ -78,11 +86,14 @@ def ingest(
     """
     out = outputs_for(raw_path)
     invocation_id = invocation_id or uuid.uuid4().hex
+    if limit is None:
+        settings = get_settings()
+        limit = RejectLimit(settings.reject_ratio_max, settings.reject_file_min_rows)
     superseded = 0
     attempt = 1
     while True:
         try:
-            return _ingest_once(lake, out, invocation_id, force, progress, mappings)
+            return _ingest_once(lake, out, invocation_id, force, progress, mappings, limit)
         except (Superseded, ChangedWhileReadError) as e:
             # a newer version arrived while this one was read: the newest wins (it may well
             # be ingested already: then its outputs are current and kept)
@@ -115,11 +126,18 @@ def _ingest_once(
     force: bool,
     progress: Progress | None,
     given: dict[str, Mapping] | None,
+    limit: RejectLimit,
 ) -> dict[str, Any]:
     info = lake.stat(out.raw)
     mappings = current_mappings() if given is None else given
+    holder, created = claim_outputs(lake, out, invocation_id)
     previous = _read_json(lake, out.manifest) or _read_json(lake, out.error)
-    if previous and previous.get("raw", {}).get("path") not in (None, out.raw):
+    other = previous.get("raw", {}).get("path") if previous else None
+    if holder is None and created and other not in (None, out.raw) and _exists(lake, other):
+        # outputs written before claims existed: the raw file they name owns them
+        lake.write_bytes(out.claim, _claim_record(other, invocation_id))
+        holder = other
+    if holder is not None:
         return _quarantine(
             lake,
             out,
@@ -128,16 +146,40 @@ def _ingest_once(
             clock.now_iso(),
             DataError(
                 "output_collision",
-                f"{out.raw} and {previous['raw']['path']} would write the same outputs "
-                f"({out.curated}); rename one of them",
-                other=previous["raw"]["path"],
+                f"{out.raw} and {holder} would write the same outputs ({out.curated}); rename one of them",
+                other=holder,
             ),
             None,
             mappings,
             error_path=out.collision_error,
         )
-    if not force and previous and _unchanged(previous, info.etag, mappings):
-        log.info("ingest %s: unchanged (etag %s); outputs kept", out.raw, info.etag)
+    if not created:
+        return _ingest_owned(lake, out, info.etag, invocation_id, force, previous, progress, mappings, limit)
+    try:
+        lake.delete(out.collision_error)  # this file owns its outputs now: its collision is over
+        return _ingest_owned(lake, out, info.etag, invocation_id, force, previous, progress, mappings, limit)
+    except BaseException:
+        # a claim made by a call that failed is given back: the next caller, of this raw file or
+        # another, claims afresh (one left by a process that died is this file's on its retry)
+        with contextlib.suppress(LakeError):
+            release_claim(lake, out)
+        raise
+
+
+def _ingest_owned(
+    lake: Lake,
+    out: Outputs,
+    etag: str,
+    invocation_id: str,
+    force: bool,
+    previous: dict[str, Any] | None,
+    progress: Progress | None,
+    mappings: dict[str, Mapping],
+    limit: RejectLimit,
+) -> dict[str, Any]:
+    """Convert and commit the outputs of ``out.raw``, whose claim this call holds."""
+    if not force and previous and _unchanged(previous, etag, mappings):
+        log.info("ingest %s: unchanged (etag %s); outputs kept", out.raw, etag)
         return {**previous, "unchanged": True}
 
     started = clock.now_iso()
@@ -145,7 +187,7 @@ def _ingest_once(
     fields = path_fields(out.raw)
 
     def one_pass(repeated: np.ndarray | None) -> Written | Repeated | Unreadable:
-        return write_outputs(lake, out, fields, mappings, progress, repeated)
+        return write_outputs(lake, out, fields, mappings, progress, repeated, limit)
 
     try:
         result = one_pass(None)
@@ -156,7 +198,7 @@ def _ingest_once(
     if isinstance(result, Repeated):
         raise RuntimeError(f"{out.raw}: keys still repeat after the first-wins pass")
     if isinstance(result, Unreadable):
-        return _quarantine(lake, out, info.etag, invocation_id, started, result.error, result.raw, mappings)
+        return _quarantine(lake, out, etag, invocation_id, started, result.error, result.raw, mappings)
     mapping, outputs = result.mapping, result.outputs
     manifest = {
         "manifest_version": 1,
@@ -183,6 +225,68 @@ def _ingest_once(
     # described by this older one, and no event would come to correct it: the newest wins
     check_current(lake, out.raw, result.raw["etag"], committed=True)
     return manifest
+
+
+#: reads of a claim that keeps changing under this call before the host is asked to retry
+CLAIM_TRIES = 5
+
+
+def claim_outputs(lake: Lake, out: Outputs, invocation_id: str) -> tuple[str | None, bool]:
+    """Claim ``out``'s outputs for ``out.raw`` (``out.claim``, created only if absent): answer
+    ``(None, created)`` when they are its own (``created``: the claim was made by this call), or
+    ``(other, False)`` when another raw file that still exists holds them.
+
+    Of two raw files racing for the same outputs, exactly one gets them. The same raw file
+    finds its own claim (a re-ingest, a run that crashed). A claim whose raw file is gone
+    (deleted, or renamed to the other name) or that does not read is handed on: deleted only
+    while it is still the version read, so that a claim just made by a third caller stays.
+    """
+    for _ in range(CLAIM_TRIES):
+        try:
+            with lake.open(out.claim) as (stream, info):
+                data = stream.read(64 * 1024)
+        except NotFoundError:
+            if lake.create(out.claim, _claim_record(out.raw, invocation_id)):
+                return None, True
+            continue  # another caller made it meanwhile: read whose it is
+        holder = _holder(data)
+        if holder == out.raw:
+            return None, False
+        if holder is not None and _exists(lake, holder):
+            return holder, False
+        lake.delete_if(out.claim, info.etag)
+    raise TransientLakeError(f"{out.claim}: the claim kept changing over {CLAIM_TRIES} reads")
+
+
+def release_claim(lake: Lake, out: Outputs) -> None:
+    """Delete ``out.raw``'s claim on its outputs, if it still holds it (and only that version)."""
+    try:
+        with lake.open(out.claim) as (stream, info):
+            holder = _holder(stream.read(64 * 1024))
+    except NotFoundError:
+        return
+    if holder == out.raw:
+        lake.delete_if(out.claim, info.etag)
+
+
+def _claim_record(raw_path: str, invocation_id: str) -> bytes:
+    return _dump({"raw": raw_path, "claimed_at": clock.now_iso(), "invocation_id": invocation_id})
+
+
+def _holder(data: bytes) -> str | None:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    holder = doc.get("raw") if isinstance(doc, dict) else None
+    return holder if isinstance(holder, str) else None
+
+
+def _exists(lake: Lake, path: str) -> bool:
+    try:
+        return lake.exists(path)
+    except ValueError:  # not a lake path at all
+        return False
 
 
 def mappings_digest(mappings: dict[str, Mapping]) -> str:

@@ -9,9 +9,11 @@ pass with those hashes) or :class:`Unreadable` (a data error: the file goes to q
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +29,28 @@ from shared.ingestion.detect import open_batches
 from shared.ingestion.formats import Mapping
 from shared.ingestion.layout import Outputs
 from shared.ingestion.readers import DataError, open_decoded, sniff_kind, too_deep
-from shared.lake import HashingReader, HashingWriter, Lake, NotFoundError
+from shared.lake import Lake, NotFoundError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 Progress = Callable[[int, int], None]
+#: the rejects a file quarantined for its reject ratio keeps in its record (``too_many_rejects``)
+REJECT_SAMPLES = 10
+
+
+@dataclass(frozen=True)
+class RejectLimit:
+    """When a file is rejected rather than its rows: more than ``ratio_max`` of its rows
+    rejected, and at least ``min_rows`` of them (``FORECASTOPS_REJECT_RATIO_MAX`` and
+    ``FORECASTOPS_REJECT_FILE_MIN_ROWS``)."""
+
+    ratio_max: float
+    min_rows: int
+
+    def passed(self, read: int, rejected: int) -> bool:
+        """Whether ``rejected`` of ``read`` rows pass the limit."""
+        return rejected >= self.min_rows and rejected > self.ratio_max * read
 
 
 @dataclass(frozen=True)
@@ -48,7 +69,8 @@ class Written:
 
 @dataclass(frozen=True)
 class Repeated:
-    """Key hashes seen more than once: nothing was committed; pass again with them."""
+    """Key hashes seen more than once (or none: the first pass stopped writing its rejects
+    and the file stayed under the limit after all): nothing was committed; pass again with them."""
 
     hashes: np.ndarray
 
@@ -79,6 +101,44 @@ class Unreadable:
 
     error: DataError
     raw: dict[str, Any]
+
+
+class HashingReader(io.RawIOBase):
+    """Passes a stream through, counting its bytes and their sha256 as they are read."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Buffer) -> int:
+        n = cast(io.RawIOBase, self._inner).readinto(b)
+        if n:
+            self.sha256.update(memoryview(b)[:n])
+            self.bytes += n
+        return n or 0
+
+
+class HashingWriter(io.RawIOBase):
+    """Passes writes through, counting their bytes and their sha256."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Buffer) -> int:
+        b = memoryview(b).cast("B")
+        self.sha256.update(b)
+        self.bytes += len(b)
+        self._inner.write(bytes(b))
+        return len(b)
 
 
 class CsvOut:
@@ -161,14 +221,22 @@ def write_outputs(
     mappings: dict[str, Mapping],
     progress: Progress | None,
     repeated: np.ndarray | None,
+    limit: RejectLimit | None = None,
 ) -> Written | Repeated | Unreadable:
-    """Read ``out.raw`` once and write its curated and rejected outputs. With ``repeated`` (the hashes of a first
-    pass), the first row of each repeated key wins and the others are rejected."""
+    """Read ``out.raw`` once and write its curated and rejected outputs. With ``repeated`` (the
+    hashes of a first pass), the first row of each repeated key wins and the others are rejected.
+
+    A file whose rejected rows pass ``limit`` is :class:`Unreadable` (``too_many_rejects``) and
+    leaves no output. The decision is taken at the end, on every row: a file whose first rows
+    are bad may be good after all. But the first pass stops writing its rejects as soon as the
+    rows read so far pass the limit (a file of bad rows writes a few KB, not a rejects file ten
+    thousand times its size); should the file end under the limit, it answers
+    :class:`Repeated` and the second pass, which never stops, writes them all."""
     with lake.open(out.raw) as (stream, info):
         hashing = HashingReader(stream)
         raw: dict[str, Any] = {"etag": info.etag}
         try:
-            result = _pass(lake, hashing, raw, out, fields, mappings, progress, repeated)
+            result = _pass(lake, hashing, raw, out, fields, mappings, progress, repeated, limit)
         except _Again as again:
             return Repeated(again.hashes)
         except DataError as e:
@@ -177,6 +245,40 @@ def write_outputs(
             return Unreadable(too_deep(), _drain(hashing, raw))
         _drain(hashing, raw)
     return result
+
+
+class _Rejects:
+    """The rejects of one pass: written as they come, with the first few kept as samples; on
+    the first pass (``may_pause``) no longer written once the rows so far pass the limit."""
+
+    def __init__(self, sink: LazyCsv, limit: RejectLimit | None, may_pause: bool) -> None:
+        self.sink, self.limit, self.may_pause = sink, limit, may_pause
+        self.paused = False
+        self.samples: list[dict[str, Any]] = []
+
+    def add(self, rejects: pa.Table, rows: dict[str, Any]) -> None:
+        if len(self.samples) < REJECT_SAMPLES and rejects.num_rows:
+            self.samples += rejects.slice(0, REJECT_SAMPLES - len(self.samples)).to_pylist()
+        if self.limit is not None and self.may_pause and not self.paused:
+            self.paused = self.limit.passed(rows["read"], rows["rejected"])
+        if not self.paused:
+            self.sink.write(rejects)
+
+    def check(self, out: Outputs, rows: dict[str, Any]) -> None:
+        """Raise ``too_many_rejects`` when the whole file passes the limit."""
+        limit = self.limit
+        if limit is None or not limit.passed(rows["read"], rows["rejected"]):
+            return
+        read, rejected = rows["read"], rows["rejected"]
+        raise DataError(
+            "too_many_rejects",
+            f"{rejected:,} of the {read:,} rows read were rejected ({rejected / read:.0%}): more than "
+            f"{limit.ratio_max:.0%} of the rows (and at least {limit.min_rows:,}) quarantines the whole "
+            "file, most often a wrong mapping or a broken export; see the counts per rule and the samples",
+            rows={"read": read, "passed": rows["written"], "rejected": rejected, "written": 0},
+            rejected_by_rule=dict(sorted(rows["rejected_by_rule"].items())),
+            samples=self.samples,
+        )
 
 
 def _pass(
@@ -188,6 +290,7 @@ def _pass(
     mappings: dict[str, Mapping],
     progress: Progress | None,
     repeated: np.ndarray | None,
+    limit: RejectLimit | None,
 ) -> Written:
     ds = spec(out.dataset)
     src, prefix, compression = open_decoded(hashing)
@@ -210,6 +313,7 @@ def _pass(
     spill = contextlib.closing(counter) if counter is not None else contextlib.nullcontext()
     with spill, lake.writer(out.curated) as sink, LazyCsv(lake, out.rejected, REJECT_SCHEMA) as rejected_out:
         csv_out = CsvOut(sink, conv.schema)
+        rejects_out = _Rejects(rejected_out, limit, may_pause=repeated is None)
         for batch in batches:
             try:
                 res = conv.convert(batch)
@@ -229,15 +333,17 @@ def _pass(
             else:
                 csv_out.write(good)
                 coverage.add(good)
-            rejected_out.write(rejects)
+            rejects_out.add(rejects, rows)
             if progress:
                 progress(rows["read"], hashing.bytes)
+        # leaving the writers by an exception discards what they staged
+        rejects_out.check(out, rows)
+        found = np.empty(0, np.uint64)
         if counter is not None:
             found = counter.repeated()
             counter.close()
-            if len(found):
-                # leaving the writers by an exception discards what they staged
-                raise _Again(found)
+        if len(found) or rejects_out.paused:
+            raise _Again(found)
         if folder is not None:
             folded = folder.finish()
             csv_out.write(folded)
