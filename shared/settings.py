@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     stale_retrain: Literal["next_batch", "at_once"] = Field(
         "next_batch", validation_alias=AliasChoices("FORECASTOPS_STALE_RETRAIN")
     )
+    #: the model registry keeps each group's last this many versions, and every version that was
+    #: ever in production; the batch archives the others after it registers a run's models
+    model_versions_kept: int = Field(
+        10, ge=1, le=1000, validation_alias=AliasChoices("FORECASTOPS_MODEL_VERSIONS_KEPT")
+    )
     watch_safety_poll_s: float = Field(
         900.0, gt=0, le=6 * 3600, validation_alias=AliasChoices("FORECASTOPS_WATCH_SAFETY_POLL_S")
     )

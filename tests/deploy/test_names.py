@@ -553,6 +553,7 @@ SAFE_DEFAULTS = {
     "batch_incomplete": "wait: no batch on incomplete data unless asked",
     "retrain": "changed: retrain only what changed",
     "stale_retrain": "next_batch",
+    "model_versions_kept": "10 versions a group (a quarter of weekly retrains), plus every production one",
     "watch_safety_poll_s": "900 s",
     "extra_mappings_dir": "none: in Azure the mappings ship in the package",
 }
