@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.aml.lakeuri import lake_path, lake_uri
 from shared.lake import Lake
-from shared.mlops.cards import NAME_PATTERN, Decision, Metrics, ModelCard, Stage
+from shared.mlops.cards import NAME_PATTERN, Decision, Metrics, ModelCard, Stage, TrainingCode
 from shared.mlops.registry import (
     ModelNotFound,
     Registry,
@@ -33,6 +33,8 @@ TAG_CARD = "forecastops.card"
 _METRICS = ("mape", "rmse_0", "rmse_all", "baseline_mape", "wape")
 _DECISION = ("outcome", "rule", "reason", "decided_at")
 _PATH_TAKEN = "Asset paths cannot be updated"
+#: the tag of the training code's version; ``code.<component>`` tags hold the component versions
+_CODE = "code.version"
 
 
 class AzureRegistry(Registry):
@@ -62,6 +64,7 @@ class AzureRegistry(Registry):
                 type="custom_model",
                 description=f"{card.name}, trained by run {card.run_id}",
                 tags=_tags(claimed),
+                stage=_aml_stage(claimed.stage),
             )
             try:
                 self.client.models.create_or_update(model)
@@ -102,7 +105,16 @@ class AzureRegistry(Registry):
         return sorted(m.name for m in self.client.models.list() if m.name and re.match(NAME_PATTERN, m.name))
 
     def production(self, name: str) -> ModelCard | None:
-        serving = [c for c in self.versions(name) if c.stage == "production"]
+        """The version whose AML stage is ``Production`` (one short list, however many versions the
+        model has); a model whose versions were registered before the stage was set is read by
+        its tags."""
+        try:
+            staged = list(self.client.models.list(name=name, stage=_aml_stage("production")))
+        except ResourceNotFoundError:
+            return None
+        serving = [c for c in (_card(m) for m in staged if TAG_CARD in (m.tags or {})) if c.stage == "production"]
+        if not serving:
+            serving = [c for c in self.versions(name) if c.stage == "production"]
         if not serving:
             return None
         return max(serving, key=lambda c: (c.decision.decided_at if c.decision else "", c.version or 0))
@@ -124,6 +136,14 @@ class AzureRegistry(Registry):
         self._retag(model, kept)
         return kept
 
+    def archive(self, name: str, version: int) -> None:
+        """AML's archive of the version (``models.archive``): out of the listings, restorable; its
+        files stay in the lake."""
+        try:
+            self.client.models.archive(name=name, version=str(version))
+        except ResourceNotFoundError:
+            return
+
     def decisions(self, name: str) -> list[Decision]:
         found = [c.decision for c in self.versions(name) if c.decision is not None]
         return sorted(found, key=lambda d: (d.decided_at, d.candidate_version))
@@ -139,14 +159,21 @@ class AzureRegistry(Registry):
         return model
 
     def _retag(self, model: Model, card: ModelCard) -> None:
-        # same version, same path: AML updates the tags in place
+        # same version, same path: AML updates the tags and the stage in place
         model.tags = _tags(card)
+        model.stage = _aml_stage(card.stage)
         self.client.models.create_or_update(model)
 
 
 def _path_taken(e: Exception) -> bool:
     """AML refused a PUT because the version exists with another path."""
     return isinstance(e, AssetPathException) or _PATH_TAKEN in str(e)
+
+
+def _aml_stage(stage: Stage) -> str:
+    """The AML model stage a card's stage is registered with (``Production``: what
+    :meth:`AzureRegistry.production` asks AML to list)."""
+    return stage.capitalize()
 
 
 def _tags(card: ModelCard) -> dict[str, str]:
@@ -156,6 +183,9 @@ def _tags(card: ModelCard) -> dict[str, str]:
             tags[key] = repr(value)
     tags.update({f"data.{k}": v for k, v in card.data_versions.items()})
     tags["files"] = ",".join(card.files)
+    if card.code is not None:
+        tags[_CODE] = card.code.version
+        tags.update({f"code.{k}": v for k, v in card.code.components.items()})
     if card.decision is not None:
         d = card.decision
         tags.update({f"decision.{k}": str(getattr(d, k)) for k in _DECISION})
@@ -182,6 +212,10 @@ def _read_tags(model: Model) -> ModelCard:
             production_version=tags.get("decision.production_version"),
         )
     stage: Stage = tags.get("stage", "candidate")
+    code = None
+    if _CODE in tags:
+        components = {k[len("code.") :]: v for k, v in tags.items() if k.startswith("code.") and k != _CODE}
+        code = TrainingCode(version=tags[_CODE], components=components)
     return ModelCard(
         name=str(model.name),
         version=int(str(model.version)),
@@ -192,4 +226,5 @@ def _read_tags(model: Model) -> ModelCard:
         stage=stage,
         decision=decision,
         files=[f for f in tags.get("files", "").split(",") if f],
+        code=code,
     )

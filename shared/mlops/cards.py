@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["NAME_PATTERN", "Decision", "Metrics", "ModelCard", "Stage", "model_name"]
+__all__ = ["NAME_PATTERN", "Decision", "Metrics", "ModelCard", "Stage", "TrainingCode", "model_name"]
 
 #: ``<region>.<format>.<velocity>``: three lower-case segments of letters, digits, ``_`` and ``-``
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*\.[a-z0-9][a-z0-9_-]*\.[a-z0-9][a-z0-9_-]*$"
@@ -62,6 +62,19 @@ class Decision(BaseModel):
     production_version: int | None = None
 
 
+class TrainingCode(BaseModel):
+    """The code that trained a model: the forecast pipeline's components at their content versions
+    (``shared.aml.assets``: a component's YAML, every file of its code folder, the environment), and
+    one short hash over them, the version a plan compares (:mod:`shared.mlops.code_version`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: 16 hex digits: one changed line of the pipeline's sources, another version
+    version: str = Field(pattern=r"^[0-9a-f]{16}$")
+    #: component name -> its content version (the form the ``forecastops.components`` job tag has)
+    components: dict[str, str] = Field(default_factory=dict)
+
+
 class ModelCard(BaseModel):
     """One model version. ``version`` is ``None`` until a registry assigns it."""
 
@@ -80,6 +93,8 @@ class ModelCard(BaseModel):
     decision: Decision | None = None
     #: the model's file names, in the registry beside the card
     files: list[str] = Field(default_factory=list)
+    #: the code that trained it (None: registered before the code was recorded, or unknown)
+    code: TrainingCode | None = None
 
     @field_validator("trained_at")
     @classmethod

@@ -12,6 +12,8 @@ from typing import Any
 from shared.aml.catalog import Gates, Pipeline
 from shared.lake import Lake
 from shared.mlops.batch import batch_path
+from shared.mlops.cards import TrainingCode
+from shared.mlops.code_version import training_code
 from shared.mlops.data_assets import DataCatalog
 from shared.mlops.registry import Registry
 from shared.settings import Settings
@@ -39,6 +41,11 @@ class Context:
     watch: dict[str, Any] | None = None
     #: more inputs of the training run besides the curated data (the main job's oracle)
     train_inputs: dict[str, str] | None = None
+    #: the code the training run is submitted with (:func:`compose`: the repo's); a production
+    #: model trained by other code is retrained. None: the plan compares no code
+    code: TrainingCode | None = None
+    #: the registry keeps each group's last this many versions and every one ever in production
+    versions_kept: int = Settings.model_fields["model_versions_kept"].default
 
 
 def batch_record(plan: dict[str, Any], name: str) -> str:
@@ -80,7 +87,9 @@ def compose(
     """The batch's context: the forecast pipeline's gates and every pipeline's watch options
     from the catalog ``pipelines`` (with ``polling``, None for the policy's own backoff), the
     retrain rule from ``settings``, and ``train_inputs`` (more inputs of the training run besides
-    the curated data). The promotion margin is the health policy's (:mod:`shared.health`)."""
+    the curated data), the training code's version (:func:`shared.mlops.code_version.training_code`)
+    and how many versions the registry keeps. The promotion margin is the health policy's
+    (:mod:`shared.health`)."""
     return Context(
         lake=lake,
         registry=registry,
@@ -89,4 +98,6 @@ def compose(
         retrain=settings.retrain,
         watch=watch_options(pipelines, polling),
         train_inputs=train_inputs,
+        code=training_code(),
+        versions_kept=settings.model_versions_kept,
     )

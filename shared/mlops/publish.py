@@ -78,6 +78,9 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         "sources": sources,
         "fallback_share": round((sources["previous"] + sources["baseline"]) / max(1, sum(sources.values())), 4),
         "groups": groups,
+        # the training code the plan compared (and the run's cards record); versions pruned
+        "code": (plan.get("code") or {}).get("version"),
+        "archived": registered.get("archived") or {},
         "started_at": plan["started_at"],
         "finished_at": iso(now),
     }

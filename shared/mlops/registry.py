@@ -6,6 +6,7 @@
       models/<name>/<version>/<model files>
       models/<name>/production.json            the production pointer: which version serves
       models/<name>/decisions/<time>-v<version>-<id>.json   every decision, one file each, never rewritten
+      models/<name>/archive/<version>/           an archived version: its card and files, moved
 
 - ``AzureRegistry`` (:mod:`shared.mlops.aml_registry`): Azure ML's model registry through
   azure-ai-ml, the card's facts as the model version's tags.
@@ -19,6 +20,11 @@ promotions of the same model at once are not arbitrated (the loop reviews one mo
 The production model changes only through :meth:`Registry.promote`; :func:`review` applies the
 promotion rules (:mod:`shared.mlops.promotion`) to a registered candidate and records the
 decision either way.
+
+The registry stays small: :meth:`Registry.prune` keeps a model's last N versions and every version
+that was ever in production, and archives the others (out of :meth:`Registry.versions`; their
+files are kept). Listing the production models reads a pointer and a card per model, however
+many versions each has had.
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ from shared.lake import Lake, NotFoundError
 from shared.mlops.cards import NAME_PATTERN, Decision, ModelCard
 from shared.mlops.promotion import decide
 
-__all__ = ["LakeRegistry", "ModelNotFound", "Registry", "RegistryError", "readable_production", "review"]
+__all__ = [
+    "LakeRegistry",
+    "ModelNotFound",
+    "Registry",
+    "RegistryError",
+    "ever_in_production",
+    "readable_production",
+    "review",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +88,11 @@ def check_decision(version: int, decision: Decision, outcome: str) -> None:
 def as_candidate(card: ModelCard, version: int, files: list[str]) -> ModelCard:
     """``card`` as a new registry version: a candidate with no decision yet."""
     return card.model_copy(update={"version": version, "stage": "candidate", "decision": None, "files": files})
+
+
+def ever_in_production(card: ModelCard) -> bool:
+    """Whether ``card`` serves or has served (a retired version was production once)."""
+    return card.stage in ("production", "retired")
 
 
 class Registry(ABC):
@@ -116,6 +135,29 @@ class Registry(ABC):
     @abstractmethod
     def decisions(self, name: str) -> list[Decision]:
         """Every decision recorded for ``name``, oldest first."""
+
+    @abstractmethod
+    def archive(self, name: str, version: int) -> None:
+        """Take ``version`` out of :meth:`versions` and :meth:`names`' history, its facts and files
+        kept where they can be restored; nothing for a version already archived."""
+
+    def prune(self, name: str, keep: int) -> list[int]:
+        """Archive every version of ``name`` but its last ``keep`` and those ever in production
+        (and the production one); the versions archived, oldest first. Run again, it archives
+        nothing more."""
+        if keep < 1:
+            raise ValueError(f"keep at least one version, not {keep}")
+        cards = self.versions(name)
+        production = readable_production(self, name)
+        kept = {c.version for c in cards[-keep:]} | {c.version for c in cards if ever_in_production(c)}
+        if production is not None:
+            kept.add(production.version)
+        gone = [int(c.version or 0) for c in cards if c.version not in kept]
+        for version in gone:
+            self.archive(name, version)
+        if gone:
+            log.info("registry: %s: archived %d version(s), %d kept", name, len(gone), len(cards) - len(gone))
+        return gone
 
     def restore_files(self, card: ModelCard, files: Mapping[str, bytes]) -> list[str]:
         """Write the files of a registered version that are missing (a registration that died
@@ -248,8 +290,8 @@ class LakeRegistry(Registry):
         return found
 
     def names(self) -> list[str]:
-        found = {p[len(self.top) + 1 :].split("/")[0] for p in self.lake.list(self.top) if p.endswith("/card.json")}
-        return sorted(found)
+        """The names one level below the top: one listing of names, never of every version's files."""
+        return self.lake.children(self.top)
 
     def production(self, name: str) -> ModelCard | None:
         path = self._pointer_path(name)
@@ -293,6 +335,24 @@ class LakeRegistry(Registry):
         kept = card.model_copy(update={"decision": decision})
         self.lake.write_bytes(self._card_path(name, version), kept.to_json())
         return kept
+
+    def archive(self, name: str, version: int) -> None:
+        """Move the version's folder to ``<name>/archive/<version>/``: its files first, its card
+        last (a move that died half-way is finished by the next one)."""
+        try:
+            card = self.get(name, version)
+        except ModelNotFound:
+            return
+        src, dst = f"{self.top}/{name}/{version}", f"{self.top}/{name}/archive/{version}"
+        for file_name in card.files:
+            try:
+                data = self.lake.read_bytes(f"{src}/{file_name}")
+            except NotFoundError:
+                continue  # moved already, or it never arrived
+            self.lake.write_bytes(f"{dst}/{file_name}", data)
+            self.lake.delete(f"{src}/{file_name}")
+        self.lake.write_bytes(f"{dst}/card.json", card.to_json())
+        self.lake.delete(f"{src}/card.json")
 
     def decisions(self, name: str) -> list[Decision]:
         prefix = f"{self.top}/{name}/decisions"

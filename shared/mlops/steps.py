@@ -23,7 +23,7 @@ from shared.clock import iso
 from shared.mlops import inputs as group_inputs
 from shared.mlops import staleness
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
-from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard
+from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard, TrainingCode
 from shared.mlops.context import FORECASTS, SOURCES, VELOCITIES, Context, batch_record, watch_options, write_json
 from shared.mlops.data_assets import DataCatalogError, DataVersionNotFound
 from shared.mlops.promotion import age_days, gate_problems
@@ -94,6 +94,8 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         "groups": groups,
         "train": train,
         "train_inputs": dict(ctx.train_inputs or {}),
+        # the code the training run is submitted with: the register step records it on each card
+        "code": ctx.code.model_dump(mode="json") if ctx.code else None,
         "problems": problems,
     }
     for where, problem in problems.items():
@@ -128,28 +130,61 @@ def _decide_groups(
         region, fmt, _ = group_inputs.split_group(name)
         fp = fingerprints.get(f"{region}.{fmt}")
         production, unreadable = _production(ctx, name, problems)
-        pv = production.version if production else None
-
-        def go(action: str, reason: str, name: str = name, fp: str | None = fp, pv: int | None = pv) -> None:
-            decided[name] = {"action": action, "reason": reason, "fingerprint": fp, "production_version": pv}
-
         if fp is None:
-            go("skip", "no store of this region and format in the store master: nothing to train on")
+            action, reason = "skip", "no store of this region and format in the store master: nothing to train on"
         elif force:
-            go("retrain", "every group is retrained (retrain=all)")
+            action, reason = "retrain", "every group is retrained (retrain=all)"
         elif name in inp.groups:
-            go("retrain", f"asked by the {inp.by.replace('_', ' ')} check")
+            action, reason = "retrain", f"asked by the {inp.by.replace('_', ' ')} check"
         elif unreadable is not None:
-            go("retrain", unreadable)
+            action, reason = "retrain", unreadable
         elif production is None:
-            go("retrain", "no production model")
-        elif (age := age_days(production, now)) > _stale_days(ctx):
-            go("retrain", f"production v{pv} is {age:.0f} days old (stale: over {_stale_days(ctx):.0f})")
-        elif production.data_versions.get("inputs") != fp:
-            go("retrain", f"inputs changed since v{pv}: {_changed(ctx, production, name, files, stores, before)}")
+            action, reason = "retrain", "no production model"
         else:
-            go("skip", f"inputs unchanged since v{pv} (trained {age:.0f} days ago)")
+            action, reason = _against_production(ctx, production, name, fp, files, stores, before, now)
+        pv = production.version if production else None
+        decided[name] = {"action": action, "reason": reason, "fingerprint": fp, "production_version": pv}
     return decided
+
+
+def _against_production(
+    ctx: Context,
+    production: ModelCard,
+    name: str,
+    fp: str,
+    files: list[group_inputs.CuratedFile],
+    stores: StoreMaster,
+    before: dict[str, dict[str, str] | str | None],
+    now: dt.datetime,
+) -> tuple[str, str]:
+    """Retrain or skip a group that has a production model, and why: it is stale, it was trained
+    by other code, or on other inputs (the fingerprint ``fp`` of the group's curated files)."""
+    pv = production.version
+    age = age_days(production, now)
+    if age > _stale_days(ctx):
+        return "retrain", f"production v{pv} is {age:.0f} days old (stale: over {_stale_days(ctx):.0f})"
+    if ctx.code is not None and _code_of(production) != ctx.code.version:
+        return "retrain", _code_changed(production, ctx.code)
+    if production.data_versions.get("inputs") != fp:
+        return "retrain", f"inputs changed since v{pv}: {_changed(ctx, production, name, files, stores, before)}"
+    return "skip", f"inputs unchanged since v{pv} (trained {age:.0f} days ago)"
+
+
+def _code_of(card: ModelCard) -> str:
+    """The version of the code that trained ``card``: ``unknown`` for a card registered before the
+    code was recorded (retrained once, so that every production model's code is known)."""
+    return card.code.version if card.code is not None else "unknown"
+
+
+def _code_changed(production: ModelCard, code: TrainingCode) -> str:
+    """Why a group trained by other code retrains: ``training code changed: <old> -> <new>``, and
+    which components differ (or that the old code was not recorded)."""
+    reason = f"training code changed: {_code_of(production)} -> {code.version}"
+    if production.code is None:
+        return f"{reason} (v{production.version} was registered before the code was recorded)"
+    old = production.code.components
+    moved = sorted(n for n in code.components.keys() | old.keys() if old.get(n) != code.components.get(n))
+    return f"{reason} ({', '.join(moved)})" if moved else reason
 
 
 def _model_names(ctx: Context, problems: dict[str, str]) -> set[str]:
@@ -235,7 +270,12 @@ def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[st
             continue
         out[group] = _register_one(ctx, plan, run_id, group, metrics[group], models, booster, now)
     ctx.data.link_run(DATA_ASSET, data["version"], run_id, "train")
-    return {"trained": True, "run_id": run_id, "groups": out}
+    # after the decisions: a retried step prunes again and finds nothing more to archive
+    archived: dict[str, list[int]] = {}
+    for group in (g for g, r in out.items() if r.get("registered")):
+        if gone := ctx.registry.prune(group, ctx.versions_kept):
+            archived[group] = gone
+    return {"trained": True, "run_id": run_id, "groups": out, "archived": archived}
 
 
 def model_metrics(by_step: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -280,6 +320,7 @@ def _register_one(
                     "curated_hash": plan["data"]["content_hash"],
                     "inputs": plan["fingerprints"].get(f"{region}.{fmt}", ""),
                 },
+                code=TrainingCode.model_validate(plan["code"]) if plan.get("code") else None,
             ),
             files,
         )
@@ -332,12 +373,18 @@ def _copy_model(ctx: Context, card: ModelCard, where: str) -> None:
 
 
 def _previous(ctx: Context, current: ModelCard, now: dt.datetime) -> ModelCard | None:
-    """The version that served before ``current`` (the newest retired one), if it still passes
-    the gates (a model that fails them is never served)."""
-    retired = [c for c in ctx.registry.versions(current.name) if c.stage == "retired" and c.version != current.version]
-    if not retired:
+    """The version that served before ``current`` (the one its promotion retired: one read, however
+    long the group's history), if it still passes the gates (a model that fails them is never served)."""
+    before = current.decision.production_version if current.decision else None
+    if before is None or before == current.version:
         return None
-    last = max(retired, key=lambda c: int(c.version or 0))
+    try:
+        last = ctx.registry.get(current.name, before)
+    except RegistryError as e:  # gone or unreadable: the baseline serves behind production instead
+        log.warning("weekly batch: the version before %s v%s: %s", current.name, current.version, e)
+        return None
+    if last.stage != "retired":
+        return None
     return None if gate_problems(last, ctx.gates, now) else last
 
 

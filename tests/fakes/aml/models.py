@@ -2,7 +2,9 @@
 version, GET one, list a name's versions with ``$orderBy``/``$top``/``stage``/``listViewType``, list containers).
 A PUT creates the container on first use; a PUT of an existing version may change its tags, stage and
 description but not its path (AML answers ``(UserError) Asset paths cannot be updated.``), which is what keeps
-two registrations that picked the same version number from overwriting each other."""
+two registrations that picked the same version number from overwriting each other. ``MLClient.models.archive``
+is a GET of the version and a PUT of it with ``isArchived: true`` (same path): answered by the same two
+handlers, and the listings then leave the version out unless ``listViewType`` asks for archived ones."""
 
 from __future__ import annotations
 
