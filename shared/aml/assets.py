@@ -148,7 +148,7 @@ def ensure(client: Any, *, check: bool = False, say: Callable[[Outcome], None] =
     creates nothing); checks that each compute the catalog names exists. ``check``: creates
     nothing, says what is missing. Each outcome is passed to ``say`` as it is known."""
     from azure.ai.ml import load_component
-    from azure.ai.ml.entities import CommandComponent, Environment
+    from azure.ai.ml.entities import CommandComponent, Environment, ParallelComponent
     from azure.core.exceptions import ResourceNotFoundError
 
     outcomes: list[Outcome] = []
@@ -190,7 +190,7 @@ def ensure(client: Any, *, check: bool = False, say: Callable[[Outcome], None] =
             continue
         component = load_component(source=c.file)
         component.version = c.version
-        if isinstance(component, CommandComponent):
+        if isinstance(component, CommandComponent | ParallelComponent):
             component.environment = env.ref
         component.tags = {
             **(component.tags or {}),

@@ -99,6 +99,8 @@ class LocalSpec(BaseModel):
     job: str
     #: registered component name -> its component YAML in the repo
     components: dict[str, str] = Field(default_factory=dict)
+    #: the processes a parallel step runs in here (None: the machine's cores)
+    workers: int | None = Field(None, ge=1, le=256)
 
 
 class Gates(BaseModel):
@@ -118,6 +120,29 @@ class Gates(BaseModel):
     aggregates: tuple[str, ...] = ("overall",)
 
 
+class Scale(BaseModel):
+    """A parallel step's scale on AML: nodes, and processes per node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instance_count: int = Field(1, ge=1, le=1000)
+    max_concurrency_per_instance: int = Field(1, ge=1, le=256)
+
+
+class ParallelStep(Scale):
+    """A parallel step's scale, and its scale in named workspaces (one per environment: the
+    workspace the azureml backend submits to picks its entry, else the defaults)."""
+
+    workspaces: dict[str, Scale] = Field(default_factory=dict)
+
+    def for_workspace(self, workspace: str | None) -> Scale:
+        """The scale in ``workspace`` (its own entry, else the defaults)."""
+        found = self.workspaces.get(workspace or "")
+        return found or Scale(
+            instance_count=self.instance_count, max_concurrency_per_instance=self.max_concurrency_per_instance
+        )
+
+
 class Pipeline(BaseModel):
     """One pipeline of the catalog: its job definition, parameters, inputs, local plan and gates."""
 
@@ -132,6 +157,8 @@ class Pipeline(BaseModel):
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     inputs: dict[str, Input] = Field(default_factory=dict)
     local: LocalSpec | None = None
+    #: the scale of each parallel step (by its name in the pipeline job)
+    parallel: dict[str, ParallelStep] = Field(default_factory=dict)
     gates: Gates = Field(default_factory=Gates)
 
 

@@ -6,6 +6,9 @@ by ``azure-ai-ml``'s ``load_job``.
   azure-ai-ml cannot send a pipeline input that has no value).
 - This repo's components are named at the versions their content gives (:func:`assets.pin`),
   never ``@latest``.
+- A parallel step runs at the scale the catalog gives it for the workspace
+  (``[pipelines.<name>.parallel.<step>]``: ``resources.instance_count`` and
+  ``max_concurrency_per_instance``).
 - Every step's outputs land in the lake, at
   ``azureml://datastores/lake_runs/paths/<run_id>/outputs/<step>/<output>`` (lake path
   ``runs/<run_id>/outputs/<step>/<output>``), where the local backend puts them, so that a run's
@@ -31,9 +34,15 @@ RegisteredOutputs = Callable[[str, "str | None", "str | None"], dict[str, str]]
 
 
 def build(
-    job_file: Path, request: RunRequest, pipeline: Pipeline, run_id: str, registered: RegisteredOutputs
+    job_file: Path,
+    request: RunRequest,
+    pipeline: Pipeline,
+    run_id: str,
+    registered: RegisteredOutputs,
+    workspace: str | None = None,
 ) -> dict[str, Any]:
-    """The job's spec for ``load_job``; ``registered`` answers a foreign component's outputs."""
+    """The job's spec for ``load_job``; ``registered`` answers a foreign component's outputs;
+    ``workspace`` picks the parallel steps' scale (the catalog's defaults when None)."""
     with open(job_file, encoding="utf-8") as f:
         spec = yaml.safe_load(f) or {}
     declared = dict(spec.get("inputs") or {})
@@ -50,6 +59,12 @@ def build(
         node["inputs"] = {k: v for k, v in (node.get("inputs") or {}).items() if v not in bindings}
         if isinstance(node.get("component"), str):
             node["component"] = assets.pin(node["component"])
+    for step, scale in pipeline.parallel.items():
+        node = jobs.get(step)
+        if isinstance(node, dict) and node.get("type") == "parallel":
+            chosen = scale.for_workspace(workspace)
+            node["resources"] = {**(node.get("resources") or {}), "instance_count": chosen.instance_count}
+            node["max_concurrency_per_instance"] = chosen.max_concurrency_per_instance
     for step, outputs in _outputs_in_lake(spec, job_file, run_id, registered).items():
         jobs[step]["outputs"] = outputs
     return spec

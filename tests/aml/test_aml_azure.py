@@ -410,7 +410,7 @@ def test_the_forecast_pipeline_submits_without_its_oracle(fake, backend):
     assert status == 202 and body["backend"] == "azureml"
     props = fake.requests_to("PUT", r"/jobs/")[0].json["properties"]
     assert "oracle" not in props["inputs"] and "oracle" not in props["jobs"]["evaluate"]["inputs"]
-    assert set(props["jobs"]) == {"prepare", "train", "score", "evaluate"}
+    assert set(props["jobs"]) == {"prepare", "train_global", "train_groups", "train", "score", "evaluate"}
 
 
 def test_the_score_pipeline_submits_with_the_production_folder(fake, backend):

@@ -119,21 +119,43 @@ class Data:
         return list(self.meta["origins"])
 
     # rows ------------------------------------------------------------------------------------
-    def train_rows(self, origin: str) -> pd.DataFrame:
+    def _rows_of(self, group: str | None) -> pd.DataFrame:
+        """The table, or one group's rows of it (in the table's order, with its index)."""
+        if group is None:
+            return self.table
+        if not hasattr(self, "_group_index"):
+            self._group_index = self.table.groupby("group", sort=False).indices
+        return self.table.iloc[self._group_index.get(group, [])]
+
+    def train_rows(self, origin: str, group: str | None = None) -> pd.DataFrame:
         """The feature rows before ``origin`` (an origin at or before the holdout's), the
-        weather anomaly against the zip's mean before it."""
-        rows = self.table[(self.table["week_start"] < origin) & (self.table["split"] != "future")].copy()
+        weather anomaly against the zip's mean before it; ``group``: that group's rows only
+        (each row as in the whole table's)."""
+        table = self._rows_of(group)
+        rows = table[(table["week_start"] < origin) & (table["split"] != "future")].copy()
         means = self.known[self.known["origin"] == origin].groupby("zip_code")["zip_tmax_mean"].first()
-        rows["tmax_anom"] = rows["tmax_c"] - rows["zip_code"].map(means).fillna(rows["tmax_c"].mean())
+        # float even for no rows (a map over an empty column of strings stays strings)
+        mean = rows["zip_code"].map(means).astype(float).fillna(self._tmax_fallback(origin))
+        rows["tmax_anom"] = rows["tmax_c"] - mean
         return rows
 
-    def horizon_rows(self, origin: str, weeks: int | None = None) -> pd.DataFrame:
+    def _tmax_fallback(self, origin: str) -> float:
+        """The mean tmax of every train row before ``origin``: the anomaly's reference where a
+        zip has no mean (one number per origin, whichever group's rows are asked for)."""
+        cache = self.__dict__.setdefault("_fallback", {})
+        if origin not in cache:
+            t = self.table
+            cache[origin] = t.loc[(t["week_start"] < origin) & (t["split"] != "future"), "tmax_c"].mean()
+        return cache[origin]
+
+    def horizon_rows(self, origin: str, weeks: int | None = None, group: str | None = None) -> pd.DataFrame:
         """The ``weeks`` (default: the horizon) feature rows from ``origin``, with the weather
-        known at the origin; ``origin`` names the origin of every row."""
+        known at the origin; ``origin`` names the origin of every row; ``group``: its rows only."""
         n = self.horizon if weeks is None else weeks
         i = self.week_index[origin]
         span = self.weeks[i : i + n]
-        rows = self.table[self.table["week_start"].isin(span)].copy()
+        table = self._rows_of(group)
+        rows = table[table["week_start"].isin(span)].copy()
         known = self.known[self.known["origin"] == origin]
         if known.empty:
             raise ValueError(f"no weather known at origin {origin}")

@@ -306,10 +306,11 @@ def bound(pred: pd.DataFrame, cols: tuple[str, ...], upper: pd.Series) -> tuple[
     return pred, clipped
 
 
-def forecast(models: dict[str, GroupModel], booster, data, rows: pd.DataFrame, origin: str) -> pd.DataFrame:
-    """Every member, the blend, the old blend and both baselines for ``rows`` (horizon rows
-    of ``origin``, features known at it); with ``actual`` (NaN for future weeks), ``scale``
-    (MASE) and ``origin``. Groups without a model are left out."""
+def member_forecasts(models: dict[str, GroupModel], booster, data, rows: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """Every member (bounded) and both baselines for ``rows`` (horizon rows of ``origin``,
+    features known at it) of the groups with a model, in group order; with ``upper`` (each
+    row's bound), ``clipped`` (members out of range), ``actual``, ``scale`` and ``origin``. Every
+    column is row-wise: a group's rows alone give its rows of the whole frame."""
     rows = rows[rows["group"].isin(models)]
     if rows.empty:
         return pd.DataFrame()
@@ -319,15 +320,35 @@ def forecast(models: dict[str, GroupModel], booster, data, rows: pd.DataFrame, o
     upper = pd.Series(data.upper_bound(rows, origin), index=rows.index)
     parts = []
     for group, part in rows.groupby("group", sort=True):
-        model = models[group]
-        p = pd.concat([pred.loc[part.index], model.members(part)], axis=1)
+        p = pd.concat([pred.loc[part.index], models[group].members(part)], axis=1)
         p, clipped = bound(p, ("lasso", "mlp", "lgbm", "seasonal"), upper.loc[part.index])
-        b, clipped_blend = bound(model.blend(p), ("forecast", "old_blend"), upper.loc[part.index])
-        parts.append(pd.concat([p, b], axis=1).assign(clipped=clipped + clipped_blend))
+        parts.append(p.assign(upper=upper.loc[part.index], clipped=clipped))
     out = pd.concat(parts)
     keys = rows.loc[out.index, ["group", "series", "store_id", "sku", "week_start", "split"]]
-    out = pd.concat([keys, out[[*FORECASTS, "clipped"]]], axis=1)
+    members = ["lasso", "mlp", "lgbm", "seasonal", "baseline", "snaive"]
+    out = pd.concat([keys, out[[*members, "upper", "clipped"]]], axis=1)
     out["actual"] = rows.loc[out.index, TARGET]
     out["scale"] = pred.loc[out.index, "scale"]
     out["origin"] = origin
     return out
+
+
+def blend_forecasts(members: pd.DataFrame, models: dict[str, GroupModel]) -> pd.DataFrame:
+    """``members`` (see ``member_forecasts``) with each group's blend and old blend (bounded),
+    ``clipped`` counting them too, in ``forecast``'s columns."""
+    if members.empty:
+        return pd.DataFrame()
+    parts = []
+    for group, p in members.groupby("group", sort=False):
+        b, clipped_blend = bound(models[group].blend(p), ("forecast", "old_blend"), p["upper"])
+        parts.append(pd.concat([p, b], axis=1).assign(clipped=p["clipped"] + clipped_blend))
+    out = pd.concat(parts)
+    keys = ["group", "series", "store_id", "sku", "week_start", "split"]
+    return out[[*keys, *FORECASTS, "clipped", "actual", "scale", "origin"]]
+
+
+def forecast(models: dict[str, GroupModel], booster, data, rows: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """Every member, the blend, the old blend and both baselines for ``rows`` (horizon rows
+    of ``origin``, features known at it); with ``actual`` (NaN for future weeks), ``scale``
+    (MASE) and ``origin``. Groups without a model are left out."""
+    return blend_forecasts(member_forecasts(models, booster, data, rows, origin), models)

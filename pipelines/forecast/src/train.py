@@ -12,6 +12,12 @@ stderr and left out (the weekly batch lists both velocities of a new region and 
 the data says which it has); none of them in the data is an error (exit 2). A group's blend
 weights are steadied by those of the groups trained with it.
 
+The work is in three parts (pergroup.py): the LightGBM member at every origin, once per batch;
+each group's fit, one group at a time, never past a group's failure; the blend of them. This
+command does all three; the pipeline runs them as three steps (``train_global.py``; the
+parallel step ``train_groups.py``, one mini-batch per group; then this command with
+``--boosters`` and ``--fitted``, which fits nothing and writes the same folder).
+
 Writes ``<out>/<group>.pkl`` per group and ``lgbm.txt`` / ``lgbm.json`` (the models of the
 last origin, the holdout's, which score uses; a group's pickle and the run's booster are the
 group's whole model, registered as a model version's ``model.pkl``, ``lgbm.txt`` and
@@ -23,7 +29,8 @@ more, it is the backtest and the weights are the defaults) and ``manifest.json``
 names; the origins, per-group row counts, weights, the LASSO's alpha, the MLP's iterations,
 seconds; ``not_fitted``: the groups with too few train rows at the holdout's origin for their
 members (``models.MIN_TRAIN_ROWS``), each with a one-line reason: they get no model, the other
-groups are trained, and scoring serves them by their baseline). Logs ``<group>.trained_at`` and
+groups are trained, and scoring serves them by their baseline); ``failed``: the groups whose fit
+raised, each with a one-line reason (no model; every other group is trained)). Logs ``<group>.trained_at`` and
 the train row counts of the groups trained.
 """
 
@@ -32,32 +39,26 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from backtest import Booster, Data
 from forecast_lib import log_metrics, now_epoch, write_json
 from models import (
+    DEFAULT_WEIGHTS,
     FORECASTS,
     MEMBERS,
+    GroupModel,
+    blend_forecasts,
     choose_old_weight,
     choose_weights,
-    fit_group,
-    forecast,
     group_weights,
-    too_few_rows,
 )
-from threadpoolctl import threadpool_limits
-
-
-def _fit(args: tuple[str, pd.DataFrame, int, float, str]):
-    group, rows, seed, trained_at, origin = args
-    t0 = time.monotonic()
-    with threadpool_limits(limits=1):
-        model = fit_group(group, rows, seed, trained_at, origin)
-    return model, round(time.monotonic() - t0, 2)
+from pergroup import GroupFit, fit_boosters, fit_one, load_boosters, load_fits, save_boosters, work_groups
 
 
 def parse_groups(text: str) -> list[str] | None:
@@ -81,66 +82,97 @@ def known_groups(text: str, present: set[str]) -> tuple[list[str] | None, str | 
     return (groups, None) if groups else (None, "none of the listed groups is in the data")
 
 
-def run_backtest(data: Data, seed: int, jobs: int, trained_at: float, log=print, groups: list[str] | None = None):
-    """Fit every origin in turn; returns the last origin's group models and booster, every
-    origin's forecasts of its horizon and per-origin notes. ``groups``: the groups whose
-    members are fit (None: every group); the booster learns from every row either way."""
-    wanted = None if groups is None else set(groups)
-    origins = data.origins
+def check_data(data: Data, groups_text: str) -> tuple[list[str] | None, str | None]:
+    """The groups to train (None: every group), or why the step cannot train (exit 2)."""
+    if not (data.table["split"] == "train").any():
+        return None, "no train rows"
+    return known_groups(groups_text, set(data.table["group"]))
+
+
+@dataclass
+class Blend:
+    """A group's blend weights at one origin (``blend`` as a GroupModel's)."""
+
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    lasso_weight: float = 0.5
+    blend = GroupModel.blend
+
+
+def blend_all(data: Data, fits: dict[str, GroupFit], boosters: dict[str, Booster | None], lgbm_notes: list[dict]):
+    """Every origin in turn: each fitted group's blend weights, chosen on the previous origin's
+    horizon (its own rows, steadied by every group's), and the blend of its members' forecasts.
+    Returns the holdout origin's models (weights set), every origin's forecasts and notes."""
+    by_origin = {n["origin"]: n for n in lgbm_notes}
+    usable = [f for _, f in sorted(fits.items()) if f.outcome != "failed" and len(f.members)]
     previous: pd.DataFrame | None = None
     previous_has: dict[str, bool] = {}
     frames, notes = [], []
-    models: dict = {}
-    booster = None
-    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
-    try:
-        for k, origin in enumerate(origins):
-            t0 = time.monotonic()
-            train = data.train_rows(origin)
-            booster = Booster.fit(data, origin, seed, threads=1)
-            t_lgbm = time.monotonic() - t0
-            work = [
-                (g, rows, seed, trained_at, origin)
-                for g, rows in train.groupby("group", sort=True)
-                if wanted is None or g in wanted
-            ]
-            # a group too small for its members is not fitted at this origin: no model, a reason
-            not_fitted = {w[0]: too_few_rows(len(w[1])) for w in work if too_few_rows(len(w[1]))}
-            work = [w for w in work if w[0] not in not_fitted]
-            fitted = list(pool.map(_fit, work)) if pool else [_fit(w) for w in work]
-            models = {m.group: m for m, _ in fitted}
-            seconds = {m.group: s for m, s in fitted}
-            if previous is not None:  # the validation window: the previous origin's horizon
-                # a member the window did not have (no LightGBM on too short a history) weighs 0
-                members = tuple(m for m in MEMBERS if previous_has.get(m))
-                pooled = choose_weights(previous, members)
-                for group, model in models.items():
-                    model.weights = group_weights(previous, group, pooled, members)
-                    model.lasso_weight = choose_old_weight(previous[previous["group"] == group])
-            horizon = data.horizon_rows(origin)
-            pred = forecast(models, booster, data, horizon, origin)
-            role = "validation" if k == 0 and len(origins) > 1 else "backtest"
-            frames.append(pred.assign(role=role))
-            previous = pred
-            previous_has = {m: m != "lgbm" or booster is not None for m in MEMBERS}
-            notes.append(
-                {
-                    "origin": origin,
-                    "role": role,
-                    "lgbm": booster is not None,
-                    "train_rows": len(train),
-                    "lgbm_seconds": round(t_lgbm, 2),
-                    "seconds": round(time.monotonic() - t0, 2),
-                    "group_seconds": seconds,
-                    "not_fitted": not_fitted,
-                }
-            )
-            log(f"train: origin {origin} ({notes[-1]['role']}): {len(models)} groups, {notes[-1]['seconds']:.1f}s")
-    finally:
-        if pool:
-            pool.shutdown()
+    blends: dict[str, Blend] = {}
+    for k, origin in enumerate(data.origins):
+        parts = [p for p in (f.members[f.members["origin"] == origin] for f in usable) if len(p)]
+        members_k = pd.concat(parts) if parts else pd.DataFrame()
+        fitted = [str(p["group"].iloc[0]) for p in parts]
+        blends = {g: Blend() for g in fitted}
+        if previous is not None and len(previous):  # the validation window: the previous origin's horizon
+            # a member the window did not have (no LightGBM on too short a history) weighs 0
+            members = tuple(m for m in MEMBERS if previous_has.get(m))
+            pooled = choose_weights(previous, members)
+            for g in fitted:
+                mine = previous[previous["group"] == g]
+                blends[g] = Blend(group_weights(previous, g, pooled, members), choose_old_weight(mine))
+        pred = blend_forecasts(members_k, blends)
+        role = "validation" if k == 0 and len(data.origins) > 1 else "backtest"
+        frames.append(pred.assign(role=role))
+        previous = pred
+        previous_has = {m: m != "lgbm" or boosters.get(origin) is not None for m in MEMBERS}
+        group_seconds = {g: f.notes[origin]["seconds"] for g, f in sorted(fits.items()) if origin in f.notes}
+        note = by_origin.get(origin, {})
+        notes.append(
+            {
+                "origin": origin,
+                "role": role,
+                "lgbm": boosters.get(origin) is not None,
+                "train_rows": note.get("train_rows", 0),
+                "lgbm_seconds": note.get("lgbm_seconds", 0.0),
+                "seconds": round(note.get("lgbm_seconds", 0.0) + sum(group_seconds.values()), 2),
+                "group_seconds": {g: group_seconds[g] for g in fitted},
+                "not_fitted": {
+                    g: f.notes[origin]["not_fitted"]
+                    for g, f in sorted(fits.items())
+                    if origin in f.notes and f.notes[origin]["not_fitted"]
+                },
+            }
+        )
+    models = {}
+    for f in usable:
+        if f.outcome == "ok" and f.model is not None and f.group in blends:
+            f.model.weights, f.model.lasso_weight = blends[f.group].weights, blends[f.group].lasso_weight
+            models[f.group] = f.model
     backtest = pd.concat(frames) if frames else pd.DataFrame(columns=["origin", *FORECASTS])
-    return models, booster, backtest, notes
+    return models, backtest, notes
+
+
+_POOL: dict = {}
+
+
+def _pool_init(features: str, boosters: str, seed: int, trained_at: float) -> None:
+    _POOL.update(data=Data(Path(features)), boosters=load_boosters(Path(boosters))[0], seed=seed, at=trained_at)
+
+
+def _pool_fit(group: str) -> GroupFit:
+    return fit_one(_POOL["data"], group, _POOL["boosters"], _POOL["seed"], _POOL["at"])
+
+
+def fit_all(data: Data, features: Path, groups: list[str], boosters, seed: int, trained_at: float, jobs: int):
+    """Every group's ``fit_one``, in turn or in ``jobs`` processes (each loads the data once)."""
+    if jobs <= 1 or len(groups) <= 1:
+        return {g: fit_one(data, g, boosters, seed, trained_at) for g in groups}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_boosters(
+            Path(tmp), boosters, {"origins": [{"origin": o, "lgbm": b is not None} for o, b in boosters.items()]}
+        )
+        with ProcessPoolExecutor(jobs, initializer=_pool_init, initargs=(str(features), tmp, seed, trained_at)) as pool:
+            return {f.group: f for f in pool.map(_pool_fit, groups)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,33 +181,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--jobs", type=int, default=1, help="groups trained in parallel (processes)")
     p.add_argument("--groups", default="all", help='"all" or comma-separated groups (<region>.<format>.<velocity>)')
+    p.add_argument("--boosters", type=Path, help="train_global.py's boosters (with --fitted: fit nothing)")
+    p.add_argument("--fitted", type=Path, help="the parallel step's per-group fits")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     t0 = time.monotonic()
     data = Data(a.features)
-    if not (data.table["split"] == "train").any():
-        print("train: no train rows", file=sys.stderr)
-        return 2
-    groups, problem = known_groups(a.groups, set(data.table["group"]))
-    if problem:
-        print(f"train: {problem}", file=sys.stderr)
-        return 2
-    a.out.mkdir(parents=True, exist_ok=True)
-    trained_at = now_epoch()
-    # one thread per process for BLAS and OpenMP: on a shared machine their spinning threads
-    # made training 3x slower; --jobs trains groups in parallel processes instead
-    with threadpool_limits(limits=1):
-        models, booster, backtest, notes = run_backtest(data, a.seed, a.jobs, trained_at, groups=groups)
+    if a.fitted is not None:
+        if a.boosters is None:
+            p.error("--fitted needs --boosters")
+        boosters, meta = load_boosters(a.boosters)
+        groups, trained_at, seed, lgbm_notes = meta["groups"], meta["trained_at"], meta["seed"], meta["origins"]
+        groups = None if groups == "all" else groups
+        fits = load_fits(a.fitted, meta["work"])
+    else:
+        groups, problem = check_data(data, a.groups)
+        if problem:
+            print(f"train: {problem}", file=sys.stderr)
+            return 2
+        trained_at, seed = now_epoch(), a.seed
+        boosters, lgbm_notes = fit_boosters(data, seed)
+        fits = fit_all(data, a.features, work_groups(data, groups), boosters, seed, trained_at, a.jobs)
+    for f in fits.values():
+        print(f"train: {f.group}: {f.outcome} in {f.seconds:.1f}s" + (f" ({f.reason})" if f.reason else ""), flush=True)
+    return write_models(a.out, data, fits, boosters, lgbm_notes, groups, trained_at, seed, t0)
+
+
+def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trained_at, seed, t0) -> int:
+    """The blend (``blend_all``) and the models folder: pickles, booster, backtest, manifest."""
+    models, backtest, notes = blend_all(data, fits, boosters, lgbm_notes)
+    failed = {g: f.reason for g, f in sorted(fits.items()) if f.outcome == "failed"}
     not_fitted = notes[-1]["not_fitted"] if notes else {}
     for group, reason in sorted(not_fitted.items()):
         print(f"train: {group} not fitted: {reason}", file=sys.stderr)
-    if not models and not not_fitted:
+    for group, reason in failed.items():
+        print(f"train: {group} failed: {reason}", file=sys.stderr)
+    if not models and not not_fitted and not failed:
         print("train: no train rows", file=sys.stderr)
         return 2
-    untrained = sorted(set(groups or ()) - set(models) - set(not_fitted))
+    untrained = sorted(set(groups or ()) - set(models) - set(not_fitted) - set(failed))
     if untrained:
         print(f"train: no train rows at the holdout's origin for: {', '.join(untrained)}", file=sys.stderr)
-    for stale in a.out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
         if stale.stem not in models:
             stale.unlink()
     # the velocity classes, decided once: the SKUs of each group at training go with its model,
@@ -183,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     skus = data.table.groupby("group")["sku"].unique()
     for group, model in models.items():
         model.skus = sorted(str(k) for k in skus.get(group, []))
-        with open(a.out / f"{group}.pkl", "wb") as f:
+        with open(out / f"{group}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
     for stale in ("lgbm.txt", "lgbm.json"):
-        (a.out / stale).unlink(missing_ok=True)
+        (out / stale).unlink(missing_ok=True)
+    booster = boosters.get(data.origins[-1]) if data.origins else None
     if booster is not None:
-        booster.save(a.out)
-    backtest.to_csv(a.out / "backtest.csv", index=False, float_format="%.6g")
+        booster.save(out)
+    backtest.to_csv(out / "backtest.csv", index=False, float_format="%.6g")
     last = notes[-1]
     manifest = [
         {
@@ -208,15 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     seconds = round(time.monotonic() - t0, 2)
     write_json(
-        a.out / "manifest.json",
+        out / "manifest.json",
         {
             "trained_at": trained_at,
-            "seed": a.seed,
+            "seed": seed,
             "groups": "all" if groups is None else groups,
             "origins": notes,
             "models": manifest,
             # groups too small for their members at the holdout's origin: no model, the baseline
             "not_fitted": [{"group": g, "reason": r} for g, r in sorted(not_fitted.items())],
+            # groups whose fit raised: no model, every other group trained (the batch summary lists them)
+            "failed": [{"group": g, "reason": r} for g, r in failed.items()],
             "seconds": seconds,
         },
     )
@@ -224,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics.update({f"{m['group']}.n_train": m["n_train"] for m in manifest})
     metrics["models_trained"] = len(manifest)
     metrics["groups_not_fitted"] = len(not_fitted)
+    metrics["groups_failed"] = len(failed)
     metrics["train_seconds"] = seconds
     listed = "all" if groups is None else ",".join(groups)[:500]  # MLflow's limit on a param's length
-    params = {"seed": a.seed, "models": len(manifest), "origins": len(notes), "groups": listed}
+    params = {"seed": seed, "models": len(manifest), "origins": len(notes), "groups": listed}
     log_metrics(metrics, run_name="train", params=params)
     print(f"train: {len(manifest)} models, {len(notes)} origins in {seconds:.1f}s", flush=True)
     return 0

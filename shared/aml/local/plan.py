@@ -95,7 +95,7 @@ def plan(pipeline: Pipeline, request: RunRequest, lake: Lake, work: Path) -> lis
             comp_file = ROOT / pipeline.local.components[ref.split(":")[1]]
         else:
             comp_file = (job_file.parent / str(ref).removeprefix("file:")).resolve()
-        steps.append(_step(step_name, step, comp_file, job, values, produced, work))
+        steps.append(_step(step_name, step, comp_file, job, values, produced, work, pipeline.local.workers))
         produced[step_name] = steps[-1].outputs
     return steps
 
@@ -124,6 +124,7 @@ def _step(
     values: dict[str, str],
     produced: dict[str, dict[str, Path]],
     work: Path,
+    workers: int | None = None,
 ) -> Step:
     comp = _yaml(comp_file)
     outputs = {o: work / "outputs" / name / o for o in (comp.get("outputs") or {})}
@@ -139,10 +140,54 @@ def _step(
         **{f"inputs.{k}": v for k, v in inputs.items()},
         **{f"outputs.{k}": str(v) for k, v in outputs.items()},
     }
+    if comp.get("type") == "parallel":
+        return _parallel_step(name, step, comp, comp_file, context, outputs, workers)
     argv = shlex.split(_render(comp["command"], context, comp_file))
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return Step(name, argv, (comp_file.parent / comp.get("code", ".")).resolve(), outputs)
+
+
+def _parallel_step(
+    name: str,
+    step: dict[str, Any],
+    comp: dict[str, Any],
+    comp_file: Path,
+    context: dict[str, str],
+    outputs: dict[str, Path],
+    workers: int | None,
+) -> Step:
+    """A ``type: parallel`` component (task ``run_function``) as :mod:`shared.aml.local.parallel`
+    runs it: the same entry script over the same mini-batches, in a process pool of ``workers``
+    (None: the machine's cores). The pipeline job's node may override the component's settings."""
+    spec = {**comp, **{k: v for k, v in step.items() if k not in ("type", "component", "inputs", "outputs")}}
+    task = spec.get("task") or {}
+    if task.get("type", "run_function") != "run_function":
+        raise ValueError(f"{comp_file}: the local backend runs parallel tasks of type run_function only")
+    retry = spec.get("retry_settings") or {}
+    argv = [
+        sys.executable,
+        "-m",
+        "shared.aml.local.parallel",
+        "--entry-script",
+        str(task["entry_script"]),
+        "--input-data",
+        shlex.split(_render(str(spec["input_data"]), context, comp_file))[0],
+        "--mini-batch-size",
+        str(spec.get("mini_batch_size", 1)),
+        "--error-threshold",
+        str(spec.get("mini_batch_error_threshold", -1)),
+        "--max-retries",
+        str(retry.get("max_retries", 3)),
+        "--timeout",
+        str(retry.get("timeout", 60)),
+    ]
+    if task.get("append_row_to"):
+        argv += ["--append-row-to", shlex.split(_render(str(task["append_row_to"]), context, comp_file))[0]]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    argv += ["--", *shlex.split(_render(str(task.get("program_arguments") or ""), context, comp_file))]
+    return Step(name, argv, (comp_file.parent / task.get("code", ".")).resolve(), outputs)
 
 
 def _render(command: str, context: dict[str, str], where: Path) -> str:

@@ -75,6 +75,10 @@ class JobsMixin(TrackingMixin):
         if created and unknown:
             # AML resolves every component a job names when it is submitted
             return self._not_found(f"component {unknown[0]} in workspace {self.workspace_name}")
+        mismatch = self._parallel_mismatch(props) if created else None
+        if mismatch:
+            # AML runs a parallel node only with a parallel component (its task, mini-batches)
+            return Reply(400, self._error_response("UserError", mismatch), {"x-ms-response-type": "error"})
         experiment = props.get("experimentName") or "Default"
         props["experimentName"] = experiment
         props.setdefault("displayName", name)
@@ -113,6 +117,22 @@ class JobsMixin(TrackingMixin):
         if created and self.executor is not None:
             self.executor.submitted(self, name)
         return Reply(201 if created else 200, body)
+
+    def _parallel_mismatch(self, props: dict[str, Any]) -> str | None:
+        """Why a pipeline's parallel node cannot run: its component is not a parallel one, or
+        lacks what a parallel job needs (input_data, a run_function task with an entry script)."""
+        for step, node in (props.get("jobs") or {}).items():
+            m = re.search(r"/components/([^/]+)/versions/([^/]+)$", node.get("componentId") or "")
+            if node.get("type") != "parallel" or m is None:
+                continue
+            found = self.components.get(m.group(1), {}).get(m.group(2))
+            spec = ((found or {}).get("properties") or {}).get("componentSpec") or {}
+            task = spec.get("task") or {}
+            if spec.get("type") != "parallel":
+                return f"step {step}: component {m.group(1)}:{m.group(2)} is not a parallel component"
+            if not spec.get("input_data") or not task.get("entry_script"):
+                return f"step {step}: a parallel component needs input_data and task.entry_script"
+        return None
 
     def _unregistered_components(self, props: dict[str, Any]) -> list[str]:
         ids = [props.get("componentId")] + [n.get("componentId") for n in (props.get("jobs") or {}).values()]
@@ -299,7 +319,7 @@ class JobsMixin(TrackingMixin):
             "runTypeV2": {"orchestrator": None, "traits": [], "attribution": "Aether", "computeType": "AmlCompute"},
             "properties": {
                 "ContentSnapshotId": str(uuid.uuid4()),
-                "StepType": "CommandStep",
+                "StepType": "ParallelRunStep" if node.get("type") == "parallel" else "CommandStep",
                 "azureml.moduleid": str(uuid.uuid4()),
                 "azureml.moduleName": cm.group(1) if cm else step,
                 "azureml.moduleVersion": cm.group(2) if cm else None,

@@ -1,0 +1,88 @@
+"""The forecast pipeline's train step fanned out per group (issue 22): its time with the
+parallel step on 1 worker and on 2, and the ratio (prints numbers; not a test).
+
+On ``make run``'s default batch (14 regions x 6 stores x 10 SKUs: 840 series, 56 groups):
+builds the lake once with ``python -m shared run --no-pipeline`` under ``--work`` (reused on a
+second run) and prepare's features, then runs the train step as the local backend does:
+train_global.py, the parallel step (``shared.aml.local.parallel`` over train_groups.py, one
+mini-batch per group) with ``--workers`` 1, then 2, and train.py ``--fitted``.
+
+    .venv/bin/python bench/bench_parallel_train.py [--work /tmp/forecastops-bench-parallel] [--features F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "pipelines" / "forecast" / "src"
+
+
+def step(argv: list[str], cwd: Path = SRC) -> float:
+    """Run one command as a step runs it; its wall time in seconds."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FORECASTOPS_METRICS_FILE": os.devnull}
+    t0 = time.monotonic()
+    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+def features_of(work: Path) -> Path:
+    """prepare's features of the default batch, built under ``work`` unless already there."""
+    features = work / "features"
+    if (features / "meta.json").exists():
+        return features
+    lake = work / "lake"
+    if not (lake / "curated").exists():
+        env = {**os.environ, "FORECASTOPS_LAKE_ROOT": str(lake)}
+        subprocess.run([sys.executable, "-m", "shared", "run", "--no-pipeline"], cwd=ROOT, env=env, check=True)
+    step([sys.executable, "prepare.py", "--curated", str(lake / "curated"), "--out", str(features)])
+    return features
+
+
+def train_step(features: Path, out: Path, workers: int) -> dict[str, float]:
+    """The three parts of the train step, each timed."""
+    py = sys.executable
+    b, w, f, r, m = (out / k for k in ("boosters", "work", "fitted", "results", "models"))
+    times = {
+        "global": step([py, "train_global.py", "--features", str(features), "--boosters", str(b), "--work", str(w)])
+    }
+    times["groups"] = step(
+        [py, "-m", "shared.aml.local.parallel", "--entry-script", "train_groups.py", "--input-data", str(w),
+         "--workers", str(workers), "--append-row-to", str(r), "--",
+         "--features", str(features), "--boosters", str(b), "--out", str(f)]
+    )  # fmt: skip
+    times["blend"] = step(
+        [py, "train.py", "--features", str(features), "--boosters", str(b), "--fitted", str(f), "--out", str(m)]
+    )
+    times["total"] = sum(times.values())
+    return times
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, default=Path("/tmp/forecastops-bench-parallel"))
+    p.add_argument("--features", type=Path, help="prepare's output to use instead of building the default batch")
+    a = p.parse_args()
+    features = a.features or features_of(a.work)
+    print(f"features: {features} ({os.cpu_count()} cores)")
+    results = {}
+    for workers in (1, 2):
+        results[workers] = train_step(features, a.work / f"train-{workers}", workers)
+        t = results[workers]
+        print(
+            f"--workers {workers}: train step {t['total']:.1f} s (LightGBM once {t['global']:.1f} s, "
+            f"per-group parallel step {t['groups']:.1f} s, blend {t['blend']:.1f} s)"
+        )
+    one, two = results[1], results[2]
+    step_ratio, groups_ratio = one["total"] / two["total"], one["groups"] / two["groups"]
+    print(f"ratio 1 worker / 2 workers: train step {step_ratio:.2f}x, parallel step {groups_ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

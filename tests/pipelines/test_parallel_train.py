@@ -1,0 +1,158 @@
+"""The train step fanned out per group (issue 22): train_global.py (the LightGBM member, once),
+the parallel step's entry script train_groups.py run by the local backend's process pool
+(``shared.aml.local.parallel``, AML's contract: ``init()`` once per worker, ``run`` per
+mini-batch), then train.py ``--fitted``: the same models folder as train.py's whole command,
+and a group whose fit raises fails alone, listed in the manifest with a one-line reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared import ROOT
+from shared.aml.local.parallel import ROWS_FILE
+from tests.drivers import FORECAST_SRC, forecast_step_module
+from tests.pipelines.test_forecast_backtest import HORIZON, ORIGINS, write_lake
+
+prepare = forecast_step_module("prepare")
+train = forecast_step_module("train")
+train_global = forecast_step_module("train_global")
+
+BROKEN = "r1.large.fast"
+
+
+def parallel(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The local backend's parallel runner, as a step runs it (from the task's code folder)."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.aml.local.parallel", *args],
+        cwd=cwd,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny lake whose group BROKEN has a feature its members cannot take (income "corrupt": the
+    LASSO raises), trained both ways: the pipeline's three steps and train.py's whole command."""
+    tmp = tmp_path_factory.mktemp("parallel_train")
+    write_lake(tmp / "curated")
+    features = tmp / "features"
+    argv = ["--curated", str(tmp / "curated"), "--holdout-weeks", str(HORIZON), "--origins", str(ORIGINS)]
+    assert prepare.main([*argv, "--out", str(features)]) == 0
+    table = pd.read_csv(features / "features.csv", dtype=str, keep_default_na=False)
+    assert BROKEN in set(table["group"])
+    table.loc[table["group"] == BROKEN, "income_k"] = "corrupt"
+    table.to_csv(features / "features.csv", index=False)
+    paths = {k: tmp / k for k in ("boosters", "work", "fitted", "results", "models", "whole")}
+    assert train_global.main(["--features", str(features), "--boosters", str(paths["boosters"]),
+                              "--work", str(paths["work"])]) == 0  # fmt: skip
+    done = parallel(
+        FORECAST_SRC,
+        *("--entry-script", "train_groups.py", "--input-data", str(paths["work"]), "--workers", "2"),
+        *("--append-row-to", str(paths["results"]), "--"),
+        *("--features", str(features), "--boosters", str(paths["boosters"]), "--out", str(paths["fitted"])),
+    )
+    assert done.returncode == 0, done.stderr
+    assert train.main(["--features", str(features), "--boosters", str(paths["boosters"]),
+                       "--fitted", str(paths["fitted"]), "--out", str(paths["models"])]) == 0  # fmt: skip
+    assert train.main(["--features", str(features), "--out", str(paths["whole"])]) == 0
+    return {**paths, "features": features}
+
+
+def test_each_group_is_one_row_and_a_group_whose_fit_raises_fails_alone(run):
+    rows = [json.loads(line) for line in (run["results"] / ROWS_FILE).read_text().splitlines()]
+    groups = sorted(p.stem for p in run["work"].glob("*.json"))
+    assert sorted(r["group"] for r in rows) == groups and len(groups) == 8
+    [failed] = [r for r in rows if r["outcome"] == "failed"]
+    assert failed["group"] == BROKEN and failed["reason"].startswith("ValueError: ")
+    assert "\n" not in failed["reason"] and "corrupt" in failed["reason"]
+    assert all(r["outcome"] == "ok" and r["reason"] == "" for r in rows if r["group"] != BROKEN)
+
+
+def test_trains_lists_the_failed_groups_and_models_every_other(run):
+    manifest = json.loads((run["models"] / "manifest.json").read_text())
+    assert [f["group"] for f in manifest["failed"]] == [BROKEN]
+    assert manifest["failed"][0]["reason"].startswith("ValueError: ")
+    trained = {m["group"] for m in manifest["models"]}
+    assert trained == {p.stem for p in run["work"].glob("*.json")} - {BROKEN}
+    assert {p.stem for p in run["models"].glob("*.pkl")} == trained
+    assert (run["models"] / "lgbm.txt").exists()
+    backtest = pd.read_csv(run["models"] / "backtest.csv")
+    assert BROKEN not in set(backtest["group"]) and set(backtest["group"]) == trained
+
+
+def test_the_parallel_steps_give_the_models_of_the_whole_command(run):
+    """The same per-group function in both: the same forecasts at every origin, the same weights."""
+    fanned = pd.read_csv(run["models"] / "backtest.csv")
+    whole = pd.read_csv(run["whole"] / "backtest.csv")
+    pd.testing.assert_frame_equal(fanned, whole)
+    a = json.loads((run["models"] / "manifest.json").read_text())
+    b = json.loads((run["whole"] / "manifest.json").read_text())
+    assert [(m["group"], m["weights"], m["lasso_weight"]) for m in a["models"]] == [
+        (m["group"], m["weights"], m["lasso_weight"]) for m in b["models"]
+    ]
+    assert a["failed"] == b["failed"]
+
+
+ENTRY = """
+import os, sys, time
+from pathlib import Path
+
+def init():
+    out = Path(sys.argv[sys.argv.index("--log") + 1])
+    with open(out / "init.txt", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+def run(mini_batch, mini_batch_context):
+    rows = []
+    for path in mini_batch:
+        name = Path(path).stem
+        if name == "crash":
+            raise RuntimeError("boom")
+        if name == "slow":
+            time.sleep(30)
+        rows.append(f"{name} ok {mini_batch_context.minibatch_index}")
+    return rows
+"""
+
+
+def test_the_pool_runs_init_once_per_worker_retries_then_counts_failed_mini_batches(tmp_path):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "entry.py").write_text(ENTRY)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b", "c", "crash", "slow"):
+        (data / f"{name}.txt").write_text(name)
+    common = ("--entry-script", "entry.py", "--input-data", str(data), "--workers", "2", "--timeout", "2")
+    done = parallel(
+        tmp_path / "code",
+        *common,
+        "--max-retries",
+        "1",
+        "--append-row-to",
+        str(tmp_path / "out"),
+        "--",
+        "--log",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr  # -1: failed mini-batches never fail the step
+    rows = (tmp_path / "out" / ROWS_FILE).read_text().splitlines()
+    assert sorted(r.split()[0] for r in rows) == ["a", "b", "c"]
+    assert done.stderr.count("mini-batch 3 failed (attempt") == 2  # crash: once, then its one retry
+    assert "RuntimeError: boom" in done.stderr and "MiniBatchTimeout" in done.stderr
+    assert "5 mini-batches, 2 failed, 3 rows" in done.stdout
+    inits = (tmp_path / "init.txt").read_text().split()
+    assert len(inits) == len(set(inits))  # once per worker process, never per mini-batch
+
+    strict = parallel(
+        tmp_path / "code", *common, "--max-retries", "0", "--error-threshold", "1", "--", "--log", str(tmp_path)
+    )
+    assert strict.returncode == 1 and "more than the threshold 1" in strict.stderr
