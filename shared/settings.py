@@ -99,9 +99,7 @@ class Settings(BaseSettings):
     reject_ratio_max: float = Field(0.5, gt=0, le=1, validation_alias=AliasChoices("FORECASTOPS_REJECT_RATIO_MAX"))
     #: the fewest rejected rows that can quarantine a file by ``reject_ratio_max`` (a small file's
     #: few bad rows are rejected one by one, as before)
-    reject_file_min_rows: int = Field(
-        1000, ge=1, validation_alias=AliasChoices("FORECASTOPS_REJECT_FILE_MIN_ROWS")
-    )
+    reject_file_min_rows: int = Field(1000, ge=1, validation_alias=AliasChoices("FORECASTOPS_REJECT_FILE_MIN_ROWS"))
     #: a row dated more than this many days after the clock's today is rejected (``future_date``):
     #: one row of 2062 must not move the lake's latest week
     future_days_max: int = Field(8, ge=0, le=3660, validation_alias=AliasChoices("FORECASTOPS_FUTURE_DAYS_MAX"))

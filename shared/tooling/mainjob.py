@@ -60,7 +60,7 @@ class Size:
     stores_per_region: int = 6
     skus: int = 10
     weeks: int = 104
-    start: dt.date = dt.date(2025, 1, 6)
+    start: dt.date = dt.date(2024, 11, 18)
     seed: int = 7
 
 

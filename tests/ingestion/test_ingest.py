@@ -176,7 +176,8 @@ def test_erp_cases_become_units_and_week_ending_becomes_monday(lake):
     rows = read_csv(lake, m["outputs"]["curated"]["path"])
     assert [(r["sku"], r["week_start"], r["units_shipped"], r["units_returned"]) for r in rows] == [
         ("SKU-1", "2026-01-26", "36", "2"),
-        ("SKU-2", "2026-01-26", "6", "0"),
+        # a Sunday "week ending" starts the next sales week (Sunday..Saturday): the one week rule
+        ("SKU-2", "2026-02-02", "6", "0"),
     ]
 
 

@@ -15,7 +15,7 @@ from shared.ingestion.write import neutralise_formulas
 from shared.tooling.bulk_ingest import ingest_all
 from tests.drivers import DELIVERIES_HEADER, lines, put
 
-RAW = "raw/shipments/deliveries/ne/2026-12-23.csv"
+RAW = "raw/shipments/deliveries/ne/2026-11-25.csv"
 
 
 def test_formula_prefixes_in_the_rejected_rows_csv_are_neutralised(local_lake):
@@ -24,11 +24,11 @@ def test_formula_prefixes_in_the_rejected_rows_csv_are_neutralised(local_lake):
         RAW,
         lines(
             DELIVERIES_HEADER,
-            "=cmd|' /C calc'!A0,SKU-1,2026-12-23T05:00:00,3,0",
-            "S1,SKU-1,2026-12-23T05:00:00,=1+1,0",
-            "S1,SKU-2,2026-12-23T05:00:00,@SUM(A1),0",
-            "S1,SKU-3,2026-12-23T05:00:00,-5x,0",
-            "S1,SKU-4,2026-12-23T05:00:00,4,0",
+            "=cmd|' /C calc'!A0,SKU-1,2026-11-25T05:00:00,3,0",
+            "S1,SKU-1,2026-11-25T05:00:00,=1+1,0",
+            "S1,SKU-2,2026-11-25T05:00:00,@SUM(A1),0",
+            "S1,SKU-3,2026-11-25T05:00:00,-5x,0",
+            "S1,SKU-4,2026-11-25T05:00:00,4,0",
         ),
     )
     ingest_all(local_lake, [RAW], io.StringIO())

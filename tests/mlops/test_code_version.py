@@ -27,7 +27,17 @@ from shared.mlops.registry import LakeRegistry
 from shared.settings import Settings
 from tests.fakes.aml.credential import FakeCredential
 from tests.fakes.aml.fake import FakeAML
-from tests.mlops.test_mlops_batch import NE, NOW, WEST, W, context, fake_training_run, promote, world
+from tests.mlops.test_mlops_batch import (
+    NE,
+    NOW,
+    WEST,
+    W,
+    clock_at_now,  # noqa: F401 (autouse: the clock at the world's NOW)
+    context,
+    fake_training_run,
+    promote,
+    world,
+)
 
 GROUPS = (*NE, *WEST)
 SOURCE = "pipelines/forecast/src/models.py"

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from shared import clock
 from shared.aml.catalog import load_catalog
 from shared.lake import Lake
 from shared.mlops import batch, steps
@@ -27,6 +28,13 @@ NOW = dt.datetime(2026, 12, 28, 9, 0, tzinfo=dt.UTC)
 GATES = load_catalog()["forecast"].gates
 NE = ("northeast.large.fast", "northeast.large.slow")
 WEST = ("west.small.fast", "west.small.slow")
+
+
+@pytest.fixture(autouse=True)
+def clock_at_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The world of these tests (W's data) is at NOW, and so is the clock: W's days are not
+    dated beyond today (``future_date``), whatever today is."""
+    monkeypatch.setattr(clock, "now", lambda: NOW)
 
 
 def _days(first: str, last: str) -> list[str]:

@@ -13,7 +13,16 @@ from shared.lake import Lake
 from shared.mlops import steps
 from shared.mlops.batch import DATA_ASSET
 from shared.weeks import store_master
-from tests.mlops.test_mlops_batch import NE, NOW, WEST, W, context, promote, world
+from tests.mlops.test_mlops_batch import (
+    NE,
+    NOW,
+    WEST,
+    W,
+    clock_at_now,  # noqa: F401 (autouse: the clock at the world's NOW)
+    context,
+    promote,
+    world,
+)
 
 BAD = NE[0]
 

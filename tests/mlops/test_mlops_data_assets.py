@@ -100,7 +100,7 @@ def catalog(request: pytest.FixtureRequest) -> Iterator[DataCatalog]:
 # ----------------------------------------------------------------------------------------------- the snapshot
 def test_snapshot_holds_every_ingested_file_with_the_sha256_of_its_csv(lake):
     raw = {
-        "raw/shipments/deliveries/2026-11-06.csv": "samples/raw/shipments/deliveries/2026-11-06.csv",
+        "raw/shipments/deliveries/2026-09-11.csv": "samples/raw/shipments/deliveries/2026-09-11.csv",
         "raw/demographics/store_master.csv": "samples/raw/demographics/store_master.csv",
     }
     for path, sample in raw.items():
@@ -108,7 +108,7 @@ def test_snapshot_holds_every_ingested_file_with_the_sha256_of_its_csv(lake):
         assert ingest(lake, path)["status"] == "ingested"
     found = snapshot(lake)
     assert list(found) == [
-        "curated/shipments_weekly/v1/deliveries/2026-11-06.csv",
+        "curated/shipments_weekly/v1/deliveries/2026-09-11.csv",
         "curated/store_demographics/v1/store_master.csv",
     ]
     for path, digest in found.items():

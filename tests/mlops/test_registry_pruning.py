@@ -20,7 +20,16 @@ from shared.mlops.registry import LakeRegistry, Registry
 from tests.fakes.aml.credential import FakeCredential
 from tests.fakes.aml.fake import FakeAML
 from tests.fakes.aml.transport import Reply
-from tests.mlops.test_mlops_batch import NE, NOW, WEST, W, context, fake_training_run, world
+from tests.mlops.test_mlops_batch import (
+    NE,
+    NOW,
+    WEST,
+    W,
+    clock_at_now,  # noqa: F401 (autouse: the clock at the world's NOW)
+    context,
+    fake_training_run,
+    world,
+)
 
 NAME = "northeast.large.fast"
 GROUPS = ("northeast.large.fast", "northeast.large.slow", "west.small.fast")

@@ -163,7 +163,7 @@ def test_argument_errors_are_one_line_not_a_usage_block(capsys, args):
 # the batch goes on; the exit code says how it went --------------------------------------------------
 def test_a_file_the_app_cannot_handle_is_listed_and_the_batch_goes_on(tmp_path, capsys, monkeypatch):
     lake_with_weather(tmp_path, "2134,01/31/2026,50,32,0,")
-    (tmp_path / "raw" / "weather" / "us_obs" / "2027.csv").write_text(lines(US_OBS_HEADER, "2134,01/31/2027,50,32,0,"))
+    (tmp_path / "raw" / "weather" / "us_obs" / "2025.csv").write_text(lines(US_OBS_HEADER, "2134,01/31/2025,50,32,0,"))
     real = bulk_ingest.ingest
 
     def crashes_on_2026(lake, path, **kw):
@@ -176,7 +176,7 @@ def test_a_file_the_app_cannot_handle_is_listed_and_the_batch_goes_on(tmp_path, 
     assert code == 1
     assert "failed: internal_error (RuntimeError: a bug)" in out
     assert "2 file(s): 1 rows read, 1 written, 0 rejected; 0 file(s) quarantined; 1 file(s) failed" in out
-    assert (tmp_path / "curated" / "weather_daily" / "v1" / "us_obs" / "2027.csv").exists()
+    assert (tmp_path / "curated" / "weather_daily" / "v1" / "us_obs" / "2025.csv").exists()
 
 
 def test_a_batch_with_quarantined_files_exits_3_and_one_that_is_clean_0(tmp_path, capsys):
@@ -258,7 +258,7 @@ def test_an_interrupted_ingest_leaves_no_temporary_file_and_a_rerun_resumes(tmp_
     from shared.ingestion import convert
 
     lake_with_weather(tmp_path, "2134,01/31/2026,50,32,0,")
-    (tmp_path / "raw" / "weather" / "us_obs" / "2027.csv").write_text(lines(US_OBS_HEADER, "2134,01/31/2027,50,32,0,"))
+    (tmp_path / "raw" / "weather" / "us_obs" / "2025.csv").write_text(lines(US_OBS_HEADER, "2134,01/31/2025,50,32,0,"))
     real, calls = convert.Converter.convert, []
 
     def ctrl_c_on_the_second_file(self, b):
@@ -327,7 +327,7 @@ def test_progress_shows_a_rate_and_an_eta_on_a_terminal_and_nothing_otherwise(tm
     import sys
 
     root = lake_with_weather(tmp_path, "2134,01/31/2026,50,32,0,")
-    for year in range(2027, 2031):
+    for year in range(2021, 2025):
         (root / "raw" / "weather" / "us_obs" / f"{year}.csv").write_text(
             lines(US_OBS_HEADER, f"2134,01/31/{year},50,32,0,")
         )

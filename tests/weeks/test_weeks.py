@@ -46,7 +46,7 @@ NOW = dt.datetime(2026, 12, 28, 9, 0, tzinfo=dt.UTC)
 SHIPMENTS = "raw/shipments/deliveries/2026-12-23.csv"
 WEATHER = "raw/weather/us_obs/2026-12.csv"
 STORES = "raw/demographics/store_master.csv"
-FORECAST = "raw/weather/openmeteo/zip=02120/issued_on=2026-07-04/forecast.json"
+FORECAST = "raw/weather/openmeteo/zip=02120/issued_on=2026-05-09/forecast.json"
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +84,7 @@ def put_stores(lake: Lake, path: str, ids: tuple[str, ...] = ("S1", "S2")) -> st
 
 
 def put_forecast(lake: Lake) -> str:
-    sample = ROOT_DIR / "samples/raw/weather/openmeteo/zip=02120/issued_on=2026-07-04/forecast.json"
+    sample = ROOT_DIR / "samples/raw/weather/openmeteo/zip=02120/issued_on=2026-05-09/forecast.json"
     return put(lake, FORECAST, sample.read_bytes())
 
 
@@ -347,6 +347,7 @@ def test_indexing_a_file_whose_markers_exist_reads_its_record_and_writes_nothing
     days = tuple(d.isoformat() for d in _days("2026-01-05", "2026-12-21")[::7])
     put_deliveries(lake, SHIPMENTS, days)
     m = ingest(lake, SHIPMENTS)
+    Counting.creates = 0  # the ingest's own (its output's claim)
     assert len(weeks.index(lake, m)) == 51 and Counting.creates == 51
     Counting.creates = Counting.lists = Counting.writes = 0
     assert len(weeks.index(lake, m)) == 51
