@@ -51,13 +51,11 @@ class TransientLakeError(LakeError):
 
 
 class LakeAccessError(LakeError):
-    """The storage service refused the credentials (a wrong key, an identity without a role):
-    retrying cannot help."""
+    """The storage refused the credentials (a wrong key, an identity without a role): final."""
 
 
 class ChangedWhileReadError(LakeError):
-    """The blob was replaced while it was read (the download pins its first ETag): what was
-    read is of no version, and the newest version is to be read instead."""
+    """The blob was replaced while it was read (the download pins its first ETag): read anew."""
 
 
 #: the storage client's own retries are off: the ingest service's retries (3 attempts, 1 s
@@ -92,11 +90,8 @@ def check_path(path: str) -> str:
     if len(path) > MAX_PATH_CHARS:
         raise ValueError(f"the path is {len(path)} characters long; a lake path has at most {MAX_PATH_CHARS}")
     parts = path.split("/")
-    long = next((p for p in parts if len(p) > MAX_SEGMENT_CHARS), None)
-    if long is not None:
-        raise ValueError(
-            f"a segment of the path is {len(long)} characters long ({long[:20]}...); at most {MAX_SEGMENT_CHARS}"
-        )
+    if (long := next((p for p in parts if len(p) > MAX_SEGMENT_CHARS), None)) is not None:
+        raise ValueError(f"a path segment is {len(long)} characters long ({long[:20]}...); at most {MAX_SEGMENT_CHARS}")
     if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{path!r} is not a lake path: use '/'-separated segments with no empty, '.' or '..' segment")
     if len(parts) < 2:
@@ -200,16 +195,17 @@ class LocalLake(Lake):
             raise NotFoundError(path) from None
         if not stat.S_ISREG(st.st_mode):
             raise NotFoundError(path)
-        # size and mtime alone collide: ``cp -p``, ``rsync -a`` and unzip change the bytes and
-        # keep both. The inode changes when a file is replaced by a rename, and the ctime
-        # whenever its bytes or its mtime are written, and neither can be set back by a tool.
-        return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_ctime_ns:x}"', st.st_size)
+        return _info(path, st)
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:
-        info = self.stat(path)
-        with open(self._file(path), "rb") as f:
-            yield f, info
+        self.stat(path)  # inside the lake, and a regular file
+        try:  # deleted since: not found; replaced since: the info of the file actually opened
+            f = open(self._file(path), "rb")  # noqa: SIM115 (closed by the with below)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(path) from None
+        with f:
+            yield f, _info(path, os.fstat(f.fileno()))
 
     @contextlib.contextmanager
     def writer(self, path: str) -> Iterator[BinaryIO]:
@@ -281,6 +277,13 @@ class LocalLake(Lake):
 
 
 T = TypeVar("T")
+
+
+def _info(path: str, st: os.stat_result) -> ObjectInfo:
+    # size and mtime alone collide: ``cp -p``, ``rsync -a`` and unzip change the bytes and
+    # keep both. The inode changes when a file is replaced by a rename, and the ctime
+    # whenever its bytes or its mtime are written, and neither can be set back by a tool.
+    return ObjectInfo(path, f'"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_ctime_ns:x}"', st.st_size)
 
 
 class _ChunkReader(io.RawIOBase):
