@@ -64,9 +64,12 @@ class Size:
     seed: int = 7
 
 
-#: the largest local batch, in store-SKU-weeks: about 4.5 times the default weekly batch
-#: (87,360, ingested and forecast in about 1.5 minutes); beyond it generation and training
-#: take tens of minutes and gigabytes of temporary files
+#: the largest batch the main job runs on this machine, in store-SKU-weeks: about 4.5 times
+#: the default weekly batch (87,360, ingested and forecast in about 1.5 minutes); beyond it
+#: one machine's ingest and training take tens of minutes and gigabytes of lake. It is this
+#: machine's limit, not the generator's (its memory is a chunk of stores', whatever the size:
+#: the engagement's 210,000 series generate): larger sizes are measured by make bench-scale
+#: and run on AML (docs/scale.md)
 MAX_STORE_SKU_WEEKS = 400_000
 #: weeks of training rows the forecast pipeline needs (its train step cross-validates in 3
 #: folds); each training row also needs its features' lag (as long as the holdout) behind it
@@ -100,7 +103,8 @@ def check_size(size: Size, holdout_weeks: int | None) -> None:
         raise ValueError(
             f"--regions {size.regions} --stores-per-region {size.stores_per_region} --skus {size.skus} "
             f"--weeks {size.weeks} is {total:,} store-SKU-weeks; a batch on this machine takes at most "
-            f"{MAX_STORE_SKU_WEEKS:,} (the default is {_DEFAULT_TOTAL:,}): make it smaller"
+            f"{MAX_STORE_SKU_WEEKS:,} (the default is {_DEFAULT_TOTAL:,}): make it smaller, or measure larger "
+            "sizes with make bench-scale and run them on AML (docs/scale.md)"
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.tooling.synth_demand import _simulate_demand, _write_shipments
+from shared.tooling.synth_demand import _Demand, _write_shipments
 from shared.tooling.synth_weather import _simulate_weather, _write_weather
 from shared.tooling.synth_world import (
     FORECAST_DAYS,
@@ -57,23 +57,44 @@ def _write_demographics(wr: _Writer, stores: list[Store]) -> None:
 
 
 def write_oracle(
-    oracle_dir: Path, stores: list[Store], sku_ids: list[str], week_ends: list[date], mu: np.ndarray
+    oracle_dir: Path,
+    stores: list[Store],
+    sku_ids: list[str],
+    week_ends: list[date],
+    mu: np.ndarray,
+    append: bool = False,
 ) -> str:
     """The oracle: ``expected_demand.csv`` with ``store_id,sku,week_start,expected_units``, the
     mean of the distribution each week's units were drawn from (before the demand noise, the
     case rounding and the split into deliveries, all unbiased), one row per store x SKU x week,
     ``week_start`` the Monday of the Sunday..Saturday week as in the curated shipments.
-    No forecast can know more; its error is the noise floor."""
+    No forecast can know more; its error is the noise floor. ``mu`` is ``stores`` x SKUs x
+    weeks; with ``append``, their rows go at the end of the file (a later chunk of stores)."""
     path = Path(oracle_dir) / "expected_demand.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     mondays = [(w - timedelta(days=5)).isoformat() for w in week_ends]
-    lines = ["store_id,sku,week_start,expected_units"]
+    lines = [] if append else ["store_id,sku,week_start,expected_units"]
     for s, store in enumerate(stores):
         for k, sku in enumerate(sku_ids):
             values = _f1(mu[s, k], 4)
             lines.extend(f"{store.store_id},{sku},{mondays[w]},{values[w]}" for w in range(len(week_ends)))
-    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+    with open(path, "ab" if append else "wb") as f:
+        f.write(("\n".join(lines) + "\n").encode("utf-8"))
     return str(path)
+
+
+#: the most store x SKU x weeks the generator holds in memory at once: the demand is drawn
+#: and written a chunk of consecutive stores at a time, so that its memory is a chunk's,
+#: whatever the world's size. Part of the world's definition, as the seed is: a world of at
+#: most this many is drawn in one chunk (every world the tests, the samples and make run
+#: generate), a larger one chunk after chunk from the same streams.
+CHUNK_STORE_SKU_WEEKS = 250_000
+
+
+def store_chunks(n_stores: int, skus: int, weeks: int) -> list[range]:
+    """The chunks of consecutive stores (by index) the demand is drawn and written in."""
+    per = max(1, CHUNK_STORE_SKU_WEEKS // (skus * weeks))
+    return [range(a, min(a + per, n_stores)) for a in range(0, n_stores, per)]
 
 
 # --------------------------------------------------------------------------------------
@@ -82,7 +103,7 @@ def write_oracle(
 
 
 #: the phases of :func:`generate`, in order, as its ``progress`` callback names them
-PHASES = ("simulating weather", "simulating demand", "writing weather", "writing shipments", "writing demographics")
+PHASES = ("simulating weather", "writing weather", "simulating demand, writing shipments", "writing demographics")
 
 
 def generate(
@@ -129,23 +150,28 @@ def generate(
 
     step(PHASES[0])
     truth = _simulate_weather(rng_wx, zips, all_days)
-    zpos = np.array([s.zip.index for s in stores])
-    wk_tmax = truth["tmax"][:, :n_obs].reshape(len(zips), weeks, 7).mean(axis=2)[zpos]
-    wk_prcp = truth["prcp"][:, :n_obs].reshape(len(zips), weeks, 7).sum(axis=2)[zpos]
-    step(PHASES[1])
-    expected: dict[str, np.ndarray] = {}
-    sku_ids, units, upc, ret_p = _simulate_demand(
-        rng_dem, stores, skus, week_ends, first_sunday, wk_tmax, wk_prcp, expected
-    )
-
+    # the weekly weather per zip (a store reads its zip's): the daily truth is freed once written
+    wk_tmax = truth["tmax"][:, :n_obs].reshape(len(zips), weeks, 7).mean(axis=2)
+    wk_prcp = truth["prcp"][:, :n_obs].reshape(len(zips), weeks, 7).sum(axis=2)
     wr = _Writer(out_dir)
-    step(PHASES[2])
+    step(PHASES[1])
     _write_weather(wr, rng_wxout, zips, obs_days, truth, week_ends, all_days)
+    del truth
+
+    step(PHASES[2])
+    demand = _Demand(rng_dem, skus, len(region_list), week_ends, first_sunday)
+    sku_ids = demand.sku_ids
+    oracle = None
+    for n, chunk in enumerate(store_chunks(len(stores), skus, weeks)):
+        part = stores[chunk.start : chunk.stop]
+        zpos = np.array([s.zip.index for s in part])
+        units, mu = demand.chunk(part, wk_tmax[zpos], wk_prcp[zpos])
+        _write_shipments(wr, rng_ship, part, sku_ids, units, demand.upc.astype(np.int64), demand.ret_p, week_ends)
+        if oracle_dir:
+            oracle = write_oracle(Path(oracle_dir), part, sku_ids, week_ends, mu, append=n > 0)
+        del units, mu
     step(PHASES[3])
-    _write_shipments(wr, rng_ship, stores, sku_ids, units, upc, ret_p, week_ends)
-    step(PHASES[4])
     _write_demographics(wr, stores)
-    oracle = write_oracle(Path(oracle_dir), stores, sku_ids, week_ends, expected["mu"]) if oracle_dir else None
 
     return {
         "oracle": oracle,

@@ -44,66 +44,83 @@ def _event_weeks(first_sunday: date, weeks: int) -> dict[str, list[tuple[int, fl
     return out
 
 
-def _simulate_demand(
-    rng: np.random.Generator,
-    stores: list[Store],
-    n_sku: int,
-    week_ends: list[date],
-    first_sunday: date,
-    wk_tmax: np.ndarray,
-    wk_prcp: np.ndarray,
-    expected: dict[str, np.ndarray] | None = None,
-):
-    """Weekly units (stores x skus x weeks) and SKU attributes; ``expected["mu"]`` receives
-    the expected units each week's draw came from (the oracle), when ``expected`` is given."""
-    S, K, W = len(stores), n_sku, len(week_ends)
-    sku_ids = [f"SKU-{v}" for v in np.sort(10000 + rng.choice(90000, size=K, replace=False)).tolist()]
-    fast = rng.random(K) < 0.45
-    if K >= 2:  # at least one fast and one slow mover
-        fast[0], fast[-1] = True, False
-    # units per large-store week: fast movers ~80, slow movers ~15 (a small store sells
-    # ~45% of that); case packs hold a few days of a store's sales
-    base = np.where(fast, rng.lognormal(np.log(80), 0.45, K), rng.lognormal(np.log(15), 0.3, K))
-    upc = np.where(fast, rng.choice([6, 12], size=K), rng.choice([2, 4], size=K, p=[0.5, 0.5]))
-    kind = rng.choice(3, size=K, p=[0.3, 0.2, 0.5])  # 0 warm-weather, 1 cold-weather, 2 neutral
-    beta_t = np.where(kind == 0, rng.uniform(0.15, 0.3, K), np.where(kind == 1, -rng.uniform(0.1, 0.22, K), 0.0))
-    amp = np.where(kind == 2, rng.uniform(0.1, 0.4, K), rng.uniform(0.0, 0.08, K))  # seasonal log-amplitude
-    peak = rng.uniform(0, 365, K)
-    trend = rng.normal(0, 0.15, K)  # log-change per year (items grow or decline)
-    ret_p = np.where(fast, rng.uniform(0.005, 0.02, K), rng.uniform(0.01, 0.05, K))
-    disp = np.where(fast, 30.0, 15.0)  # negative-binomial shape (gamma CV 0.18 / 0.26 on top of Poisson)
+class _Demand:
+    """The demand model of one world, drawn chunk by chunk of stores (docs/generator.md,
+    "Memory"): the SKUs' attributes first, then per chunk the stores' scales and their weekly
+    draws; what the whole world shares (the region x SKU tastes, the event lifts) is drawn
+    with the first chunk, where a one-chunk world always drew it."""
 
-    pop = np.array([s.zip.population for s in stores], dtype=float)
-    scale = np.where([s.large for s in stores], 1.0, 0.45) * (pop / 32000.0) ** 0.15
-    scale *= rng.lognormal(0, 0.2, S)
-    reg_idx = np.array([s.region.index for s in stores])
-    reg_sku = rng.normal(0, 0.12, (reg_idx.max() + 1, K))[reg_idx]  # region x sku taste
+    def __init__(
+        self, rng: np.random.Generator, n_sku: int, n_regions: int, week_ends: list[date], first_sunday: date
+    ) -> None:
+        K = n_sku
+        self.rng, self.K, self.n_regions = rng, K, n_regions
+        self.week_ends, self.first_sunday = week_ends, first_sunday
+        self.sku_ids = [f"SKU-{v}" for v in np.sort(10000 + rng.choice(90000, size=K, replace=False)).tolist()]
+        fast = rng.random(K) < 0.45
+        if K >= 2:  # at least one fast and one slow mover
+            fast[0], fast[-1] = True, False
+        # units per large-store week: fast movers ~80, slow movers ~15 (a small store sells
+        # ~45% of that); case packs hold a few days of a store's sales
+        self.base = np.where(fast, rng.lognormal(np.log(80), 0.45, K), rng.lognormal(np.log(15), 0.3, K))
+        self.upc = np.where(fast, rng.choice([6, 12], size=K), rng.choice([2, 4], size=K, p=[0.5, 0.5]))
+        self.kind = rng.choice(3, size=K, p=[0.3, 0.2, 0.5])  # 0 warm-weather, 1 cold-weather, 2 neutral
+        kind = self.kind
+        self.beta_t = np.where(
+            kind == 0, rng.uniform(0.15, 0.3, K), np.where(kind == 1, -rng.uniform(0.1, 0.22, K), 0.0)
+        )
+        self.amp = np.where(kind == 2, rng.uniform(0.1, 0.4, K), rng.uniform(0.0, 0.08, K))  # seasonal log-amplitude
+        self.peak = rng.uniform(0, 365, K)
+        self.trend = rng.normal(0, 0.15, K)  # log-change per year (items grow or decline)
+        self.ret_p = np.where(fast, rng.uniform(0.005, 0.02, K), rng.uniform(0.01, 0.05, K))
+        self.disp = np.where(fast, 30.0, 15.0)  # negative-binomial shape (gamma CV 0.18 / 0.26 on top of Poisson)
+        self.reg_sku: np.ndarray | None = None
+        self.lift: np.ndarray | None = None
 
-    mid = np.array([(w - timedelta(days=3)).timetuple().tm_yday for w in week_ends], dtype=float)
-    years = np.arange(W) * 7 / 365.25
-    log_mu = (
-        np.log(base)[None, :, None]
-        + np.log(scale)[:, None, None]
-        + reg_sku[:, :, None]
-        + (amp[:, None] * np.cos(2 * np.pi * (mid[None, :] - peak[:, None]) / 365.25))[None]
-        + (trend[:, None] * years[None, :])[None]
-        + np.clip(beta_t[None, :, None] * ((wk_tmax - 65.0) / 10.0)[:, None, :], -1.2, 1.2)
-        - 0.05 * np.clip(wk_prcp, 0, 4)[:, None, :]
-    )
-    lift = np.zeros((K, W))
-    for e, strength in _EVENTS.items():
-        aff = np.where(rng.random(K) < 0.4, 0.0, rng.uniform(0.2, 1.0, K))
-        if e == "july_4th":
-            aff = np.where(kind == 0, np.maximum(aff, 0.6), aff)
-        for wk, w in _event_weeks(first_sunday, W)[e]:
-            lift[:, wk] += aff * strength * w
-    log_mu += lift[None]
-    mu = np.exp(log_mu)
-    if expected is not None:
-        expected["mu"] = mu
-    lam = mu * rng.gamma(disp[None, :, None], 1.0 / disp[None, :, None], size=(S, K, W))
-    units = rng.poisson(lam).astype(np.int64)
-    return sku_ids, units, upc.astype(np.int64), ret_p
+    def _shared(self) -> None:
+        """The region x SKU tastes and the event lifts, drawn once (with the first chunk)."""
+        rng, K, W = self.rng, self.K, len(self.week_ends)
+        self.reg_sku = rng.normal(0, 0.12, (self.n_regions, K))  # region x sku taste
+        lift = np.zeros((K, W))
+        for e, strength in _EVENTS.items():
+            aff = np.where(rng.random(K) < 0.4, 0.0, rng.uniform(0.2, 1.0, K))
+            if e == "july_4th":
+                aff = np.where(self.kind == 0, np.maximum(aff, 0.6), aff)
+            for wk, w in _event_weeks(self.first_sunday, W)[e]:
+                lift[:, wk] += aff * strength * w
+        self.lift = lift
+
+    def chunk(self, stores: list[Store], wk_tmax: np.ndarray, wk_prcp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weekly units and their expected values (``stores`` x SKUs x weeks) of a chunk of
+        consecutive stores; ``wk_tmax`` / ``wk_prcp`` are the stores' weekly weather."""
+        rng, K, W = self.rng, self.K, len(self.week_ends)
+        S = len(stores)
+        pop = np.array([s.zip.population for s in stores], dtype=float)
+        scale = np.where([s.large for s in stores], 1.0, 0.45) * (pop / 32000.0) ** 0.15
+        scale *= rng.lognormal(0, 0.2, S)
+        if self.reg_sku is None:
+            self._shared()
+        assert self.reg_sku is not None and self.lift is not None
+        reg_sku = self.reg_sku[np.array([s.region.index for s in stores])]
+
+        mid = np.array([(w - timedelta(days=3)).timetuple().tm_yday for w in self.week_ends], dtype=float)
+        years = np.arange(W) * 7 / 365.25
+        amp, peak = self.amp, self.peak
+        log_mu = (
+            np.log(self.base)[None, :, None]
+            + np.log(scale)[:, None, None]
+            + reg_sku[:, :, None]
+            + (amp[:, None] * np.cos(2 * np.pi * (mid[None, :] - peak[:, None]) / 365.25))[None]
+            + (self.trend[:, None] * years[None, :])[None]
+            + np.clip(self.beta_t[None, :, None] * ((wk_tmax - 65.0) / 10.0)[:, None, :], -1.2, 1.2)
+            - 0.05 * np.clip(wk_prcp, 0, 4)[:, None, :]
+        )
+        log_mu += self.lift[None]
+        mu = np.exp(log_mu)
+        disp = self.disp
+        lam = mu * rng.gamma(disp[None, :, None], 1.0 / disp[None, :, None], size=(S, K, W))
+        units = rng.poisson(lam).astype(np.int64)
+        return units, mu
 
 
 def _write_shipments(
@@ -116,12 +133,14 @@ def _write_shipments(
     ret_p: np.ndarray,
     week_ends: list[date],
 ) -> None:
+    """The shipments files of a chunk of consecutive stores (``units`` is theirs): a file that
+    an earlier chunk of the same world wrote is appended to, so that its rows stay in store order."""
     S, K, W = units.shape
     # S1: ERP, cases (stochastic rounding of units), one file per region and ISO week;
     # every ranged store x item appears every week, zero weeks included
     erp = [s for s in stores if s.group == 0]
     if erp:
-        idx = np.array([s.index for s in erp])
+        idx = np.array([i for i, s in enumerate(stores) if s.group == 0])
         u = units[idx]
         cases = np.floor(u / upc[None, :, None] + rng.random(u.shape)).astype(np.int64)
         shipped = cases * upc[None, :, None]
@@ -138,13 +157,13 @@ def _write_shipments(
                     for r in rows
                     for k in range(K)
                 ]
-                wr.text(f"shipments/erp/region={rname}/{iy}-W{iw:02d}.csv", "S1", HEADERS["S1"], lines)
+                wr.text(f"shipments/erp/region={rname}/{iy}-W{iw:02d}.csv", "S1", HEADERS["S1"], lines, append=True)
 
     # S2: DSD delivery lines, units split over 1-4 distinct days Mon..Sat of the week
     dsd = [s for s in stores if s.group == 1]
     if not dsd:
         return
-    idx = np.array([s.index for s in dsd])
+    idx = np.array([i for i, s in enumerate(stores) if s.group == 1])
     u = units[idx]  # (S2, K, W)
     r_i, k_i, w_i = np.nonzero(u > 0)
     q = u[r_i, k_i, w_i]
@@ -183,4 +202,5 @@ def _write_shipments(
             )
     for day in sorted(per_day):
         deliveries = sorted(per_day[day])
-        wr.text(f"shipments/deliveries/{day.isoformat()}.csv", "S2", HEADERS["S2"], [x[3] for x in deliveries])
+        day_rows = [x[3] for x in deliveries]
+        wr.text(f"shipments/deliveries/{day.isoformat()}.csv", "S2", HEADERS["S2"], day_rows, append=True)

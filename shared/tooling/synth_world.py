@@ -247,18 +247,33 @@ class _Writer:
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         self.files: list[dict[str, Any]] = []
+        self._written: dict[str, dict[str, Any]] = {}
 
-    def text(self, rel: str, code: str, header: str | None, lines: list[str]) -> None:
+    def text(self, rel: str, code: str, header: str | None, lines: list[str], append: bool = False) -> None:
+        """Write ``rel`` (header, then lines); with ``append``, a file this writer already
+        wrote gets the lines at its end instead (the header once), and its entry grows."""
         path = self.out_dir / rel
+        entry = self._written.get(rel) if append else None
+        if entry is not None:
+            data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+            with open(path, "ab") as f:
+                f.write(data)
+            entry["rows"] += len(lines)
+            entry["bytes"] += len(data)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         body = ([header] if header is not None else []) + lines
         data = ("\n".join(body) + "\n").encode("utf-8")
         path.write_bytes(data)
-        self.files.append({"path": rel, "code": code, "layout": LAYOUTS[code], "rows": len(lines), "bytes": len(data)})
+        self._add({"path": rel, "code": code, "layout": LAYOUTS[code], "rows": len(lines), "bytes": len(data)})
 
     def json(self, rel: str, code: str, doc: dict[str, Any], rows: int) -> None:
         path = self.out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         data = (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         path.write_bytes(data)
-        self.files.append({"path": rel, "code": code, "layout": LAYOUTS[code], "rows": rows, "bytes": len(data)})
+        self._add({"path": rel, "code": code, "layout": LAYOUTS[code], "rows": rows, "bytes": len(data)})
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        self.files.append(entry)
+        self._written[entry["path"]] = entry
