@@ -77,9 +77,15 @@ def now_epoch() -> float:
     return time.time() + (days * 86400 if math.isfinite(days) and abs(days) < 36500 else 0.0)
 
 
-def read_dataset(curated: Path, name: str, dtype: dict[str, str] | None = None) -> pd.DataFrame:
-    """Every CSV of ``<curated>/<name>/v1/**`` as one frame (the files share one header)."""
+def read_dataset(
+    curated: Path, name: str, dtype: dict[str, str] | None = None, empty: tuple[str, ...] | None = None
+) -> pd.DataFrame:
+    """Every CSV of ``<curated>/<name>/v1/**`` as one frame (the files share one header). No
+    file at all: FileNotFoundError, unless ``empty`` names the columns of an empty frame to
+    answer instead (a dataset the lake may lack)."""
     files = sorted((Path(curated) / name / "v1").rglob("*.csv"))
+    if not files and empty is not None:
+        return pd.DataFrame({c: pd.Series(dtype=(dtype or {}).get(c, object)) for c in empty})
     if not files:
         raise FileNotFoundError(f"no {name} files under {curated}/{name}/v1")
     header = None

@@ -95,9 +95,15 @@ def _weekly(days: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return agg[agg["n_days"] >= 4].drop(columns="n_days").reset_index()  # a week needs most of its days
 
 
+#: the columns of the curated ``weather_daily`` dataset
+WEATHER_COLUMNS = ("zip_code", "date", "kind", "issued_on", "tmax_c", "tmin_c", "precip_mm", "snow_mm")
+
+
 def load_weather(curated: Path, zips: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The observed weeks (zip_code, week_start) and the forecast days (with ``issued_on``)."""
-    wx = read_dataset(curated, "weather_daily", dtype={"zip_code": str, "kind": str})
+    """The observed weeks (zip_code, week_start) and the forecast days (with ``issued_on``).
+    A lake without any weather file has neither: every weather feature is then the same
+    neutral value for every week (as for a zip without weather), and meta.json says so."""
+    wx = read_dataset(curated, "weather_daily", dtype={"zip_code": str, "kind": str}, empty=WEATHER_COLUMNS)
     wx = wx[wx["zip_code"].isin(zips)].copy()
     wx["date"] = pd.to_datetime(wx["date"])
     wx["issued_on"] = pd.to_datetime(wx["issued_on"])
@@ -223,6 +229,8 @@ def build(
     # weather: observed before the holdout origin; known at the origin in the horizons
     zips = sorted(panel["zip_code"].dropna().unique())
     observed, forecasts = load_weather(curated, set(zips))
+    weather_files = len(list((Path(curated) / "weather_daily" / "v1").rglob("*.csv")))
+    zips_with_weather = set(observed["zip_code"])
     horizons = [(o, list(pd.date_range(o, periods=holdout_weeks, freq="7D"))) for o in origins]
     horizons.append((future_from, list(pd.date_range(future_from, periods=FUTURE_WEEKS, freq="7D"))))
     known = pd.concat(
@@ -259,6 +267,7 @@ def build(
         "too_short": len(all_series - set(kept.index)),
         "ended_before_the_holdout": len(set(kept.index) - forecast_series),
         "store_without_demographics": unplaced_series,
+        "without_weather": int(panel.loc[~panel["zip_code"].isin(zips_with_weather), "series"].nunique()),
     }
     panel["week_start"] = panel["week_start"].dt.strftime("%Y-%m-%d")
     panel = panel[[*KEYS, TARGET, *NUMERIC]]
@@ -288,9 +297,16 @@ def build(
         "paths": paths,
         "paths_note": "series per path: modelled (every member, the blend); too_short (fewer weeks than the "
         "features' lag: no row); ended_before_the_holdout (no forecast row); store_without_demographics "
-        "(no region or format: left out)",
+        "(no region or format: left out); without_weather (of those kept, the series whose zip has no observed "
+        "weather week: every weather feature neutral, the same each week)",
         "stores_without_demographics": unplaced,
         "negative_weeks": negative_weeks,
+        "weather": {
+            "files": weather_files,
+            "zips": len(zips),
+            "zips_without_observed": len(set(zips) - zips_with_weather),
+            "zips_with_forecasts": int(forecasts["zip_code"].nunique()),
+        },
         "groups": sorted(panel["group"].unique()),
         "series": int(panel["series"].nunique()),
         "weather_known": known.groupby(["origin", "source"]).size().unstack(fill_value=0).to_dict("index"),
@@ -317,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     history.to_csv(a.out / "history.csv", index=False, float_format="%.6g")
     known.to_csv(a.out / "weather_known.csv", index=False, float_format="%.6g")
     write_json(a.out / "meta.json", meta)
+    if not meta["weather"]["files"]:
+        print(f"prepare: no weather_daily file in the lake: {meta['paths']['without_weather']} series train "
+              "without weather (every weather feature neutral)", file=sys.stderr)  # fmt: skip
     print(
         f"prepare: {meta['series']} series, {len(meta['groups'])} groups, rows {meta['rows']}, paths {meta['paths']}, "
         f"origins {', '.join(meta['origins'])}, {time.monotonic() - t0:.1f}s",
