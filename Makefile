@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
-.PHONY: setup run test test-clock lint typecheck bench bench-watch clean
+.PHONY: setup run test test-clock lint typecheck bench bench-watch bench-scale clean
 
 setup: $(STAMP) $(TOOLS_STAMP) node_modules/.installed
 
@@ -59,6 +59,11 @@ bench: $(STAMP)
 ## (prints numbers; not a test; ARGS="--runs 500" for a larger batch)
 bench-watch: $(STAMP)
 	$(PY) bench/bench_watch.py $(ARGS)
+
+## the weekly batch at 1x, 4x and 16x make run's stores: each stage's seconds, series/s per core,
+## peak RSS per process, lake bytes, the ratios (prints numbers; not a test; ARGS="--sizes 1,4")
+bench-scale: $(STAMP)
+	$(PY) bench/bench_scale.py $(ARGS)
 
 clean:
 	rm -rf .lake .pytest_cache .ruff_cache bench/data

@@ -40,3 +40,22 @@ def test_the_watch_benchmark_follows_a_small_batch_to_its_end():
     assert header[:2] == ["mode", "outcome"]
     assert polling[:2] == ["polling", "succeeded"] and events[:2] == ["events", "succeeded"]
     assert "no targets at 3 runs" in out
+
+
+def test_the_scale_benchmark_runs_a_tiny_batch_through_every_stage(tmp_path):
+    """``make bench-scale`` at one tiny size (2 regions x 2 stores x 4 SKUs x 40 weeks, the
+    batch test's): the generator and the main job run, every stage has its seconds (its first
+    row), the processes their peak RSS, the lake its bytes."""
+    out = run_bench(
+        "bench_scale.py", "--sizes", "1", "--regions", "2", "--stores", "2", "--skus", "4", "--weeks", "40",
+        "--work", str(tmp_path),
+    )  # fmt: skip
+    rows: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.strip():
+            rows.setdefault(line.split()[0], line)
+    for stage in ("generate", "ingest", "plan", "prepare", "train", "score", "publish", "train_groups"):
+        assert stage in rows and " s (" in rows[stage], out
+    assert "train_groups worker" in out and "main job" in out and "curated" in out
+    assert "one size: no ratio to judge" in out
+    assert not (tmp_path / "1x").exists()  # measured, then deleted
