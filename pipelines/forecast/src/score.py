@@ -38,11 +38,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with open(path, "rb") as f:
             models[group] = pickle.load(f)
+    if not models:  # one line: nothing is scored, and why
+        print(f"score: nothing to score: no model in {a.models} for any of the {len(missing)} group(s): "
+              f"{', '.join(missing)}", file=sys.stderr)  # fmt: skip
+        return 2
     if missing:
         print(f"score: no model for {len(missing)} group(s): {', '.join(missing)}", file=sys.stderr)
-    if not models:
-        print("score: nothing to score", file=sys.stderr)
-        return 2
     booster = Booster.load(a.models) if (a.models / "lgbm.txt").exists() else None
     holdout, future = data.meta["holdout_from"], data.meta["future_from"]
     frames = [
