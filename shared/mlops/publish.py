@@ -78,6 +78,10 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         "sources": sources,
         "fallback_share": round((sources["previous"] + sources["baseline"]) / max(1, sum(sources.values())), 4),
         "groups": groups,
+        # the groups whose training failed, and why: still scored; a rerun retries only these
+        "failed_groups": {g: line["why"] for g, line in groups.items() if line["training"] == "failed"},
+        # the inputs the plan compared, per region and format: a rerun compares its own with them
+        "fingerprints": plan.get("fingerprints") or {},
         # the training code the plan compared (and the run's cards record); versions pruned
         "code": (plan.get("code") or {}).get("version"),
         "archived": registered.get("archived") or {},
@@ -85,6 +89,8 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         "finished_at": iso(now),
     }
     write_json(ctx.lake, batch_record(plan, "summary"), summary)
+    for group, why in summary["failed_groups"].items():
+        log.warning("weekly batch %s: %s: training failed: %s", week, group, why)
     _telemetry(summary)
     return summary
 
@@ -138,16 +144,25 @@ def _group_lines(
     """Per group: retrained or skipped (why), promoted or kept (why), scored with which version."""
     trained = registered.get("groups") or {}
     planned = plan.get("groups") or {}
+    # the groups the run trained no model for (its manifest): why, in one line; or the data lacks them
+    failed, left_out = registered.get("failed") or {}, registered.get("left_out") or {}
     lines: dict[str, dict[str, Any]] = {}
-    for group in sorted(set(planned) | set(trained) | set(prod) | set(scored)):
+    for group in sorted(set(planned) | set(trained) | set(prod) | set(scored) | set(failed)):
         p = planned.get(group) or {"action": "retrain", "reason": "no production model"}
         t = trained.get(group)
         line: dict[str, Any] = {"training": "skipped" if p["action"] == "skip" else "retrained", "why": p["reason"]}
+        if p.get("candidate"):  # a rerun found the model the last batch trained on these inputs
+            line["candidate"] = p["candidate"]
         if p["action"] == "retrain" and not (t and t.get("registered")):
             line["training"] = "failed"
             line["why"] = (
-                registered.get("error") or (t or {}).get("reason") or "the training run produced no model for it"
+                registered.get("error")
+                or (t or {}).get("reason")
+                or failed.get(group)
+                or "the training run produced no model for it"
             )
+            if group in left_out and not registered.get("error"):
+                line |= {"training": "skipped", "why": left_out[group]}
         if t and t.get("registered"):
             line |= {"version": t["version"], "mape": t["mape"], "decision": t["outcome"], "decision_why": t["reason"]}
         how = scored.get(group) or {}

@@ -20,8 +20,8 @@ from typing import Any
 
 from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
+from shared.mlops import failures, staleness
 from shared.mlops import inputs as group_inputs
-from shared.mlops import staleness
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard, TrainingCode
 from shared.mlops.context import FORECASTS, SOURCES, VELOCITIES, Context, batch_record, watch_options, write_json
@@ -76,7 +76,9 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         f"{r}.{fmt}": group_inputs.fingerprint(group_inputs.group_files(f"{r}.{fmt}.x", files, stores))
         for r, fmt in pairs
     }
-    groups = _decide_groups(ctx, inp, files, stores, fingerprints, now, problems)
+    # a batch of a week that had one (a rerun): retry what failed then, skip what it trained
+    last = failures.last_batch(ctx.lake, batch_record(base, "summary"))
+    groups = _decide_groups(ctx, inp, files, stores, fingerprints, now, problems, last)
     retrain = [g for g, d in groups.items() if d["action"] == "retrain"]
     known = {n for n in ctx.registry.names() if re.match(NAME_PATTERN, n)}
     # nothing registered yet (the first batch): every group the data has, whatever it is called
@@ -114,8 +116,11 @@ def _decide_groups(
     fingerprints: dict[str, str],
     now: dt.datetime,
     problems: dict[str, str],
+    last: failures.LastBatch | None = None,
 ) -> dict[str, dict[str, Any]]:
     names = _model_names(ctx, problems)
+    if last is not None:  # a group that failed in its first batch has no model: the registry lacks it
+        names.update(g for g in last.failed if re.match(NAME_PATTERN, g) and _pair(g) in fingerprints)
 
     # a region and format the store master has and no model covers yet: both velocities are new
     for pair in fingerprints:
@@ -144,7 +149,15 @@ def _decide_groups(
             action, reason = _against_production(ctx, production, name, fp, files, stores, before, now)
         pv = production.version if production else None
         decided[name] = {"action": action, "reason": reason, "fingerprint": fp, "production_version": pv}
+        if fp is not None and not force and name not in inp.groups and unreadable is None:
+            code = ctx.code.version if ctx.code else None
+            decided[name] |= failures.on_rerun(last, name, fp, code, action) or {}
     return decided
+
+
+def _pair(group: str) -> str:
+    region, fmt, _ = group_inputs.split_group(group)
+    return f"{region}.{fmt}"
 
 
 def _against_production(
@@ -270,12 +283,21 @@ def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[st
             continue
         out[group] = _register_one(ctx, plan, run_id, group, metrics[group], models, booster, now)
     ctx.data.link_run(DATA_ASSET, data["version"], run_id, "train")
+    # the groups it trained no model for, and why: the summary lists them, a rerun retries them
+    failed, left_out = failures.untrained(ctx.lake, models, plan.get("train"))
     # after the decisions: a retried step prunes again and finds nothing more to archive
     archived: dict[str, list[int]] = {}
     for group in (g for g, r in out.items() if r.get("registered")):
         if gone := ctx.registry.prune(group, ctx.versions_kept):
             archived[group] = gone
-    return {"trained": True, "run_id": run_id, "groups": out, "archived": archived}
+    return {
+        "trained": True,
+        "run_id": run_id,
+        "groups": out,
+        "archived": archived,
+        "failed": {g: r for g, r in failed.items() if g not in out},
+        "left_out": left_out,
+    }
 
 
 def model_metrics(by_step: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

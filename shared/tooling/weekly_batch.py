@@ -119,8 +119,12 @@ def print_summary(summary: dict[str, Any], out: TextIO, width: int = 90) -> None
             file=out,
         )
     counts = summary.get("counts") or {}
+    failed = sorted(summary.get("failed_groups") or {})  # named: a rerun retries only these
+    named = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
     parts = [
-        f"{counts[k]} {k}" for k in ("retrained", "skipped", "failed", "promoted", "kept", "scored") if counts.get(k)
+        f"{counts[k]} {k}" + (f" to train ({named})" if k == "failed" and failed else "")
+        for k in ("retrained", "skipped", "failed", "promoted", "kept", "scored")
+        if counts.get(k)
     ]
     sources = summary.get("sources") or {}
     if counts.get("scored") and sources:
