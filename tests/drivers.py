@@ -10,6 +10,7 @@ import gzip
 import inspect
 import io
 import json
+import os
 import re
 import typing
 from pathlib import Path
@@ -51,6 +52,34 @@ def lines(*rows: str) -> str:
 
 
 # the function app --------------------------------------------------------------------------
+#: a small generated world for the tests that run the whole main job: 8 groups, 40 weeks and one more
+SMALL_WORLD = ("--regions", "2", "--stores-per-region", "2", "--skus", "4", "--weeks", "40")
+
+
+def main_job(root: Path, *args: str) -> str:
+    """The main job (``python -m shared run``) on the local lake ``root`` with ``args``, in the
+    clean environment of conftest's ``clean_env`` (no app setting of the shell leaks in); asserts
+    it succeeded and answers its output."""
+    import pytest
+
+    from shared.settings import get_settings
+    from shared.tooling.cli import main
+    from tests.conftest import app_setting
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if app_setting(name):
+                mp.delenv(name)
+        get_settings.cache_clear()
+        try:
+            code = main(["--lake", str(root), "run", *args], out=out)
+        finally:
+            get_settings.cache_clear()
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
 def indexed_functions() -> dict[str, Any]:
     """The app's functions by name, as the worker indexes them."""
     import function_app

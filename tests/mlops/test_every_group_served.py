@@ -6,32 +6,14 @@ is served as before: by the same production version, or by its baseline."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.settings import get_settings
-from shared.tooling.cli import main
-from tests.conftest import app_setting
-
-SIZE = ["--regions", "2", "--stores-per-region", "2", "--skus", "4", "--weeks", "40"]
-
-
-def _run(root: Path) -> str:
-    with pytest.MonkeyPatch.context() as mp:  # the clean environment of conftest's clean_env
-        for name in list(os.environ):
-            if app_setting(name):
-                mp.delenv(name)
-        get_settings.cache_clear()
-        out = io.StringIO()
-        assert main(["--lake", str(root), "run", *SIZE], out=out) == 0, out.getvalue()
-        get_settings.cache_clear()
-    return out.getvalue()
+from tests.drivers import SMALL_WORLD, main_job
 
 
 def _summary(root: Path) -> dict[str, Any]:
@@ -43,7 +25,7 @@ def _summary(root: Path) -> dict[str, Any]:
 def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The main job's two weeks; then one production model overwritten and the job run again."""
     root = tmp_path_factory.mktemp("lake")
-    _run(root)
+    main_job(root, *SMALL_WORLD)
     before = _summary(root)
     # a group whose production model was trained on this week's data: the rerun skips its
     # training (its inputs did not change), so only the broken pickle can change how it is served
@@ -54,7 +36,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     )
     version = before["groups"][victim]["version"]
     (root / "models" / victim / str(version) / "model.pkl").write_bytes(b"not a pickle: overwritten by accident")
-    text = _run(root)
+    text = main_job(root, *SMALL_WORLD)
     yield {"root": root, "before": before, "after": _summary(root), "victim": victim, "version": version, "text": text}
 
 

@@ -24,13 +24,12 @@ import pytest
 from shared import clock
 from shared.aml.catalog import load_catalog
 from shared.lake import LocalLake
-from shared.settings import get_settings
 from shared.tooling import report
 from shared.tooling.cli import main
 from shared.tooling.report import charts
 from shared.tooling.report.data import data_quality, region_format
 from shared.tooling.report.series import group_series
-from tests.conftest import app_setting
+from tests.drivers import SMALL_WORLD, main_job
 
 GATES = load_catalog()["forecast"].gates
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
@@ -41,16 +40,7 @@ NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
 def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
     """(lake folder, the main job's output, run id) of a generated 2 x 2 x 4 x 40 batch."""
     root = tmp_path_factory.mktemp("lake")
-    with pytest.MonkeyPatch.context() as mp:  # the clean environment of conftest's clean_env
-        for name in list(os.environ):
-            if app_setting(name):
-                mp.delenv(name)
-        get_settings.cache_clear()
-        out = io.StringIO()
-        args = ["--lake", str(root), "run", "--regions", "2", "--stores-per-region", "2", "--skus", "4"]
-        assert main([*args, "--weeks", "40"], out=out) == 0, out.getvalue()
-        get_settings.cache_clear()
-    text = out.getvalue()
+    text = main_job(root, *SMALL_WORLD)
     run_id = re.search(r"^report: .*/forecast-(\S+)\.html$", text, re.M).group(1)
     yield root, text, run_id
 
@@ -181,7 +171,9 @@ def test_healthy_is_the_health_policy_s_rule_the_gates_and_beating_the_baseline_
     judged = report.models(rows, NOW, GATES, stricter)
     assert [r["healthy"] for r in judged] == [False, True]
     assert judged[0]["problems"] == ["not better than the baseline by more than 0.05 (0.300 vs 0.330)"]
-    assert "1 of 2 beat the historical-average baseline by more than 0.05" in report.verdict(judged, None, GATES, stricter)
+    assert "1 of 2 beat the historical-average baseline by more than 0.05" in report.verdict(
+        judged, None, GATES, stricter
+    )
 
 
 def test_the_error_chart_sorts_models_by_error_and_draws_the_gate():
