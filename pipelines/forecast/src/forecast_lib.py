@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from datetime import date, timedelta
 from io import StringIO
 from pathlib import Path
@@ -102,6 +103,30 @@ def read_dataset(
             body += "\n"
         parts.append(body)
     return pd.read_csv(StringIO(header + "\n" + "".join(parts)), dtype=dtype)
+
+
+# CSV files for people: the app's rule (shared/ingestion/write.py's neutralise_formulas, on Arrow
+# tables) held here again, as the steps run on AML from this folder alone and cannot import the
+# app's ``shared`` package; tests/pipelines/test_forecast_score_csv.py holds both to one answer.
+#: a cell a spreadsheet would take for a formula (OWASP's CSV-injection list) ...
+_FORMULA = re.compile(r"[=+\-@\t\r]")
+#: ... unless it is a number (``-5``, ``+3.25``, ``-1e5``)
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def for_people(value: object) -> object:
+    """A text value that starts like a formula (``=``, ``+``, ``-``, ``@``, a tab, a carriage
+    return) and is not a number, behind a single quote; anything else as it is."""
+    if isinstance(value, str) and _FORMULA.match(value) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with :func:`for_people` on every text column (numbers untouched), for a CSV
+    people open in a spreadsheet or Power BI; ``frame`` itself is not changed."""
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object]
+    return frame.assign(**{c: frame[c].map(for_people) for c in text}) if text else frame
 
 
 def week_start_of(days: pd.Series) -> pd.Series:

@@ -4,7 +4,9 @@ after the lake, each with the features known at its origin.
 
 Writes ``<out>/forecasts.csv``: group, series, store_id, sku, week_start, split, forecast (the
 blend), lasso, mlp, lgbm, snaive (the seasonal naive), old_blend, baseline (the historical
-average), actual (empty when not known), scale (the MASE scale), origin.
+average), actual (empty when not known), scale (the MASE scale), origin. The file is for
+people (the run's report links it): a text cell that starts like a formula is written behind a
+single quote (forecast_lib.neutralise_formulas), numbers as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from backtest import Booster, Data
+from forecast_lib import neutralise_formulas
 from models import FORECASTS, forecast
 
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     for col in FORECASTS:
         out[col] = np.round(out[col], 3)
     a.out.mkdir(parents=True, exist_ok=True)
-    out.to_csv(a.out / "forecasts.csv", index=False, float_format="%.6g")
+    # for people (the report links it): a text cell never runs as a formula in a spreadsheet
+    neutralise_formulas(out).to_csv(a.out / "forecasts.csv", index=False, float_format="%.6g")
     counts = out.groupby("split").size().to_dict()
     print(f"score: {counts} rows, {out['group'].nunique()} groups, {time.monotonic() - t0:.1f}s", flush=True)
     return 0

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from backtest import Booster, Data
-from forecast_lib import TARGET, log_metrics, write_json
+from forecast_lib import TARGET, log_metrics, neutralise_formulas, write_json
 from models import GroupModel, forecast
 
 #: the columns of a forecast file (the standard dataset ``forecasts`` v1)
@@ -268,25 +268,10 @@ def serve_group(
     return out, {"source": "baseline", "model": baseline, "version": None, "reasons": reasons, "new_skus": 0}
 
 
-#: a cell a spreadsheet would take for a formula (OWASP's CSV-injection list), unless a number
-_FORMULA = re.compile(r"^[=+\-@\t\r]")
-_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
-
-
-def for_people(value: Any) -> Any:
-    """A text value that starts like a formula (``=``, ``+``, ``-``, ``@``, a tab, a carriage
-    return) and is not a number, behind a single quote; anything else as it is."""
-    if isinstance(value, str) and _FORMULA.match(value) and not _NUMBER.match(value):
-        return "'" + value
-    return value
-
-
 def write_forecasts(out: pd.DataFrame, path: Path) -> None:
     """A group's forecasts as CSV: the file is published for people (a spreadsheet, Power BI),
     so text cells that would run as a formula are neutralised (docs/lake.md)."""
-    text = [c for c in out.columns if pd.api.types.is_string_dtype(out[c]) or out[c].dtype == object]
-    safe = out.assign(**{c: out[c].map(for_people) for c in text}) if text else out
-    safe.to_csv(path, index=False)
+    neutralise_formulas(out).to_csv(path, index=False)
 
 
 def main(argv: list[str] | None = None) -> int:
