@@ -17,7 +17,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.aml.lakeuri import lake_path, lake_uri
 from shared.lake import Lake
-from shared.mlops.cards import NAME_PATTERN, Decision, Metrics, ModelCard, Stage, TrainingCode
+from shared.mlops.cards import Decision, Metrics, ModelCard, Stage, TrainingCode
 from shared.mlops.registry import (
     ModelNotFound,
     Registry,
@@ -35,6 +35,8 @@ _DECISION = ("outcome", "rule", "reason", "decided_at")
 _PATH_TAKEN = "Asset paths cannot be updated"
 #: the tag of the training code's version; ``code.<component>`` tags hold the component versions
 _CODE = "code.version"
+#: a group's model name: the store formats and velocity classes are the pipeline's only ones
+_GROUP = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(large|small)\.(fast|slow)$")
 
 
 class AzureRegistry(Registry):
@@ -102,7 +104,9 @@ class AzureRegistry(Registry):
         return sorted(cards, key=lambda c: c.version or 0)
 
     def names(self) -> list[str]:
-        return sorted(m.name for m in self.client.models.list() if m.name and re.match(NAME_PATTERN, m.name))
+        """The workspace's models named like a group (``<region>.<large|small>.<fast|slow>``): a
+        workspace is shared, and another team's ``sales.lgbm.v1`` is not a group to plan."""
+        return sorted(m.name for m in self.client.models.list() if m.name and _GROUP.match(m.name))
 
     def production(self, name: str) -> ModelCard | None:
         """The version whose AML stage is ``Production`` (one short list, however many versions the

@@ -342,6 +342,10 @@ def test_aml_models_without_a_card_are_not_read(fake, aml):
     client.models.create_or_update(
         Model(name="someone-elses-model", version="1", path="azureml://datastores/lake_models/paths/y/")
     )
+    # another team's model with a three-part name is not a group either (the workspace is shared)
+    client.models.create_or_update(
+        Model(name="sales.lgbm.v1", version="1", path="azureml://datastores/lake_models/paths/z/")
+    )
     assert aml.versions(NAME) == [] and aml.names() == [NAME]
     with pytest.raises(ModelNotFound):
         aml.get(NAME, 1)
