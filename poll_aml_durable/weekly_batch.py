@@ -42,6 +42,21 @@ async def weekly_batch_http(req: func.HttpRequest, client: df.DurableOrchestrati
     return _respond(await http.guarded_async(answer))
 
 
+@bp.route(route="lineage/{*thing}", methods=["GET"])
+def lineage_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The lineage of a forecast, a model, a data version, a curated file or a run, both ways
+    (``shared.mlops.lineage``): 200, or 404 with one line for a thing it does not know."""
+    from shared.mlops import lineage
+
+    thing = req.route_params.get("thing") or ""
+
+    def answer() -> http.Answer:
+        records = lineage.Sources(runtime.lake(), runtime.registry(), runtime.data_catalog())
+        return lineage.answer(records, thing)
+
+    return _respond(http.guarded(answer))
+
+
 @bp.function_name("weekly_batch_queue")
 @bp.queue_trigger(arg_name="msg", queue_name="%FORECASTOPS_BATCH_QUEUE%", connection="LAKE_STORAGE")
 @bp.durable_client_input(client_name="client")

@@ -7,6 +7,7 @@
     python -m shared submit NAME [--param k=v] [--key K] [--wait]
     python -m shared status RUN_ID [--wait] / cancel RUN_ID
     python -m shared aml-assets [--check]   register what the pipelines name in Azure ML
+    python -m shared lineage THING       a forecast's, model's, data version's, curated file's or run's lineage
 
 The lake is the one the settings name (``FORECASTOPS_LAKE_BACKEND``; a local folder,
 ``.lake``, by default), or ``--lake DIR`` for a local folder; ``--mappings DIR`` adds a folder
@@ -287,6 +288,36 @@ def cmd_aml_assets(args: argparse.Namespace, out: TextIO) -> int:
     return OK
 
 
+def cmd_lineage(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the lineage of a forecast, a model, a data version, a curated file or a run, both
+    ways, as JSON (:mod:`shared.mlops.lineage`); a thing it does not know is a wrong use (exit 2)."""
+    from shared.mlops import lineage
+
+    lake = _lake(args)
+    if _settings(args).aml_backend == "azureml":
+        from shared.aml.azureml import AzureMLBackend
+        from shared.aml.backend import BackendError
+        from shared.mlops.aml_data_assets import AzureDataCatalog
+        from shared.mlops.aml_registry import AzureRegistry
+
+        try:
+            client = AzureMLBackend.from_settings(_settings(args)).client
+        except BackendError as e:
+            raise UsageError(str(e)) from None
+        records = lineage.Sources(lake, AzureRegistry(client, lake), AzureDataCatalog(client, lake))
+    else:
+        from shared.mlops.data_assets import LakeDataCatalog
+        from shared.mlops.registry import LakeRegistry
+
+        records = lineage.Sources(lake, LakeRegistry(lake), LakeDataCatalog(lake))
+    try:
+        found = lineage.lineage(records, args.thing)
+    except lineage.LineageNotFound as e:
+        raise UsageError(str(e)) from None
+    print(json.dumps(found, indent=2), file=out)
+    return OK
+
+
 def _common(sub: bool) -> _Parser:
     """The options every command takes, before or after its name: on a command they default
     to "not given", so that they never undo the same option given before it."""
@@ -350,6 +381,11 @@ def parser() -> argparse.ArgumentParser:
     cn.add_argument("run_id")
     aa = command("aml-assets", "register the environment and components the pipelines name in Azure ML", cmd_aml_assets)
     aa.add_argument("--check", action="store_true", help="register nothing; list what is missing (exit 1 if any)")
+    ln = command("lineage", "a thing's lineage both ways, as JSON", cmd_lineage)
+    ln.add_argument(
+        "thing",
+        help="forecast:WEEK/GROUP[/STORE/SKU], model:GROUP:VERSION, data:VERSION, run:RUN_ID, or curated/...csv",
+    )
     return p
 
 
