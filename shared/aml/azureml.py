@@ -177,7 +177,9 @@ class AzureMLBackend(Backend):
             inputs[name] = Input(type=pipeline.inputs[name].type, path=aml_path(path))
         if d.kind == "pipeline_job":
             job_file = ROOT / str(d.job)
-            spec = jobspec.build(job_file, request, pipeline, run_id, self._registered_outputs)
+            spec = jobspec.build(
+                job_file, request, pipeline, run_id, self._registered_outputs, workspace=self.workspace
+            )
             pinned = sorted({str(n["component"]) for n in spec["jobs"].values() if isinstance(n.get("component"), str)})
             tags[TAG_COMPONENTS] = ",".join(c.removeprefix("azureml:") for c in pinned)
             job = cast(

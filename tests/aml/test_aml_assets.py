@@ -54,7 +54,7 @@ def test_registers_the_environment_and_every_component_then_nothing_on_a_second_
     assert "lightgbm==4.7.0" in sent["condaFile"] and sent["image"] == assets.BASE_IMAGE
     expected = {c.name: c.version for c in assets.components().values()}
     assert {n: list(v) for n, v in fake.components.items()} == {n: [v] for n, v in expected.items()}
-    assert len(expected) == 8 and "forecastops_forecast_train" in expected
+    assert len(expected) == 10 and "forecastops_forecast_score_groups" in expected
     for name, version in expected.items():
         spec = fake.components[name][version]["properties"]["componentSpec"]
         spec = spec["task"] if spec["type"] == "parallel" else spec  # a parallel one's are its task's
@@ -64,19 +64,19 @@ def test_registers_the_environment_and_every_component_then_nothing_on_a_second_
     assert {"src/train.py", "src/prepare.py", "src/step.py"} <= {
         n.rsplit("/", 2)[-2] + "/" + n.rsplit("/", 1)[-1] for n in fake.blob_store.names()
     }
-    assert "9 created, 1 already there, 0 missing" in text and "exists   compute cpu-cluster" in text
+    assert "11 created, 1 already there, 0 missing" in text and "exists   compute cpu-cluster" in text
 
     first = len(puts(fake))
     code, text = aml_assets(backend, monkeypatch)
     assert code == 0 and len(puts(fake)) == first  # a second run creates nothing
-    assert "0 created, 10 already there, 0 missing" in text
+    assert "0 created, 12 already there, 0 missing" in text
 
 
 def test_check_creates_nothing_and_lists_what_is_missing(fake, backend, monkeypatch):
     del fake.computes["cpu-cluster"]
     code, text = aml_assets(backend, monkeypatch, "--check")
     assert code == 1 and puts(fake) == []
-    assert "0 created, 0 already there, 10 missing" in text
+    assert "0 created, 0 already there, 12 missing" in text
     assert "missing  component forecastops_forecast_score_production:" in text
     assert "computes come from infra/ (azd provision)" in text and "run python -m shared aml-assets" in text
 

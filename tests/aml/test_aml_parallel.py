@@ -81,3 +81,46 @@ def test_the_fake_refuses_a_parallel_node_whose_component_is_a_command():
 
     assert "is not a parallel component" in fake._parallel_mismatch(node("forecastops_forecast_train"))
     assert fake._parallel_mismatch(node(COMPONENT)) is None
+
+
+@pytest.mark.azurite
+def test_the_workspaces_own_scale_reaches_the_job_the_backend_submits(fake, backend, monkeypatch):
+    """The azureml backend builds the job for its own workspace: the catalog's entry for that
+    workspace is the scale AML is asked for, not the defaults."""
+    assert aml_assets(backend, monkeypatch)[0] == 0
+    catalog = load_catalog()
+    scale = ParallelStep(
+        instance_count=1,
+        max_concurrency_per_instance=2,
+        workspaces={backend.workspace: Scale(instance_count=6, max_concurrency_per_instance=3)},
+    )
+    forecast = catalog["forecast"].model_copy(update={"parallel": {STEP: scale}})
+    status, answer, _ = runs.submit(backend, {**catalog, "forecast": forecast}, "forecast", b"{}", "")
+    assert status == 202, answer
+    node = fake.requests_to("PUT", r"/jobs/")[-1].json["properties"]["jobs"][STEP]
+    assert node["resources"]["instance_count"] == 6
+    assert node["max_concurrency_per_instance"] == 3
+
+
+@pytest.mark.azurite
+def test_the_score_pipelines_parallel_step_registers_and_submits(fake, backend, monkeypatch):
+    assert aml_assets(backend, monkeypatch)[0] == 0
+    name = "forecastops_forecast_score_groups"
+    version = assets.components()[name].version
+    spec = fake.components[name][version]["properties"]["componentSpec"]
+    assert spec["type"] == "parallel" and spec["mini_batch_size"] == "1"
+    assert spec["mini_batch_error_threshold"] == -1
+    assert spec["task"]["entry_script"] == "score_groups.py"
+    inputs = {"production": "azureml://datastores/lake_batches/paths/week=2026-11-09/production/"}
+    status, answer, _ = runs.submit(backend, load_catalog(), "score", json.dumps({"inputs": inputs}).encode(), "")
+    assert status == 202, answer
+    jobs = fake.requests_to("PUT", r"/jobs/")[-1].json["properties"]["jobs"]
+    assert list(jobs) == ["prepare", "score_plan", "score_groups", "score"]
+    node = jobs["score_groups"]
+    assert node["type"] == "parallel"
+    assert node["componentId"].endswith(f"/components/{name}/versions/{version}")
+    scale = load_catalog()["score"].parallel["score_groups"]
+    assert node["resources"]["instance_count"] == scale.instance_count
+    assert node["max_concurrency_per_instance"] == scale.max_concurrency_per_instance
+    assert node["inputs"]["work"]["value"] == "${{parent.jobs.score_plan.outputs.work}}"
+    assert jobs["score"]["inputs"]["served"]["value"] == "${{parent.jobs.score_groups.outputs.served}}"

@@ -212,7 +212,12 @@ def test_the_score_pipeline_needs_production_models_and_no_model_metrics():
     catalog = load_catalog()
     score, forecast = catalog["score"], catalog["forecast"]
     assert score.gates.required == ()
-    assert set(score.local.components) == {"forecastops_forecast_prepare", "forecastops_forecast_score_production"}
+    assert set(score.local.components) == {
+        "forecastops_forecast_prepare",
+        "forecastops_forecast_score_plan",
+        "forecastops_forecast_score_groups",
+        "forecastops_forecast_score_production",
+    }
     assert (
         score.local.components["forecastops_forecast_prepare"]
         == forecast.local.components["forecastops_forecast_prepare"]
@@ -229,7 +234,11 @@ def test_the_score_pipeline_needs_production_models_and_no_model_metrics():
     assert {step["component"].split(":")[1] for step in job["jobs"].values()} == set(score.local.components)
     component = yaml.safe_load((ROOT_DIR / score.local.components["forecastops_forecast_score_production"]).read_text())
     assert component["name"] == "forecastops_forecast_score_production"
-    assert set(component["inputs"]) == {"features", "production"} and set(component["outputs"]) == {"scores"}
+    assert set(component["inputs"]) == {"features", "production", "work", "served", "results"}
+    assert set(component["outputs"]) == {"scores"}
+    parallel = yaml.safe_load((ROOT_DIR / score.local.components["forecastops_forecast_score_groups"]).read_text())
+    assert parallel["type"] == "parallel" and parallel["task"]["entry_script"] == "score_groups.py"
+    assert set(score.parallel) == {"score_groups"}
 
 
 # --- the health policy's values (pipelines/health_policy.json) --------------------------------------

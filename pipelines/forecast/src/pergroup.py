@@ -102,18 +102,25 @@ def work_groups(data: Data, wanted: list[str] | None) -> list[str]:
     return sorted(g for g in present if wanted is None or g in wanted)
 
 
-def write_work(folder: Path, groups: list[str]) -> None:
-    """One work file per group (``<group>.json``): the parallel step's mini-batches."""
+def write_work(folder: Path, groups: list[str], fields: dict[str, dict] | None = None) -> None:
+    """One work file per group (``<group>.json``: ``{"group"}`` and the group's ``fields``, if
+    any): a parallel step's mini-batches (train's and score's)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.json"):
         stale.unlink()
     for g in groups:
-        (folder / f"{g}.json").write_text(json.dumps({"group": g}), encoding="utf-8")
+        doc = {"group": g, **(fields or {}).get(g, {})}
+        (folder / f"{g}.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+def read_work_doc(path: Path) -> dict:
+    """A work file as it was written: ``group`` and the group's fields."""
+    return dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def read_work(path: Path) -> str:
     """The group a work file names."""
-    return str(json.loads(Path(path).read_text(encoding="utf-8"))["group"])
+    return str(read_work_doc(path)["group"])
 
 
 def fit_one(data: Data, group: str, boosters: dict[str, Booster | None], seed: int, trained_at: float) -> GroupFit:

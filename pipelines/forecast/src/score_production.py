@@ -34,7 +34,14 @@ group the lake has no rows of gets the header only. And ``<out>/forecasts/summar
 ``week`` (production.json's), ``groups`` (rows per group), ``sources`` (per group: source,
 model, version and the reasons it fell back), ``counts`` (groups per source) and ``missing``
 (groups of the lake with no production model, served by their baseline). production.json
-missing or invalid: exit 2 with one line.
+missing or invalid: exit 2 with one line. The summary's ``failed`` lists the groups whose
+scoring gave no result (``[{group, reason}]``), each served by its baseline.
+
+Fanned out (the score pipeline, issue 22): score_plan.py writes one work file per group,
+score_groups.py (AML's parallel job, or the local backend's process pool) runs
+:func:`score_each` on each, and ``--work W --served S --results R`` gathers them
+(:func:`finish`; a group without a result, its mini-batch lost, is served by its baseline).
+Alone (without ``--served``) this command does the three in one process, the same files.
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ import argparse
 import json
 import pickle
 import re
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -54,6 +63,7 @@ import pandas as pd
 from backtest import Booster, Data
 from forecast_lib import TARGET, log_metrics, neutralise_formulas, write_json
 from models import GroupModel, forecast
+from pergroup import one_line, read_work_doc
 
 #: the columns of a forecast file (the standard dataset ``forecasts`` v1)
 COLUMNS = ["store_id", "sku", "week_start", "forecast", "model", "model_version", "source", "new_sku"]
@@ -274,72 +284,168 @@ def write_forecasts(out: pd.DataFrame, path: Path) -> None:
     neutralise_formulas(out).to_csv(path, index=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
-    p.add_argument("--production", type=Path, required=True, help="production.json and <group>/model.pkl, ...")
-    p.add_argument("--out", type=Path, required=True)
-    a = p.parse_args(argv)
-    t0 = time.monotonic()
+@dataclass(frozen=True)
+class Scoring:
+    """What every group's scoring shares: production.json's week, versions, previous versions
+    and stale groups, the features, and the horizon rows of the week after the lake."""
+
+    production: Path
+    week: str
+    versions: dict[str, int]
+    previous: dict[str, int]
+    stale: frozenset[str]
+    data: Data
+    origin: str
+    rows: pd.DataFrame
+
+    def groups(self) -> list[str]:
+        """The groups to score: every group listed and every group of the lake."""
+        return sorted(set(self.versions) | set(self.rows["group"]))
+
+
+def open_scoring(features: Path, production: Path) -> Scoring:
+    """The production folder read (ProductionError: why it cannot be scored with) and the
+    features of ``features``."""
     previous: dict[str, int] = {}
     stale: set[str] = set()
-    try:
-        week, versions = read_production(a.production, previous, stale)
-    except ProductionError as e:
-        print(f"score_production: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    data = Data(a.features)
+    week, versions = read_production(production, previous, stale)
+    data = Data(features)
     origin = data.meta["future_from"]
     rows = data.horizon_rows(origin, int(data.meta["future_weeks"]))
-    baselines = baseline_choice(data)
-    folder = a.out / "forecasts"
+    return Scoring(production, week, versions, previous, frozenset(stale), data, origin, rows)
+
+
+def open_or_refuse(features: Path, production: Path) -> Scoring | None:
+    """:func:`open_scoring`, or None once its one line (why the production folder cannot be
+    scored with) is on stderr: the step then exits 2 and writes nothing."""
+    try:
+        return open_scoring(features, production)
+    except ProductionError as e:
+        print(f"score_production: {' '.join(str(e).split())}", file=sys.stderr)
+        return None
+
+
+def read_work_files(paths: list[Path]) -> list[tuple[str, str]]:
+    """score_plan.py's work files as ``(group, baseline kind)``."""
+    docs = [read_work_doc(Path(path)) for path in paths]
+    return [(str(d["group"]), str(d.get("baseline", "baseline"))) for d in docs]
+
+
+def score_each(scoring: Scoring, work: list[tuple[str, str]], folder: Path) -> list[dict[str, Any]]:
+    """Each ``(group, baseline kind)`` of ``work`` served by its chain into ``folder/<group>.csv``;
+    one row per group (``group``, ``outcome`` ok or failed, ``reason``, and for ok what served it
+    and its ``rows``). Never raises: a group whose scoring raises is its row, ``failed``. The
+    per-group work of both the whole command and the parallel step (score_groups.py)."""
     folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for group, baseline in work:
+        s = scoring
+        try:
+            out, served = serve_group(group, s.production, s.versions, s.previous, s.data, s.rows, s.origin,
+                                      baseline, s.stale)  # fmt: skip
+            write_forecasts(out, folder / f"{group}.csv")
+        except Exception as e:  # nothing raises past one group
+            rows.append({"group": group, "outcome": "failed", "reason": one_line(e)})
+            continue
+        rows.append({"group": group, "outcome": "ok", "reason": "", "rows": len(out), "served": served})
+    return rows
+
+
+def finish(scoring: Scoring, work: list[tuple[str, str]], results: list[dict[str, Any]], served: Path,
+           out: Path, t0: float) -> int:  # fmt: skip
+    """The step's output from each group's result: ``<out>/forecasts/<group>.csv`` (the served
+    file; a group without a result, whose mini-batch died or whose scoring raised, its baseline,
+    and it is listed ``failed``), ``summary.json``, the metrics and the step's lines."""
+    folder = out / "forecasts"
+    folder.mkdir(parents=True, exist_ok=True)
+    by_group = {r["group"]: r for r in results}
     counts: dict[str, int] = {}
     sources: dict[str, dict[str, Any]] = {}
-    for group in sorted(set(versions) | set(rows["group"])):
-        out, served = serve_group(
-            group,
-            a.production,
-            versions,
-            previous,
-            data,
-            rows,
-            origin,
-            baselines.get(group, "baseline"),
-            frozenset(stale),
-        )
-        if served["source"] != "production" and group in versions:
-            print(f"score_production: {group} served by {served['source']} ({served['model']}): "
-                  f"{'; '.join(served['reasons'])}", file=sys.stderr)  # fmt: skip
-        write_forecasts(out, folder / f"{group}.csv")
-        counts[group] = len(out)
-        sources[group] = served
-    missing = sorted(set(rows["group"]) - set(versions))
+    failed = []
+    for group, baseline in work:
+        row = by_group.get(group) or {"outcome": "failed", "reason": "no result"}
+        if row["outcome"] == "ok" and (served / f"{group}.csv").is_file():
+            if served.resolve() != folder.resolve():
+                shutil.copyfile(served / f"{group}.csv", folder / f"{group}.csv")
+            counts[group], sources[group] = int(row["rows"]), row["served"]
+            continue
+        reason = row["reason"] if row["outcome"] != "ok" else "no forecast file"
+        failed.append({"group": group, "reason": reason})
+        try:
+            mine = scoring.rows[scoring.rows["group"] == group]
+            table = score_baseline(scoring.data, mine, scoring.origin, baseline)
+            write_forecasts(table, folder / f"{group}.csv")
+        except Exception as e:  # nothing can serve it: no file, and the summary says why
+            failed[-1]["reason"] = f"{reason}; its baseline: {one_line(e)}"
+            continue
+        counts[group] = len(table)
+        sources[group] = {"source": "baseline", "model": baseline, "version": None,
+                          "reasons": [f"scoring failed: {reason}"], "new_skus": 0}  # fmt: skip
+    for group, how in sources.items():
+        if how["source"] != "production" and group in scoring.versions:
+            print(f"score_production: {group} served by {how['source']} ({how['model']}): "
+                  f"{'; '.join(how['reasons'])}", file=sys.stderr)  # fmt: skip
+    missing = sorted(set(scoring.rows["group"]) - set(scoring.versions))
     by_source = {s: sum(1 for v in sources.values() if v["source"] == s) for s in SOURCES}
-    write_json(
-        folder / "summary.json",
-        {"week": week, "groups": counts, "sources": sources, "counts": by_source, "missing": missing},
-    )
+    write_json(folder / "summary.json", {"week": scoring.week, "groups": counts, "sources": sources,
+                                         "counts": by_source, "missing": missing, "failed": failed})  # fmt: skip
     empty = sorted(g for g, n in counts.items() if n == 0)
     if missing:
         print(f"score_production: no production model for {len(missing)} group(s), served by the baseline: "
               f"{', '.join(missing)}", file=sys.stderr)  # fmt: skip
     if empty:
         print(f"score_production: no rows in the lake for {', '.join(empty)}", file=sys.stderr)
+    if failed:
+        named = "; ".join(f"{f['group']}: {f['reason']}" for f in failed)
+        print(f"score_production: scoring failed for {len(failed)} group(s): {named}", file=sys.stderr)
     total = sum(counts.values())
     seconds = time.monotonic() - t0
     log_metrics(
         {"forecast_rows": total, "groups_scored": len(counts) - len(empty), "groups_missing": len(missing),
-         **{f"groups_{k}": v for k, v in by_source.items()}, "score_seconds": seconds},
+         "groups_failed": len(failed), **{f"groups_{k}": v for k, v in by_source.items()}, "score_seconds": seconds},
         run_name="score_production",
-        params={"week": week, "future_from": origin},
+        params={"week": scoring.week, "future_from": scoring.origin},
     )  # fmt: skip
     print(
-        f"score_production: week {week}, {total} rows from {origin}, {len(counts) - len(empty)} groups "
-        f"({', '.join(f'{v} {k}' for k, v in by_source.items())}), {seconds:.1f}s",
+        f"score_production: week {scoring.week}, {total} rows from {scoring.origin}, {len(counts) - len(empty)} "
+        f"groups ({', '.join(f'{v} {k}' for k, v in by_source.items())}), {seconds:.1f}s",
         flush=True,
     )
     return 0
+
+
+def read_results(folder: Path) -> list[dict[str, Any]]:
+    """The parallel step's rows (``parallel_run_step.txt``, one JSON object per line)."""
+    rows = []
+    for path in sorted(Path(folder).rglob("*.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
+    p.add_argument("--production", type=Path, required=True, help="production.json and <group>/model.pkl, ...")
+    p.add_argument("--work", type=Path, help="score_plan.py's work files (with --served and --results: score nothing)")
+    p.add_argument("--served", type=Path, help="the parallel step's <group>.csv files")
+    p.add_argument("--results", type=Path, help="the parallel step's rows")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    t0 = time.monotonic()
+    scoring = open_or_refuse(a.features, a.production)
+    if scoring is None:
+        return 2
+    if a.served is not None:
+        if a.work is None or a.results is None:
+            p.error("--served needs --work and --results")
+        work = read_work_files(sorted(a.work.glob("*.json")))
+        return finish(scoring, work, read_results(a.results), a.served, a.out, t0)
+    baselines = baseline_choice(scoring.data)
+    work = [(g, baselines.get(g, "baseline")) for g in scoring.groups()]
+    results = score_each(scoring, work, a.out / "forecasts")
+    return finish(scoring, work, results, a.out / "forecasts", a.out, t0)
 
 
 if __name__ == "__main__":

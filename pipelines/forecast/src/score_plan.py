@@ -1,0 +1,37 @@
+"""The score pipeline's work done once per batch, before its groups fan out: production.json
+checked (exit 2 with one line, nothing written, as score_production.py), each group's baseline
+chosen on the lake's backtest origins, and one work file per group to score (the parallel
+step's mini-batches): ``<work>/<group>.json`` = ``{"group", "baseline"}``, for every group
+production.json lists and every group of the lake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pergroup import write_work
+from score_production import baseline_choice, open_or_refuse
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
+    p.add_argument("--production", type=Path, required=True, help="production.json and <group>/model.pkl, ...")
+    p.add_argument("--work", type=Path, required=True, help="out: one <group>.json per group to score")
+    a = p.parse_args(argv)
+    t0 = time.monotonic()
+    scoring = open_or_refuse(a.features, a.production)
+    if scoring is None:
+        return 2
+    baselines = baseline_choice(scoring.data)
+    groups = scoring.groups()
+    write_work(a.work, groups, {g: {"baseline": baselines.get(g, "baseline")} for g in groups})
+    print(f"score_plan: week {scoring.week}, {len(groups)} groups to score, {time.monotonic() - t0:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
