@@ -46,6 +46,7 @@ APPS = {
         "aml_cancel_run",
         "aml_job_event",
         "weekly_batch_http",
+        "lineage_http",
         "weekly_batch_queue",
         "weekly_batch_schedule",
         "weekly_batch",
