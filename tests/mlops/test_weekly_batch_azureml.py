@@ -70,8 +70,8 @@ GROUPS = sorted(
 )
 SUB = "00000000-0000-0000-0000-000000000001"
 WS = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
-FORECAST_STEPS = ["prepare", "train", "score", "evaluate"]
-SCORE_STEPS = ["prepare", "score"]
+FORECAST_STEPS = ["prepare", "train_global", "train_groups", "train", "score", "evaluate"]
+SCORE_STEPS = ["prepare", "score_plan", "score_groups", "score"]
 FORECAST_HEADER = ["store_id", "sku", "week_start", "forecast", "model", "model_version", "source", "new_sku"]
 
 
@@ -275,6 +275,8 @@ def test_the_forecast_run_is_submitted_through_mlclient_with_pinned_components_a
     assert props["inputs"]["groups"]["value"] == "all" and "oracle" not in props["inputs"]
     wanted = {
         "prepare": "forecastops_forecast_prepare",
+        "train_global": "forecastops_forecast_train_global",
+        "train_groups": "forecastops_forecast_train_groups",
         "train": "forecastops_forecast_train",
         "score": "forecastops_forecast_score",
         "evaluate": "forecastops_forecast_evaluate",
@@ -350,7 +352,12 @@ def test_the_score_run_serves_production_and_publishes_the_local_backends_foreca
     production = lake_path(props["inputs"]["production"]["uri"])
     assert production is not None and production.startswith(f"batches/week={week}/production/")
     assert props["inputs"]["curated"]["uri"] == f"{WS}/data/{DATA_ASSET}/versions/{week}"
-    wanted = {"prepare": "forecastops_forecast_prepare", "score": "forecastops_forecast_score_production"}
+    wanted = {
+        "prepare": "forecastops_forecast_prepare",
+        "score_plan": "forecastops_forecast_score_plan",
+        "score_groups": "forecastops_forecast_score_groups",
+        "score": "forecastops_forecast_score_production",
+    }
     assert {s: j["componentId"] for s, j in props["jobs"].items()} == _pinned(wanted)
     assert both.executor.ran[run_id] == SCORE_STEPS
     assert both.azure.backend.get(run_id).aml_status == "Completed"

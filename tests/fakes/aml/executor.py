@@ -206,9 +206,17 @@ class Executor:
             if registered is None:
                 raise JobRefused(f"step {step}: component {name}:{version} is not registered")
             with open(ROOT / local.components[name], encoding="utf-8") as f:
-                command = yaml.safe_load(f)["command"]
-            if registered["properties"]["componentSpec"].get("command") != command:
-                raise JobRefused(f"step {step}: {name}:{version} was registered with another command than the repo's")
+                repo = yaml.safe_load(f)
+            spec = registered["properties"]["componentSpec"]
+            # a command component runs its command; a parallel one its task's entry script and arguments
+            if repo.get("type") == "parallel":
+                task, theirs = repo.get("task") or {}, spec.get("task") or {}
+                runs = [task.get(k) for k in ("entry_script", "program_arguments")]
+                same = runs == [theirs.get(k) for k in ("entry_script", "program_arguments")]
+            else:
+                same = spec.get("command") == repo["command"]
+            if not same:
+                raise JobRefused(f"step {step}: {name}:{version} was registered to run other code than the repo's")
 
 
 class _StepRunner(Runner):
