@@ -21,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "pipelines" / "forecast" / "src"
+#: the size CI runs it at (tests/pipelines/test_bench_runs.py): 8 groups
+TINY = ["--regions", "2", "--stores-per-region", "2", "--skus", "4", "--weeks", "40"]
 
 
 def step(argv: list[str], cwd: Path = SRC) -> float:
@@ -31,15 +33,16 @@ def step(argv: list[str], cwd: Path = SRC) -> float:
     return time.monotonic() - t0
 
 
-def features_of(work: Path) -> Path:
-    """prepare's features of the default batch, built under ``work`` unless already there."""
+def features_of(work: Path, tiny: bool = False) -> Path:
+    """prepare's features of the default batch (or the tiny one), built under ``work`` unless already there."""
     features = work / "features"
     if (features / "meta.json").exists():
         return features
     lake = work / "lake"
     if not (lake / "curated").exists():
         env = {**os.environ, "FORECASTOPS_LAKE_ROOT": str(lake)}
-        subprocess.run([sys.executable, "-m", "shared", "run", "--no-pipeline"], cwd=ROOT, env=env, check=True)
+        size = TINY if tiny else []
+        subprocess.run([sys.executable, "-m", "shared", "run", "--no-pipeline", *size], cwd=ROOT, env=env, check=True)
     step([sys.executable, "prepare.py", "--curated", str(lake / "curated"), "--out", str(features)])
     return features
 
@@ -67,8 +70,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/forecastops-bench-parallel"))
     p.add_argument("--features", type=Path, help="prepare's output to use instead of building the default batch")
+    p.add_argument("--tiny", action="store_true", help="a batch of 8 groups instead of the default's 56 (CI's size)")
     a = p.parse_args()
-    features = a.features or features_of(a.work)
+    features = a.features or features_of(a.work, a.tiny)
     print(f"features: {features} ({os.cpu_count()} cores)")
     results = {}
     for workers in (1, 2):

@@ -31,6 +31,8 @@ SIZES = {
     "groups500": {"regions": 1, "stores_per_region": 100, "skus": 20},
     # many SKUs per group (about 30), like a real chain's panel
     "skus60": {"regions": 1, "stores_per_region": 15, "skus": 60},
+    # the size CI runs it at (tests/pipelines/test_bench_runs.py), so that it cannot rot unseen
+    "tiny": {"regions": 2, "stores_per_region": 2, "skus": 4},
 }
 STEPS = ("prepare.py", "train.py", "score.py", "evaluate.py")
 
@@ -38,15 +40,15 @@ STEPS = ("prepare.py", "train.py", "score.py", "evaluate.py")
 def lake_for(work: Path, name: str) -> Path:
     """A lake with the size's raw files ingested, and the oracle beside (built once)."""
     sys.path.insert(0, str(ROOT))
-    from datetime import date
-
-    from shared.tooling import cli, synth
+    from shared.tooling import cli, mainjob, synth
 
     base = work / name
     if (base / "lake" / "curated").is_dir() and (base / "oracle" / "expected_demand.csv").is_file():
         return base
     size = SIZES[name]
-    synth.generate(base / "raw", weeks=104, start=date(2025, 1, 6), seed=7, oracle_dir=base / "oracle", **size)
+    # make run's start: its world ends before today (rows dated after it are future_date rejects)
+    start = mainjob.Size().start
+    synth.generate(base / "raw", weeks=104, start=start, seed=7, oracle_dir=base / "oracle", **size)
     out = io.StringIO()
     rc = cli.main(["--lake", str(base / "lake"), "run", "--samples", str(base / "raw"), "--no-pipeline"], out=out)
     if rc != 0:
