@@ -159,6 +159,7 @@ var baseSettings = {
   FORECASTOPS_REJECT_RATIO_MAX: '0.5'
   FORECASTOPS_REJECT_FILE_MIN_ROWS: '1000'
   FORECASTOPS_FUTURE_DAYS_MAX: '8'
+  FORECASTOPS_MODEL_VERSIONS_KEPT: '10'
 }
 var appSettings = union(baseSettings, amlSettings)
 // END app settings
