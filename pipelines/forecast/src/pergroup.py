@@ -28,9 +28,6 @@ from backtest import Booster, Data
 from models import GroupModel, fit_group, member_forecasts, too_few_rows
 from threadpoolctl import threadpool_limits
 
-#: the outcomes of a group's fit
-OUTCOMES = ("ok", "not_fitted", "failed")
-
 
 @dataclass
 class GroupFit:
