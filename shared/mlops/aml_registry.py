@@ -148,6 +148,15 @@ class AzureRegistry(Registry):
         except ResourceNotFoundError:
             return
 
+    def prune(self, name: str, keep: int) -> list[int]:
+        """:meth:`Registry.prune`; AML refusing a listing or an archive is a :class:`RegistryError`
+        (the versions archived before it stay archived: a prune run again goes on from there)."""
+        try:
+            return super().prune(name, keep)
+        except HttpResponseError as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RegistryError(f"pruning {name} in Azure ML failed: {first}") from e
+
     def decisions(self, name: str) -> list[Decision]:
         found = [c.decision for c in self.versions(name) if c.decision is not None]
         return sorted(found, key=lambda d: (d.decided_at, d.candidate_version))

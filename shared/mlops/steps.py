@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
+from shared.lake import LakeError
 from shared.mlops import failures, staleness
 from shared.mlops import inputs as group_inputs
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
@@ -287,17 +288,33 @@ def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[st
     failed, left_out = failures.untrained(ctx.lake, models, plan.get("train"))
     # after the decisions: a retried step prunes again and finds nothing more to archive
     archived: dict[str, list[int]] = {}
+    archive_failed: dict[str, str] = {}
     for group in (g for g, r in out.items() if r.get("registered")):
-        if gone := ctx.registry.prune(group, ctx.versions_kept):
+        try:
+            gone = ctx.registry.prune(group, ctx.versions_kept)
+        except (LakeError, RegistryError) as e:  # housekeeping: the models stay registered and decided
+            archive_failed[group] = _one_line(e)
+            log.warning(
+                "weekly batch: %s: pruning failed (the next batch prunes again): %s", group, archive_failed[group]
+            )
+            continue
+        if gone:
             archived[group] = gone
     return {
         "trained": True,
         "run_id": run_id,
         "groups": out,
         "archived": archived,
+        "archive_failed": archive_failed,
         "failed": {g: r for g, r in failed.items() if g not in out},
         "left_out": left_out,
     }
+
+
+def _one_line(e: Exception) -> str:
+    """An error's first line (a service's message may run on for lines)."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return first[:300]
 
 
 def model_metrics(by_step: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

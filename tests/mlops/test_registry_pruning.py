@@ -5,14 +5,16 @@ listing the production models reads per group, however long each group's history
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 from azure.ai.ml import MLClient
+from azure.core.exceptions import HttpResponseError
 
 from shared import clock
-from shared.lake import Lake, LocalLake
+from shared.lake import Lake, LocalLake, TransientLakeError
 from shared.mlops import steps
 from shared.mlops.aml_registry import AzureRegistry
 from shared.mlops.cards import Decision, ModelCard
@@ -217,3 +219,36 @@ def test_the_batch_prunes_each_group_it_registered_after_the_decisions(lake):
     assert again["groups"] == registered["groups"] and again["archived"] == {}
     summary = steps.publish(ctx, {"plan": plan, "train": train, "registered": registered}, NOW)
     assert summary["archived"] == {NE[0]: [1, 3, 4, 5, 6, 7, 8, 9, 10]}
+
+
+@pytest.mark.parametrize("home", ["lake", "azureml"])
+def test_a_prune_that_fails_is_recorded_and_the_register_step_goes_on(lake, local_lake, home, caplog):
+    world(lake)
+    ctx = context(lake, versions_kept=1)
+    if home == "azureml":
+        fake = FakeAML()
+        client = MLClient(FakeCredential(), fake.subscription_id, "rg", "ws", transport=fake.transport())
+        ctx = dataclasses.replace(ctx, registry=AzureRegistry(client, local_lake))
+        fault: Exception = HttpResponseError(message="(ServiceError) the archive timed out\nsecond line")
+    else:
+        fault = TransientLakeError("throttled: 503")
+    plan = steps.plan(ctx, {"week": W}, NOW)
+    history(ctx.registry, 3, name=NE[0], promoted=(2,))
+
+    def archive(name: str, version: int) -> None:
+        raise fault
+
+    ctx.registry.archive = archive  # type: ignore[method-assign]
+    train = fake_training_run(lake, "run-prune-fails", {NE[0]: 0.2, NE[1]: 0.2})
+    registered = steps.register(ctx, {"plan": plan, "train": train}, NOW)
+    # the models were registered and decided: housekeeping does not undo them
+    assert set(registered["groups"]) == {NE[0], NE[1]}
+    assert registered["groups"][NE[0]]["version"] == 4 and registered["groups"][NE[0]]["outcome"]
+    assert registered["groups"][NE[1]]["registered"] and registered["groups"][NE[1]]["outcome"]
+    assert registered["archived"] == {}
+    assert list(registered["archive_failed"]) == [NE[0]]
+    why = registered["archive_failed"][NE[0]]
+    assert "\n" not in why and ("throttled" in why or "timed out" in why)
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and NE[0] in r.getMessage()]
+    assert len(warned) == 1 and "prun" in warned[0].getMessage()
+    assert [c.version for c in ctx.registry.versions(NE[0])] == [1, 2, 3, 4]  # the next batch prunes again
