@@ -95,7 +95,8 @@ def answer(ctx: Records, thing: str) -> tuple[int, dict[str, Any], dict[str, str
 
 def lineage(ctx: Records, thing: str) -> dict[str, Any]:
     """``thing``'s lineage: ``{"thing", "kind", "upstream", "downstream", "reads"}``, JSON-able
-    (see the module's docstring for the things); :class:`LineageNotFound` when it is unknown."""
+    (see the module's docstring for the things), and ``problems`` when a record it read does not
+    (skipped: the rest is answered); :class:`LineageNotFound` when it is unknown."""
     thing = _checked(thing)
     walk = _Walk(ctx)
     if m := _FORECAST.match(thing) or _FORECAST_FILE.match(thing):
@@ -121,7 +122,10 @@ def lineage(ctx: Records, thing: str) -> dict[str, Any]:
             f"{_shown(thing)} is not a thing lineage knows: forecast:<week>/<group>[/<store>/<sku>], "
             "model:<group>:<version>, data:<version>, run:<run_id>, or a curated/... .csv path"
         )
-    return {"thing": thing, "kind": kind, "upstream": up, "downstream": down, "reads": walk.reads}
+    found = {"thing": thing, "kind": kind, "upstream": up, "downstream": down, "reads": walk.reads}
+    if walk.problems:
+        found["problems"] = walk.problems
+    return found
 
 
 def _checked(thing: Any) -> str:
@@ -157,6 +161,7 @@ class _Walk:
     def __init__(self, ctx: Records) -> None:
         self.ctx = ctx
         self.reads: list[str] = []
+        self.problems: list[str] = []
         self._summaries: dict[str, list[dict[str, Any]]] = {}
         self._listed: dict[str, list[ModelCard]] = {}
 
@@ -211,7 +216,7 @@ class _Walk:
         """A published forecast back to what served it (the week's summary says which version)."""
         path = f"curated/forecasts/v1/week={week}/{group}.csv"
         line, summary = next(
-            ((s["groups"][group], s) for s in self.summaries(week) if group in (s.get("groups") or {})), (None, None)
+            ((lines[group], s) for s in self.summaries(week) if group in (lines := _lines(s))), (None, None)
         )
         rows = self._rows(path, store, sku) if (store or line is None) else None
         if line is None and not rows:
@@ -350,10 +355,7 @@ class _Walk:
         runs = []
         for v in versions:
             self.reads.append(f"{layout.data_runs(v.name, v.version)}/")
-            runs += [
-                {"run_id": r.run_id, "kind": r.kind, "data_version": v.reference}
-                for r in self.ctx.data.runs_of(v.name, v.version)
-            ]
+            runs += [{"run_id": run_id, "kind": kind, "data_version": v.reference} for run_id, kind in self._runs_of(v)]
         train_runs = {r["run_id"] for r in runs if r["kind"] == "train"}
         models = [c for c in self.cards() if c.data_versions.get("curated") in refs or c.run_id in train_runs]
         listed = []
@@ -369,6 +371,27 @@ class _Walk:
             "weeks_served": self.weeks_served(models),
         }
 
+    def _runs_of(self, version: DataVersion) -> list[tuple[str, str]]:
+        """The runs linked to a data version; when one link does not read (not JSON, not a link),
+        the others one by one, the broken ones named in :attr:`problems`."""
+        try:
+            return [(r.run_id, r.kind) for r in self.ctx.data.runs_of(version.name, version.version)]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass  # a run link the catalog cannot read: read the others
+        data = self.ctx.data
+        if not isinstance(data, LakeDataCatalog):
+            self.problems.append(f"{version.reference}: its run links do not read: skipped")
+            return []
+        found = []
+        for path in data.lake.list(layout.data_runs(version.name, version.version, data.top)):
+            doc = self._json(path) or {}
+            run_id, kind = doc.get("run_id"), doc.get("kind")
+            if isinstance(run_id, str) and kind in ("train", "score"):
+                found.append((str(doc.get("linked_at") or ""), run_id, kind))
+            else:
+                self.problems.append(f"{path}: not a run link (not JSON, or no run_id and kind): skipped")
+        return [(run_id, kind) for _, run_id, kind in sorted(found)]
+
     def weeks_served(self, cards: list[ModelCard]) -> list[dict[str, Any]]:
         """The weeks whose forecasts one of ``cards`` served: the summaries of the weeks from the
         earliest data week of the cards on (a model serves no week before its data)."""
@@ -381,7 +404,7 @@ class _Walk:
         served = []
         for week in (w for w in weeks if w >= first):
             for summary in self.summaries(week):
-                for group, line in sorted((summary.get("groups") or {}).items()):
+                for group, line in sorted(_lines(summary).items()):
                     if (line.get("served_by") or group, line.get("scored_with")) in wanted:
                         served.append(
                             {
@@ -393,6 +416,15 @@ class _Walk:
                             }
                         )
         return served
+
+
+def _lines(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A summary's group lines that read (``groups`` a mapping, each line one): a malformed one is
+    skipped, the others answer."""
+    groups = summary.get("groups")
+    if not isinstance(groups, dict):
+        return {}
+    return {str(g): line for g, line in groups.items() if isinstance(line, dict)}
 
 
 def _data_week(card: ModelCard) -> str:

@@ -23,6 +23,7 @@ from shared.mlops.cards import TrainingCode
 from shared.mlops.data_assets import LakeDataCatalog
 from shared.mlops.registry import LakeRegistry
 from shared.tooling import cli
+from shared.weeks import layout
 from tests.drivers import indexed_functions
 from tests.fakes.aml.credential import FakeCredential
 from tests.fakes.aml.fake import FakeAML
@@ -208,3 +209,57 @@ def test_the_route_answers_the_lineage_and_404_for_an_unknown_thing(local_lake, 
     for thing in ("model:northeast.large.fast:99", "../../etc/passwd", "x" * 10_000):
         status, body = get(thing)
         assert status == 404 and body["error"] == "not_found" and "\n" not in body["message"]
+
+
+def _rewrite_summary(ctx: steps.Context, change) -> None:
+    path = f"batches/week={W}/summary.json"
+    summary = json.loads(ctx.lake.read_bytes(path))
+    change(summary)
+    ctx.lake.write_bytes(path, json.dumps(summary).encode())
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda s: s.update(groups=sorted(s["groups"])),  # a list of the names
+        lambda s: s["groups"].update({NE[0]: "production"}),  # one group's line a string
+        lambda s: s["groups"].update({WEST[1]: ["production", 1]}),
+    ],
+    ids=["groups-a-list", "line-a-string", "line-a-list"],
+)
+def test_a_malformed_week_summary_is_skipped_where_it_does_not_read(ctx, corrupt):
+    publish_batch(ctx)
+    _rewrite_summary(ctx, corrupt)
+    for thing in (
+        f"forecast:{W}/{NE[0]}",
+        f"model:{WEST[1]}:1",
+        f"model:{NE[1]}:1",
+        f"data:{W}",
+        NE_FILE,
+        "run:run-w1",
+    ):
+        status, body, _ = lineage.answer(ctx, thing)
+        assert status == 200, (thing, body)
+    # a forecast whose summary line does not read is answered from its published file
+    up = lineage.lineage(ctx, f"forecast:{W}/{NE[0]}")["upstream"]
+    assert up["model"]["training_run"] == "run-w1" and up["source"] == "production"
+    served = lineage.lineage(ctx, f"model:{NE[1]}:1")["downstream"]["weeks_served"]
+    groups = json.loads(ctx.lake.read_bytes(f"batches/week={W}/summary.json"))["groups"]
+    assert [(w["week"], w["group"]) for w in served] == ([(W, NE[1])] if isinstance(groups, dict) else [])
+
+
+def test_a_run_link_that_is_not_json_is_skipped_and_named(ctx):
+    summary = publish_batch(ctx)
+    version = summary["data"]["reference"].rsplit(":", 1)[1]
+    bad = f"{layout.data_runs('forecastops-curated', version)}/run-bad.json"
+    ctx.lake.write_bytes(bad, b"{not json")
+    for thing in (f"data:{W}", NE_FILE):
+        got = lineage.lineage(ctx, thing)
+        assert {(r["run_id"], r["kind"]) for r in got["downstream"]["runs"]} == {
+            ("run-w1", "train"),
+            ("run-score", "score"),
+        }
+        assert len(got["downstream"]["models"]) == 4
+        assert [p for p in got["problems"] if bad in p], got["problems"]
+    assert lineage.answer(ctx, f"data:{W}")[0] == 200
+    assert "problems" not in lineage.lineage(ctx, f"model:{NE[0]}:1")  # only when something did not read
