@@ -156,3 +156,40 @@ def test_the_pool_runs_init_once_per_worker_retries_then_counts_failed_mini_batc
         tmp_path / "code", *common, "--max-retries", "0", "--error-threshold", "1", "--", "--log", str(tmp_path)
     )
     assert strict.returncode == 1 and "more than the threshold 1" in strict.stderr
+
+
+DYING = """
+import os, time
+from pathlib import Path
+
+def run(mini_batch, mini_batch_context):
+    rows = []
+    for path in mini_batch:
+        name = Path(path).stem
+        if name == "0dies":
+            os._exit(1)  # its process dies, every time (a segfault, the OOM killer)
+        time.sleep(0.5)  # the others are still running or queued when it dies
+        rows.append(f"{name} ok")
+    return rows
+"""
+
+
+def test_a_mini_batch_that_kills_its_process_fails_alone_and_the_others_keep_their_retries(tmp_path):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "entry.py").write_text(DYING)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("0dies", "a", "b", "c", "d", "e"):
+        (data / f"{name}.txt").write_text(name)
+    done = parallel(
+        tmp_path / "code",
+        *("--entry-script", "entry.py", "--input-data", str(data), "--workers", "2", "--max-retries", "1"),
+        *("--append-row-to", str(tmp_path / "out")),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "out" / ROWS_FILE).read_text().splitlines()
+    assert sorted(r.split()[0] for r in rows) == ["a", "b", "c", "d", "e"]
+    assert "6 mini-batches, 1 failed, 5 rows" in done.stdout
+    charged = [ln for ln in done.stderr.splitlines() if "failed (attempt" in ln]
+    assert charged and all("mini-batch 0 failed" in ln for ln in charged)  # no other is charged
+    assert done.stderr.count("mini-batch 0 failed (attempt") == 2  # its run, then its one retry

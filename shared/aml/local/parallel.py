@@ -10,9 +10,10 @@ folder. As AML does:
 - each worker process imports the entry script with the program arguments as its ``sys.argv``
   and calls ``init()`` once; each mini-batch is one ``run(mini_batch, mini_batch_context)``,
   which returns one row per item (a list, or a DataFrame);
-- a mini-batch that raises, outlives ``--timeout`` seconds or loses its process is run again up
-  to ``--max-retries`` times, then counted failed; the step fails (exit 1) when more than
-  ``--error-threshold`` mini-batches failed (-1: never for failed mini-batches);
+- a mini-batch that raises, outlives ``--timeout`` seconds or kills its process is run again up
+  to ``--max-retries`` times, then counted failed (a death breaks the pool: the mini-batches it
+  held run again one at a time, and only the one whose own run died is charged); the step fails
+  (exit 1) when more than ``--error-threshold`` mini-batches failed (-1: never for them);
 - the rows go to ``<append-row-to>/parallel_run_step.txt``, one line each.
 
 ``--workers`` (default: the machine's cores) is the pool's size: AML's instance_count x
@@ -108,32 +109,70 @@ def run_parallel(
     timeout: int = 1800,
 ) -> tuple[list[str], dict[int, str]]:
     """Every mini-batch through ``run`` in a pool of ``workers`` processes (each ``init()``
-    once); the rows, and the mini-batches that failed after their retries (index -> why)."""
+    once); the rows, and the mini-batches that failed after their retries (index -> why).
+
+    A process that dies breaks the pool, and every mini-batch it held raises, the queued ones
+    too: those are charged nothing and run again one at a time in a pool of one, where a death
+    is the mini-batch's own; only that one is charged, and its retries stay alone."""
     rows: list[str] = []
     failed: dict[int, str] = {}
     attempts = dict.fromkeys(range(len(batches)), 0)
+
+    def charge(i: int, e: BaseException, again: list[int]) -> None:
+        attempts[i] += 1
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+        print(f"parallel: mini-batch {i} failed (attempt {attempts[i]}): {why}", file=sys.stderr)
+        if attempts[i] <= max_retries:
+            again.append(i)
+        else:
+            failed[i] = why
+
     todo = list(range(len(batches)))
     while todo:
-        # a process that dies breaks the pool: the mini-batches it held are retried in a new one
+        alone: list[int] = []
         with ProcessPoolExecutor(
             max(1, min(workers, len(todo))), initializer=_init, initargs=(entry_script, program_args)
         ) as pool:
             futures = {pool.submit(_run, batches[i], i, timeout): i for i in todo}
             todo = []
             for fut in as_completed(futures):
-                i = futures[fut]
                 try:
                     rows += fut.result()
-                except (Exception, BrokenProcessPool) as e:
-                    attempts[i] += 1
-                    why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
-                    print(f"parallel: mini-batch {i} failed (attempt {attempts[i]}): {why}", file=sys.stderr)
-                    if attempts[i] <= max_retries:
-                        todo.append(i)
-                    else:
-                        failed[i] = why
+                except BrokenProcessPool:  # some process died: whose mini-batch killed it is unknown
+                    alone.append(futures[fut])
+                except Exception as e:
+                    charge(futures[fut], e, todo)
+        if alone:
+            print(f"parallel: a process died; mini-batches {', '.join(map(str, sorted(alone)))} run again "
+                  "one at a time", file=sys.stderr)  # fmt: skip
+        rows += _one_at_a_time(sorted(alone), entry_script, batches, program_args, timeout, charge)
         todo.sort()
     return rows, failed
+
+
+def _one_at_a_time(alone: list[int], entry_script: str, batches: list[list[str]], program_args: list[str],
+                   timeout: int, charge: Any) -> list[str]:  # fmt: skip
+    """``alone``'s mini-batches, each the only one in a pool of one process (a new pool after a
+    death): a failure, a death included, is charged to that mini-batch and retried here."""
+    rows: list[str] = []
+    pool: ProcessPoolExecutor | None = None
+    try:
+        while alone:
+            i = alone.pop(0)
+            if pool is None:
+                pool = ProcessPoolExecutor(1, initializer=_init, initargs=(entry_script, program_args))
+            try:
+                rows += pool.submit(_run, batches[i], i, timeout).result()
+            except BrokenProcessPool as e:
+                pool.shutdown()
+                pool = None
+                charge(i, e, alone)
+            except Exception as e:
+                charge(i, e, alone)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
