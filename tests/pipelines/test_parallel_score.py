@@ -111,6 +111,28 @@ def test_a_group_without_a_result_is_served_by_its_baseline_and_listed_failed(ru
     assert f"scoring failed for 1 group(s): {lost}: no result" in capsys.readouterr().err
 
 
+def test_bad_results_lines_are_skipped_and_a_row_missing_a_field_is_no_result(run, tmp_path, capsys) -> None:
+    bad = run["groups"][5]  # a production group whose row lacks ``served``
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [json.loads(ln) for ln in (run["results"] / ROWS_FILE).read_text().splitlines()]
+    for row in rows:
+        if row["group"] == bad:
+            del row["served"]
+    lines = ["not json {", json.dumps(["a", "list"]), *(json.dumps(r) for r in rows)]
+    (results / ROWS_FILE).write_text("".join(f"{ln}\n" for ln in lines))
+    out = tmp_path / "out"
+    assert score_production.main(["--features", str(run["features"]), "--production", str(run["production"]),
+                                  "--work", str(run["work"]), "--served", str(run["served"]), "--results",
+                                  str(results), "--out", str(out)]) == 0  # fmt: skip
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    assert summary["failed"] == [{"group": bad, "reason": "no result"}]
+    assert sorted(summary["groups"]) == run["groups"] and summary["sources"][bad]["source"] == "baseline"
+    assert all((out / "forecasts" / f"{g}.csv").is_file() for g in run["groups"])
+    err = capsys.readouterr().err
+    assert f"skipped 2 results line(s) that are not a JSON object with a string group: {ROWS_FILE}:1, " in err
+
+
 def test_the_plan_refuses_a_production_folder_it_cannot_score_with(run, tmp_path, capsys) -> None:
     bad = tmp_path / "production"
     bad.mkdir()

@@ -363,7 +363,7 @@ def finish(scoring: Scoring, work: list[tuple[str, str]], results: list[dict[str
     sources: dict[str, dict[str, Any]] = {}
     failed = []
     for group, baseline in work:
-        row = by_group.get(group) or {"outcome": "failed", "reason": "no result"}
+        row = _result(by_group.get(group, {})) or {"outcome": "failed", "reason": "no result"}
         if row["outcome"] == "ok" and (served / f"{group}.csv").is_file():
             if served.resolve() != folder.resolve():
                 shutil.copyfile(served / f"{group}.csv", folder / f"{group}.csv")
@@ -415,13 +415,36 @@ def finish(scoring: Scoring, work: list[tuple[str, str]], results: list[dict[str
 
 
 def read_results(folder: Path) -> list[dict[str, Any]]:
-    """The parallel step's rows (``parallel_run_step.txt``, one JSON object per line)."""
-    rows = []
+    """The parallel step's rows (``parallel_run_step.txt``, one JSON object per line); a line
+    that is not a JSON object with a string ``group`` is skipped, and said in one stderr line."""
+    rows, skipped = [], []
     for path in sorted(Path(folder).rglob("*.txt")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("group"), str):
+                rows.append(row)
+            else:
+                skipped.append(f"{path.name}:{n}")
+    if skipped:
+        print(f"score_production: skipped {len(skipped)} results line(s) that are not a JSON object with a "
+              f"string group: {', '.join(skipped[:10])}", file=sys.stderr)  # fmt: skip
     return rows
+
+
+def _result(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A group's result row if it has its outcome's fields (ok: ``rows`` and ``served``; failed:
+    ``reason``), else None: no result."""
+    if row.get("outcome") == "failed":
+        return row if isinstance(row.get("reason"), str) else None
+    how = row.get("served")
+    fields = isinstance(how, dict) and {"source", "model", "reasons"} <= how.keys()
+    ok = row.get("outcome") == "ok" and isinstance(row.get("rows"), int) and fields
+    return row if ok else None
 
 
 def main(argv: list[str] | None = None) -> int:
