@@ -119,6 +119,11 @@ class Registry(ABC):
     def names(self) -> list[str]:
         """Every model name the registry holds, sorted."""
 
+    def strays(self) -> list[str]:
+        """What the registry's home holds beside its models (a stray file, a folder with no
+        version), sorted: named, never planned. None in a registry that holds only models."""
+        return []
+
     @abstractmethod
     def production(self, name: str) -> ModelCard | None:
         """The version of ``name`` in production, if any."""
@@ -290,8 +295,14 @@ class LakeRegistry(Registry):
         return found
 
     def names(self) -> list[str]:
-        """The names one level below the top: one listing of names, never of every version's files."""
-        return self.lake.children(self.top)
+        """The group names one level below the top with a production pointer or a version folder:
+        one listing of names, then per name a pointer's existence or one listing of its folder,
+        never of every version's files."""
+        return self._entries()[0]
+
+    def strays(self) -> list[str]:
+        """The entries one level below the top that are not a model (see :meth:`names`)."""
+        return self._entries()[1]
 
     def production(self, name: str) -> ModelCard | None:
         path = self._pointer_path(name)
@@ -360,6 +371,17 @@ class LakeRegistry(Registry):
         return sorted(found, key=lambda d: (d.decided_at, d.candidate_version))
 
     # helpers ------------------------------------------------------------------------------------
+    def _entries(self) -> tuple[list[str], list[str]]:
+        names: list[str] = []
+        strays: list[str] = []
+        for entry in self.lake.children(self.top):
+            held = re.match(NAME_PATTERN, entry) and (
+                self.lake.exists(self._pointer_path(entry))
+                or any(c.isdigit() for c in self.lake.children(f"{self.top}/{entry}"))
+            )
+            (names if held else strays).append(entry)
+        return names, strays
+
     def _record(self, name: str, decision: Decision) -> None:
         stamp = re.sub(r"[^0-9TZ]", "", decision.decided_at)
         path = f"{self.top}/{name}/decisions/{stamp}-v{decision.candidate_version}-{uuid.uuid4().hex[:8]}.json"

@@ -202,15 +202,13 @@ def _code_changed(production: ModelCard, code: TrainingCode) -> str:
 
 
 def _model_names(ctx: Context, problems: dict[str, str]) -> set[str]:
-    """The registry's model names; a name that is not a group's (a stray folder) is named in
-    ``problems`` and ignored."""
-    names = set()
-    for name in ctx.registry.names():
-        if re.match(NAME_PATTERN, name):
-            names.add(name)
-        else:
-            problems[name] = "not a model name (<region>.<format>.<velocity>): a stray folder in the registry, ignored"
-    return names
+    """The registry's model names; what its home holds beside them (a stray file or folder) is
+    named in ``problems`` and ignored."""
+    for stray in ctx.registry.strays():
+        problems[stray] = (
+            "not a model (<region>.<format>.<velocity> with a version): a stray entry in the registry, ignored"
+        )
+    return {name for name in ctx.registry.names() if re.match(NAME_PATTERN, name)}
 
 
 def _production(ctx: Context, name: str, problems: dict[str, str]) -> tuple[ModelCard | None, str | None]:

@@ -252,3 +252,14 @@ def test_a_prune_that_fails_is_recorded_and_the_register_step_goes_on(lake, loca
     warned = [r for r in caplog.records if r.levelname == "WARNING" and NE[0] in r.getMessage()]
     assert len(warned) == 1 and "prun" in warned[0].getMessage()
     assert [c.version for c in ctx.registry.versions(NE[0])] == [1, 2, 3, 4]  # the next batch prunes again
+
+
+def test_the_lake_registry_names_only_groups_that_hold_a_version_or_a_pointer(local_lake):
+    registry = LakeRegistry(local_lake)
+    history(registry, 1, promoted=())
+    local_lake.write_bytes("models/README.txt", b"what this folder is")
+    (local_lake.root / "models" / "x.large.fast").mkdir()  # an empty folder
+    local_lake.write_bytes("models/y.small.slow/decisions/1.json", b"{}")  # no version, no pointer
+    local_lake.write_bytes("models/z.small.fast/production.json", b'{"version": 1}')  # a pointer: a name
+    assert registry.names() == [NAME, "z.small.fast"]
+    assert registry.strays() == ["README.txt", "x.large.fast", "y.small.slow"]
