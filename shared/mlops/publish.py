@@ -85,6 +85,7 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
         # the training code the plan compared (and the run's cards record); versions pruned
         "code": (plan.get("code") or {}).get("version"),
         "archived": registered.get("archived") or {},
+        "archive_failed": registered.get("archive_failed") or {},
         "started_at": plan["started_at"],
         "finished_at": iso(now),
     }

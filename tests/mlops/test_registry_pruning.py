@@ -252,6 +252,8 @@ def test_a_prune_that_fails_is_recorded_and_the_register_step_goes_on(lake, loca
     warned = [r for r in caplog.records if r.levelname == "WARNING" and NE[0] in r.getMessage()]
     assert len(warned) == 1 and "prun" in warned[0].getMessage()
     assert [c.version for c in ctx.registry.versions(NE[0])] == [1, 2, 3, 4]  # the next batch prunes again
+    summary = steps.publish(ctx, {"plan": plan, "train": train, "registered": registered}, NOW)
+    assert summary["archive_failed"] == registered["archive_failed"]  # the batch's summary says so
 
 
 def test_the_lake_registry_names_only_groups_that_hold_a_version_or_a_pointer(local_lake):
