@@ -115,6 +115,8 @@ BASE = {
     "shared.clock",
     "shared.http",
     "shared.lake",
+    "shared.blob_lake",
+    "shared.lake_api",
     "shared.telemetry",
     "shared.health",
     "shared.sources",
