@@ -260,6 +260,15 @@ class LocalLake(Lake):
         )
         return iter(sorted(found))
 
+    def list_info(self, prefix: str) -> Iterator[ObjectInfo]:
+        for path in self.list(prefix):  # each one inside the lake: no second check of its way
+            try:
+                st = (self.root / path).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield _info(path, st)
+
     def children(self, prefix: str) -> builtins.list[str]:
         base = self.root / prefix.strip("/")
         if not base.is_dir() or not self._inside(base):
