@@ -2,7 +2,8 @@
 checked, the work per group), the parallel step's entry script score_groups.py run by the local
 backend's process pool (the same runner as training's), then score_production.py ``--served``:
 the same forecast files and summary as score_production.py's whole command, and a group
-without a result (its mini-batch died) served by its baseline and listed failed."""
+without a result (its mini-batch died) served by its baseline and listed failed. With
+score_plan's ``--parts`` each worker reads its group's data alone, never the whole features."""
 
 from __future__ import annotations
 
@@ -51,14 +52,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert train.main(["--features", str(features), "--out", str(tmp / "models")]) == 0
     groups = sorted(p.stem for p in (tmp / "models").glob("*.pkl"))
     assert len(groups) == 8
-    paths = {k: tmp / k for k in ("production", "work", "served", "results", "scores", "whole")}
+    paths = {k: tmp / k for k in ("production", "work", "parts", "served", "results", "scores", "whole")}
     _production(tmp / "models", paths["production"], groups[1:], corrupt=groups[2])
     common = ["--features", str(features), "--production", str(paths["production"])]
-    assert score_plan.main([*common, "--work", str(paths["work"])]) == 0
+    assert score_plan.main([*common, "--work", str(paths["work"]), "--parts", str(paths["parts"])]) == 0
+    # the workers' features folder does not exist: with --parts they read their group's data alone
     done = parallel(
         FORECAST_SRC,
         *("--entry-script", "score_groups.py", "--input-data", str(paths["work"]), "--workers", "2"),
-        *("--append-row-to", str(paths["results"]), "--", *common, "--out", str(paths["served"])),
+        *("--append-row-to", str(paths["results"]), "--", "--features", str(tmp / "nowhere")),
+        *("--production", str(paths["production"]), "--out", str(paths["served"]), "--parts", str(paths["parts"])),
     )
     assert done.returncode == 0, done.stderr
     assert score_production.main([*common, "--work", str(paths["work"]), "--served", str(paths["served"]),
@@ -131,6 +134,53 @@ def test_bad_results_lines_are_skipped_and_a_row_missing_a_field_is_no_result(ru
     assert all((out / "forecasts" / f"{g}.csv").is_file() for g in run["groups"])
     err = capsys.readouterr().err
     assert f"skipped 2 results line(s) that are not a JSON object with a string group: {ROWS_FILE}:1, " in err
+
+
+def test_the_plan_writes_each_groups_data_apart_from_the_work_files(run) -> None:
+    assert sorted(p.stem for p in run["parts"].glob("*.pkl")) == run["groups"]
+    assert sorted(p.name for p in run["work"].iterdir()) == [f"{g}.json" for g in run["groups"]]
+
+
+def test_the_workers_without_parts_read_the_whole_features_and_serve_the_same(run, tmp_path) -> None:
+    """The component's parts are optional (until the pipeline binds them): the same rows."""
+    done = parallel(
+        FORECAST_SRC,
+        *("--entry-script", "score_groups.py", "--input-data", str(run["work"]), "--workers", "2"),
+        *("--append-row-to", str(tmp_path / "results"), "--", "--features", str(run["features"])),
+        *("--production", str(run["production"]), "--out", str(tmp_path / "served")),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = sorted((tmp_path / "results" / ROWS_FILE).read_text().splitlines())
+    assert rows == sorted((run["results"] / ROWS_FILE).read_text().splitlines())
+    for group in run["groups"]:
+        assert (tmp_path / "served" / f"{group}.csv").read_bytes() == (run["served"] / f"{group}.csv").read_bytes()
+
+
+def test_a_groups_missing_or_unreadable_data_fails_it_alone_and_it_is_served_by_its_baseline(run, tmp_path) -> None:
+    missing, corrupt = run["groups"][3], run["groups"][5]
+    parts = tmp_path / "parts"
+    shutil.copytree(run["parts"], parts)
+    (parts / f"{missing}.pkl").unlink()
+    (parts / f"{corrupt}.pkl").write_bytes(b"\x80\x05 not a pickle")
+    common = ["--features", str(run["features"]), "--production", str(run["production"])]
+    done = parallel(
+        FORECAST_SRC,
+        *("--entry-script", "score_groups.py", "--input-data", str(run["work"]), "--workers", "2"),
+        *("--append-row-to", str(tmp_path / "results"), "--", *common),
+        *("--out", str(tmp_path / "served"), "--parts", str(parts)),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {r["group"]: r for r in map(json.loads, (tmp_path / "results" / ROWS_FILE).read_text().splitlines())}
+    assert rows[missing] == {"group": missing, "outcome": "failed",
+                             "reason": f"no data: {missing}.pkl is missing from the batch's group files"}  # fmt: skip
+    assert rows[corrupt]["outcome"] == "failed" and rows[corrupt]["reason"].startswith(f"unreadable data: {corrupt}")
+    assert all(r["outcome"] == "ok" for g, r in rows.items() if g not in (missing, corrupt))
+    out = tmp_path / "out"
+    assert score_production.main([*common, "--work", str(run["work"]), "--served", str(tmp_path / "served"),
+                                  "--results", str(tmp_path / "results"), "--out", str(out)]) == 0  # fmt: skip
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    assert [f["group"] for f in summary["failed"]] == [missing, corrupt]
+    assert {summary["sources"][g]["source"] for g in (missing, corrupt)} == {"baseline"}
 
 
 def test_the_plan_refuses_a_production_folder_it_cannot_score_with(run, tmp_path, capsys) -> None:

@@ -2,15 +2,20 @@
 the parallel step's entry script train_groups.py run by the local backend's process pool
 (``shared.aml.local.parallel``, AML's contract: ``init()`` once per worker, ``run`` per
 mini-batch), then train.py ``--fitted``: the same models folder as train.py's whole command,
-and a group whose fit raises fails alone, listed in the manifest with a one-line reason."""
+and a group whose fit raises fails alone, listed in the manifest with a one-line reason. The
+workers are never told where prepare's features are: each reads its group's data alone
+(``<boosters>/groups/<group>.pkl``, train_global's), and fits exactly what the whole table fits."""
 
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,6 +27,8 @@ from tests.pipelines.test_forecast_backtest import HORIZON, ORIGINS, write_lake
 prepare = forecast_step_module("prepare")
 train = forecast_step_module("train")
 train_global = forecast_step_module("train_global")
+backtest = forecast_step_module("backtest")
+pergroup = forecast_step_module("pergroup")
 
 BROKEN = "r1.large.fast"
 
@@ -58,7 +65,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         FORECAST_SRC,
         *("--entry-script", "train_groups.py", "--input-data", str(paths["work"]), "--workers", "2"),
         *("--append-row-to", str(paths["results"]), "--"),
-        *("--features", str(features), "--boosters", str(paths["boosters"]), "--out", str(paths["fitted"])),
+        *("--boosters", str(paths["boosters"]), "--out", str(paths["fitted"])),  # as the component: no features
     )
     assert done.returncode == 0, done.stderr
     assert train.main(["--features", str(features), "--boosters", str(paths["boosters"]),
@@ -100,6 +107,74 @@ def test_the_parallel_steps_give_the_models_of_the_whole_command(run):
         (m["group"], m["weights"], m["lasso_weight"]) for m in b["models"]
     ]
     assert a["failed"] == b["failed"]
+
+
+def test_train_global_writes_each_groups_data_and_only_its_rows(run):
+    parts = run["boosters"] / pergroup.PARTS
+    work = sorted(p.stem for p in run["work"].glob("*.json"))
+    assert sorted(p.stem for p in parts.glob("*.pkl")) == work
+    assert not list(run["work"].glob("*.pkl"))  # every file of the work folder is a mini-batch
+    with open(parts / f"{work[0]}.pkl", "rb") as f:
+        part = pickle.load(f)
+    assert set(part["table"]["group"]) == {work[0]} and len(part["units"]) == part["table"]["series"].nunique()
+    assert set(part["known"]["zip_code"]) <= set(part["table"]["zip_code"])
+
+
+def test_a_groups_data_answers_as_the_whole_tables_bit_for_bit(run):
+    """Every statistic a group's fit and forecast read, and the fit itself (same seed), from its
+    part alone and from the whole table: exactly equal."""
+    whole = backtest.Data(run["features"])
+    boosters = pergroup.load_boosters(run["boosters"])[0]
+    for group in sorted(set(whole.table["group"]))[:3]:
+        part = pergroup.read_part(run["boosters"] / pergroup.PARTS, group)
+        for origin in whole.origins:
+            a, b = whole.train_rows(origin, group), part.train_rows(origin, group)
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+            a, b = whole.horizon_rows(origin, group=group), part.horizon_rows(origin, group=group)
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+            pd.testing.assert_frame_equal(whole.baselines(a, origin), part.baselines(b, origin), check_exact=True)
+            for x, y in zip(whole.lgbm_features(a, origin), part.lgbm_features(b, origin), strict=True):
+                np.testing.assert_array_equal(np.asarray(x, float), np.asarray(y, float))
+            np.testing.assert_array_equal(whole.upper_bound(a, origin), part.upper_bound(b, origin))
+        fa = pergroup.fit_one(whole, group, boosters, 7, 1.0)
+        fb = pergroup.fit_one(part, group, boosters, 7, 1.0)
+        assert (fa.outcome, fa.reason) == (fb.outcome, fb.reason)
+        pd.testing.assert_frame_equal(fa.members, fb.members, check_exact=True)
+
+
+def test_a_groups_missing_or_unreadable_data_fails_that_group_alone(run, tmp_path):
+    groups = sorted(p.stem for p in run["work"].glob("*.json") if p.stem != BROKEN)
+    missing, corrupt, foreign, fine = groups[:4]
+    boosters = tmp_path / "boosters"
+    shutil.copytree(run["boosters"], boosters)
+    parts = boosters / pergroup.PARTS
+    (parts / f"{missing}.pkl").unlink()
+    (parts / f"{corrupt}.pkl").write_bytes((parts / f"{corrupt}.pkl").read_bytes()[:100])  # truncated
+    shutil.copy(parts / f"{fine}.pkl", parts / f"{foreign}.pkl")  # another group's file under its name
+    work = tmp_path / "work"
+    pergroup.write_work(work, [missing, corrupt, foreign, fine])
+    done = parallel(
+        FORECAST_SRC,
+        *("--entry-script", "train_groups.py", "--input-data", str(work), "--workers", "2"),
+        *(
+            "--append-row-to",
+            str(tmp_path / "results"),
+            "--",
+            "--boosters",
+            str(boosters),
+            "--out",
+            str(tmp_path / "fit"),
+        ),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {r["group"]: r for r in map(json.loads, (tmp_path / "results" / ROWS_FILE).read_text().splitlines())}
+    assert rows[fine]["outcome"] == "ok" and (tmp_path / "fit" / f"{fine}.pkl").is_file()
+    assert rows[missing]["reason"] == f"no data: {missing}.pkl is missing from the batch's group files"
+    assert rows[corrupt]["reason"].startswith(f"unreadable data: {corrupt}.pkl: ")
+    assert rows[foreign]["reason"] == f"{foreign}.pkl is not the data of {foreign}"
+    for g in (missing, corrupt, foreign):
+        assert rows[g]["outcome"] == "failed" and "\n" not in rows[g]["reason"]
+        assert pergroup.load_fits(tmp_path / "fit", [g])[g].outcome == "failed"  # train lists it failed
 
 
 ENTRY = """

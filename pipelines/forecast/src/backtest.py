@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,28 +64,60 @@ FORECAST_CAP_WEEKS = 52
 
 
 class Data:
-    """prepare's output folder, indexed for origins."""
+    """prepare's output folder, indexed for origins; or one group's part of it (``of_part``)."""
 
     def __init__(self, folder: Path) -> None:
         folder = Path(folder)
-        self.meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         ids = {"store_id": str, "sku": str, "zip_code": str}
-        self.table = pd.read_csv(folder / "features.csv", dtype=ids)
-        self.known = pd.read_csv(folder / "weather_known.csv", dtype={"zip_code": str})
+        table = pd.read_csv(folder / "features.csv", dtype=ids)
+        known = pd.read_csv(folder / "weather_known.csv", dtype={"zip_code": str})
         hist = pd.read_csv(folder / "history.csv")
-        self.horizon = int(self.meta["holdout_weeks"])
-        future = pd.date_range(self.meta["future_from"], periods=int(self.meta["future_weeks"]), freq="7D")
+        future = pd.date_range(meta["future_from"], periods=int(meta["future_weeks"]), freq="7D")
         weeks = sorted(set(hist["week_start"]) | set(future.strftime("%Y-%m-%d")))
-        self.weeks = weeks
-        self.week_index = {w: i for i, w in enumerate(weeks)}
-        self.series = sorted(self.table["series"].unique())
-        self.series_index = {s: i for i, s in enumerate(self.series)}
+        series = sorted(table["series"].unique())
+        self._index(meta, table, known, weeks, series)
         hist = hist[hist["series"].isin(self.series_index)]
         units = np.full((len(self.series), len(weeks)), np.nan)
         units[hist["series"].map(self.series_index).to_numpy(), hist["week_start"].map(self.week_index).to_numpy()] = (
             hist[TARGET].to_numpy(float)
         )
+        # the store's observed weekly tmax (weeks before the holdout; last year's weather)
+        observed = table[table["week_start"] < meta["holdout_from"]]
+        tmax = np.full(units.shape, np.nan)
+        tmax[
+            observed["series"].map(self.series_index).to_numpy(), observed["week_start"].map(self.week_index).to_numpy()
+        ] = observed["tmax_c"].to_numpy(float)
+        # per SKU: the mean series, pooled over every store (and region) of the lake
+        info = table.drop_duplicates("series").set_index("series").loc[self.series]
+        sku_of = info["sku"].to_numpy()
+        self.skus = sorted(set(sku_of))
+        self._arrays(units, tmax, np.array([self.skus.index(k) for k in sku_of]))
+        sums = np.zeros((len(self.skus), len(weeks)))
+        counts = np.zeros((len(self.skus), len(weeks)))
+        np.add.at(sums, self.sku_row, np.nan_to_num(self.demand))
+        np.add.at(counts, self.sku_row, np.isfinite(self.demand))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._pooled(np.where(counts > 0, sums / np.maximum(counts, 1), np.nan))
+
+    def _index(self, meta: dict, table: pd.DataFrame, known: pd.DataFrame, weeks: list[str], series: list) -> None:
+        self.meta = meta
+        self.table = table
+        self.known = known
+        self.known_origins = set(known["origin"])
+        self.horizon = int(meta["holdout_weeks"])
+        self.weeks = weeks
+        self.week_index = {w: i for i, w in enumerate(weeks)}
+        self.series = series
+        self.series_index = {s: i for i, s in enumerate(series)}
+
+    def _arrays(self, units: np.ndarray, tmax: np.ndarray, sku_row: np.ndarray) -> None:
+        """Each series' statistics from its weeks (every one row-wise: a series' rows alone give
+        its rows of the whole lake's)."""
         self.units = units
+        self.tmax = tmax
+        self.sku_row = sku_row
+        self.sku_of = np.array(self.skus, dtype=object)[sku_row] if len(sku_row) else np.array([], dtype=object)
         self._cs, self._cn = _cumulative(units)
         # the levels behind the LightGBM member and the pooled seasonal naive are demand, never
         # below zero: a week of net returns is no demand, and a level near zero or below makes
@@ -93,26 +126,52 @@ class Data:
         self.demand = np.where(np.isfinite(units), np.clip(units, 0.0, None), np.nan)
         self._qs, self._qn = _cumulative(self.demand)
         self.first = np.argmax(np.isfinite(units), axis=1)
-        # the store's observed weekly tmax (weeks before the holdout; last year's weather)
-        observed = self.table[self.table["week_start"] < self.meta["holdout_from"]]
-        self.tmax = np.full(units.shape, np.nan)
-        self.tmax[
-            observed["series"].map(self.series_index).to_numpy(), observed["week_start"].map(self.week_index).to_numpy()
-        ] = observed["tmax_c"].to_numpy(float)
         diffs = np.abs(np.diff(units, axis=1))
         self._dcs, self._dcn = _cumulative(np.hstack([np.full((len(self.series), 1), np.nan), diffs]))
-        # per SKU: the mean series, pooled over every store (and region) of the lake
-        info = self.table.drop_duplicates("series").set_index("series").loc[self.series]
-        self.sku_of = info["sku"].to_numpy()
-        skus = sorted(set(self.sku_of))
-        self.sku_row = np.array([skus.index(k) for k in self.sku_of])
-        sums = np.zeros((len(skus), len(weeks)))
-        counts = np.zeros((len(skus), len(weeks)))
-        np.add.at(sums, self.sku_row, np.nan_to_num(self.demand))
-        np.add.at(counts, self.sku_row, np.isfinite(self.demand))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.sku_units = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        self._scs, self._scn = _cumulative(self.sku_units)
+
+    def _pooled(self, sku_units: np.ndarray) -> None:
+        """Per SKU (the rows of ``skus``) its mean series over every store of the lake."""
+        self.sku_units = sku_units
+        self._scs, self._scn = _cumulative(sku_units)
+
+    # one group's part --------------------------------------------------------------------------
+    def part(self, group: str) -> dict[str, Any]:
+        """What ``group``'s fit and scoring read, and nothing of the other groups': its rows
+        of the table, its zips' known weather, its series' weeks (units, observed tmax, SKU)
+        and what is pooled over the whole lake (every SKU's mean series, the tmax fallback of
+        every origin). ``Data.of_part`` of it answers as this ``Data`` does for the group."""
+        table = self._rows_of(group)
+        series = sorted(table["series"].unique())
+        at = np.array([self.series_index[s] for s in series], dtype=np.int64)
+        return {
+            "group": group,
+            "meta": self.meta,
+            "table": table,
+            "known": self.known[self.known["zip_code"].isin(set(table["zip_code"]))],
+            "known_origins": sorted(self.known_origins),
+            "weeks": self.weeks,
+            "series": series,
+            "units": self.units[at],
+            "tmax": self.tmax[at],
+            "sku_row": self.sku_row[at],
+            "skus": self.skus,
+            "sku_units": self.sku_units,
+            "tmax_fallback": {o: float(self._tmax_fallback(o)) for o in self.origins},
+        }
+
+    @classmethod
+    def of_part(cls, part: dict[str, Any]) -> Data:
+        """A ``Data`` of one group's ``part`` (see ``part``): its rows, statistics and
+        forecasts are the whole lake's ``Data``'s of that group, bit for bit."""
+        self = cls.__new__(cls)
+        self._index(part["meta"], part["table"], part["known"], part["weeks"], part["series"])
+        self.known_origins = set(part["known_origins"])
+        self.skus = list(part["skus"])
+        self._arrays(part["units"], part["tmax"], part["sku_row"])
+        self._pooled(part["sku_units"])
+        self._fallback = dict(part["tmax_fallback"])
+        self._group = str(part["group"])
+        return self
 
     @property
     def origins(self) -> list[str]:
@@ -143,6 +202,8 @@ class Data:
         """The mean tmax of every train row before ``origin``: the anomaly's reference where a
         zip has no mean (one number per origin, whichever group's rows are asked for)."""
         cache = self.__dict__.setdefault("_fallback", {})
+        if origin not in cache and hasattr(self, "_group"):
+            raise ValueError(f"group {self._group}'s data has no tmax fallback at origin {origin}")
         if origin not in cache:
             t = self.table
             cache[origin] = t.loc[(t["week_start"] < origin) & (t["split"] != "future"), "tmax_c"].mean()
@@ -156,10 +217,9 @@ class Data:
         span = self.weeks[i : i + n]
         table = self._rows_of(group)
         rows = table[table["week_start"].isin(span)].copy()
-        known = self.known[self.known["origin"] == origin]
-        if known.empty:
+        if origin not in self.known_origins:
             raise ValueError(f"no weather known at origin {origin}")
-        known = known.set_index(["zip_code", "week_start"])
+        known = self.known[self.known["origin"] == origin].set_index(["zip_code", "week_start"])
         key = pd.MultiIndex.from_arrays([rows["zip_code"], rows["week_start"]])
         for col in WEATHER_OBSERVED:
             rows[col] = known[col].reindex(key).to_numpy(float)

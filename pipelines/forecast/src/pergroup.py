@@ -5,7 +5,10 @@ the local backend's process pool, over one work file per group):
 
 1. ``fit_boosters``: the global LightGBM member at every origin (one model across every group),
    saved with ``save_boosters`` (``<folder>/boosters.json`` and ``<origin>/lgbm.txt|json``);
-   ``write_work`` names each group to fit in a file of its own (``<group>.json``).
+   ``write_work`` names each group to fit in a file of its own (``<group>.json``) and
+   ``write_parts`` writes each group's data beside the boosters (``<folder>/groups/<group>.pkl``,
+   ``Data.part``): a worker reads its group's rows alone (``read_part``), never the whole table,
+   so its memory follows its group, not the batch.
 2. ``fit_one``: one group, at every origin: its LASSO and MLP, and every member's forecast of
    its rows of the origin's horizon. It never raises: an exception is the group's failure,
    with a one-line reason (``outcome`` ``failed``); a group too small for its members at the
@@ -108,6 +111,47 @@ def write_work(folder: Path, groups: list[str], fields: dict[str, dict] | None =
     for g in groups:
         doc = {"group": g, **(fields or {}).get(g, {})}
         (folder / f"{g}.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+#: the subfolder of train_global's boosters holding each group's data (``write_parts``)
+PARTS = "groups"
+
+
+class PartError(ValueError):
+    """A group's data cannot be read (missing, unreadable, another group's): one line, the
+    group's failure."""
+
+
+def write_parts(folder: Path, data: Data, groups: list[str]) -> None:
+    """``<folder>/<group>.pkl`` per group: ``data.part(group)`` (its rows of the features and
+    what is pooled over the lake), each written whole or not at all; no other group's file stays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.pkl"):
+        stale.unlink()
+    for g in groups:
+        tmp = folder / f".{g}.pkl.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(data.part(g), f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(folder / f"{g}.pkl")
+
+
+def read_part(folder: Path, group: str) -> Data:
+    """``group``'s data as ``write_parts`` wrote it (a ``Data`` of its rows alone); PartError
+    with one line when its file is missing, cannot be read or is another group's."""
+    path = Path(folder) / f"{group}.pkl"
+    try:
+        with open(path, "rb") as f:
+            part = pickle.load(f)
+    except FileNotFoundError:
+        raise PartError(f"no data: {path.name} is missing from the batch's group files") from None
+    except Exception as e:  # a truncated or foreign file fails in any way unpickling can
+        raise PartError(f"unreadable data: {path.name}: {one_line(e)}") from None
+    if not isinstance(part, dict) or part.get("group") != group:
+        raise PartError(f"{path.name} is not the data of {group}")
+    try:
+        return Data.of_part(part)
+    except Exception as e:
+        raise PartError(f"unreadable data: {path.name}: {one_line(e)}") from None
 
 
 def read_work_doc(path: Path) -> dict:

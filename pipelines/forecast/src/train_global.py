@@ -3,9 +3,11 @@ origin (one model across every group), and one work file per group to fit (the p
 step's mini-batches).
 
 Writes ``<boosters>/boosters.json`` (trained_at, seed, the groups asked for, the groups to fit
-(``work``), per origin whether it has a booster, its train rows and seconds) and
-``<boosters>/<origin>/lgbm.txt|json``; ``<work>/<group>.json`` per group to fit. Exit 2 as
-train.py: no train rows, or none of the listed groups in the data.
+(``work``), per origin whether it has a booster, its train rows and seconds),
+``<boosters>/<origin>/lgbm.txt|json`` and ``<boosters>/groups/<group>.pkl``, each group's data
+(its rows of the features and what is pooled over the lake, ``Data.part``: the parallel step's
+workers read their group's file, never the whole table); ``<work>/<group>.json`` per group to
+fit. Exit 2 as train.py: no train rows, or none of the listed groups in the data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from backtest import Data
 from forecast_lib import now_epoch
-from pergroup import fit_boosters, save_boosters, work_groups, write_work
+from pergroup import PARTS, fit_boosters, save_boosters, work_groups, write_parts, write_work
 from train import check_data
 
 
@@ -46,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         "origins": notes,
     }
     save_boosters(a.boosters, boosters, meta)
+    t1 = time.monotonic()
+    write_parts(a.boosters / PARTS, data, work)
     write_work(a.work, work)
-    print(f"train_global: {len(notes)} origins, {len(work)} groups to fit, {time.monotonic() - t0:.1f}s", flush=True)
+    print(
+        f"train_global: {len(notes)} origins, {len(work)} groups to fit, {time.monotonic() - t0:.1f}s "
+        f"(the groups' data {time.monotonic() - t1:.1f}s)",
+        flush=True,
+    )
     return 0
 
 
