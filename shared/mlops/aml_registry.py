@@ -1,6 +1,10 @@
 """The model registry in Azure ML, through azure-ai-ml's ``MLClient.models``.
 
-The design notes: docs/mlops-loop.md.
+A version whose files are an MLflow model (``MLmodel`` at the top: what the forecast pipeline
+trains since issue 23) is registered as an ``mlflow_model``, its path the folder holding
+``MLmodel``; a version of other files (a pickle registered before) as a ``custom_model``. The
+card's facts are the version's tags, with the group's keys (``group.region``, ``group.format``,
+``group.velocity``) and the batch's ``week``. The design notes: docs/mlops-loop.md.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure.ai.ml import MLClient
+from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Model
 from azure.ai.ml.exceptions import AssetPathException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -25,6 +30,7 @@ from shared.mlops.registry import (
     as_candidate,
     check_decision,
     check_files,
+    is_mlflow,
 )
 
 __all__ = ["AzureRegistry"]
@@ -35,6 +41,8 @@ _DECISION = ("outcome", "rule", "reason", "decided_at")
 _PATH_TAKEN = "Asset paths cannot be updated"
 #: the tag of the training code's version; ``code.<component>`` tags hold the component versions
 _CODE = "code.version"
+#: the tags of a group's keys, in its name's order (``<region>.<format>.<velocity>``)
+_GROUP_KEYS = ("region", "format", "velocity")
 #: a group's model name: the store formats and velocity classes are the pipeline's only ones
 _GROUP = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(large|small)\.(fast|slow)$")
 
@@ -63,7 +71,7 @@ class AzureRegistry(Registry):
                 name=card.name,
                 version=str(version),
                 path=path,
-                type="custom_model",
+                type=AssetTypes.MLFLOW_MODEL if is_mlflow(names) else AssetTypes.CUSTOM_MODEL,
                 description=f"{card.name}, trained by run {card.run_id}",
                 tags=_tags(claimed),
                 stage=_aml_stage(claimed.stage),
@@ -191,6 +199,9 @@ def _aml_stage(stage: Stage) -> str:
 
 def _tags(card: ModelCard) -> dict[str, str]:
     tags = {TAG_CARD: "1", "stage": card.stage, "trained_at": repr(card.trained_at), "run_id": card.run_id}
+    tags.update({f"group.{k}": v for k, v in zip(_GROUP_KEYS, card.name.split("."), strict=False)})
+    if card.week is not None:
+        tags["week"] = card.week
     for key, value in card.metrics.model_dump().items():
         if value is not None:
             tags[key] = repr(value)
@@ -240,4 +251,5 @@ def _read_tags(model: Model) -> ModelCard:
         decision=decision,
         files=[f for f in tags.get("files", "").split(",") if f],
         code=code,
+        week=tags.get("week"),
     )

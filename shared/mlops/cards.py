@@ -95,6 +95,8 @@ class ModelCard(BaseModel):
     files: list[str] = Field(default_factory=list)
     #: the code that trained it (None: registered before the code was recorded, or unknown)
     code: TrainingCode | None = None
+    #: the weekly batch's week (``YYYY-MM-DD``) that trained it (None: registered outside a batch)
+    week: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
     @field_validator("trained_at")
     @classmethod

@@ -49,7 +49,9 @@ __all__ = [
     "ModelNotFound",
     "Registry",
     "RegistryError",
+    "MLMODEL",
     "ever_in_production",
+    "is_mlflow",
     "readable_production",
     "review",
 ]
@@ -66,14 +68,31 @@ class ModelNotFound(RegistryError):
 
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: the file at the top of an MLflow model: a version holding it is an MLflow model (the version's
+#: folder is the model's, ``mlflow.pyfunc.load_model`` loads it as it is)
+MLMODEL = "MLmodel"
+#: the folders of a version, below which file names may go (an MLflow model's artifacts and code)
+_FOLDERS = 4
 
 
 def check_files(files: Mapping[str, bytes]) -> list[str]:
-    """The file names, sorted, if each is a plain file name (no folder, not the card's own)."""
+    """The file names, sorted, if each is a relative path of plain names (``MLmodel``,
+    ``artifacts/model/model.pkl``: at most a few folders deep, no ``..``, nothing hidden) and not
+    the card's own ``card.json`` at the top (a file of that name in a folder is the model's)."""
     for name in files:
-        if not _FILE_NAME.match(name) or name == "card.json":
-            raise RegistryError(f"{name!r} is not a model file name (letters, digits, '_', '-', '.'; not card.json)")
+        parts = name.split("/")
+        plain = all(_FILE_NAME.match(part) for part in parts)
+        if not plain or len(parts) > _FOLDERS + 1 or name == "card.json":
+            raise RegistryError(
+                f"{name!r} is not a model file name (a relative path of names of letters, digits, '_', '-', '.'; "
+                "not card.json)"
+            )
     return sorted(files)
+
+
+def is_mlflow(files: list[str]) -> bool:
+    """Whether a version of these files is an MLflow model (its ``MLmodel`` at the top)."""
+    return MLMODEL in files
 
 
 def check_decision(version: int, decision: Decision, outcome: str) -> None:

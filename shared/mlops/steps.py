@@ -29,7 +29,7 @@ from shared.mlops.context import FORECASTS, SOURCES, VELOCITIES, Context, batch_
 from shared.mlops.data_assets import DataCatalogError, DataVersionNotFound
 from shared.mlops.promotion import age_days, gate_problems
 from shared.mlops.publish import publish, record
-from shared.mlops.registry import RegistryError, review
+from shared.mlops.registry import MLMODEL, RegistryError, review
 from shared.weeks import StoreMaster, readiness, store_master
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,9 @@ def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[st
     run_id = str(train["run_id"])
     metrics = model_metrics(train.get("metrics") or {})
     models = f"runs/{run_id}/outputs/train/models"
-    present = {p.rsplit("/", 1)[-1] for p in ctx.lake.list(models)}
+    listed = list(ctx.lake.list(models))
+    top = [p.removeprefix(f"{models}/") for p in listed]
+    present = {name for name in top if "/" not in name}  # the files at the top (an MLflow model's are below)
     booster: dict[str, bytes] = {
         name: ctx.lake.read_bytes(f"{models}/{name}") for name in ("lgbm.txt", "lgbm.json") if name in present
     }
@@ -280,7 +282,8 @@ def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[st
     for group in sorted(metrics):
         if not re.match(NAME_PATTERN, group) or f"{group}.pkl" not in present:
             continue
-        out[group] = _register_one(ctx, plan, run_id, group, metrics[group], models, booster, now)
+        files = _model_files(ctx, models, group, listed, booster)
+        out[group] = _register_one(ctx, plan, run_id, group, metrics[group], files, now)
     ctx.data.link_run(DATA_ASSET, data["version"], run_id, "train")
     # the groups it trained no model for, and why: the summary lists them, a rerun retries them
     failed, left_out = failures.untrained(ctx.lake, models, plan.get("train"))
@@ -326,14 +329,27 @@ def model_metrics(by_step: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return models
 
 
+def _model_files(
+    ctx: Context, models: str, group: str, listed: list[str], booster: dict[str, bytes]
+) -> dict[str, bytes]:
+    """A group's model version as files: the MLflow model train wrote (``mlflow/<group>/``, every
+    file under its own relative name, ``MLmodel`` at the top), or, from a run that wrote none (trained
+    before the models were MLflow models), its pickle as ``model.pkl`` and the run's booster."""
+    folder = f"{models}/mlflow/{group}/"
+    # a model loaded where it lies leaves Python's byte code beside its code: not the model's
+    names = [p[len(folder) :] for p in listed if p.startswith(folder) and "/__pycache__/" not in p]
+    if MLMODEL in names:
+        return {name: ctx.lake.read_bytes(folder + name) for name in names}
+    return {"model.pkl": ctx.lake.read_bytes(f"{models}/{group}.pkl"), **booster}
+
+
 def _register_one(
     ctx: Context,
     plan: dict[str, Any],
     run_id: str,
     group: str,
     measured: dict[str, Any],
-    models: str,
-    booster: dict[str, bytes],
+    files: dict[str, bytes],
     now: dt.datetime,
 ) -> dict[str, Any]:
     trained_at = measured.get("trained_at")
@@ -342,7 +358,6 @@ def _register_one(
     region, fmt, _ = group_inputs.split_group(group)
     # a retried step finds the version it registered from this run, and its decision
     card = next((c for c in ctx.registry.versions(group) if c.run_id == run_id), None)
-    files = {"model.pkl": ctx.lake.read_bytes(f"{models}/{group}.pkl"), **booster}
     if card is not None and card.decision is None:
         ctx.registry.restore_files(card, files)  # the registration may have died before its files
     if card is None:
@@ -358,6 +373,7 @@ def _register_one(
                     "inputs": plan["fingerprints"].get(f"{region}.{fmt}", ""),
                 },
                 code=TrainingCode.model_validate(plan["code"]) if plan.get("code") else None,
+                week=plan.get("week"),
             ),
             files,
         )

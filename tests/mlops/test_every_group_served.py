@@ -1,8 +1,9 @@
 """Every group gets a forecast every week, and one unreadable production model costs its own
 group only (issue 20's acceptance, through the whole main job on the local backend): a batch
-is run, one production model's pickle is overwritten in the registry, the week's batch runs
-again, and the broken group is served by its fallback with the reason while every other group
-is served as before: by the same production version, or by its baseline."""
+is run, one production model's ``MLmodel`` is overwritten in the registry (the models are MLflow
+models since issue 23), the week's batch runs again, and the broken group is served by its
+fallback with the reason while every other group is served as before: by the same production
+version, or by its baseline."""
 
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     main_job(root, *SMALL_WORLD)
     before = _summary(root)
     # a group whose production model was trained on this week's data: the rerun skips its
-    # training (its inputs did not change), so only the broken pickle can change how it is served
+    # training (its inputs did not change), so only the broken model can change how it is served
     victim = next(
         g
         for g, line in sorted(before["groups"].items())
         if line["source"] == "production" and line["training"] == "retrained"
     )
     version = before["groups"][victim]["version"]
-    (root / "models" / victim / str(version) / "model.pkl").write_bytes(b"not a pickle: overwritten by accident")
+    assert (root / "models" / victim / str(version) / "MLmodel").is_file()  # an MLflow model, no pickle
+    assert not (root / "models" / victim / str(version) / "model.pkl").exists()
+    (root / "models" / victim / str(version) / "MLmodel").write_bytes(b"{{{ not an MLmodel: overwritten by accident")
     text = main_job(root, *SMALL_WORLD)
     yield {"root": root, "before": before, "after": _summary(root), "victim": victim, "version": version, "text": text}
 
@@ -45,7 +48,7 @@ def test_the_broken_group_is_served_by_its_fallback_with_the_reason(broken):
     assert after["week"] == broken["before"]["week"] and after["outcome"] == "succeeded", after
     line = after["groups"][victim]
     assert line["source"] in ("previous", "baseline") and line["rows"] > 0
-    assert f"production v{version}" in line["fallback_why"] and "cannot be read" in line["fallback_why"]
+    assert f"production v{version}" in line["fallback_why"] and "MLmodel cannot be read" in line["fallback_why"]
     assert line["training"] == "skipped"  # nothing retrained it: the fallback served it
     forecasts = broken["root"] / "curated" / "forecasts" / "v1" / f"week={after['week']}" / f"{victim}.csv"
     header, *rows = forecasts.read_text().splitlines()

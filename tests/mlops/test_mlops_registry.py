@@ -108,7 +108,8 @@ def test_unknown_models_and_bad_file_names(registry):
     with pytest.raises(ModelNotFound):
         registry.get(NAME, 1)
     assert registry.versions(NAME) == [] and registry.production(NAME) is None and registry.names() == []
-    for bad in ("../escape", "sub/file", "card.json", ""):
+    # a relative path of plain names is a file of the version (an MLflow model's artifacts/, code/)
+    for bad in ("../escape", "sub/../file", "/abs", "sub//file", "sub/.hidden", "a/b/c/d/e/f", "card.json", ""):
         with pytest.raises(RegistryError):
             registry.register(candidate(0.3), {bad: b"x"})
 
@@ -298,6 +299,9 @@ def test_aml_versions_carry_the_card_as_tags_and_reference_the_lake(fake, aml, l
         "stage": "candidate",
         "trained_at": repr(candidate(0.31).trained_at),
         "run_id": "forecast-w48",
+        "group.region": "northeast",
+        "group.format": "large",
+        "group.velocity": "fast",
         "mape": "0.31",
         "rmse_0": "0.8",
         "rmse_all": "4.2",

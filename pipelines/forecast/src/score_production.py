@@ -3,26 +3,31 @@ after the lake, from the week after the lake, as score's future rows) with the b
 may be served, decided here, per group, in this order (the fallback is part of the model's API,
 as statsforecast's ``fallback_model``):
 
-1. ``production``: the group's production model and its own booster (models of different runs
-   have different boosters);
+1. ``production``: the group's production model, with its own booster (models of different runs
+   have different boosters): an MLflow model, loaded with ``mlflow.pyfunc.load_model`` (issue 23),
+   or, for a version registered before, its pickle and booster files;
 2. ``previous``: the previous production version, when production.json hands one (the batch
    hands it only while it passes the gates);
 3. ``baseline``: the group's baseline, the historical average, or the seasonal naive where it
    did better over the backtest origins of this lake (``model`` then says which).
 
-A model that cannot be read (a corrupt pickle, a missing booster file) or whose scoring raises
-costs its group only: the group falls to the next in the chain and the reason is recorded.
+A model that cannot be read (a corrupt MLmodel or pickle, a missing artifact or booster file) or
+whose scoring raises costs its group only: the group falls to the next in the chain and the reason
+is recorded.
 
 ``--production`` is a folder:
 
     production.json          {"week": "<YYYY-MM-DD>",
                               "models": {"<group>": {"name": "<group>", "version": <int>,
                                                      "previous": {"version": <int>} (optional)}}}
+    <group>/MLmodel, ...     the group's model version in MLflow format (train's ``mlflow/<group>/``:
+                             the model, the run's booster and the code inside it), or, for a
+                             version registered before the models were MLflow models:
     <group>/model.pkl        the group's model (train's ``<group>.pkl``)
     <group>/lgbm.txt         the booster of the run that trained it, and its categories
     <group>/lgbm.json        (optional: both or neither; without them the LightGBM member is
                              the pooled seasonal naive, as in a run too short for a booster)
-    <group>/previous/...     the previous production version's files, the same three
+    <group>/previous/...     the previous production version's files, either way
 
 Writes ``<out>/forecasts/<group>.csv`` for every group of the lake and every group listed:
 exactly the columns ``store_id,sku,week_start,forecast,model,model_version,source,new_sku``
@@ -48,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import re
 import shutil
 import sys
@@ -60,9 +64,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from backtest import Booster, Data
+from backtest import Data
 from forecast_lib import TARGET, log_metrics, neutralise_formulas, write_json
-from models import GroupModel, forecast
+from model_versions import Loaded, ProductionError, load_model
 from pergroup import one_line, read_work_doc
 
 #: the columns of a forecast file (the standard dataset ``forecasts`` v1)
@@ -71,11 +75,6 @@ COLUMNS = ["store_id", "sku", "week_start", "forecast", "model", "model_version"
 SOURCES = ("production", "previous", "baseline")
 #: a group's name, also a folder name: <region>.<format>.<velocity>, no path separators
 GROUP_NAME = re.compile(r"^[^./\\\s]+\.[^./\\\s]+\.[^./\\\s]+$")
-BOOSTER_FILES = ("lgbm.txt", "lgbm.json")
-
-
-class ProductionError(ValueError):
-    """The production folder cannot be scored with; the message says why, in one line."""
 
 
 def read_production(
@@ -136,44 +135,13 @@ def _is_date(text: str) -> bool:
     return True
 
 
-def load_model(folder: Path, group: str, sub: str = "") -> tuple[GroupModel, Booster | None]:
-    """A group's model and its booster (None when the version has no booster files); ``sub``:
-    a subfolder of the group's (``previous``)."""
-    where = Path(folder) / group / sub if sub else Path(folder) / group
-    path = where / "model.pkl"
-    if not path.is_file():
-        raise ProductionError(f"{group}: {group}/model.pkl is missing")
-    try:
-        with open(path, "rb") as f:
-            model = pickle.load(f)
-    except Exception as e:  # a pickle can fail in any way its classes do
-        raise ProductionError(f"{group}: {group}/model.pkl cannot be read ({type(e).__name__}: {e})") from None
-    if not isinstance(model, GroupModel):
-        raise ProductionError(f"{group}: {group}/model.pkl holds a {type(model).__name__}, not a group model")
-    if model.group != group:
-        raise ProductionError(f"{group}: {group}/model.pkl is the model of {model.group}")
-    present = [(where / name).is_file() for name in BOOSTER_FILES]
-    if not any(present):
-        return model, None
-    if not all(present):
-        absent = next(name for name, ok in zip(BOOSTER_FILES, present, strict=True) if not ok)
-        raise ProductionError(f"{group}: {group}/{absent} is missing (lgbm.txt and lgbm.json go together)")
-    try:
-        booster = Booster.load(where)
-    except Exception as e:  # LightGBM raises its own error; a bad lgbm.json a KeyError or ValueError
-        raise ProductionError(f"{group}: its booster cannot be read ({type(e).__name__}: {e})") from None
-    return model, booster
-
-
-def score_group(
-    model: GroupModel, booster: Booster | None, data: Data, rows: pd.DataFrame, origin: str, version: int
-) -> pd.DataFrame:
+def score_group(model: Loaded, data: Data, rows: pd.DataFrame, origin: str, version: int) -> pd.DataFrame:
     """One group's forecast file: its rows of ``rows`` (horizon rows of ``origin``) forecast by
-    its own model and booster, in the dataset's columns and order."""
+    its own model version, in the dataset's columns and order."""
     rows = rows[rows["group"] == model.group]
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
-    pred = forecast({model.group: model}, booster, data, rows, origin)
+    pred = model.forecast(data, rows, origin)
     out = pred[["store_id", "sku", "week_start"]].copy()
     out["forecast"] = np.round(pred["forecast"].to_numpy(float), 3)
     out["model"] = model.group
@@ -222,13 +190,6 @@ def score_baseline(data: Data, rows: pd.DataFrame, origin: str, kind: str) -> pd
     return out.sort_values(["store_id", "sku", "week_start"], kind="stable").reset_index(drop=True)[COLUMNS]
 
 
-def _classes(model: GroupModel) -> set[str] | None:
-    """The SKUs whose velocity class put them in the model's group at training (None: a model
-    trained before the classes were stored with it)."""
-    skus = getattr(model, "skus", None)
-    return set(skus) if skus is not None else None
-
-
 def serve_group(
     group: str,
     folder: Path,
@@ -257,10 +218,9 @@ def serve_group(
         reasons.append("no production model")
     for source, sub, version in links:
         try:
-            model, booster = load_model(folder, group, sub)
-            skus = _classes(model)
-            known = mine if skus is None else mine[mine["sku"].isin(skus)]
-            out = score_group(model, booster, data, known, origin, version)
+            model = load_model(folder, group, sub)
+            known = mine if model.skus is None else mine[mine["sku"].isin(model.skus)]
+            out = score_group(model, data, known, origin, version)
         except Exception as e:  # any failure of one model costs its group only: the next link
             reasons.append(f"{source} v{version}: {' '.join(str(e).split()) or type(e).__name__}"[:300])
             if source == "production" and group not in previous:

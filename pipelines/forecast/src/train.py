@@ -19,25 +19,28 @@ parallel step ``train_groups.py``, one mini-batch per group; then this command w
 ``--boosters`` and ``--fitted``, which fits nothing and writes the same folder).
 
 Writes ``<out>/<group>.pkl`` per group and ``lgbm.txt`` / ``lgbm.json`` (the models of the
-last origin, the holdout's, which score uses; a group's pickle and the run's booster are the
-group's whole model, registered as a model version's ``model.pkl``, ``lgbm.txt`` and
-``lgbm.json``), ``backtest.csv`` (every backtest origin's horizon: each member, the blend, the
-old blend, both baselines, the actual, the MASE scale; ``role`` validation for the first
+last origin, the holdout's, which score uses), ``<out>/mlflow/<group>/`` per group (the group's
+model in MLflow format, mlflow_model.py: its pickle and the run's booster inside it, the code it
+runs, a signature and an input example; the register step registers this folder as the model
+version, and it loads with MLflow alone), ``backtest.csv`` (every backtest origin's horizon:
+each member, the blend, the old blend, both baselines, the actual, the MASE scale; ``role`` validation for the first
 origin, which only validates, else backtest; with a single origin, too short a history for
 more, it is the backtest and the weights are the defaults) and ``manifest.json``
 (``trained_at`` in epoch seconds, ``groups``: the groups asked for, ``all`` or their sorted
 names; the origins, per-group row counts, weights, the LASSO's alpha, the MLP's iterations,
-seconds; ``not_fitted``: the groups with too few train rows at the holdout's origin for their
-members (``models.MIN_TRAIN_ROWS``), each with a one-line reason: they get no model, the other
-groups are trained, and scoring serves them by their baseline); ``failed``: the groups whose fit
-raised, each with a one-line reason (no model; every other group is trained)). Logs ``<group>.trained_at`` and
-the train row counts of the groups trained.
+seconds, ``mlflow``: the MLflow model's folder, save seconds and bytes; ``not_fitted``: the
+groups with too few train rows at the holdout's origin for their members
+(``models.MIN_TRAIN_ROWS``), each with a one-line reason: they get no model, the other groups
+are trained, and scoring serves them by their baseline); ``failed``: the groups whose fit
+raised, each with a one-line reason (no model; every other group is trained)). Logs
+``<group>.trained_at`` and the train row counts of the groups trained.
 """
 
 from __future__ import annotations
 
 import argparse
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +48,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow_model
 import pandas as pd
 from backtest import Booster, Data
 from forecast_lib import log_metrics, now_epoch, write_json
@@ -207,6 +211,25 @@ def main(argv: list[str] | None = None) -> int:
     return write_models(a.out, data, fits, boosters, lgbm_notes, groups, trained_at, seed, t0)
 
 
+def save_mlflow_models(folder: Path, data: Data, models: dict[str, GroupModel], booster: Booster | None) -> dict:
+    """Each group's model in MLflow format (``<folder>/<group>/``, mlflow_model.py), its input example
+    the first of its holdout rows; per group the seconds it took and its bytes. A folder of a group
+    this run has no model for is removed (it must not be registered with this run's)."""
+    if folder.exists():
+        for stale in folder.iterdir():
+            if stale.name not in models:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    origin = data.origins[-1] if data.origins else data.meta["holdout_from"]
+    saved = {}
+    for group, model in sorted(models.items()):
+        t0 = time.monotonic()
+        rows = data.horizon_rows(origin, group=group)
+        mlflow_model.save(folder / group, model, booster, mlflow_model.model_frame(data, rows, origin))
+        size = sum(f.stat().st_size for f in (folder / group).rglob("*") if f.is_file())
+        saved[group] = {"seconds": round(time.monotonic() - t0, 3), "bytes": size}
+    return saved
+
+
 def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trained_at, seed, t0) -> int:
     """The blend (``blend_all``) and the models folder: pickles, booster, backtest, manifest."""
     models, backtest, notes = blend_all(data, fits, boosters, lgbm_notes)
@@ -238,6 +261,7 @@ def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trai
     booster = boosters.get(data.origins[-1]) if data.origins else None
     if booster is not None:
         booster.save(out)
+    saved = save_mlflow_models(out / "mlflow", data, models, booster)
     backtest.to_csv(out / "backtest.csv", index=False, float_format="%.6g")
     last = notes[-1]
     manifest = [
@@ -252,6 +276,7 @@ def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trai
             "lasso_weight": m.lasso_weight,
             "weights": m.weights,
             "seconds": last["group_seconds"][g],
+            "mlflow": {"folder": f"mlflow/{g}", **saved[g]},
         }
         for g, m in sorted(models.items())
     ]

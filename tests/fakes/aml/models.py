@@ -4,21 +4,28 @@ A PUT creates the container on first use; a PUT of an existing version may chang
 description but not its path (AML answers ``(UserError) Asset paths cannot be updated.``), which is what keeps
 two registrations that picked the same version number from overwriting each other. ``MLClient.models.archive``
 is a GET of the version and a PUT of it with ``isArchived: true`` (same path): answered by the same two
-handlers, and the listings then leave the version out unless ``listViewType`` asks for archived ones."""
+handlers, and the listings then leave the version out unless ``listViewType`` asks for archived ones.
+
+An ``mlflow_model`` version must have an ``MLmodel`` file at the top of its path, as AML checks when it registers
+one: the fake reads the path in the lake that stands for the workspace's datastores (``datastore_lake``, or the
+executor's lake) and refuses the PUT otherwise (400 UserError), and refuses it when it cannot see the path at all."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from shared.aml.lakeuri import lake_path
 from tests.fakes.aml.contract import PROVIDER
 from tests.fakes.aml.transport import RecordedRequest, Reply
 from tests.fakes.aml.workspace import Workspace
 
-__all__ = ["ASSET_PATH_MESSAGE", "ModelsMixin"]
+__all__ = ["ASSET_PATH_MESSAGE", "NO_MLMODEL_MESSAGE", "ModelsMixin"]
 
 #: AML's message for a PUT that would move an existing model version to another path
 ASSET_PATH_MESSAGE = "Asset paths cannot be updated."
+#: AML's message for an mlflow_model whose path holds no MLmodel file
+NO_MLMODEL_MESSAGE = "No MLmodel file found at the model path: an mlflow_model's path must hold its MLmodel file."
 
 
 class ModelsMixin(Workspace):
@@ -27,6 +34,8 @@ class ModelsMixin(Workspace):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.models: dict[str, dict[str, dict[str, Any]]] = {}
+        #: the lake the workspace's datastores stand for (None: the executor's, when there is one)
+        self.datastore_lake: Any = None
 
     # ------------------------------------------------------------------ public helpers
     def model_versions(self, name: str) -> dict[str, dict[str, Any]]:
@@ -45,6 +54,9 @@ class ModelsMixin(Workspace):
             existing["properties"] = {**props, "provisioningState": "Succeeded"}
             existing["systemData"] = {**existing["systemData"], "lastModifiedAt": self._system_data()["lastModifiedAt"]}
             return Reply(200, existing)
+        if sent.get("modelType") == "mlflow_model" and not self._has_mlmodel(str(sent.get("modelUri") or "")):
+            body = self._error_response("UserError", NO_MLMODEL_MESSAGE)
+            return Reply(400, body, {"x-ms-response-type": "error"})
         body = {
             "id": self.arm_id("models", name, version),
             "name": version,
@@ -85,6 +97,17 @@ class ModelsMixin(Workspace):
     def _list_model_containers(self, rec: RecordedRequest) -> Reply:
         values = [self._container_body(n, v) for n, v in self.models.items() if v]
         return Reply(200, {"value": values, "nextLink": None})
+
+    def _has_mlmodel(self, uri: str) -> bool:
+        """Whether the datastore path ``uri`` names holds an ``MLmodel`` file at its top."""
+        lake = self.datastore_lake
+        if lake is None:
+            lake = getattr(getattr(self, "executor", None), "lake", None)
+        try:
+            folder = lake_path(uri) if lake is not None else None
+        except ValueError:  # a ".." segment: no path of the lake
+            return False
+        return folder is not None and lake.exists(f"{folder.rstrip('/')}/MLmodel")
 
     # ------------------------------------------------------------------ bodies
     def _container_body(self, name: str, versions: dict[str, dict[str, Any]]) -> dict[str, Any]:
