@@ -16,17 +16,19 @@ its own:
   backend: the bulk ingest (``ingest``), then the week's batch: ``plan`` (the plan step and the
   data asset), the training run (``prepare``; ``train`` = ``train_global`` + the parallel step
   ``train_groups`` on ``--workers`` = the cores + the blend ``train``; its holdout ``score`` and
-  ``evaluate``), ``gate`` (register, promote), the scoring run (``score``: prepare and
-  score_production) and ``publish``.
+  ``evaluate``), ``gate`` (register, promote), the scoring run (its ``prepare``; ``score`` =
+  ``score_plan`` + the parallel step ``score_groups`` + ``score_production`` gathering them)
+  and ``publish``.
 
 Seconds: generate is the process's; ingest, plan, gate and publish come from the main job's
 lines as they arrive; the runs' steps from their ``status.json`` (the local runner's start
 and end of each step). Series per second per core: series / seconds / the cores the stage
-used (the parallel step's workers; 1 for every other stage). Peak RSS: the largest resident
-set of each kind of process (the main job, each step's script, the parallel step's workers),
-sampled every 0.2 s from /proc (psutil). Then each stage's time ratio between consecutive
-sizes against their series ratio: linear costs at most 1.1 x the series ratio (4.4x per 4x).
-The machine's load (``os.getloadavg``) is printed with every size: the machine is shared.
+used (the parallel steps' workers; 1 for every other stage). Peak RSS: the largest resident
+set of each kind of process (the main job, each step's script, each parallel step's workers:
+``train_groups worker``, ``score_groups worker``), sampled every 0.2 s from /proc (psutil).
+Then each stage's time ratio between consecutive sizes against their series ratio: linear
+costs at most 1.1 x the series ratio (4.4x per 4x). The machine's load (``os.getloadavg``)
+is printed with every size: the machine is shared.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 #: the stages in order; the seven of the issue (train and score summed from their parts) first
 STAGES = ("generate", "ingest", "plan", "prepare", "train", "score", "publish")
-PARTS = ("train_global", "train_groups", "train_blend", "holdout_score", "evaluate", "gate", "score_prepare")
+PARTS = (
+    "train_global", "train_groups", "train_blend", "holdout_score", "evaluate", "gate", "score_prepare", "score_plan",
+    "score_groups", "score_gather",
+)  # fmt: skip
 #: groups at every size: regions x 2 store formats x 2 product speeds
 GROUPS_PER_REGION = 4
 
@@ -96,8 +101,10 @@ class Sampler:
         if "shared.aml.local.parallel" in cmd:
             parent = p.parent()
             nested = parent is not None and "shared.aml.local.parallel" in " ".join(parent.cmdline())
-            return "train_groups worker" if nested else "train_groups pool"
-        for script in ("prepare", "train_global", "train", "score_production", "score", "evaluate"):
+            # a worker is a fork of its pool: the same command line, naming the entry script
+            entry = next((e for e in ("train_groups", "score_groups") if f"{e}.py" in cmd), "parallel")
+            return f"{entry} worker" if nested else f"{entry} pool"
+        for script in ("prepare", "train_global", "train", "score_plan", "score_production", "score", "evaluate"):
             if f"{script}.py" in cmd:
                 return script
         return None
@@ -184,10 +191,14 @@ def stage_times(lines: list[tuple[float, str]], lake: Path) -> dict[str, float]:
         # from the training run's end to the scoring run's start: register and promote
         "gate": min(s for s, _ in score.values()) - max(e for _, e in train.values()),
         "score_prepare": score["prepare"][1] - score["prepare"][0],
-        "score": score["score"][1] - score["score"][0],
+        # the scoring run fanned out (score_plan, the parallel score_groups, score): a run of
+        # before the fan-out has the score step alone
+        **{k: score[k][1] - score[k][0] if k in score else 0.0 for k in ("score_plan", "score_groups")},
+        "score_gather": score["score"][1] - score["score"][0],
         "publish": t_after - t_score_done,
     }
     out["train"] = out["train_global"] + out["train_groups"] + out["train_blend"]
+    out["score"] = out["score_plan"] + out["score_groups"] + out["score_gather"]
     return out
 
 
@@ -228,7 +239,7 @@ def run_size(work: Path, m: int, base: dict[str, int], workers: int) -> dict[str
 
 def cores(stage: str, workers: int) -> int:
     """The cores a stage used on this machine."""
-    return workers if stage == "train_groups" else 1
+    return workers if stage in ("train_groups", "score_groups") else 1
 
 
 def mib(n: int) -> str:

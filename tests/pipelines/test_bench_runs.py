@@ -30,3 +30,4 @@ def test_the_parallel_train_benchmark_runs_at_its_tiny_size(tmp_path):
     out = _run(ROOT_DIR / "bench" / "bench_parallel_train.py", "--tiny", "--work", str(tmp_path))
     assert re.search(r"^--workers 1: train step [\d.]+ s", out, re.M), out
     assert re.search(r"^ratio 1 worker / 2 workers: train step [\d.]+x, parallel step [\d.]+x$", out, re.M), out
+    assert re.search(r"^--workers 2: peak RSS MiB: .*train_groups worker \d+", out, re.M), out
