@@ -359,3 +359,19 @@ def test_the_models_requirements_are_the_forecast_environments():
     required = set(forecast_step_module("mlflow_model").REQUIREMENTS)
     assert required <= pins, required - pins
     assert {r.split("==")[0] for r in required} == {"mlflow-skinny", "numpy", "pandas", "scikit-learn", "lightgbm"}
+
+
+def test_a_corrupt_production_mlmodel_falls_to_the_previous_mlflow_version(run, tmp_path):
+    group = run["groups"][0]
+    prod = production_folder(run, tmp_path / "production")
+    doc = json.loads((prod / "production.json").read_text())
+    doc["models"][group]["previous"] = {"version": 3}
+    (prod / "production.json").write_text(json.dumps(doc))
+    shutil.copytree(run["models"] / "mlflow" / group, prod / group / "previous")
+    (prod / group / "artifacts" / "model" / "model.pkl").write_bytes(b"truncated")  # production's parts broken
+    step("score_production.py", "--features", run["features"], "--production", prod, "--out", tmp_path / "out")
+    served = json.loads((tmp_path / "out" / "forecasts" / "summary.json").read_text())["sources"][group]
+    assert (served["source"], served["version"]) == ("previous", 3)
+    assert "production v4" in served["reasons"][0] and "MLmodel cannot be read" in served["reasons"][0]
+    rows = pd.read_csv(tmp_path / "out" / "forecasts" / f"{group}.csv")
+    assert (rows["source"] == "previous").all() and (rows["model_version"] == 3).all()
