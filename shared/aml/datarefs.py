@@ -2,6 +2,13 @@
 run request may name as an input, and the lake's record of a version (``batches/data/<name>/
 <version>.json``), which the local backend resolves to the folder the version names.
 
+A version registered since issue 23 is **pinned**: its ``path`` names its own folder in the
+pinned store (``azureml://datastores/lake_batches/paths/pinned/versions/<name>/<version>``), which
+holds only its listing, ``files.json`` (each curated file -> its sha256 and the object that
+holds those bytes, ``objects/<sha[:2]>/<sha256>.csv`` in the same store). A record from
+before names the live curated folder (``azureml://datastores/lake_curated/paths/``): it
+resolves to that folder as it did, and :attr:`DataVersion.pinned` is False.
+
 The catalog that registers versions and links runs to them is :mod:`shared.mlops.data_assets`;
 this is what the bridge, below it, needs of it.
 """
@@ -12,6 +19,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from shared.aml.lakeuri import lake_path
 from shared.lake import Lake, NotFoundError
 from shared.weeks import layout
 
@@ -21,6 +29,8 @@ __all__ = [
     "DataVersion",
     "DataVersionNotFound",
     "is_reference",
+    "listing_of",
+    "pinned_folder",
     "parse_reference",
     "read_version",
     "record_path",
@@ -49,8 +59,10 @@ class DataVersion(BaseModel):
     version: str
     #: the Monday the batch trains as of (``YYYY-MM-DD``)
     week: str
-    #: the asset's folder as an AML data URI (``azureml://datastores/lake_curated/paths/``; records
-    #: written before the per-container datastores name ``azureml://datastores/lake/paths/curated``)
+    #: the asset's folder as an AML data URI: a pinned version's own folder in the pinned store
+    #: (``azureml://datastores/lake_batches/paths/pinned/versions/<name>/<version>``); records from before
+    #: the pinned store name the live ``azureml://datastores/lake_curated/paths/`` (and those from
+    #: before the per-container datastores ``azureml://datastores/lake/paths/curated``)
     path: str
     #: :func:`content_hash` of ``files``
     content_hash: str
@@ -58,6 +70,12 @@ class DataVersion(BaseModel):
     files: dict[str, str]
     #: ISO 8601, UTC, ``Z``
     created_at: str
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the version names its pinned folder (exactly the bytes it was registered
+        with), not the live curated folder (a record from before the pinned store)."""
+        return pinned_folder(self.path) is not None
 
     @property
     def reference(self) -> str:
@@ -98,3 +116,21 @@ def read_version(lake: Lake, name: str, version: str, top: str = RECORDS) -> Dat
         return DataVersion.model_validate_json(data)
     except ValidationError as e:
         raise DataCatalogError(f"the record of {name} version {version} ({path}) is not valid: {e}") from e
+
+
+def pinned_folder(uri: str) -> str | None:
+    """The lake path of the pinned version folder ``uri`` names
+    (``batches/pinned/versions/<name>/<version>``), or None for any other folder (the live curated one)."""
+    try:
+        found = lake_path(uri)
+    except ValueError:
+        return None
+    prefix = f"{layout.PINNED}/{layout.PINNED_VERSIONS}/"
+    if found is not None and found.startswith(prefix) and len(found[len(prefix) :].split("/")) == 2:
+        return found
+    return None
+
+
+def listing_of(folder: str) -> str:
+    """The listing's lake path in a pinned version's folder (a lake path)."""
+    return f"{folder.rstrip('/')}/{layout.LISTING}"

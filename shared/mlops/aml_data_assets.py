@@ -4,16 +4,22 @@ Imported only where the Azure catalog is used (azure-ai-ml costs about a second 
 interface, the lake catalog and the snapshot are in :mod:`shared.mlops.data_assets`.
 
 How a version maps onto AML: a ``uri_folder`` data asset of the same name and version (``<week>``,
-``<week>.2``...), its path the curated folder on the workspace's ``lake_curated`` datastore
-(``azureml://datastores/lake_curated/paths/``: :mod:`shared.aml.lakeuri`), with the tags ``week``,
-``content_hash``, ``files`` (how many) and ``datasets`` (comma-separated). The file list stays in the lake record
-(``batches/data/<name>/<version>.json``), which is also the lineage index: AML cannot tell which
-versions hold a file, nor which runs used them.
+``<week>.2``...), its path the version's own folder in the pinned store on the workspace's
+``lake_batches`` datastore (``azureml://datastores/lake_batches/paths/pinned/versions/<name>/<version>``:
+:mod:`shared.mlops.pinned`, :mod:`shared.aml.lakeuri`), which holds its listing; the bytes are the
+store's objects, which the pipelines read through their ``pinned`` input. AML refuses to move a
+version's path, so a version's folder is fixed once put. Tags: ``week``, ``content_hash``, ``files``
+(how many), ``datasets`` (comma-separated) and ``pinned`` (``true``). The file list stays in the lake
+record (``batches/data/<name>/<version>.json``), which is also the lineage index: AML cannot tell
+which versions hold a file, nor which runs used them.
 
-Registration: an AML version holding other content (its ``content_hash`` tag) is skipped; the lake
-record is claimed (create-if-absent: two registrations never share a version with other content);
-then the asset is put, unless AML already has it. A registration that died between its claim and
-its PUT is completed by the next one with the same content. At most ``attempts`` versions are tried.
+Registration: the files' bytes are pinned first (only those the store lacks are copied); an AML
+version holding other content (its ``content_hash`` tag) or naming a folder that is not its pinned
+one (an asset from before the pinned store) is skipped; the lake record is claimed
+(create-if-absent: two registrations never share a version with other content) and its listing
+written; then the asset is put, unless AML already has it. A registration that died between its
+claim and its PUT is completed by the next one with the same content. At most ``attempts``
+versions are tried.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from azure.ai.ml.entities import Data
 from azure.ai.ml.exceptions import AssetPathException
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from shared.aml.datarefs import pinned_folder
 from shared.aml.lakeuri import canonical
 from shared.lake import Lake
 from shared.mlops.data_assets import (
@@ -50,6 +57,7 @@ TAG_WEEK = "week"
 TAG_HASH = "content_hash"
 TAG_FILES = "files"
 TAG_DATASETS = "datasets"
+TAG_PINNED = "pinned"
 #: AML's refusal of a PUT that would move an existing version to another path
 _PATH_TAKEN = "Asset paths cannot be updated"
 
@@ -71,14 +79,20 @@ class AzureDataCatalog(LakeDataCatalog):
 
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
         candidate = self._candidate(name, week, files)
+        self.pin(candidate)
         for n in range(1, self.attempts + 1):
             version = version_name(week, n)
             asset = self._asset(name, version)
-            if asset is not None and _tag(asset, TAG_HASH) != candidate.content_hash:
-                continue  # AML holds other content under this version
+            if asset is not None and (_tag(asset, TAG_HASH) != candidate.content_hash or not _pinned(asset)):
+                continue  # AML holds other content under this version, or the live folder
             claimed = self._claim(candidate, version)
-            if claimed.content_hash != candidate.content_hash:
-                continue  # the lake holds other content under this version
+            if not self._same(claimed, candidate):
+                continue  # the lake holds other content under this version, or an unpinned record
+            try:
+                self._list(claimed)
+            except DataCatalogError as e:
+                log.warning("data catalog: %s: passed over", e)
+                continue
             if asset is None:
                 # a registration that died after its lake claim left no asset: this puts it
                 self._put(claimed)
@@ -134,14 +148,16 @@ class AzureDataCatalog(LakeDataCatalog):
             path=canonical(record.path),
             type="uri_folder",
             description=(
-                f"{self.folder} as of week {record.week}: {len(record.files)} files of {', '.join(datasets)} "
-                f"(ForecastOps; the file list is in the lake's {self._record_path(record.name, record.version)})"
+                f"{self.folder} as of week {record.week}, pinned: {len(record.files)} files of {', '.join(datasets)} "
+                f"(ForecastOps; files.json here lists each file's object in the pinned store; the record is "
+                f"the lake's {self._record_path(record.name, record.version)})"
             ),
             tags={
                 TAG_WEEK: record.week,
                 TAG_HASH: record.content_hash,
                 TAG_FILES: str(len(record.files)),
                 TAG_DATASETS: ",".join(datasets),
+                TAG_PINNED: "true",
             },
         )
         try:
@@ -158,3 +174,8 @@ class AzureDataCatalog(LakeDataCatalog):
 
 def _tag(asset: Any, key: str) -> str | None:
     return (asset.tags or {}).get(key)
+
+
+def _pinned(asset: Any) -> bool:
+    """Whether an asset names a pinned version's folder (not the live curated one)."""
+    return pinned_folder(str(asset.path or "")) is not None

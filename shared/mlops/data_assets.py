@@ -1,6 +1,7 @@
 """Registered data: which curated files a weekly batch trained or scored on, and lineage both
 ways (a model card -> its data version -> the files; a file -> the versions holding it -> the
-runs that used them).
+runs that used them). A version is pinned: registering it copies its files' bytes into the
+pinned store, and its path names its listing there (:mod:`shared.mlops.pinned`).
 
 The design notes: docs/mlops-loop.md.
 """
@@ -34,6 +35,7 @@ from shared.aml.datarefs import (
 from shared.aml.lakeuri import lake_uri
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.lake import Lake, LocalLake, NotFoundError, check_path
+from shared.mlops import pinned
 from shared.weeks import layout
 
 __all__ = [
@@ -235,7 +237,10 @@ class DataCatalog(ABC):
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
         """The version of ``name`` holding ``files`` as of ``week``: the existing one when this
         week already has one with the same content, else a new one (``<week>``, or the next
-        free ``<week>.<n>``). ``ValueError`` for a bad name, week or file list."""
+        free ``<week>.<n>``), pinned: the files' bytes copied into the pinned store first (only
+        those it lacks), the version's path its listing's folder there. ``ValueError`` for a bad
+        name, week or file list; :class:`DataCatalogError` naming a file whose bytes are no
+        longer those ``files`` lists (re-ingested since the snapshot)."""
 
     @abstractmethod
     def get(self, name: str, version: str) -> DataVersion:
@@ -297,16 +302,17 @@ class LakeDataCatalog(DataCatalog):
     # the interface -----------------------------------------------------------------------------
     def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
         candidate = self._candidate(name, week, files)
+        self.pin(candidate)
         for n in range(1, self.attempts + 1):
             try:
                 version = self._claim(candidate, version_name(week, n))
+                if self._same(version, candidate):
+                    self._list(version)
+                    return version
             except DataVersionNotFound:
                 raise
             except DataCatalogError as e:  # a corrupt record keeps its version: the next is claimed
                 log.warning("data catalog: %s: passed over", e)
-                continue
-            if version.content_hash == candidate.content_hash:
-                return version
         raise DataCatalogError(f"{name}: no free version for week {week} after {self.attempts} attempts")
 
     def get(self, name: str, version: str) -> DataVersion:
@@ -359,7 +365,7 @@ class LakeDataCatalog(DataCatalog):
             name=check_name(name),
             version=check_week(week),
             week=week,
-            path=datastore_uri(self.folder),
+            path=pinned.version_uri(name, week),
             content_hash=content_hash(checked),
             files=checked,
             created_at=clock.now_iso(),
@@ -371,13 +377,38 @@ class LakeDataCatalog(DataCatalog):
         existing = self._read(candidate.name, version)
         if existing is not None:
             return existing
-        claimed = candidate.model_copy(update={"version": version})
+        claimed = candidate.model_copy(update={"version": version, "path": pinned.version_uri(candidate.name, version)})
         if self.lake.create(self._record_path(candidate.name, version), claimed.to_json()):
             return claimed
         existing = self._read(candidate.name, version)  # another registration claimed it meanwhile
         if existing is None:
             raise DataCatalogError(f"{candidate.name} version {version}: claimed, then gone")
         return existing
+
+    def pin(self, version: DataVersion) -> pinned.PinReport:
+        """The version's files' bytes into the pinned store: only those it lacks are copied
+        (:func:`shared.mlops.pinned.pin_files`); :class:`DataCatalogError` naming a file whose
+        bytes are no longer those the version lists."""
+        for path in version.files:
+            pinned.relative(path, self.folder)
+        report = pinned.pin_files(self.lake, version.files, lambda fn, items: _map(self.lake, fn, items))
+        log.info("data %s: %d object(s) pinned (%d bytes), %d already there", version.name, *report)
+        return report
+
+    def _same(self, found: DataVersion, candidate: DataVersion) -> bool:
+        """Whether a claimed version is the candidate's: the same content, pinned. A record from
+        before the pinned store (the live folder) with the same content is passed over, so that
+        the run names a pinned version."""
+        if found.content_hash != candidate.content_hash:
+            return False
+        if not found.pinned:
+            log.warning("data %s version %s: not pinned (a record from before the pinned store): passed over",
+                        found.name, found.version)  # fmt: skip
+        return found.pinned
+
+    def _list(self, version: DataVersion) -> None:
+        """The version's listing in its pinned folder (written once; refused when altered)."""
+        pinned.write_listing(self.lake, version, self.folder)
 
     def _read(self, name: str, version: str) -> DataVersion | None:
         return read_version(self.lake, name, version, self.top)

@@ -261,7 +261,12 @@ class _Walk:
             version = self.data_version(m.group(1), m.group(2))
             data = {"reference": reference, "known": version is not None}
             if version is not None:
-                data |= {"week": version.week, "content_hash": version.content_hash, "files": len(version.files)}
+                data |= {
+                    "week": version.week,
+                    "content_hash": version.content_hash,
+                    "files": len(version.files),
+                    "pinned": version.pinned,
+                }
         return {
             "model": {"name": card.name, "version": card.version, "stage": card.stage, "mape": card.metrics.mape},
             "decision": card.decision.reason if card.decision else None,
@@ -280,6 +285,10 @@ class _Walk:
             "week": version.week,
             "content_hash": version.content_hash,
             "created_at": version.created_at,
+            # pinned: it reads exactly these bytes (the pinned store); a record from before
+            # the pinned store names the live curated folder, which later ingests change
+            "pinned": version.pinned,
+            "path": version.path,
             "files": version.files,
         }
 

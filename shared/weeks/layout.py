@@ -6,6 +6,8 @@ batches/index/<dataset>/files/<id>.json        what the index knows of one file
 batches/week=<W>/<name>                        the week's batch records (announced.json, plan.json...)
 batches/data/<name>/<version>.json             a data version's record (and its runs)
 batches/ingest-requests/<source>/<id>.json     a queued re-ingest request
+batches/pinned/objects/<sha[:2]>/<sha256>.csv  a curated file's bytes, named by their sha256 (written once)
+batches/pinned/versions/<name>/<version>/files.json   a data version's listing: each curated file -> its object
 ```
 """
 
@@ -72,3 +74,23 @@ def data_folder(name: str, top: str = DATA) -> str:
 def data_runs(name: str, version: str, top: str = DATA) -> str:
     """The runs that used a data version (one record per run)."""
     return f"{top}/{name}/{version}/runs"
+
+
+#: the lake's store of pinned data (``azureml://datastores/lake_batches/paths/pinned`` on AML)
+PINNED = f"{TOP}/pinned"
+#: the content-addressed objects, below :data:`PINNED`
+PINNED_OBJECTS = "objects"
+#: the version listings, below :data:`PINNED`
+PINNED_VERSIONS = "versions"
+#: a version listing's file name, in its version's folder
+LISTING = "files.json"
+
+
+def pinned_object(sha256: str) -> str:
+    """A pinned object's path inside the pinned store (``objects/ab/ab12...csv``): by its sha256."""
+    return f"{PINNED_OBJECTS}/{sha256[:2]}/{sha256}.csv"
+
+
+def pinned_version(name: str, version: str) -> str:
+    """A data version's folder inside the pinned store (what its data asset names)."""
+    return f"{PINNED_VERSIONS}/{name}/{version}"

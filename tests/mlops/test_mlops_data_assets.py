@@ -53,10 +53,23 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: every content a test named, by its sha256 (so that :func:`given` can write it)
+CONTENTS: dict[str, str] = {}
+
+
 def files(**contents: str) -> dict[str, str]:
     """``shipments="..."`` -> ``{"curated/shipments_weekly/v1/shipments.csv": sha256}``."""
     datasets = {"shipments": "shipments_weekly", "weather": "weather_daily", "stores": "store_demographics"}
+    CONTENTS.update({sha(v): v for v in contents.values()})
     return {f"curated/{datasets[k.rstrip('0123456789')]}/v1/{k}.csv": sha(v) for k, v in contents.items()}
+
+
+def given(lake: Lake, listed: dict[str, str]) -> dict[str, str]:
+    """``listed``, its curated files written into ``lake`` with the contents they name (as an
+    ingest would have before the snapshot): a version pins the bytes it finds there."""
+    for path, digest in listed.items():
+        lake.write_bytes(path, CONTENTS[digest].encode())
+    return listed
 
 
 BATCH = files(shipments="s1", weather="w1", stores="d1")
@@ -141,9 +154,9 @@ def test_content_hash_is_over_sorted_path_and_sha256_lines():
 
 # ----------------------------------------------------------------------------------------------- the contract
 def test_a_week_registered_once_is_version_week_with_its_files(catalog):
-    version = catalog.register(NAME, WEEK, BATCH)
+    version = catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
     assert (version.name, version.version, version.week) == (NAME, WEEK, WEEK)
-    assert version.path == "azureml://datastores/lake_curated/paths/"
+    assert version.path == f"azureml://datastores/lake_batches/paths/pinned/versions/{NAME}/{WEEK}" and version.pinned
     assert version.files == dict(sorted(BATCH.items())) and version.content_hash == content_hash(BATCH)
     assert version.reference == f"azureml:{NAME}:{WEEK}" and parse_reference(version.reference) == (NAME, WEEK)
     assert version.created_at.endswith("Z")
@@ -153,25 +166,28 @@ def test_a_week_registered_once_is_version_week_with_its_files(catalog):
 
 
 def test_registering_the_same_content_again_returns_the_same_version(catalog):
-    first = catalog.register(NAME, WEEK, BATCH)
-    again = catalog.register(NAME, WEEK, dict(reversed(list(BATCH.items()))))
+    first = catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
+    again = catalog.register(NAME, WEEK, given(catalog.lake, dict(reversed(list(BATCH.items())))))
     assert again == first and catalog.versions(NAME) == [first]
 
 
 def test_other_content_in_the_same_week_gets_the_next_version(catalog):
-    first = catalog.register(NAME, WEEK, BATCH)
-    late = catalog.register(NAME, WEEK, {**BATCH, **files(shipments2="late file")})
-    corrected = catalog.register(NAME, WEEK, {**BATCH, **files(shipments="corrected")})
+    first = catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
+    late = catalog.register(NAME, WEEK, given(catalog.lake, {**BATCH, **files(shipments2="late file")}))
+    corrected = catalog.register(NAME, WEEK, given(catalog.lake, {**BATCH, **files(shipments="corrected")}))
     assert [first.version, late.version, corrected.version] == [WEEK, f"{WEEK}.2", f"{WEEK}.3"]
-    assert catalog.register(NAME, WEEK, BATCH) == first
-    assert catalog.register(NAME, WEEK, {**BATCH, **files(shipments="corrected")}) == corrected
+    assert catalog.register(NAME, WEEK, given(catalog.lake, BATCH)) == first
+    assert catalog.register(NAME, WEEK, given(catalog.lake, {**BATCH, **files(shipments="corrected")})) == corrected
     next_week = catalog.register(NAME, NEXT_WEEK, BATCH)  # the same files a week later: that week's version
     assert next_week.version == NEXT_WEEK
     assert [v.version for v in catalog.versions(NAME)] == [WEEK, f"{WEEK}.2", f"{WEEK}.3", NEXT_WEEK]
 
 
 def test_concurrent_registrations_never_clobber_each_other(catalog):
-    contents = [BATCH, {**BATCH, **files(weather="w2")}, {**BATCH, **files(stores="d2")}]
+    # other files, not other bytes at the same paths: each registration finds its own bytes there
+    contents = [
+        given(catalog.lake, c) for c in (BATCH, {**BATCH, **files(weather2="w2")}, {**BATCH, **files(stores2="d2")})
+    ]
     results: list[tuple[int, str, str]] = []
     errors: list[BaseException] = []
 
@@ -224,7 +240,7 @@ def test_unknown_versions_are_not_found(catalog):
 
 # ----------------------------------------------------------------------------------------------- lineage
 def test_lineage_from_a_model_card_to_its_data_version_and_files(catalog, local_lake):
-    version = catalog.register(NAME, WEEK, BATCH)
+    version = catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
     catalog.link_run(NAME, version.version, "forecast-w48", kind="train")
     registry = LakeRegistry(local_lake)
     card = registry.register(
@@ -245,10 +261,10 @@ def test_lineage_from_a_model_card_to_its_data_version_and_files(catalog, local_
 
 def test_lineage_from_a_file_to_the_versions_holding_it_and_the_runs_that_used_them(catalog):
     shipments = next(p for p in BATCH if "shipments" in p)
-    first = catalog.register(NAME, WEEK, BATCH)
-    corrected = catalog.register(NAME, WEEK, {**BATCH, **files(shipments="corrected")})
-    later = catalog.register(NAME, NEXT_WEEK, {p: h for p, h in BATCH.items() if p != shipments})
-    catalog.register("other-data", WEEK, BATCH)
+    first = catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
+    corrected = catalog.register(NAME, WEEK, given(catalog.lake, {**BATCH, **files(shipments="corrected")}))
+    later = catalog.register(NAME, NEXT_WEEK, given(catalog.lake, {p: h for p, h in BATCH.items() if p != shipments}))
+    catalog.register("other-data", WEEK, given(catalog.lake, BATCH))
     catalog.link_run(NAME, first.version, "forecast-w48", kind="train")
     catalog.link_run(NAME, first.version, "score-w48", kind="score")
     catalog.link_run(NAME, corrected.version, "forecast-w48-rerun")
@@ -269,7 +285,7 @@ def test_lineage_from_a_file_to_the_versions_holding_it_and_the_runs_that_used_t
 
 
 def test_a_run_is_linked_once_and_with_one_kind(catalog):
-    catalog.register(NAME, WEEK, BATCH)
+    catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
     assert catalog.link_run(NAME, WEEK, "forecast-w48") == catalog.link_run(NAME, WEEK, "forecast-w48")
     assert catalog.runs_of(NAME, WEEK) == [(NAME, WEEK, "forecast-w48", "train")]
     with pytest.raises(DataCatalogError, match="already linked .* as train, not score"):
@@ -282,10 +298,10 @@ def test_a_run_is_linked_once_and_with_one_kind(catalog):
 # ----------------------------------------------------------------------------------------------- the lake's layout
 def test_the_lake_catalog_layout(local_lake):
     catalog = LakeDataCatalog(local_lake)
-    catalog.register(NAME, WEEK, BATCH)
-    catalog.register(NAME, WEEK, files(shipments="s2"))
+    catalog.register(NAME, WEEK, given(catalog.lake, BATCH))
+    catalog.register(NAME, WEEK, given(catalog.lake, files(shipments="s2")))
     catalog.link_run(NAME, WEEK, "forecast-w48")
-    assert list(local_lake.list("batches")) == [
+    assert list(local_lake.list("batches/data")) == [
         f"batches/data/{NAME}/{WEEK}.2.json",
         f"batches/data/{NAME}/{WEEK}.json",
         f"batches/data/{NAME}/{WEEK}/runs/forecast-w48.json",
@@ -304,13 +320,14 @@ class RacedLake(LocalLake):
     def create(self, path: str, data: bytes) -> bool:
         if path.endswith(f"/{WEEK}.json") and not self.raced:
             self.raced = True
-            other = LakeDataCatalog(LocalLake(self.root)).register(NAME, WEEK, files(weather="other"))
+            other = LakeDataCatalog(LocalLake(self.root)).register(NAME, WEEK, given(self, files(weather="other")))
             assert other.version == WEEK
         return super().create(path, data)
 
 
 def test_a_version_claimed_by_another_registration_meanwhile_is_skipped(tmp_path):
-    version = LakeDataCatalog(RacedLake(tmp_path / "lake")).register(NAME, WEEK, BATCH)
+    lake = RacedLake(tmp_path / "lake")
+    version = LakeDataCatalog(lake).register(NAME, WEEK, given(lake, BATCH))
     assert version.version == f"{WEEK}.2"
     catalog = LakeDataCatalog(LocalLake(tmp_path / "lake"))
     assert catalog.get(NAME, WEEK).files == files(weather="other") and catalog.get(NAME, f"{WEEK}.2") == version
@@ -321,7 +338,7 @@ def test_a_record_that_is_not_valid_is_reported(local_lake):
     with pytest.raises(DataCatalogError, match="is not valid"):
         LakeDataCatalog(local_lake).get(NAME, WEEK)
     # registering passes over the corrupt version (it stays as it is) rather than failing the batch
-    assert LakeDataCatalog(local_lake).register(NAME, WEEK, BATCH).version == f"{WEEK}.2"
+    assert LakeDataCatalog(local_lake).register(NAME, WEEK, given(local_lake, BATCH)).version == f"{WEEK}.2"
 
 
 # ----------------------------------------------------------------------------------------------- AML's data assets
@@ -340,16 +357,18 @@ def aml(fake, local_lake) -> AzureDataCatalog:
 
 
 def test_aml_data_asset_is_a_uri_folder_on_the_lake_with_the_versions_facts_as_tags(fake, aml):
-    version = aml.register(NAME, WEEK, BATCH)
+    version = aml.register(NAME, WEEK, given(aml.lake, BATCH))
     (put,) = fake.requests_to("PUT", r"/data/")
     assert put.path == f"{WS}/data/{NAME}/versions/{WEEK}"
     props = put.json["properties"]
-    assert props["dataType"] == "uri_folder" and props["dataUri"] == "azureml://datastores/lake_curated/paths/"
+    assert props["dataType"] == "uri_folder"
+    assert props["dataUri"] == f"azureml://datastores/lake_batches/paths/pinned/versions/{NAME}/{WEEK}" == version.path
     assert props["tags"] == {
         "week": WEEK,
         "content_hash": version.content_hash,
         "files": "3",
         "datasets": "shipments_weekly,store_demographics,weather_daily",
+        "pinned": "true",
     }
     assert f"batches/data/{NAME}/{WEEK}.json" in props["description"]
     # nothing uploaded through the SDK: no datastore lookup, no blob call
@@ -357,8 +376,8 @@ def test_aml_data_asset_is_a_uri_folder_on_the_lake_with_the_versions_facts_as_t
 
 
 def test_aml_the_same_content_again_puts_nothing(fake, aml):
-    aml.register(NAME, WEEK, BATCH)
-    aml.register(NAME, WEEK, BATCH)
+    aml.register(NAME, WEEK, given(aml.lake, BATCH))
+    aml.register(NAME, WEEK, given(aml.lake, BATCH))
     assert len(fake.requests_to("PUT", r"/data/")) == 1
 
 
@@ -367,7 +386,7 @@ def test_aml_a_version_aml_holds_with_other_content_is_skipped(fake, aml, local_
     aml.client.data.create_or_update(
         Data(name=NAME, version=WEEK, path="azureml://datastores/lake_curated/paths/", tags={"content_hash": "other"})
     )
-    version = aml.register(NAME, WEEK, BATCH)
+    version = aml.register(NAME, WEEK, given(aml.lake, BATCH))
     assert version.version == f"{WEEK}.2" and not local_lake.exists(f"batches/data/{NAME}/{WEEK}.json")
     assert fake.data_versions(NAME)[WEEK]["properties"]["tags"] == {"content_hash": "other"}
     assert [v.version for v in aml.versions(NAME)] == [f"{WEEK}.2"]
@@ -376,18 +395,18 @@ def test_aml_a_version_aml_holds_with_other_content_is_skipped(fake, aml, local_
 def test_aml_a_registration_that_died_after_its_lake_claim_is_completed_by_the_next(fake, aml, local_lake):
     fake.inject("PUT", rf"/data/{NAME}/versions/{WEEK}$", [403])
     with pytest.raises(HttpResponseError) as e:
-        aml.register(NAME, WEEK, BATCH)
+        aml.register(NAME, WEEK, given(aml.lake, BATCH))
     assert e.value.status_code == 403 and local_lake.exists(f"batches/data/{NAME}/{WEEK}.json")
     with pytest.raises(DataVersionNotFound, match="not a data asset in workspace ws: register it again"):
         aml.get(NAME, WEEK)
-    version = aml.register(NAME, WEEK, BATCH)
+    version = aml.register(NAME, WEEK, given(aml.lake, BATCH))
     assert version.version == WEEK and aml.get(NAME, WEEK) == version
     assert WEEK in fake.data_versions(NAME)
 
 
 def test_aml_versions_are_amls_with_their_lake_records(fake, aml):
-    aml.register(NAME, WEEK, BATCH)
-    aml.register(NAME, NEXT_WEEK, files(shipments="s2"))
+    aml.register(NAME, WEEK, given(aml.lake, BATCH))
+    aml.register(NAME, NEXT_WEEK, given(aml.lake, files(shipments="s2")))
     aml.client.data.create_or_update(Data(name=NAME, version="7", path="azureml://datastores/lake_curated/paths/x"))
     assert [v.version for v in aml.versions(NAME)] == [WEEK, NEXT_WEEK]
     assert aml.versions("no-such-data") == []
@@ -395,7 +414,7 @@ def test_aml_versions_are_amls_with_their_lake_records(fake, aml):
 
 
 def test_aml_a_lake_record_and_an_asset_that_disagree_are_reported(fake, aml):
-    aml.register(NAME, WEEK, BATCH)
+    aml.register(NAME, WEEK, given(aml.lake, BATCH))
     fake.data_versions(NAME)[WEEK]["properties"]["tags"]["content_hash"] = "edited"
     with pytest.raises(DataCatalogError, match="is not the lake record's"):
         aml.get(NAME, WEEK)
@@ -410,7 +429,7 @@ def test_aml_registration_gives_up_after_its_attempts(fake, local_lake):
             )
         )
     with pytest.raises(DataCatalogError, match="no free version for week 2026-11-23 after 2 attempts"):
-        AzureDataCatalog(client, local_lake, attempts=2).register(NAME, WEEK, BATCH)
+        AzureDataCatalog(client, local_lake, attempts=2).register(NAME, WEEK, given(local_lake, BATCH))
 
 
 def test_aml_a_version_put_meanwhile_with_another_path_is_reported(fake, aml):
@@ -419,7 +438,7 @@ def test_aml_a_version_put_meanwhile_with_another_path_is_reported(fake, aml):
         Data(name=NAME, version=WEEK, path="azureml://datastores/lake_curated/paths/other")
     )
     with pytest.raises(DataCatalogError, match="with another path"):
-        aml.register(NAME, WEEK, BATCH)
+        aml.register(NAME, WEEK, given(aml.lake, BATCH))
 
 
 # ----------------------------------------------------------------------------------------------- the local backend
@@ -429,17 +448,20 @@ def forecast_request(curated_input: str):
     return request
 
 
-def test_the_local_backend_runs_on_the_folder_a_registered_version_names(lake, tmp_path):
+def test_the_local_backend_runs_on_the_pinned_folder_a_registered_version_names(lake, tmp_path):
     curated(lake, "shipments_weekly", "erp/2026-11-23", "store_id,sku\n")
     version = LakeDataCatalog(lake).register(NAME, WEEK, snapshot(lake))
     steps = plan(load_catalog()["forecast"], forecast_request(version.reference), lake, tmp_path / "work")
     argv = steps[0].argv
-    folder = Path(argv[argv.index("--curated") + 1])
+    folder, store = Path(argv[argv.index("--curated") + 1]), Path(argv[argv.index("--pinned") + 1])
     if isinstance(lake, LocalLake):
-        assert folder == lake.root / "curated"
-    else:  # a remote lake's folder is copied to the step's machine
-        assert folder == tmp_path / "work" / "inputs" / "curated"
-    assert (folder / "shipments_weekly/v1/erp/2026-11-23.csv").read_text() == "store_id,sku\n"
+        assert folder == lake.root / "batches/pinned/versions" / NAME / WEEK and store == lake.root / "batches/pinned"
+    else:  # a remote lake's folders are copied to the step's machine: of the store, the version's objects only
+        assert folder == tmp_path / "work" / "inputs" / "curated" and store == tmp_path / "work" / "inputs" / "pinned"
+        assert [p.name for p in store.rglob("*") if p.is_file()] == [f"{sha('store_id,sku' + chr(10))}.csv"]
+    listing = json.loads((folder / "files.json").read_text())
+    entry = listing["files"]["shipments_weekly/v1/erp/2026-11-23.csv"]
+    assert (store / entry["object"]).read_text() == "store_id,sku\n"
 
 
 def test_the_local_backend_refuses_an_unknown_data_asset_before_anything_starts(local_lake):

@@ -2,7 +2,9 @@
 and what the backtest needs to rebuild it as known at each forecast origin.
 
 Reads ``<curated>/{shipments_weekly,weather_daily,store_demographics}/v1/**/*.csv`` and writes
-to ``<out>``:
+to ``<out>``. ``<curated>`` may be a pinned data version's folder (its listing, ``files.json``):
+then the files are exactly the version's, read from the store ``--pinned`` names with each
+sha256 checked (pinned.py); a missing or altered object stops the step with one line.
 
 * ``features.csv``: one row per series and week, ``split`` = train | holdout | future, every
   feature as known at the holdout's forecast origin (its first week) for train and holdout
@@ -63,6 +65,7 @@ from forecast_lib import (
     week_start_of,
     write_json,
 )
+from pinned import PinnedDataError, curated_view
 
 DAY = pd.Timedelta(days=1)
 
@@ -316,7 +319,8 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--curated", type=Path, required=True, help="the curated lake folder")
+    p.add_argument("--curated", type=Path, required=True, help="the curated lake folder, or a pinned version's")
+    p.add_argument("--pinned", type=Path, help="the pinned store a pinned version's objects are read from")
     p.add_argument("--holdout-weeks", type=int, default=8, help="the horizon of every forecast origin")
     p.add_argument("--origins", type=int, default=BACKTEST_ORIGINS, help="backtest origins (the holdout and before)")
     p.add_argument("--regions", default="all", help='"all" or comma-separated region names')
@@ -327,7 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.origins < 1:
         p.error("--origins must be >= 1")
     t0 = time.monotonic()
-    panel, history, known, meta = build(a.curated, a.holdout_weeks, a.regions, a.origins)
+    try:
+        with curated_view(a.curated, a.pinned) as (curated, listing):
+            if listing is not None:
+                print(f"prepare: data version {listing.get('name')}:{listing.get('version')}, "
+                      f"{len(listing['files'])} files pinned and checked", flush=True)  # fmt: skip
+            panel, history, known, meta = build(curated, a.holdout_weeks, a.regions, a.origins)
+    except PinnedDataError as e:
+        print(f"prepare: {e}", file=sys.stderr)
+        return 2
+    if listing is not None:
+        meta["data_version"] = {k: listing.get(k) for k in ("name", "version", "content_hash")}
     a.out.mkdir(parents=True, exist_ok=True)
     panel.to_csv(a.out / "features.csv", index=False, float_format="%.6g")
     history.to_csv(a.out / "history.csv", index=False, float_format="%.6g")

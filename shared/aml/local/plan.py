@@ -8,16 +8,24 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared import ROOT
 from shared.aml.catalog import Pipeline
-from shared.aml.datarefs import DataVersionNotFound, is_reference, parse_reference, read_version
+from shared.aml.datarefs import (
+    DataVersionNotFound,
+    is_reference,
+    listing_of,
+    parse_reference,
+    read_version,
+)
 from shared.aml.lakeuri import lake_path
 from shared.aml.request import RunRequest
-from shared.lake import Lake, LocalLake
+from shared.lake import Lake, LocalLake, NotFoundError
+from shared.weeks import layout
 
 
 @dataclass
@@ -31,6 +39,8 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
+#: an object of the pinned store, as a listing names it (anything else is not copied)
+_OBJECT = re.compile(rf"{layout.PINNED_OBJECTS}/[0-9a-f]{{2}}/[0-9a-f]{{64}}\.csv")
 _BINDING = re.compile(r"\$\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 _OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.S)
 
@@ -44,8 +54,10 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 def resolve_input(value: str, lake: Lake) -> str:
     """A data asset version (``azureml:<name>:<version>``) as the lake folder its record names
-    (``azureml://datastores/lake_curated/paths/``); any other value unchanged. An asset the lake's
-    catalog does not hold raises :class:`DataVersionNotFound`."""
+    (a pinned version: its folder in the pinned store, ``azureml://datastores/lake_batches/paths/
+    pinned/versions/<name>/<version>``, which holds its listing; a record from before the pinned store:
+    the live ``azureml://datastores/lake_curated/paths/``); any other value unchanged. An asset
+    the lake's catalog does not hold raises :class:`DataVersionNotFound`."""
     if not is_reference(value):
         return value
     name, version = parse_reference(value)
@@ -55,10 +67,10 @@ def resolve_input(value: str, lake: Lake) -> str:
     return found.path
 
 
-def _local_path(value: str, lake: Lake, work: Path, name: str) -> str:
+def _lake_folder(value: str, lake: Lake, name: str) -> str:
     """A uri input (a lake datastore's URI, ``azureml://datastores/lake_<container>/paths/<p>`` or
     the legacy ``azureml://datastores/lake/paths/<container>/<p>``, a lake path, or a data asset
-    version the lake's catalog holds) as a folder here. Another datastore's URI raises
+    version the lake's catalog holds) as the lake folder it names. Another datastore's URI raises
     ``ValueError``: this machine has only the lake."""
     value = resolve_input(value, lake)
     if value.startswith("azureml://"):
@@ -67,16 +79,42 @@ def _local_path(value: str, lake: Lake, work: Path, name: str) -> str:
             raise ValueError(
                 f"input {name}: {value} is not in a datastore of the lake; the local backend reads the lake only"
             )
-        rel = found
-    else:
-        rel = value.strip("/")
+        return found
+    return value.strip("/")
+
+
+def _listed_objects(lake: Lake, folders: Iterable[str]) -> set[str]:
+    """The objects (``batches/pinned/objects/...``) the listings of the pinned version folders among
+    ``folders`` name: all a run on a remote lake needs of the pinned store. A listing that does
+    not read lists nothing here (the prepare step says what is wrong with it)."""
+    found: set[str] = set()
+    for folder in folders:
+        if not folder.startswith(f"{layout.PINNED}/{layout.PINNED_VERSIONS}/"):
+            continue
+        try:
+            listing = json.loads(lake.read_bytes(listing_of(folder)))
+            objects = [str(entry["object"]) for entry in listing["files"].values()]
+            found |= {f"{layout.PINNED}/{o}" for o in objects if _OBJECT.fullmatch(o)}
+        except (NotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return found
+
+
+def _local_folder(rel: str, lake: Lake, work: Path, name: str, objects: set[str]) -> str:
+    """A lake folder as a folder here: itself on a local lake, else a copy (of the pinned store,
+    only the ``objects`` the run's pinned versions list, not every version's)."""
     if isinstance(lake, LocalLake):
         return str(lake.root / rel)
     target = work / "inputs" / name
-    for path in lake.list(rel):
+    store = rel == layout.PINNED or rel.startswith(f"{layout.PINNED}/{layout.PINNED_OBJECTS}")
+    paths = sorted(p for p in objects if p.startswith(f"{rel}/")) if store else lake.list(rel)
+    for path in paths:
         dest = target / path[len(rel) :].lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(lake.read_bytes(path))
+        try:
+            dest.write_bytes(lake.read_bytes(path))
+        except NotFoundError:
+            continue  # an object gone from the store: the prepare step names it
     return str(target)
 
 
@@ -110,9 +148,14 @@ def _pipeline_values(job: dict[str, Any], request: RunRequest, lake: Lake, work:
             values[name] = str(default)
     values.update({k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in request.parameters.items()})
     values.update(request.inputs)
-    for name, spec in (job.get("inputs") or {}).items():
-        if isinstance(spec, dict) and spec.get("type") in ("uri_folder", "uri_file", "mltable") and name in values:
-            values[name] = _local_path(values[name], lake, work, name)
+    folders = {
+        name: _lake_folder(values[name], lake, name)
+        for name, spec in (job.get("inputs") or {}).items()
+        if isinstance(spec, dict) and spec.get("type") in _DATA_TYPES and name in values
+    }
+    objects = set() if isinstance(lake, LocalLake) else _listed_objects(lake, folders.values())
+    for name, rel in folders.items():
+        values[name] = _local_folder(rel, lake, work, name, objects)
     return values
 
 

@@ -1,0 +1,173 @@
+"""Pinned data versions: the bytes a data version was registered with, kept where no ingest
+writes, so that the version reads exactly them for as long as it exists.
+
+The store is the lake's ``batches/pinned/`` folder (``azureml://datastores/lake_batches/paths/pinned``
+on AML: :mod:`shared.aml.lakeuri`), where only the bridge writes, never an ingest::
+
+    batches/pinned/objects/<sha[:2]>/<sha256>.csv          a curated file's bytes, named by their sha256
+    batches/pinned/versions/<name>/<version>/files.json    a version's listing (the data asset's folder)
+
+- **Objects** are content-addressed: a file is copied only when no object holds its sha256
+  yet, so the store grows with new content, never with versions (a version whose files are all
+  there already copies nothing). The bytes copied are hashed on the way: bytes that do not hash to
+  the sha256 the snapshot listed (the curated file was re-ingested between the snapshot and the
+  copy) are refused (:class:`DataCatalogError` naming the file) and no object is written. An
+  object is created whole in one create-if-absent write (``Lake.create``: two registrations
+  pinning the same bytes at once never interleave), and never rewritten.
+- **The listing** holds the version's name, version, week and content hash, and per curated file
+  (its path below ``curated/``: ``shipments_weekly/v1/erp/2026-11-23.csv``) its sha256 and its
+  object (``objects/ab/ab12...csv``, below the store). It is created once (create-if-absent); a
+  listing already there that says otherwise is refused.
+
+Reading a version (pipelines/forecast/src/pinned.py, the prepare step): the listing, then each
+object, its sha256 checked, laid out as the curated folder. A tampered or missing object stops
+the step with one line naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+from shared.aml.datarefs import DataCatalogError, DataVersion, listing_of
+from shared.aml.lakeuri import lake_uri
+from shared.lake import ChangedWhileReadError, Lake, NotFoundError
+from shared.weeks import layout
+
+__all__ = ["PinReport", "StoreUsage", "listing", "pin_files", "store_usage", "verify", "version_uri", "write_listing"]
+
+#: how much of a file is read (and hashed, and written) at a time
+CHUNK_BYTES = 4 * 1024 * 1024
+
+Mapper = Callable[[Callable[[tuple[str, str]], int], Iterable[tuple[str, str]]], Iterator[int]]
+
+
+class PinReport(NamedTuple):
+    """What pinning a version's files did: objects copied (and their bytes), files already there."""
+
+    copied: int
+    copied_bytes: int
+    present: int
+
+
+class StoreUsage(NamedTuple):
+    """The pinned store's objects: how many, and their bytes."""
+
+    objects: int
+    bytes: int
+
+
+def object_path(sha256: str) -> str:
+    """An object's lake path (``batches/pinned/objects/ab/ab12...csv``)."""
+    return f"{layout.PINNED}/{layout.pinned_object(sha256)}"
+
+
+def version_folder(name: str, version: str) -> str:
+    """A version's folder's lake path (``batches/pinned/versions/<name>/<version>``)."""
+    return f"{layout.PINNED}/{layout.pinned_version(name, version)}"
+
+
+def version_uri(name: str, version: str) -> str:
+    """A version's folder as an AML data URI: the data asset's path."""
+    return lake_uri(version_folder(name, version))
+
+
+def relative(path: str, folder: str) -> str:
+    """A curated file's path below ``folder`` (``curated/x/v1/a.csv`` -> ``x/v1/a.csv``);
+    ``ValueError`` for a file outside it."""
+    prefix = folder.strip("/") + "/"
+    if not path.startswith(prefix) or len(path) == len(prefix):
+        raise ValueError(f"{path}: not a file of {prefix} (a data version pins the curated folder's files)")
+    return path[len(prefix) :]
+
+
+def pin_files(lake: Lake, files: Mapping[str, str], mapper: Mapper | None = None) -> PinReport:
+    """Every file's bytes as the object of its sha256, copied when no object holds them yet
+    (``mapper`` runs the copies, in threads on a remote lake). :class:`DataCatalogError` naming
+    the file when its bytes no longer hash to the sha256 given, or it is gone."""
+
+    def one(item: tuple[str, str]) -> int:
+        path, sha = item
+        target = object_path(sha)
+        if lake.exists(target):
+            return -1
+        return _copy(lake, path, sha, target)
+
+    results = list((mapper or map)(one, files.items()))
+    copied = [n for n in results if n >= 0]
+    return PinReport(len(copied), sum(copied), len(results) - len(copied))
+
+
+def _copy(lake: Lake, path: str, sha: str, target: str) -> int:
+    """One file's bytes as the object ``target``, if they hash to ``sha``: created in one
+    create-if-absent write, so that two registrations pinning the same bytes at once never
+    interleave (the second finds the object there); the bytes it copied."""
+    try:
+        data = lake.read_bytes(path)
+    except NotFoundError:
+        raise DataCatalogError(f"{path}: gone since the snapshot listed it: not pinned") from None
+    except ChangedWhileReadError:
+        raise DataCatalogError(f"{path}: rewritten while it was copied: not pinned; register again") from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha:
+        raise DataCatalogError(
+            f"{path}: its bytes hash to {found}, not the {sha} the snapshot listed (re-ingested since?): "
+            "not pinned; register again from a new snapshot"
+        )
+    return len(data) if lake.create(target, data) else -1
+
+
+def listing(version: DataVersion, folder: str = "curated") -> dict[str, Any]:
+    """The version's listing (see the module)."""
+    return {
+        "name": version.name,
+        "version": version.version,
+        "week": version.week,
+        "content_hash": version.content_hash,
+        "store": lake_uri(layout.PINNED),
+        "files": {
+            relative(path, folder): {"sha256": sha, "object": layout.pinned_object(sha)}
+            for path, sha in sorted(version.files.items())
+        },
+    }
+
+
+def write_listing(lake: Lake, version: DataVersion, folder: str = "curated") -> str:
+    """The version's listing, created once in its folder; its lake path. One already there
+    that lists otherwise raises :class:`DataCatalogError`."""
+    wanted = listing(version, folder)
+    path = listing_of(version_folder(version.name, version.version))
+    if not lake.create(path, json.dumps(wanted, indent=2).encode("utf-8")):
+        try:
+            found = json.loads(lake.read_bytes(path))
+        except ValueError:
+            found = None
+        if not isinstance(found, dict) or {k: found.get(k) for k in wanted} != wanted:
+            raise DataCatalogError(f"{path} does not list what {version.reference} was registered with: altered")
+    return path
+
+
+def verify(lake: Lake, version: DataVersion) -> list[str]:
+    """What is wrong with a pinned version's objects (missing, or bytes of another sha256), one
+    line each; empty when every object reads as registered. Reads every object."""
+    problems = []
+    for path, sha in sorted(version.files.items()):
+        digest = hashlib.sha256()
+        try:
+            with lake.open(object_path(sha)) as (stream, _):
+                while chunk := stream.read(CHUNK_BYTES):
+                    digest.update(chunk)
+        except NotFoundError:
+            problems.append(f"{path}: its object {object_path(sha)} is missing")
+            continue
+        if digest.hexdigest() != sha:
+            problems.append(f"{path}: its object {object_path(sha)} holds bytes of sha256 {digest.hexdigest()}")
+    return problems
+
+
+def store_usage(lake: Lake) -> StoreUsage:
+    """How many objects the pinned store holds, and their bytes."""
+    infos = list(lake.list_info(f"{layout.PINNED}/{layout.PINNED_OBJECTS}"))
+    return StoreUsage(len(infos), sum(i.size for i in infos))
