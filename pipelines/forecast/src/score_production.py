@@ -410,7 +410,7 @@ def _result(row: dict[str, Any]) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
-    p.add_argument("--production", type=Path, required=True, help="production.json and <group>/model.pkl, ...")
+    p.add_argument("--production", type=Path, required=True, help="production.json and <group>/MLmodel, ...")
     p.add_argument("--work", type=Path, help="score_plan.py's work files (with --served and --results: score nothing)")
     p.add_argument("--served", type=Path, help="the parallel step's <group>.csv files")
     p.add_argument("--results", type=Path, help="the parallel step's rows")
