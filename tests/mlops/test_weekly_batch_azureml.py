@@ -250,12 +250,14 @@ def test_the_plan_is_the_local_backends_and_its_data_version_is_an_aml_data_asse
     assert sorted(plan["fingerprints"]) == sorted({g.rsplit(".", 1)[0] for g in GROUPS})
     data = plan["data"]
     assert data["reference"] == f"azureml:{DATA_ASSET}:{week}" and data["version"] == week
-    # registered once, in AML, as a uri_folder over the lake's curated container
+    # registered once, in AML, as a uri_folder over the version's pinned folder (its listing of
+    # the content-addressed copies it was registered with: issue 23, item 1), never live curated/
     assert len(both.fake.requests_to("PUT", rf"/data/{DATA_ASSET}/versions/")) == 1
     (asset,) = both.fake.data_versions(DATA_ASSET).values()
     props = asset["properties"]
     assert asset["name"] == week and props["dataType"] == "uri_folder"
-    assert props["dataUri"] == lake_uri("curated") == "azureml://datastores/lake_curated/paths/"
+    assert props["dataUri"] == lake_uri(f"batches/pinned/versions/{DATA_ASSET}/{week}")
+    assert both.azure.lake.exists(f"batches/pinned/versions/{DATA_ASSET}/{week}/files.json")
     assert props["tags"]["content_hash"] == data["content_hash"] and props["tags"]["files"] == str(data["files"])
     assert data["files"] == len(
         json.loads(both.azure.lake.read_bytes(f"batches/data/{DATA_ASSET}/{week}.json"))["files"]
@@ -293,9 +295,10 @@ def test_the_forecast_run_is_submitted_through_mlclient_with_pinned_components_a
             assert folder == f"runs/{run_id}/outputs/{step}/{output}"
             assert list(both.azure.lake.list(folder)), folder
     models = f"runs/{run_id}/outputs/train/models"
-    assert sorted(p.rsplit("/", 1)[-1] for p in both.azure.lake.list(models) if p.endswith(".pkl")) == [
-        f"{g}.pkl" for g in GROUPS
-    ]
+    top = [p.removeprefix(f"{models}/") for p in both.azure.lake.list(models)]
+    assert sorted(p for p in top if p.endswith(".pkl") and "/" not in p) == [f"{g}.pkl" for g in GROUPS]
+    # and each group's model in MLflow format (issue 23, item 2)
+    assert sorted(p.split("/")[1] for p in top if p.endswith("/MLmodel")) == GROUPS
     # the watch followed the job (more than one read) to its end, with each step's end and metrics
     assert len(both.fake.requests_to("GET", rf"/jobs/{run_id}$")) >= 3
     assert f"train: run {run_id} Completed" in both.azure.out and "step evaluate: Completed" in both.azure.out
@@ -321,14 +324,15 @@ def test_models_are_registered_in_amls_registry_and_promoted_as_the_local_backen
         props = versions["1"]["properties"]
         tags = props["tags"]
         line = both.azure.summary["groups"][group]
-        assert tags[TAG_CARD] == "1" and tags["run_id"] == run_id and tags["files"] == "model.pkl"
+        assert tags[TAG_CARD] == "1" and tags["run_id"] == run_id and "MLmodel" in tags["files"].split(",")
+        assert props["modelType"] == "mlflow_model" and tags["week"] == both.week
         assert tags["data.curated"] == both.azure.plan["data"]["reference"]
         assert tags["decision.outcome"] == line["decision"]
         assert tags["stage"] == ("production" if line["decision"] == "promoted" else "candidate")
         # the model's files are in the lake, named by their datastore URI
         folder = lake_path(props["modelUri"])
         assert folder is not None and folder.startswith(f"models/{group}/files/")
-        assert both.azure.lake.exists(f"{folder}/model.pkl")
+        assert both.azure.lake.exists(f"{folder}/MLmodel")
         # the same card as the local registry's, but for when it was trained
         mine = AzureRegistry(both.azure.backend.client, both.azure.lake).get(group, 1)
         theirs = local_registry.get(group, 1)
@@ -365,7 +369,7 @@ def test_the_score_run_serves_production_and_publishes_the_local_backends_foreca
     promoted = sorted(g for g, line in summary["groups"].items() if line["decision"] == "promoted")
     listed = json.loads(both.azure.lake.read_bytes(f"{production}/production.json"))["models"]
     assert sorted(listed) == promoted and {m["version"] for m in listed.values()} == {1}
-    assert all(both.azure.lake.exists(f"{production}/{g}/model.pkl") for g in promoted)
+    assert all(both.azure.lake.exists(f"{production}/{g}/MLmodel") for g in promoted)
 
     published = both.azure.forecasts(week)
     # every group is published: the promoted by their model, the others by their baseline
