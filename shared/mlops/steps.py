@@ -66,7 +66,9 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         return waiting
     # a record that does not read costs its own group or file, never the plan: each is named here
     problems: dict[str, str] = {}
-    files = group_inputs.curated_files(ctx.lake, skipped=problems)
+    # the manifests read are those new or changed since the last plan (inputs' cache)
+    manifests: dict[str, int] = {}
+    files = group_inputs.curated_files(ctx.lake, skipped=problems, counts=manifests)
     if not files:
         reason = f"no curated file at all for the week of {inp.week}: nothing to train on"
         return base | {"status": "waiting_for_data", "reason": reason}
@@ -92,6 +94,8 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
             "reference": version.reference,
             "content_hash": version.content_hash,
             "files": len(version.files),
+            "pinned": version.pinned,
+            "manifests": manifests,
         },
         "fingerprints": fingerprints,
         "groups": groups,

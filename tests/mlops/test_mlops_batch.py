@@ -137,6 +137,9 @@ def test_only_the_groups_whose_inputs_changed_retrain_and_each_says_why(lake):
         promote(ctx, first, name)
     unchanged = steps.plan(ctx, {"week": W}, NOW)
     assert unchanged["train"] == []
+    # each plan reads only the manifests new or changed since the last one (issue 22, item 4)
+    assert first["data"]["manifests"] == {"listed": 5, "read": 5} and first["data"]["pinned"] is True
+    assert unchanged["data"]["manifests"] == {"listed": 5, "read": 0}
     assert {g: d["action"] for g, d in unchanged["groups"].items()} == dict.fromkeys((*NE, *WEST), "skip")
     assert unchanged["groups"][NE[0]]["reason"] == "inputs unchanged since v1 (trained 1 days ago)"
 
@@ -151,6 +154,7 @@ def test_only_the_groups_whose_inputs_changed_retrain_and_each_says_why(lake):
     assert reason.startswith("inputs changed since v1: 1 file(s) new or changed (2026-12-23.csv)"), reason
     assert changed["groups"][WEST[0]]["action"] == "skip"
     assert changed["data"]["version"] == f"{W}.2"  # the same week with other content: a new version
+    assert changed["data"]["manifests"] == {"listed": 5, "read": 1}  # the corrected file's, rewritten
 
     forced = steps.plan(ctx, {"week": W, "retrain": "all"}, NOW)
     assert sorted(forced["train"]) == sorted((*NE, *WEST))
