@@ -77,9 +77,10 @@ class AzureDataCatalog(LakeDataCatalog):
         super().__init__(lake, top, folder, attempts)
         self.client = client
 
-    def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
-        candidate = self._candidate(name, week, files)
-        self.pin(candidate)
+    def register(
+        self, name: str, week: str, files: Mapping[str, str], skipped: dict[str, str] | None = None
+    ) -> DataVersion:
+        candidate = self._pinned_candidate(name, week, files, skipped)
         for n in range(1, self.attempts + 1):
             version = version_name(week, n)
             asset = self._asset(name, version)

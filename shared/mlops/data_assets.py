@@ -45,6 +45,7 @@ __all__ = [
     "DataVersion",
     "DataVersionNotFound",
     "LakeDataCatalog",
+    "NothingPinned",
     "RunKind",
     "RunLink",
     "content_hash",
@@ -70,6 +71,10 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RunKind = Literal["train", "score"]
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class NothingPinned(DataCatalogError):
+    """No file of a version could be pinned (each was re-ingested since its manifest, or is gone)."""
 
 
 class RunLink(NamedTuple):
@@ -234,13 +239,18 @@ class DataCatalog(ABC):
     """What the weekly batch needs of a data catalog."""
 
     @abstractmethod
-    def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
+    def register(
+        self, name: str, week: str, files: Mapping[str, str], skipped: dict[str, str] | None = None
+    ) -> DataVersion:
         """The version of ``name`` holding ``files`` as of ``week``: the existing one when this
         week already has one with the same content, else a new one (``<week>``, or the next
         free ``<week>.<n>``), pinned: the files' bytes copied into the pinned store first (only
         those it lacks), the version's path its listing's folder there. ``ValueError`` for a bad
-        name, week or file list; :class:`DataCatalogError` naming a file whose bytes are no
-        longer those ``files`` lists (re-ingested since the snapshot)."""
+        name, week or file list. A file that cannot be pinned (its bytes are no longer those
+        ``files`` lists: re-ingested since the snapshot; or gone): with ``skipped``, it is left
+        out of the version (its files and content hash are what was pinned) and named there
+        with why, :class:`NothingPinned` when no file could be; without, :class:`DataCatalogError`
+        naming it."""
 
     @abstractmethod
     def get(self, name: str, version: str) -> DataVersion:
@@ -300,9 +310,10 @@ class LakeDataCatalog(DataCatalog):
         return layout.data_runs(name, version, self.top)
 
     # the interface -----------------------------------------------------------------------------
-    def register(self, name: str, week: str, files: Mapping[str, str]) -> DataVersion:
-        candidate = self._candidate(name, week, files)
-        self.pin(candidate)
+    def register(
+        self, name: str, week: str, files: Mapping[str, str], skipped: dict[str, str] | None = None
+    ) -> DataVersion:
+        candidate = self._pinned_candidate(name, week, files, skipped)
         for n in range(1, self.attempts + 1):
             try:
                 version = self._claim(candidate, version_name(week, n))
@@ -387,13 +398,33 @@ class LakeDataCatalog(DataCatalog):
 
     def pin(self, version: DataVersion) -> pinned.PinReport:
         """The version's files' bytes into the pinned store: only those it lacks are copied
-        (:func:`shared.mlops.pinned.pin_files`); :class:`DataCatalogError` naming a file whose
-        bytes are no longer those the version lists."""
+        (:func:`shared.mlops.pinned.pin_files`); the files that could not be pinned are the
+        report's ``refused``."""
         for path in version.files:
             pinned.relative(path, self.folder)
         report = pinned.pin_files(self.lake, version.files, lambda fn, items: _map(self.lake, fn, items))
-        log.info("data %s: %d object(s) pinned (%d bytes), %d already there", version.name, *report)
+        log.info("data %s: %d object(s) pinned (%d bytes), %d already there, %d not pinned",
+                 version.name, *report[:3], len(report.refused))  # fmt: skip
         return report
+
+    def _pinned_candidate(
+        self, name: str, week: str, files: Mapping[str, str], skipped: dict[str, str] | None
+    ) -> DataVersion:
+        """What ``register`` records, its files pinned: those that could not be are left out
+        (and named in ``skipped``), or refused when no ``skipped`` is given (see ``register``)."""
+        candidate = self._candidate(name, week, files)
+        refused = dict(sorted(self.pin(candidate).refused.items()))
+        if not refused:
+            return candidate
+        first, why = next(iter(refused.items()))
+        more = f" (and {len(refused) - 1} more file(s))" if len(refused) > 1 else ""
+        if skipped is None:
+            raise DataCatalogError(f"{first}: {why}{more}; register again from a new snapshot")
+        skipped.update(refused)
+        kept = {path: sha for path, sha in candidate.files.items() if path not in refused}
+        if not kept:
+            raise NothingPinned(f"{name}: none of its {len(refused)} file(s) could be pinned: {first}: {why}{more}")
+        return self._candidate(name, week, kept)
 
     def _same(self, found: DataVersion, candidate: DataVersion) -> bool:
         """Whether a claimed version is the candidate's: the same content, pinned. A record from

@@ -9,9 +9,10 @@ on AML: :mod:`shared.aml.lakeuri`), where only the bridge writes, never an inges
 
 - **Objects** are content-addressed: a file is copied only when no object holds its sha256
   yet, so the store grows with new content, never with versions (a version whose files are all
-  there already copies nothing). The bytes copied are hashed on the way: bytes that do not hash to
-  the sha256 the snapshot listed (the curated file was re-ingested between the snapshot and the
-  copy) are refused (:class:`DataCatalogError` naming the file) and no object is written. An
+  there already copies nothing; which objects are there is one listing of the store, not a
+  request per file). The bytes copied are hashed on the way: a file whose bytes do not hash to
+  the sha256 its manifest listed (re-ingested between the snapshot and the copy), or that is
+  gone, is not pinned (the report's ``refused`` says why) and no object is written. An
   object is created whole in one create-if-absent write (``Lake.create``: two registrations
   pinning the same bytes at once never interleave), and never rewritten.
 - **The listing** holds the version's name, version, week and content hash, and per curated file
@@ -29,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from shared.aml.datarefs import DataCatalogError, DataVersion, listing_of
@@ -41,15 +43,17 @@ __all__ = ["PinReport", "StoreUsage", "listing", "pin_files", "store_usage", "ve
 #: how much of a file is read (and hashed, and written) at a time
 CHUNK_BYTES = 4 * 1024 * 1024
 
-Mapper = Callable[[Callable[[tuple[str, str]], int], Iterable[tuple[str, str]]], Iterator[int]]
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
 class PinReport(NamedTuple):
-    """What pinning a version's files did: objects copied (and their bytes), files already there."""
+    """What pinning a version's files did: objects copied (and their bytes), files whose object
+    was there already, and the files that could not be pinned (curated path -> why, one line)."""
 
     copied: int
     copied_bytes: int
     present: int
+    refused: Mapping[str, str] = MappingProxyType({})
 
 
 class StoreUsage(NamedTuple):
@@ -85,36 +89,54 @@ def relative(path: str, folder: str) -> str:
 
 def pin_files(lake: Lake, files: Mapping[str, str], mapper: Mapper | None = None) -> PinReport:
     """Every file's bytes as the object of its sha256, copied when no object holds them yet
-    (``mapper`` runs the copies, in threads on a remote lake). :class:`DataCatalogError` naming
-    the file when its bytes no longer hash to the sha256 given, or it is gone."""
+    (``mapper`` runs the copies, in threads on a remote lake). Which objects exist is one
+    listing of the store (never a request per file: a version lists every curated file of
+    history); only the new sha256s are read and copied. A file that cannot be pinned (its bytes
+    no longer hash to the sha256 given, or it is gone) is in the report's ``refused``, with why,
+    and no object is written for it."""
+    present = {info.path for info in lake.list_info(f"{layout.PINNED}/{layout.PINNED_OBJECTS}")}
+    paths_of: dict[str, list[str]] = {}
+    for path, sha in sorted(files.items()):
+        paths_of.setdefault(sha, []).append(path)
+    new = sorted(sha for sha in paths_of if object_path(sha) not in present)
 
-    def one(item: tuple[str, str]) -> int:
-        path, sha = item
-        target = object_path(sha)
-        if lake.exists(target):
-            return -1
-        return _copy(lake, path, sha, target)
+    def one(sha: str) -> tuple[int | None, dict[str, str]]:
+        # the first of the files holding these bytes that still does is copied; the others need no copy
+        refused: dict[str, str] = {}
+        for path in paths_of[sha]:
+            try:
+                return _copy(lake, path, sha, object_path(sha)), refused
+            except _Refused as e:
+                refused[path] = str(e)
+        return None, refused
 
-    results = list((mapper or map)(one, files.items()))
-    copied = [n for n in results if n >= 0]
-    return PinReport(len(copied), sum(copied), len(results) - len(copied))
+    results: list[tuple[int | None, dict[str, str]]] = list((mapper or map)(one, new))
+    copied = [n for n, _ in results if n is not None and n >= 0]
+    refused = {path: why for n, by_path in results if n is None for path, why in by_path.items()}
+    pinned = sum(len(paths) for paths in paths_of.values()) - len(refused)
+    return PinReport(len(copied), sum(copied), pinned - len(copied), refused)
+
+
+class _Refused(Exception):
+    """A file that cannot be pinned: why (one line)."""
 
 
 def _copy(lake: Lake, path: str, sha: str, target: str) -> int:
     """One file's bytes as the object ``target``, if they hash to ``sha``: created in one
     create-if-absent write, so that two registrations pinning the same bytes at once never
-    interleave (the second finds the object there); the bytes it copied."""
+    interleave (the second finds the object there); the bytes it copied (-1 when another
+    registration created it meanwhile). :class:`_Refused` when they do not hash to ``sha``."""
     try:
         data = lake.read_bytes(path)
     except NotFoundError:
-        raise DataCatalogError(f"{path}: gone since the snapshot listed it: not pinned") from None
+        raise _Refused("gone since its manifest listed it: not pinned") from None
     except ChangedWhileReadError:
-        raise DataCatalogError(f"{path}: rewritten while it was copied: not pinned; register again") from None
+        raise _Refused("rewritten while it was copied: not pinned; register again") from None
     found = hashlib.sha256(data).hexdigest()
     if found != sha:
-        raise DataCatalogError(
-            f"{path}: its bytes hash to {found}, not the {sha} the snapshot listed (re-ingested since?): "
-            "not pinned; register again from a new snapshot"
+        raise _Refused(
+            f"its bytes hash to {found}, not the {sha} the snapshot listed from its manifest "
+            "(re-ingested since?): not pinned"
         )
     return len(data) if lake.create(target, data) else -1
 

@@ -26,7 +26,7 @@ from shared.mlops import inputs as group_inputs
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard, TrainingCode
 from shared.mlops.context import FORECASTS, SOURCES, VELOCITIES, Context, batch_record, watch_options, write_json
-from shared.mlops.data_assets import DataCatalogError, DataVersionNotFound
+from shared.mlops.data_assets import DataCatalogError, DataVersionNotFound, NothingPinned
 from shared.mlops.promotion import age_days, gate_problems
 from shared.mlops.publish import publish, record
 from shared.mlops.registry import MLMODEL, RegistryError, review
@@ -73,7 +73,16 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         reason = f"no curated file at all for the week of {inp.week}: nothing to train on"
         return base | {"status": "waiting_for_data", "reason": reason}
     stores = store_master(ctx.lake)
-    version = ctx.data.register(DATA_ASSET, inp.week, {f.path: f.sha256 for f in files})
+    # a file that cannot be pinned (re-ingested since its manifest, or gone) is left out of the
+    # version, named in problems; the groups train on what was pinned
+    unpinned: dict[str, str] = {}
+    try:
+        version = ctx.data.register(DATA_ASSET, inp.week, {f.path: f.sha256 for f in files}, skipped=unpinned)
+    except NothingPinned as e:
+        problems.update({path: f"{why}: left out" for path, why in unpinned.items()})
+        return base | {"status": "waiting_for_data", "reason": str(e), "problems": problems}
+    problems.update({path: f"{why}: left out of data version {version.version}" for path, why in unpinned.items()})
+    files = [f for f in files if f.path in version.files]
     pairs = sorted(stores.pairs())
     fingerprints = {
         f"{r}.{fmt}": group_inputs.fingerprint(group_inputs.group_files(f"{r}.{fmt}.x", files, stores))
