@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -38,7 +39,22 @@ from shared.aml.lakeuri import lake_uri
 from shared.lake import ChangedWhileReadError, Lake, NotFoundError
 from shared.weeks import layout
 
-__all__ = ["PinReport", "StoreUsage", "listing", "pin_files", "store_usage", "verify", "version_uri", "write_listing"]
+__all__ = [
+    "PinReport",
+    "StoreUsage",
+    "listing",
+    "pin_files",
+    "read_other_data",
+    "store_usage",
+    "verify",
+    "version_uri",
+    "write_listing",
+]
+
+#: what a run's prepare step wrote about the data it read (``data_version``: name, version, content hash)
+RUN_META = "outputs/prepare/features/meta.json"
+
+log = logging.getLogger(__name__)
 
 #: how much of a file is read (and hashed, and written) at a time
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -187,6 +203,34 @@ def verify(lake: Lake, version: DataVersion) -> list[str]:
         if digest.hexdigest() != sha:
             problems.append(f"{path}: its object {object_path(sha)} holds bytes of sha256 {digest.hexdigest()}")
     return problems
+
+
+def read_other_data(lake: Lake, run_id: str, data: Mapping[str, Any]) -> str | None:
+    """Why run ``run_id``'s models are not registered when its prepare step read data other than
+    the plan's (``data``: the plan's version: ``reference``, ``content_hash``, ``pinned``), one
+    line; None when it read the plan's. Prepare writes the content hash of the listing it read,
+    checked against the listing's files and every object against its sha256, into
+    ``runs/<run_id>/outputs/prepare/features/meta.json``: a listing rewritten consistently since
+    the plan registered it reads, but not as the plan's. A run with no meta.json at all (its
+    outputs were not kept) is not refused here (logged): the check is on what the run says."""
+    path = f"runs/{run_id}/{RUN_META}"
+    try:
+        meta = json.loads(lake.read_bytes(path))
+    except NotFoundError:
+        log.warning("run %s: no %s: which data it read is not known", run_id, path)
+        return None
+    except ValueError:
+        meta = None
+    read = meta.get("data_version") if isinstance(meta, dict) else None
+    found = read.get("content_hash") if isinstance(read, dict) else None
+    if found is None and not data.get("pinned", True):
+        return None  # a plan from before the pinned store names the live folder: no listing read
+    if found != data.get("content_hash"):
+        return (
+            f"the training run {run_id} read data of content hash {found} ({path}), not the "
+            f"{data.get('content_hash')} of {data.get('reference')} the plan registered: its models are not registered"
+        )
+    return None
 
 
 def store_usage(lake: Lake) -> StoreUsage:

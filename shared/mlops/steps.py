@@ -21,7 +21,7 @@ from typing import Any
 from shared.aml.lakeuri import lake_uri
 from shared.clock import iso
 from shared.lake import LakeError
-from shared.mlops import failures, staleness
+from shared.mlops import failures, pinned, staleness
 from shared.mlops import inputs as group_inputs
 from shared.mlops.batch import DATA_ASSET, BatchInput, batch_path, instance_id_for
 from shared.mlops.cards import NAME_PATTERN, Metrics, ModelCard, TrainingCode
@@ -282,6 +282,10 @@ def register(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[st
             "groups": {},
         }
     run_id = str(train["run_id"])
+    # a run that read data other than the plan's version (a listing rewritten since): nothing registered
+    other = pinned.read_other_data(ctx.lake, run_id, plan["data"])
+    if other is not None:
+        return {"trained": False, "error": other, "groups": {}}
     metrics = model_metrics(train.get("metrics") or {})
     models = f"runs/{run_id}/outputs/train/models"
     listed = list(ctx.lake.list(models))

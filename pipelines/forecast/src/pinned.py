@@ -9,11 +9,18 @@ which holds its listing, ``files.json`` (the app writes it: shared/mlops/pinned.
 and the ``pinned`` input is the store itself. :func:`curated_view` lays every listed object out
 under its curated path in a folder of this machine, each object's bytes checked against its
 sha256 as they are read, so the steps read exactly the bytes the version was registered with,
-in the layout they know. A folder without a listing is a plain curated folder (a run by hand):
-it is read as it is.
+in the layout they know. A folder without a listing that holds dataset folders is a plain
+curated folder (a run by hand): it is read as it is. One with neither (a version's folder whose
+listing is gone) is refused, never read as an empty curated folder.
+
+The listing's ``content_hash`` is required and must be the hash of its files; prepare writes it
+into meta.json, and the register step refuses models from a run whose content hash is not the
+one the plan registered (shared/mlops/steps.py): a listing rewritten consistently (files and
+hash) reads, but its run's models are not registered.
 
 Every problem is one line (:class:`PinnedDataError`): no store given, a listing that does not
-read, a path that leaves the folder, an object missing, an object whose bytes hash otherwise.
+read or has no content hash, a folder that is neither, a path that leaves the folder, an object
+missing, an object whose bytes hash otherwise.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ def read_listing(curated: Path) -> dict:
         sha = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise PinnedDataError(f"{path}: {rel}: no sha256")
+    found = listing.get("content_hash")
+    if not isinstance(found, str) or not _SHA256.match(found):
+        raise PinnedDataError(f"{path}: no content_hash (a sha256): not a listing the app wrote; refused")
     return listing
 
 
@@ -82,7 +92,7 @@ def materialize(curated: Path, store: Path | None, dest: Path) -> dict:
     name = f"{listing.get('name')}:{listing.get('version')}"
     if store is None:
         raise PinnedDataError(f"data version {name}: a pinned version is read from its store: give --pinned")
-    if listing.get("content_hash") is not None and content_hash(listing["files"]) != listing["content_hash"]:
+    if content_hash(listing["files"]) != listing["content_hash"]:
         raise PinnedDataError(f"data version {name}: its listing does not hash to its content_hash: altered")
     for rel, entry in sorted(listing["files"].items()):
         source = _inside(Path(store), entry.get("object"), f"{rel}: object")
@@ -107,8 +117,13 @@ def materialize(curated: Path, store: Path | None, dest: Path) -> dict:
 @contextlib.contextmanager
 def curated_view(curated: Path, store: Path | None) -> Iterator[tuple[Path, dict | None]]:
     """The curated folder to read: a pinned version laid out in a temporary folder (and its
-    listing), or ``curated`` itself (and None) when it holds no listing."""
+    listing), or ``curated`` itself (and None) when it holds no listing but dataset folders."""
     if not is_pinned(curated):
+        if not any(p.is_dir() for p in Path(curated).glob("*")):
+            raise PinnedDataError(
+                f"{curated}: neither a pinned data version (no {LISTING}) "
+                "nor a curated folder (no dataset folder): refused"
+            )
         yield Path(curated), None
         return
     with tempfile.TemporaryDirectory(prefix="pinned-") as tmp:
