@@ -6,6 +6,7 @@ on AML: :mod:`shared.aml.lakeuri`), where only the bridge writes, never an inges
 
     batches/pinned/objects/<sha[:2]>/<sha256>.csv          a curated file's bytes, named by their sha256
     batches/pinned/versions/<name>/<version>/files.json    a version's listing (the data asset's folder)
+    batches/pinned/versions/<name>/<version>/MLTable       its objects as an MLTable (for AML Studio, mltable)
 
 - **Objects** are content-addressed: a file is copied only when no object holds its sha256
   yet, so the store grows with new content, never with versions (a version whose files are all
@@ -43,6 +44,7 @@ __all__ = [
     "PinReport",
     "StoreUsage",
     "listing",
+    "mltable",
     "pin_files",
     "read_other_data",
     "store_usage",
@@ -184,6 +186,36 @@ def write_listing(lake: Lake, version: DataVersion, folder: str = "curated") -> 
             found = None
         if not isinstance(found, dict) or {k: found.get(k) for k in wanted} != wanted:
             raise DataCatalogError(f"{path} does not list what {version.reference} was registered with: altered")
+    write_mltable(lake, version)
+    return path
+
+
+#: a version's MLTable, beside its listing: its objects as a table of files, readable outside prepare
+MLTABLE = "MLTable"
+
+
+def mltable(version: DataVersion) -> str:
+    """The version's ``MLTable`` (YAML): each file's object by its datastore URI, one path per
+    curated file in the listing's order (an object shared by two files is listed for each). No
+    read transformation: the files are of several datasets, each with its own columns; which
+    curated file each is, files.json says."""
+    lines = [
+        f"# data version {version.reference} (ForecastOps): its files' pinned objects; files.json maps",
+        "# each to its curated path and sha256, and is what the pipelines read",
+        "type: mltable",
+        "paths:",
+    ]
+    lines += [f"  - file: {lake_uri(object_path(sha))}" for _, sha in sorted(version.files.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_mltable(lake: Lake, version: DataVersion) -> str:
+    """The version's ``MLTable``, created once in its folder; its lake path. One already there
+    that says otherwise raises :class:`DataCatalogError`."""
+    wanted = mltable(version).encode("utf-8")
+    path = f"{version_folder(version.name, version.version)}/{MLTABLE}"
+    if not lake.create(path, wanted) and lake.read_bytes(path) != wanted:
+        raise DataCatalogError(f"{path} does not list what {version.reference} was registered with: altered")
     return path
 
 

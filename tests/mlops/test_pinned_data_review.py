@@ -183,3 +183,28 @@ def test_models_from_a_run_that_read_another_version_are_not_registered(lake):
     _meta(lake, "run-same", plan["data"]["content_hash"])
     done = steps.register(ctx, {"plan": plan, "train": train}, NOW)
     assert done["trained"] is True and done["groups"]["northeast.large.fast"]["registered"] is True
+
+
+# ------------------------------------------------------------------------------ item 5: an MLTable beside the listing
+def test_a_version_folder_holds_an_mltable_of_its_objects_by_datastore_uri(lake):
+    import yaml
+
+    from shared.aml.lakeuri import lake_path
+
+    small_world(lake)
+    ingest(lake, "curated/shipments_weekly/v1/erp/copy.csv", shipments("s1", 10))  # s1's bytes again: one object
+    version = LakeDataCatalog(lake).register(NAME, WEEK, snapshot(lake))
+    folder = pinned.version_folder(NAME, WEEK)
+    assert sorted(lake.list(folder)) == [f"{folder}/MLTable", f"{folder}/files.json"]
+    table = yaml.safe_load(lake.read_bytes(f"{folder}/MLTable"))
+    assert set(table) == {"type", "paths"} and table["type"] == "mltable"
+    uris = [p["file"] for p in table["paths"]]
+    assert uris == [
+        f"azureml://datastores/lake_batches/paths/pinned/objects/{s[:2]}/{s}.csv"
+        for _, s in sorted(version.files.items())
+    ]
+    assert all(lake.exists(lake_path(u) or "") for u in uris) and len(set(uris)) == len(uris) - 1
+    # written once: registering again finds it, an altered one makes registration take the next version
+    assert LakeDataCatalog(lake).register(NAME, WEEK, snapshot(lake)) == version
+    lake.write_bytes(f"{folder}/MLTable", b"type: mltable\npaths:\n  - file: elsewhere.csv\n")
+    assert LakeDataCatalog(lake).register(NAME, WEEK, snapshot(lake)).version == f"{WEEK}.2"
