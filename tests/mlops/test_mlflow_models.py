@@ -57,7 +57,11 @@ def step(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("mlflow_models")
+    return trained(tmp_path_factory.mktemp("mlflow_models"))
+
+
+def trained(tmp: Path) -> dict[str, Any]:
+    """A lake made in ``tmp``, prepared, trained (each group's MLflow model) and its holdout scored."""
     lake = tmp / "lake"
     world_args = ["--regions", "2", "--stores-per-region", "2", "--skus", "4", "--weeks", "60", "--no-pipeline"]
     assert cli.main(["--lake", str(lake), "run", *world_args], out=io.StringIO()) == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -120,3 +121,21 @@ def save(folder: Path, model: GroupModel, booster: Booster | None, example: pd.D
         finally:
             logger.setLevel(level)
             sys.path[:] = before
+
+
+#: an absolute path in an error's text (POSIX, or a drive's): the node's, never published
+_ABSOLUTE = re.compile(r"(?<![\w.~/-])(?:[A-Za-z]:)?[/\\][^\s'\"(),;:/\\]+(?:[/\\][^\s'\"(),;:/\\]+)*")
+
+
+def public_error(error: BaseException, base: Path, label: str) -> str:
+    """``error`` in one line fit to publish (a reason goes to the batch's summary, lineage and the
+    report): its type and the first line of its text, ``base`` (a model's folder on this node)
+    named ``label`` (the folder as the models or production folder names it) and any other
+    absolute path by its last part (``.../name``): a node's paths (``/mnt/azureml/cr/j/<job>/...``,
+    a temporary folder) are never published."""
+    text = str(error)
+    for path in sorted({str(base), str(Path(base).resolve())}, key=len, reverse=True):
+        text = text.replace(path, label)
+    text = _ABSOLUTE.sub(lambda m: ".../" + re.split(r"[/\\]", m.group(0))[-1], text)
+    first = (text.strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}".strip().rstrip(":")[:240]

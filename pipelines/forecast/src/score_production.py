@@ -11,9 +11,13 @@ as statsforecast's ``fallback_model``):
 3. ``baseline``: the group's baseline, the historical average, or the seasonal naive where it
    did better over the backtest origins of this lake (``model`` then says which).
 
-A model that cannot be read (a corrupt MLmodel or pickle, a missing artifact or booster file) or
-whose scoring raises costs its group only: the group falls to the next in the chain and the reason
-is recorded.
+A model that cannot be read (a corrupt MLmodel or pickle, a missing artifact or booster file, code
+of its own that does not run) or whose scoring raises costs its group only: the group falls to the
+next in the chain and the reason is recorded: the error's type and first line, a file named by its
+place in this folder (``<group>/artifacts/model/model.pkl``), never a path of the node (the whole
+text is on stderr). An MLflow model loads and predicts with the code inside it (its ``code/``), not
+this step's modules of the same names (model_versions.py): a previous version trained by older code
+forecasts as it did.
 
 ``--production`` is a folder:
 
@@ -66,7 +70,7 @@ import numpy as np
 import pandas as pd
 from backtest import Data
 from forecast_lib import TARGET, log_metrics, neutralise_formulas, write_json
-from model_versions import Loaded, ProductionError, load_model
+from model_versions import Loaded, ProductionError, load_model, public
 from pergroup import one_line, read_work_doc
 
 #: the columns of a forecast file (the standard dataset ``forecasts`` v1)
@@ -222,7 +226,7 @@ def serve_group(
             known = mine if model.skus is None else mine[mine["sku"].isin(model.skus)]
             out = score_group(model, data, known, origin, version)
         except Exception as e:  # any failure of one model costs its group only: the next link
-            reasons.append(f"{source} v{version}: {' '.join(str(e).split()) or type(e).__name__}"[:300])
+            reasons.append(f"{source} v{version}: {_why(e, folder, group, sub)}"[:300])
             if source == "production" and group not in previous:
                 reasons.append("no previous production version may be served")
             continue
@@ -236,6 +240,14 @@ def serve_group(
                      "new_skus": int(new["sku"].nunique())}  # fmt: skip
     out = score_baseline(data, mine, origin, baseline)
     return out, {"source": "baseline", "model": baseline, "version": None, "reasons": reasons, "new_skus": 0}
+
+
+def _why(error: Exception, folder: Path, group: str, sub: str) -> str:
+    """Why a link of the chain was passed over, as published: a ProductionError's line; any other
+    error (the model's scoring raised) by its type and first line, no path of the node in it."""
+    if isinstance(error, ProductionError):
+        return " ".join(str(error).split())
+    return public(error, Path(folder) / group / sub if sub else Path(folder) / group, group)
 
 
 def write_forecasts(out: pd.DataFrame, path: Path) -> None:

@@ -32,7 +32,9 @@ seconds, ``mlflow``: the MLflow model's folder, save seconds and bytes; ``not_fi
 groups with too few train rows at the holdout's origin for their members
 (``models.MIN_TRAIN_ROWS``), each with a one-line reason: they get no model, the other groups
 are trained, and scoring serves them by their baseline); ``failed``: the groups whose fit
-raised, each with a one-line reason (no model; every other group is trained)). Logs
+raised, or whose MLflow model's save did ("its MLflow model was not saved (<type>: <line>)", its
+partial folder removed), each with a one-line reason (no model, no pickle: nothing of it is
+registered; every other group is trained and saved)). Logs
 ``<group>.trained_at`` and the train row counts of the groups trained.
 """
 
@@ -211,23 +213,43 @@ def main(argv: list[str] | None = None) -> int:
     return write_models(a.out, data, fits, boosters, lgbm_notes, groups, trained_at, seed, t0)
 
 
-def save_mlflow_models(folder: Path, data: Data, models: dict[str, GroupModel], booster: Booster | None) -> dict:
+def save_mlflow_models(
+    folder: Path, data: Data, models: dict[str, GroupModel], booster: Booster | None
+) -> tuple[dict[str, dict], dict[str, str]]:
     """Each group's model in MLflow format (``<folder>/<group>/``, mlflow_model.py), its input example
-    the first of its holdout rows; per group the seconds it took and its bytes. A folder of a group
-    this run has no model for is removed (it must not be registered with this run's)."""
+    the first of its holdout rows: per group saved, the seconds it took and its bytes; per group whose
+    save raised, a one-line reason (its partial folder removed: every other group is saved). A folder
+    of a group this run has no model for is removed (it must not be registered with this run's)."""
     if folder.exists():
         for stale in folder.iterdir():
             if stale.name not in models:
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+                _remove(stale)
     origin = data.origins[-1] if data.origins else data.meta["holdout_from"]
-    saved = {}
+    saved: dict[str, dict] = {}
+    failed: dict[str, str] = {}
     for group, model in sorted(models.items()):
         t0 = time.monotonic()
-        rows = data.horizon_rows(origin, group=group)
-        mlflow_model.save(folder / group, model, booster, mlflow_model.model_frame(data, rows, origin))
+        try:
+            rows = data.horizon_rows(origin, group=group)
+            mlflow_model.save(folder / group, model, booster, mlflow_model.model_frame(data, rows, origin))
+        except Exception as e:  # one group's save costs that group only (its whole text: the node's log)
+            print(f"train: {group}: its MLflow model was not saved: {type(e).__name__}: {e}", file=sys.stderr)
+            failed[group] = (
+                f"its MLflow model was not saved ({mlflow_model.public_error(e, folder / group, f'mlflow/{group}')})"
+            )
+            _remove(folder / group)
+            continue
         size = sum(f.stat().st_size for f in (folder / group).rglob("*") if f.is_file())
         saved[group] = {"seconds": round(time.monotonic() - t0, 3), "bytes": size}
-    return saved
+    return saved, failed
+
+
+def _remove(path: Path) -> None:
+    """``path`` gone, whatever it is (a link is removed, never what it points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trained_at, seed, t0) -> int:
@@ -246,22 +268,29 @@ def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trai
     if untrained:
         print(f"train: no train rows at the holdout's origin for: {', '.join(untrained)}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
-        if stale.stem not in models:
-            stale.unlink()
     # the velocity classes, decided once: the SKUs of each group at training go with its model,
     # and scoring serves a SKU by this model only when it is one of them (a new SKU: the baseline)
     skus = data.table.groupby("group")["sku"].unique()
     for group, model in models.items():
         model.skus = sorted(str(k) for k in skus.get(group, []))
+    booster = boosters.get(data.origins[-1]) if data.origins else None
+    # the model version the register step registers: a group whose MLflow model is not saved fails
+    # alone (no model, no pickle: it is not registered; its baseline serves it), listed with its reason
+    saved, unsaved = save_mlflow_models(out / "mlflow", data, models, booster)
+    for group, reason in unsaved.items():
+        print(f"train: {group} failed: {reason}", file=sys.stderr)
+        failed[group] = reason
+        del models[group]
+    for stale in out.glob("*.pkl"):  # a model of another run's groups must not be scored with this run's
+        if stale.stem not in models:
+            stale.unlink()
+    for group, model in models.items():
         with open(out / f"{group}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
     for stale in ("lgbm.txt", "lgbm.json"):
         (out / stale).unlink(missing_ok=True)
-    booster = boosters.get(data.origins[-1]) if data.origins else None
     if booster is not None:
         booster.save(out)
-    saved = save_mlflow_models(out / "mlflow", data, models, booster)
     backtest.to_csv(out / "backtest.csv", index=False, float_format="%.6g")
     last = notes[-1]
     manifest = [
@@ -292,7 +321,7 @@ def write_models(out: Path, data: Data, fits, boosters, lgbm_notes, groups, trai
             # groups too small for their members at the holdout's origin: no model, the baseline
             "not_fitted": [{"group": g, "reason": r} for g, r in sorted(not_fitted.items())],
             # groups whose fit raised: no model, every other group trained (the batch summary lists them)
-            "failed": [{"group": g, "reason": r} for g, r in failed.items()],
+            "failed": [{"group": g, "reason": r} for g, r in sorted(failed.items())],
             "seconds": seconds,
         },
     )
