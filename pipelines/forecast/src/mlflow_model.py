@@ -5,7 +5,8 @@ version is that folder, file for file)::
 
     MLmodel                  the flavors (python_function), the signature, the input example's name,
                              the code path, and metadata: group, origin, trained_at, the blend's
-                             weights and the velocity classes (the SKUs of the group at training)
+                             weights and the velocity classes (the SKUs of the group at training);
+                             no path of the node that trained it (an artifact's uri is its path)
     python_model.pkl         the pyfunc (forecast_pyfunc.GroupForecaster: a class of code/, no state)
     artifacts/model/model.pkl    the GroupModel: encoder, LASSO, MLP, weights, velocity classes
     artifacts/model/lgbm.txt     the run's LightGBM booster and its categories (absent when the run
@@ -118,9 +119,22 @@ def save(folder: Path, model: GroupModel, booster: Booster | None, example: pd.D
                     pip_requirements=list(REQUIREMENTS),
                     metadata=metadata,
                 )
+                _relative_artifacts(folder)
         finally:
             logger.setLevel(level)
             sys.path[:] = before
+
+
+def _relative_artifacts(folder: Path) -> None:
+    """The MLmodel of ``folder`` without the training node's temporary folder: MLflow records each
+    artifact's source (``uri``, here ``/tmp/tmpXXXX/model``, read by nothing: a model loads its
+    artifacts from their ``path`` in the model); it becomes that path (``artifacts/model``)."""
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(folder / "MLmodel"))
+    for artifact in (mlmodel.flavors.get("python_function", {}).get("artifacts") or {}).values():
+        artifact["uri"] = artifact["path"]
+    mlmodel.save(str(folder / "MLmodel"))
 
 
 #: an absolute path in an error's text (POSIX, or a drive's): the node's, never published
