@@ -3,10 +3,10 @@
 runs it (and the local backend, from a process pool, the same way).
 
 The contract: ``init()`` once per worker process reads what every group shares from the program
-arguments (``--features``, ``--production``, ``--out``, ``--parts``): production.json, and
-with ``--parts`` (score_plan.py's folder of ``<group>.pkl``) nothing of the features: ``run``
-then reads each group's data alone, so a worker's memory follows its group, not the batch
-(without it, every worker reads prepare's whole features, as before the parts).
+arguments (``--parts``, ``--production``, ``--out``): production.json, and nothing of the
+features: ``run`` reads each group's data alone (score_plan.py's ``<parts>/<group>.pkl``), so a
+worker's memory follows its group, not the batch. The score pipeline binds ``--parts``; by
+hand, ``--features`` instead of it reads prepare's whole features in every worker.
 ``run(mini_batch, mini_batch_context)`` gets a list of work files (score_plan.py's
 ``<group>.json``), writes ``<out>/<group>.csv`` and returns one JSON row per group (``group``,
 ``outcome`` ok or failed, one-line ``reason``, and what served it and its ``rows``). A group's
@@ -32,11 +32,13 @@ def init() -> None:
     """Once per worker: production.json (with ``--parts``; else the whole features too) and
     where the forecasts go."""
     p = argparse.ArgumentParser(description="score: each group's forecasts (AML parallel entry script)")
-    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--features", type=Path, help="prepare's whole features (without --parts)")
     p.add_argument("--production", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--parts", type=Path)
+    p.add_argument("--parts", type=Path, help="score_plan.py's folder of each group's data (the pipeline's)")
     a, _ = p.parse_known_args()  # AML adds arguments of its own
+    if a.parts is None and a.features is None:
+        p.error("give --parts (each group's data) or --features (the whole table)")
     if a.parts is None:
         _STATE.update(scoring=open_scoring(a.features, a.production), out=a.out)
         return
