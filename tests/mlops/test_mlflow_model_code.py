@@ -203,3 +203,17 @@ def test_a_reason_names_a_versions_files_by_the_production_folder_never_a_path_o
     error = FileNotFoundError(2, "No such file", "/mnt/azureml/cr/j/0a1b/cap/data-capability/wd/x/model.pkl")
     said = mlflow_model.public_error(error, prod / group, group)
     assert said == "FileNotFoundError: [Errno 2] No such file: '.../model.pkl'"
+
+
+def test_a_version_whose_code_raises_on_predict_falls_back_and_its_reason_names_no_node_path(run, tmp_path):
+    score_production, backtest = forecast_step_module("score_production"), forecast_step_module("backtest")
+    group = run["groups"][0]
+    prod = tmp_path / "production"
+    shutil.copytree(run["models"] / "mlflow" / group, prod / group)
+    with_code(prod / group, '\n\ndef forecast(*args, **kwargs):\n    raise FileNotFoundError(2, "No such file", "/mnt/azureml/cr/j/0a1b/wd/sales.csv")\n')  # fmt: skip
+    data = backtest.Data(run["features"])
+    origin = data.meta["future_from"]
+    rows = data.horizon_rows(origin, int(data.meta["future_weeks"]))
+    out, served = score_production.serve_group(group, prod, {group: 4}, {}, data, rows, origin, "baseline")
+    assert served["source"] == "baseline" and (out["source"] == "baseline").all() and len(out) > 0
+    assert served["reasons"][0] == "production v4: FileNotFoundError: [Errno 2] No such file: '.../sales.csv'"
