@@ -57,7 +57,9 @@ def untrained(lake: Lake, models: str, asked: list[str] | str | None) -> tuple[d
         return {}, {}
     if not isinstance(manifest, dict):
         return {}, {}
-    failed = {g: f"its fit failed: {r}" for g, r in _rows(manifest, "failed").items()}
+    # a group fitted whose MLflow model could not be saved says so itself, not "its fit failed"
+    rows = _rows(manifest, "failed")
+    failed = {g: r if r.startswith("its MLflow model") else f"its fit failed: {r}" for g, r in rows.items()}
     failed |= {g: f"not fitted: {r}" for g, r in _rows(manifest, "not_fitted").items() if g not in failed}
     trained = {m.get("group") for m in manifest.get("models") or [] if isinstance(m, dict)}
     listed = manifest.get("groups")

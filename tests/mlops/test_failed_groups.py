@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.lake import Lake
-from shared.mlops import batch, steps
+from shared.mlops import batch, failures, steps
 from shared.mlops.batch import BatchInput
 from shared.mlops.cards import TrainingCode
 from shared.tooling.bulk_ingest import ingest_all
@@ -229,3 +229,20 @@ def test_a_manifest_that_does_not_read_costs_only_the_reasons(local_lake):
     assert registered["groups"][NE[0]]["registered"] is True and registered["failed"] == {}
     summary = steps.publish(ctx, {"plan": plan, "registered": registered, "production": {}, "score": None}, NOW)
     assert summary["failed_groups"] == {NE[1]: "the training run produced no model for it"}
+
+
+def test_a_group_whose_mlflow_model_was_not_saved_says_so_not_that_its_fit_failed(local_lake):
+    models = "runs/run-x/outputs/train/models"
+    manifest = {
+        "groups": "all",
+        "models": [],
+        "failed": [
+            {"group": GROUPS[0], "reason": "its MLflow model was not saved (OSError: disk full)"},
+            {"group": GROUPS[1], "reason": "ValueError: too few rows"},
+        ],
+        "not_fitted": [],
+    }
+    local_lake.write_bytes(f"{models}/manifest.json", json.dumps(manifest).encode())
+    failed, _ = failures.untrained(local_lake, models, "all")
+    assert failed[GROUPS[0]] == "its MLflow model was not saved (OSError: disk full)"
+    assert failed[GROUPS[1]] == "its fit failed: ValueError: too few rows"

@@ -301,3 +301,14 @@ def log_metrics(metrics: dict[str, float], *, run_name: str | None = None, param
 def write_json(path: Path, doc: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+#: an absolute path in an error's text (POSIX or Windows): a node's, never to be published
+_ABSOLUTE = re.compile(r"(?<![\w.~/-])(?:[A-Za-z]:)?[/\\][^\s'\"(),;:/\\]+(?:[/\\][^\s'\"(),;:/\\]+)*")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path named by its last part (``.../name``): a reason goes to
+    the batch's summary, lineage and the report, and a node's paths (``/mnt/azureml/cr/j/<job>/
+    ...``, a temporary folder) are never published."""
+    return _ABSOLUTE.sub(lambda m: ".../" + re.split(r"[/\\]", m.group(0))[-1], text)

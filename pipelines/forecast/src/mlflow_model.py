@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import shutil
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from backtest import Booster, Data
-from forecast_lib import NUMERIC
+from forecast_lib import NUMERIC, without_paths
 from forecast_pyfunc import IDS, INPUT, OUTPUT, GroupForecaster
 from models import GroupModel
 
@@ -137,10 +136,6 @@ def _relative_artifacts(folder: Path) -> None:
     mlmodel.save(str(folder / "MLmodel"))
 
 
-#: an absolute path in an error's text (POSIX, or a drive's): the node's, never published
-_ABSOLUTE = re.compile(r"(?<![\w.~/-])(?:[A-Za-z]:)?[/\\][^\s'\"(),;:/\\]+(?:[/\\][^\s'\"(),;:/\\]+)*")
-
-
 def public_error(error: BaseException, base: Path, label: str) -> str:
     """``error`` in one line fit to publish (a reason goes to the batch's summary, lineage and the
     report): its type and the first line of its text, ``base`` (a model's folder on this node)
@@ -150,6 +145,6 @@ def public_error(error: BaseException, base: Path, label: str) -> str:
     text = str(error)
     for path in sorted({str(base), str(Path(base).resolve())}, key=len, reverse=True):
         text = text.replace(path, label)
-    text = _ABSOLUTE.sub(lambda m: ".../" + re.split(r"[/\\]", m.group(0))[-1], text)
+    text = without_paths(text)
     first = (text.strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {first}".strip().rstrip(":")[:240]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 from backtest import Booster, Data
+from forecast_lib import without_paths
 from models import GroupModel, fit_group, member_forecasts, too_few_rows
 from threadpoolctl import threadpool_limits
 
@@ -52,8 +53,9 @@ class GroupFit:
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message."""
-    text = str(error).strip().splitlines()
+    """An exception as one short line: its type and the first line of its message, with no
+    absolute path of the node (``forecast_lib.without_paths``: the line is published)."""
+    text = without_paths(str(error)).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".strip().rstrip(":")[:300]
 
 
