@@ -22,7 +22,12 @@ from score_production import baseline_choice, open_or_refuse
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--features", type=Path, required=True, help="prepare's output folder")
-    p.add_argument("--production", type=Path, required=True, help="production.json and <group>/model.pkl, ...")
+    p.add_argument(
+        "--production",
+        type=Path,
+        required=True,
+        help="production.json and each group's version (<group>/MLmodel, ... or model.pkl)",
+    )
     p.add_argument("--work", type=Path, required=True, help="out: one <group>.json per group to score")
     p.add_argument("--parts", type=Path, help="out: one <group>.pkl per group to score, its data")
     a = p.parse_args(argv)
