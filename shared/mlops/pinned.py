@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -269,3 +269,15 @@ def store_usage(lake: Lake) -> StoreUsage:
     """How many objects the pinned store holds, and their bytes."""
     infos = list(lake.list_info(f"{layout.PINNED}/{layout.PINNED_OBJECTS}"))
     return StoreUsage(len(infos), sum(i.size for i in infos))
+
+
+def needed_but_left_out(files: Sequence[Any], kept: Sequence[Any], unpinned: Mapping[str, str]) -> str:
+    """What a version cannot do without and lost to pinning (``files``, curated files with
+    ``path`` and ``dataset``; ``kept``, those pinned): a store master file (every group reads
+    it), or every shipments file; "" when none."""
+    lost = [f.path for f in files if f.path in unpinned and f.dataset == "store_demographics"]
+    if lost:
+        return f"the store master ({lost[0]})"
+    if not any(f.dataset == "shipments_weekly" for f in kept) and any(f.dataset == "shipments_weekly" for f in files):
+        return "every shipments file"
+    return ""

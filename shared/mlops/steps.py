@@ -82,7 +82,12 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         problems.update({path: f"{why}: left out" for path, why in unpinned.items()})
         return base | {"status": "waiting_for_data", "reason": str(e), "problems": problems}
     problems.update({path: f"{why}: left out of data version {version.version}" for path, why in unpinned.items()})
-    files = [f for f in files if f.path in version.files]
+    kept = [f for f in files if f.path in version.files]
+    # the store master is every group's, and no run trains without shipments: wait for those
+    if needed := pinned.needed_but_left_out(files, kept, unpinned):
+        reason = f"{needed} could not be pinned (rewritten or gone since its manifest): waiting for the data"
+        return base | {"status": "waiting_for_data", "reason": reason, "problems": problems}
+    files = kept
     pairs = sorted(stores.pairs())
     fingerprints = {
         f"{r}.{fmt}": group_inputs.fingerprint(group_inputs.group_files(f"{r}.{fmt}.x", files, stores))
@@ -118,6 +123,12 @@ def plan(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str, A
         log.warning("weekly batch %s: %s: %s", inp.week, where, problem)
     if ready.missing:
         result["reason"] = f"trained on what is there: {ready.describe()}"
+    if unpinned:  # the groups whose files were left out train and score on less than the lake has
+        result["partial"] = True
+        left = f"{len(unpinned)} file(s) left out of the data version (see problems)"
+        result["reason"] = (
+            f"{result['reason']}; {left}" if result.get("reason") else f"trained on what was pinned: {left}"
+        )
     write_json(ctx.lake, batch_record(result, "plan"), result)
     return result
 

@@ -36,18 +36,18 @@ def _shipments(lake: Lake) -> list[str]:
 # ------------------------------------------------------------------------------ item 1: a bad file costs its file
 def test_a_file_that_cannot_be_pinned_is_left_out_and_named_and_the_plan_goes_on(lake):
     batch_world(lake)
-    rewritten, gone = _shipments(lake)
+    rewritten, _ = _shipments(lake)
     lake.write_bytes(rewritten, b"store_id,sku\nre-ingested,without its manifest\n")  # bytes its manifest does not list
-    lake.delete(gone)  # its manifest still lists it
     ctx = context(lake)
     plan = steps.plan(ctx, {"week": W, "by": "data_complete"}, NOW)
     assert plan["status"] == "ready" and plan["train"] == "all"
-    assert set(plan["problems"]) == {rewritten, gone}
-    assert "its bytes hash to" in plan["problems"][rewritten] and "gone" in plan["problems"][gone]
+    assert set(plan["problems"]) == {rewritten} and "its bytes hash to" in plan["problems"][rewritten]
     assert all("\n" not in why and "left out of data version" in why for why in plan["problems"].values())
+    # the batch says it trains on less than the lake has
+    assert plan["partial"] is True and "1 file(s) left out of the data version" in plan["reason"]
     # the version is what was pinned: its files, its content hash, its listing, its objects
     version = ctx.data.get("forecastops-curated", plan["data"]["version"])
-    assert plan["data"]["files"] == len(version.files) == 3 and not {rewritten, gone} & set(version.files)
+    assert plan["data"]["files"] == len(version.files) == 4 and rewritten not in version.files
     assert version.content_hash == content_hash(version.files) == plan["data"]["content_hash"]
     listing = json.loads(lake.read_bytes(f"{pinned.version_folder(version.name, version.version)}/files.json"))
     assert sorted(f"curated/{rel}" for rel in listing["files"]) == sorted(version.files)
@@ -58,6 +58,25 @@ def test_a_file_that_cannot_be_pinned_is_left_out_and_named_and_the_plan_goes_on
     assert {k: v for k, v in again["data"].items() if k != "manifests"} == {
         k: v for k, v in plan["data"].items() if k != "manifests"
     }
+
+
+def test_a_plan_that_would_lose_every_shipments_file_or_the_store_master_waits(lake):
+    batch_world(lake)
+    rewritten, gone = _shipments(lake)
+    lake.write_bytes(rewritten, b"store_id,sku\nre-ingested,without its manifest\n")
+    lake.delete(gone)  # its manifest still lists it
+    plan = steps.plan(context(lake), {"week": W, "by": "data_complete"}, NOW)
+    assert plan["status"] == "waiting_for_data" and plan["reason"].startswith("every shipments file could not be")
+    assert "its bytes hash to" in plan["problems"][rewritten] and "gone" in plan["problems"][gone]
+
+
+def test_a_store_master_that_cannot_be_pinned_makes_the_plan_wait_not_train_without_it(local_lake):
+    batch_world(local_lake)
+    (master,) = [p for p in local_lake.list("curated/store_demographics") if p.endswith(".csv")]
+    local_lake.write_bytes(master, local_lake.read_bytes(master) + b"\n")  # re-ingested since its manifest
+    plan = steps.plan(context(local_lake), {"week": W, "by": "data_complete"}, NOW)
+    assert plan["status"] == "waiting_for_data" and plan["reason"].startswith(f"the store master ({master})")
+    assert master in plan["problems"]
 
 
 def test_no_file_pinnable_waits_for_the_data_and_says_why(local_lake):
