@@ -237,8 +237,15 @@ def verify(lake: Lake, version: DataVersion) -> list[str]:
     return problems
 
 
-def read_other_data(lake: Lake, run_id: str, data: Mapping[str, Any]) -> str | None:
-    """Why run ``run_id``'s models are not registered when its prepare step read data other than
+def read_other_data(
+    lake: Lake,
+    run_id: str,
+    data: Mapping[str, Any],
+    kind: str = "training",
+    consequence: str = "its models are not registered",
+) -> str | None:
+    """Why run ``run_id``'s models are not registered (``kind``, ``consequence``: or a scoring
+    run's forecasts not published) when its prepare step read data other than
     the plan's (``data``: the plan's version: ``reference``, ``content_hash``, ``pinned``), one
     line; None when it read the plan's. Prepare writes the content hash of the listing it read,
     checked against the listing's files and every object against its sha256, into
@@ -259,8 +266,8 @@ def read_other_data(lake: Lake, run_id: str, data: Mapping[str, Any]) -> str | N
         return None  # a plan from before the pinned store names the live folder: no listing read
     if found != data.get("content_hash"):
         return (
-            f"the training run {run_id} read data of content hash {found} ({path}), not the "
-            f"{data.get('content_hash')} of {data.get('reference')} the plan registered: its models are not registered"
+            f"the {kind} run {run_id} read data of content hash {found} ({path}), not the "
+            f"{data.get('content_hash')} of {data.get('reference')} the plan registered: {consequence}"
         )
     return None
 

@@ -13,6 +13,7 @@ from typing import Any
 from shared import telemetry
 from shared.clock import iso
 from shared.lake import NotFoundError
+from shared.mlops import pinned
 from shared.mlops.batch import DATA_ASSET, BatchInput, instance_id_for
 from shared.mlops.cards import NAME_PATTERN
 from shared.mlops.context import FORECASTS, SOURCES, Context, batch_record, write_json
@@ -40,7 +41,8 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
     registered = payload.get("registered") or {}
     prod = (payload.get("production") or {}).get("models") or {}
     score = payload.get("score")
-    scored = _copy_forecasts(ctx, week, score, prod) if score and score.get("outcome") == "completed" else {}
+    other = _read_other_data(ctx, plan, score)
+    scored = _copy_forecasts(ctx, week, score, prod) if score and _completed(score) and other is None else {}
     if score and score.get("run_id") and scored:
         ctx.data.link_run(DATA_ASSET, plan["data"]["version"], str(score["run_id"]), "score")
     groups = _group_lines(plan, registered, prod, scored)
@@ -48,13 +50,15 @@ def publish(ctx: Context, payload: dict[str, Any], now: dt.datetime) -> dict[str
     problems = []
     if registered.get("error"):
         problems.append(registered["error"])
+    if other is not None:
+        problems.append(other)
     if score is None and prod:
         problems.append("the scoring run did not start")
     elif score is not None and score.get("outcome") != "completed":
         error = score.get("error") or {}
         message = error.get("message") if isinstance(error, dict) else error
         problems.append(f"the scoring run {score.get('run_id')} ended {score.get('outcome')}: {message}")
-    elif not scored:
+    elif not scored and other is None:
         problems.append("no group was scored")
     counts: dict[str, int] = {}
     sources = dict.fromkeys(SOURCES, 0)
@@ -102,6 +106,20 @@ def _telemetry(summary: dict[str, Any]) -> None:
         telemetry.record_batch(summary)
     except Exception:
         log.warning("the weekly batch's telemetry could not be recorded", exc_info=True)
+
+
+def _completed(run: dict[str, Any]) -> bool:
+    return run.get("outcome") == "completed"
+
+
+def _read_other_data(ctx: Context, plan: dict[str, Any], score: dict[str, Any] | None) -> str | None:
+    """Why a completed scoring run publishes nothing: its prepare read other data than the plan's
+    version (:func:`shared.mlops.pinned.read_other_data`); None when it read the plan's."""
+    if not score or not _completed(score) or not score.get("run_id"):
+        return None
+    return pinned.read_other_data(
+        ctx.lake, str(score["run_id"]), plan["data"], "scoring", "its forecasts are not published"
+    )
 
 
 def _copy_forecasts(ctx: Context, week: str, score: dict[str, Any], prod: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -227,3 +227,30 @@ def test_a_version_folder_holds_an_mltable_of_its_objects_by_datastore_uri(lake)
     assert LakeDataCatalog(lake).register(NAME, WEEK, snapshot(lake)) == version
     lake.write_bytes(f"{folder}/MLTable", b"type: mltable\npaths:\n  - file: elsewhere.csv\n")
     assert LakeDataCatalog(lake).register(NAME, WEEK, snapshot(lake)).version == f"{WEEK}.2"
+
+
+def test_a_scoring_run_that_read_another_version_publishes_nothing_and_the_batch_says_why(lake):
+    batch_world(lake)
+    ctx = context(lake)
+    plan = steps.plan(ctx, {"week": W, "by": "data_complete"}, NOW)
+    header = "store_id,sku,week_start,forecast,model,model_version\n"
+    other = hashlib.sha256(b"another listing").hexdigest()
+    for run_id, read in (("run-score-other", other), ("run-score-same", plan["data"]["content_hash"])):
+        lake.write_bytes(
+            f"runs/{run_id}/outputs/score_production/forecasts/northeast.large.fast.csv",
+            (header + "S1,SKU-1,2026-12-28,4.5,northeast.large.fast,\n").encode(),
+        )
+        _meta(lake, run_id, read)
+    score = {"run_id": "run-score-other", "outcome": "completed", "metrics": {}}
+    summary = steps.publish(ctx, {"plan": plan, "registered": {"groups": {}}, "score": score}, NOW)
+    assert summary["outcome"] == "failed" and list(lake.list(f"curated/forecasts/v1/week={W}")) == []
+    (problem,) = summary["problems"]
+    assert problem.startswith("the scoring run run-score-other read data of content hash " + other)
+    assert problem.endswith("its forecasts are not published") and "\n" not in problem
+    # the run that read the plan's version publishes
+    score = {"run_id": "run-score-same", "outcome": "completed", "metrics": {}}
+    summary = steps.publish(ctx, {"plan": plan, "registered": {"groups": {}}, "score": score}, NOW)
+    assert summary["outcome"] == "succeeded", summary
+    assert list(lake.list(f"curated/forecasts/v1/week={W}")) == [
+        f"curated/forecasts/v1/week={W}/northeast.large.fast.csv"
+    ]
