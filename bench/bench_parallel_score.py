@@ -1,6 +1,7 @@
 """The score pipeline's parallel step (issue 22): its workers' peak RSS and the step's time when
-each worker reads the whole features (score_groups.py without ``--parts``, as the score pipeline
-runs it until it binds score_plan's parts) and when each reads its group's data alone (``--parts``)
+each worker reads the whole features (score_groups.py with ``--features``, as the score pipeline
+ran it before it bound score_plan's parts) and when each reads its group's data alone (``--parts``,
+as the pipeline runs it)
 (prints numbers; not a test).
 
 On a scoring run the local backend kept (``make bench-scale ARGS="--keep"`` keeps every size's
