@@ -8,14 +8,17 @@ score_plan's ``--parts`` each worker reads its group's data alone, never the who
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from shared.aml.local.parallel import ROWS_FILE
-from tests.drivers import FORECAST_SRC, forecast_step_module
+from tests.drivers import FORECAST_SRC, ROOT_DIR, forecast_step_module
 from tests.pipelines.test_forecast_backtest import HORIZON, ORIGINS, write_lake
 from tests.pipelines.test_parallel_train import parallel
 
@@ -192,3 +195,21 @@ def test_the_plan_refuses_a_production_folder_it_cannot_score_with(run, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "production.json is not valid JSON" in err
     assert not work.exists()
+
+
+def test_the_parallel_score_benchmark_runs_on_a_kept_run(run, tmp_path) -> None:
+    """bench/bench_parallel_score.py at this tiny size, as a person runs it (a subprocess, numbers
+    printed), so that it cannot rot unseen; its numbers are not judged here."""
+    out = tmp_path / "runs" / "score-x" / "outputs"
+    shutil.copytree(run["features"], out / "prepare" / "features")
+    shutil.copytree(run["work"], out / "score_plan" / "work")
+    shutil.copytree(run["parts"], out / "score_plan" / "parts")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT_DIR / "bench" / "bench_parallel_score.py"), "--run", str(out.parent)]
+        + ["--production", str(run["production"]), "--workers", "2"],
+        cwd=ROOT_DIR, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^8 groups, 2 workers$", proc.stdout, re.M), proc.stdout
+    for label in ("whole features", "the group's part"):
+        assert re.search(rf"^{label}: score_groups [\d.]+ s, worker peak RSS \d+ MiB$", proc.stdout, re.M), proc.stdout
