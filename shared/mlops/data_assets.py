@@ -50,6 +50,7 @@ __all__ = [
     "RunLink",
     "content_hash",
     "datastore_uri",
+    "ingested_manifest",
     "is_reference",
     "parse_reference",
     "snapshot",
@@ -196,7 +197,7 @@ def manifests(
         for path in lake.list(f"curated/{dataset}/v{SCHEMA_VERSION}")
         if path.endswith(".manifest.json")
     )
-    for path, manifest, problem in _map(lake, lambda p: (p, *_ingested(lake, p)), paths, workers):
+    for path, manifest, problem in _map(lake, lambda p: (p, *ingested_manifest(lake, p)), paths, workers):
         if problem is not None:
             log.warning("snapshot: manifest %s %s: skipped", path, problem)
             if skipped is not None:
@@ -205,7 +206,7 @@ def manifests(
             yield manifest
 
 
-def _ingested(lake: Lake, manifest_path: str) -> tuple[dict[str, Any] | None, str | None]:
+def ingested_manifest(lake: Lake, manifest_path: str) -> tuple[dict[str, Any] | None, str | None]:
     """The manifest if it is an ingested file's naming its curated output, and what is wrong
     with it when it is corrupt (not JSON, outputs of the wrong shape)."""
     try:

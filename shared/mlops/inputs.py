@@ -30,8 +30,7 @@ from typing import Any
 
 from shared.ingestion.datasets import SCHEMA_VERSION
 from shared.lake import Lake, NotFoundError, ObjectInfo
-from shared.mlops.data_assets import DATASETS, READ_WORKERS, content_hash
-from shared.mlops.data_assets import _ingested as ingested_manifest
+from shared.mlops.data_assets import DATASETS, READ_WORKERS, content_hash, ingested_manifest
 from shared.weeks import StoreMaster, layout
 
 __all__ = ["CACHE", "CuratedFile", "curated_files", "fingerprint", "group_files", "split_group"]
